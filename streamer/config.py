@@ -58,10 +58,11 @@ class DetectorConfig(_Section):
     score: float = Field(default=0.6, gt=0.0, lt=1.0, description="Minimum detector confidence.")
     nms_iou: float = Field(default=0.3, gt=0.0, le=1.0, description="Overlap above which boxes merge.")
     max_side_px: int = Field(
-        default=640,
+        default=480,
         ge=64,
         le=4096,
-        description="Frames larger than this are downscaled for detection (boxes map back).",
+        description="The detector sees the frame scaled (aspect kept) so its long side is at most this; "
+        "boxes map back to full size. 480 finds every face of the test photos at half the cost of 640.",
     )
 
 

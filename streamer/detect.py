@@ -1,0 +1,173 @@
+"""Face detectors: OpenCV's res10 SSD (Caffe) and YuNet (ONNX, 5 landmarks).
+
+Both read as ``_preprocess -> forward -> _postprocess`` with ``_postprocess`` pure numpy, so it is
+tested on hand-made output blobs. ``detect(bgr)`` takes a ``(H, W, 3)`` uint8 BGR frame and returns
+``types.Detections`` in that frame's pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Protocol, Tuple
+
+import cv2
+import numpy as np
+
+from .config import DetectorConfig, DnnConfig
+from .dnn import apply_dnn_config, backend_target, read_caffe
+from .errors import ModelError
+from .types import Detections
+
+log = logging.getLogger(__name__)
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, bgr: np.ndarray) -> Detections:
+        """Faces in a ``(H, W, 3)`` uint8 BGR frame, boxes in its pixels."""
+
+
+def nms_xyxy(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, highest score first.
+
+    ``xyxy`` is ``(N, 4)`` float, ``scores`` ``(N,)``. Pure numpy; N is small (tens of boxes).
+    """
+    order = np.argsort(-scores, kind="stable")
+    areas = np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        ix1 = np.maximum(xyxy[best, 0], xyxy[rest, 0])
+        iy1 = np.maximum(xyxy[best, 1], xyxy[rest, 1])
+        ix2 = np.minimum(xyxy[best, 2], xyxy[rest, 2])
+        iy2 = np.minimum(xyxy[best, 3], xyxy[rest, 3])
+        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _clip_and_filter(
+    xyxy: np.ndarray, scores: np.ndarray, landmarks: Optional[np.ndarray], shape_hw: Tuple[int, int], nms_iou: float
+) -> Detections:
+    """Clip boxes to the frame, drop empty ones, suppress overlaps; shared by both detectors."""
+    h, w = shape_hw
+    xyxy = xyxy.astype(np.float32, copy=True)
+    np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
+    # A box squeezed to under one pixel by clipping lies outside the frame: nothing to analyse.
+    ok = ((xyxy[:, 2] - xyxy[:, 0]) >= 1) & ((xyxy[:, 3] - xyxy[:, 1]) >= 1)
+    xyxy, scores = xyxy[ok], scores[ok].astype(np.float32)
+    landmarks = None if landmarks is None else landmarks[ok].astype(np.float32)
+    keep = nms_xyxy(xyxy, scores, nms_iou)
+    return Detections(
+        xyxy=xyxy[keep].reshape(-1, 4),
+        confidence=scores[keep],
+        landmarks_xy=None if landmarks is None else landmarks[keep].reshape(-1, 5, 2),
+    )
+
+
+class Res10Detector:
+    """OpenCV's ResNet-10 SSD face detector (Caffe; needs OpenCV 4.x). Gives boxes, no landmarks."""
+
+    name = "res10"
+    MEAN_BGR = (104.0, 177.0, 123.0)
+    SCALE = 1.0
+    SWAP_RB = False
+
+    def __init__(self, prototxt: Path, caffemodel: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
+        self.cfg = cfg
+        self.net = apply_dnn_config(read_caffe(prototxt, caffemodel, "face detector res10"), dnn)
+
+    def _preprocess(self, bgr: np.ndarray) -> np.ndarray:
+        # The SSD is fully convolutional, so it takes any input size. The classic 300x300 squash
+        # loses the smaller faces of a group photo (2 of 5 found at 0.6 on the Pexels meeting
+        # photo); keeping the aspect ratio at a long side of max_side_px finds 4-5 of them.
+        # Outputs are normalised coordinates, so no letterbox bookkeeping is needed.
+        h, w = bgr.shape[:2]
+        scale = min(1.0, self.cfg.max_side_px / max(h, w))
+        input_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.dnn.blobFromImage(bgr, self.SCALE, input_wh, self.MEAN_BGR, self.SWAP_RB, False)
+
+    def forward(self, blob: np.ndarray) -> np.ndarray:
+        self.net.setInput(blob)
+        return self.net.forward()
+
+    @staticmethod
+    def _postprocess(out: np.ndarray, shape_hw: Tuple[int, int], score: float, nms_iou: float) -> Detections:
+        """``out`` is the SSD ``(1, 1, K, 7)`` blob: [image_id, label, confidence, x1, y1, x2, y2]
+        with coordinates normalised to [0, 1]."""
+        rows = out.reshape(-1, 7)
+        rows = rows[np.isfinite(rows).all(axis=1) & (rows[:, 2] >= score)]
+        if rows.shape[0] == 0:
+            return Detections.empty()
+        h, w = shape_hw
+        xyxy = rows[:, 3:7] * np.array([w, h, w, h], np.float32)
+        return _clip_and_filter(xyxy, rows[:, 2], None, shape_hw, nms_iou)
+
+    def detect(self, bgr: np.ndarray) -> Detections:
+        out = self.forward(self._preprocess(bgr))
+        return self._postprocess(out, bgr.shape[:2], self.cfg.score, self.cfg.nms_iou)
+
+
+class YuNetDetector:
+    """OpenCV Zoo's YuNet (ONNX via cv2.FaceDetectorYN): boxes and 5 landmarks; OpenCV 4 and 5."""
+
+    name = "yunet"
+    # YuNet scores every anchor; its own threshold is kept low so that ours (cfg.score) decides,
+    # and its internal NMS is left to ours too so both detectors merge boxes the same way.
+    _RAW_SCORE = 0.3
+    _RAW_NMS = 0.9
+    _TOP_K = 5000
+
+    def __init__(self, onnx: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
+        self.cfg = cfg
+        backend, target = backend_target(dnn)
+        try:
+            self.model = cv2.FaceDetectorYN.create(
+                str(onnx), "", (320, 320), self._RAW_SCORE, self._RAW_NMS, self._TOP_K, backend, target
+            )
+        except cv2.error as error:
+            raise ModelError(
+                f"face detector yunet: OpenCV could not load {onnx} ({error.err}); "
+                "check it with `python run.py models verify`"
+            ) from None
+        self._input_wh: Optional[Tuple[int, int]] = None
+
+    def _preprocess(self, bgr: np.ndarray) -> Tuple[np.ndarray, float]:
+        """Downscale so the long side is at most cfg.max_side_px; return the image and the scale."""
+        h, w = bgr.shape[:2]
+        scale = min(1.0, self.cfg.max_side_px / max(h, w))
+        if scale < 1.0:
+            bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        return bgr, scale
+
+    def forward(self, bgr: np.ndarray) -> np.ndarray:
+        input_wh = (bgr.shape[1], bgr.shape[0])
+        if input_wh != self._input_wh:
+            self.model.setInputSize(input_wh)
+            self._input_wh = input_wh
+        _, faces = self.model.detect(bgr)
+        return np.zeros((0, 15), np.float32) if faces is None else faces
+
+    @staticmethod
+    def _postprocess(
+        faces: np.ndarray, scale: float, shape_hw: Tuple[int, int], score: float, nms_iou: float
+    ) -> Detections:
+        """``faces`` is YuNet's ``(N, 15)``: x, y, w, h, five (x, y) landmarks, score — in the
+        pixels of the (possibly downscaled) detector input; ``scale`` maps back to the frame."""
+        faces = faces.reshape(-1, 15)
+        faces = faces[np.isfinite(faces).all(axis=1) & (faces[:, 14] >= score)]
+        if faces.shape[0] == 0:
+            return Detections.empty(with_landmarks=True)
+        xywh = faces[:, 0:4] / scale
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        landmarks = (faces[:, 4:14] / scale).reshape(-1, 5, 2)
+        return _clip_and_filter(xyxy, faces[:, 14], landmarks, shape_hw, nms_iou)
+
+    def detect(self, bgr: np.ndarray) -> Detections:
+        small, scale = self._preprocess(bgr)
+        return self._postprocess(self.forward(small), scale, bgr.shape[:2], self.cfg.score, self.cfg.nms_iou)
