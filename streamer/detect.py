@@ -21,6 +21,10 @@ from .types import Detections
 
 log = logging.getLogger(__name__)
 
+# Below this many pixels on a side a frame holds no analysable face, and the SSD's stride-2
+# stages shrink it to nothing (OpenCV raises on a 2x2 input).
+MIN_FRAME_SIDE_PX = 8
+
 
 class FaceDetector(Protocol):
     name: str
@@ -74,6 +78,7 @@ class Res10Detector:
     """OpenCV's ResNet-10 SSD face detector (Caffe; needs OpenCV 4.x). Gives boxes, no landmarks."""
 
     name = "res10"
+    TRAINED_SIDE_PX = 300
     MEAN_BGR = (104.0, 177.0, 123.0)
     SCALE = 1.0
     SWAP_RB = False
@@ -87,8 +92,10 @@ class Res10Detector:
         # loses the smaller faces of a group photo (2 of 5 found at 0.6 on the Pexels meeting
         # photo); keeping the aspect ratio at a long side of max_side_px finds 4-5 of them.
         # Outputs are normalised coordinates, so no letterbox bookkeeping is needed.
+        # Frames smaller than the 300 px the model was trained at are upscaled to it: faces in a
+        # 176x144 clip are otherwise below the smallest prior box.
         h, w = bgr.shape[:2]
-        scale = min(1.0, self.cfg.max_side_px / max(h, w))
+        scale = min(self.cfg.max_side_px, max(max(h, w), self.TRAINED_SIDE_PX)) / max(h, w)
         input_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
         return cv2.dnn.blobFromImage(bgr, self.SCALE, input_wh, self.MEAN_BGR, self.SWAP_RB, False)
 
@@ -109,6 +116,8 @@ class Res10Detector:
         return _clip_and_filter(xyxy, rows[:, 2], None, shape_hw, nms_iou)
 
     def detect(self, bgr: np.ndarray) -> Detections:
+        if min(bgr.shape[:2]) < MIN_FRAME_SIDE_PX:
+            return Detections.empty()
         out = self.forward(self._preprocess(bgr))
         return self._postprocess(out, bgr.shape[:2], self.cfg.score, self.cfg.nms_iou)
 
@@ -169,5 +178,7 @@ class YuNetDetector:
         return _clip_and_filter(xyxy, faces[:, 14], landmarks, shape_hw, nms_iou)
 
     def detect(self, bgr: np.ndarray) -> Detections:
+        if min(bgr.shape[:2]) < MIN_FRAME_SIDE_PX:
+            return Detections.empty(with_landmarks=True)
         small, scale = self._preprocess(bgr)
         return self._postprocess(self.forward(small), scale, bgr.shape[:2], self.cfg.score, self.cfg.nms_iou)
