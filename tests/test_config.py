@@ -1,0 +1,84 @@
+"""Config: strict validation with the YAML path of the bad key; config.yaml documents every key."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from streamer.config import REPO_ROOT, Config, load_config, override, parse_config
+from streamer.errors import ConfigError
+
+CONFIG_YAML = REPO_ROOT / "config.yaml"
+
+
+def _leaf_paths(model, prefix=""):
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        path = f"{prefix}{name}"
+        if hasattr(value, "model_fields"):
+            yield from _leaf_paths(value, path + ".")
+        else:
+            yield path, field
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"detector": {"scor": 0.5}}, "unknown config key 'detector.scor'"),
+        ({"detectr": {}}, "unknown config key 'detectr'"),
+        ({"detector": {"score": 1.5}}, "'detector.score'"),
+        ({"detector": {"name": "haar"}}, "'detector.name'"),
+        ({"classifier": {"min_face_px": 0}}, "'classifier.min_face_px'"),
+        ({"classifier": {"age_groups": [[0, 9], [5, 20]]}}, "'classifier.age_groups'"),
+        ({"capture": {"queue_size": "many"}}, "'capture.queue_size'"),
+        ({"output": {"codecs": []}}, "'output.codecs'"),
+        ([1, 2], "expected a mapping"),
+    ],
+)
+def test_bad_config_names_the_key(data, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(data)
+
+
+def test_empty_and_missing_sections_give_defaults():
+    assert parse_config(None) == Config()
+    assert parse_config({}) == Config()
+    assert parse_config({"detector": {"score": 0.7}}).detector.score == 0.7
+
+
+def test_override_validates():
+    assert override(Config(), {"output.window": False}).output.window is False
+    with pytest.raises(ConfigError, match="detector.score"):
+        override(Config(), {"detector.score": 2.0})
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detector: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_config_yaml_is_the_defaults_and_documents_every_key():
+    text = CONFIG_YAML.read_text(encoding="utf-8")
+    assert load_config(CONFIG_YAML) == Config(), "config.yaml must hold the defaults (sane out of the box)"
+    data = yaml.safe_load(text)
+    lines = text.splitlines()
+    for path, field in _leaf_paths(Config()):
+        assert field.description, f"{path} has no description in streamer/config.py"
+        section, key = path.split(".")
+        assert key in data[section], f"config.yaml lacks {path}"
+        # The line above each key (or the key's own line) carries a comment.
+        at = next(i for i, line in enumerate(lines) if re.match(rf"\s+{key}:", line) and _in_section(lines, i, section))
+        assert "#" in lines[at] or lines[at - 1].strip().startswith("#"), f"config.yaml: {path} has no comment"
+
+
+def _in_section(lines, index, section):
+    for line in reversed(lines[:index]):
+        if re.match(r"^\S", line) and not line.startswith("#"):
+            return line.startswith(f"{section}:")
+    return False

@@ -1,0 +1,108 @@
+"""Sinks and overlay on synthetic frames: files complete and playable, input frames untouched."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from streamer.draw import draw_faces, draw_hud, label_for
+from streamer.errors import SinkError
+from streamer.sinks import EventsSink, VideoFileSink, write_image
+from streamer.types import Face, Frame, FrameResult
+
+
+def _frames(n, size_wh=(160, 120)):
+    for i in range(n):
+        bgr = np.zeros((size_wh[1], size_wh[0], 3), np.uint8)
+        cv2.rectangle(bgr, (i * 3 % 100, 20), (i * 3 % 100 + 30, 60), (0, 255, 0), -1)
+        yield bgr
+
+
+@pytest.mark.parametrize(
+    "codecs, expect_codec",
+    [(["mp4v"], "mp4v"), (["XXXX", "mp4v"], "mp4v")],
+)
+def test_video_sink_round_trip_and_codec_fallback(tmp_path, codecs, expect_codec):
+    path = tmp_path / "out.mp4"
+    with VideoFileSink(path, 12.5, (160, 120), codecs) as sink:
+        for bgr in _frames(25):
+            sink.write(bgr)
+        assert sink.codec == expect_codec
+    cap = cv2.VideoCapture(str(path))
+    try:
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 25
+        assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (160, 120)
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.5, rel=0.01)
+        decoded = sum(1 for _ in iter(lambda: cap.read()[0], False))
+        assert decoded == 25
+    finally:
+        cap.release()
+
+
+def test_video_sink_resizes_odd_frames_and_rejects_after_close(tmp_path):
+    sink = VideoFileSink(tmp_path / "o.avi", 10, (64, 48), ["MJPG"])
+    sink.write(np.zeros((100, 100, 3), np.uint8))
+    sink.close()
+    sink.close()  # idempotent
+    with pytest.raises(SinkError, match="already closed"):
+        sink.write(np.zeros((48, 64, 3), np.uint8))
+
+
+def test_video_sink_unopenable_names_codecs(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SinkError, match="XXXX"):
+        VideoFileSink(tmp_path / "file" / "cannot.mp4", 10, (64, 48), ["XXXX"])
+
+
+def test_events_sink_flushes_each_line(tmp_path):
+    path = tmp_path / "ev" / "events.jsonl"
+    frame = Frame(bgr=np.zeros((4, 4, 3), np.uint8), index=7, t_s=1.5, source="x.mp4", pos_s=0.28)
+    face = Face(xyxy=(1, 2, 3, 4), score=0.9, gender="female", gender_p=0.8, age=31.2, age_group="30-39", classified=True)
+    sink = EventsSink(path)
+    sink.write(FrameResult(frame=frame, faces=(face,)))
+    # Readable before close: a crash after this line loses nothing.
+    line = json.loads(path.read_text().splitlines()[0])
+    sink.close()
+    assert line["frame"] == 7 and line["t_s"] == 0.28 and line["source"] == "x.mp4"
+    assert line["faces"][0] == {
+        "xyxy": [1.0, 2.0, 3.0, 4.0], "score": 0.9, "gender": "female", "gender_p": 0.8,
+        "age": 31.2, "age_group": "30-39", "classified": True,
+    }
+
+
+def test_write_image_checks_extension(tmp_path):
+    write_image(tmp_path / "a" / "b.png", np.zeros((5, 5, 3), np.uint8))
+    assert cv2.imread(str(tmp_path / "a" / "b.png")).shape == (5, 5, 3)
+    with pytest.raises(SinkError, match="image extension"):
+        write_image(tmp_path / "b.txt", np.zeros((5, 5, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "face, text",
+    [
+        (Face((0, 0, 1, 1), 0.9, "male", 0.93, 34.4, "30-39", True), "male 93% | 34y (30-39)"),
+        (Face((0, 0, 1, 1), 0.9), "face"),
+        (Face((0, 0, 1, 1), 0.9, track=3), "#3 analysing..."),
+        (Face((0, 0, 1, 1), 0.9, "female", 0.6, 4.0, "3-9", True, track=2), "#2 female 60% | 4y (3-9)"),
+    ],
+)
+def test_label_text(face, text):
+    assert label_for(face) == text
+
+
+@pytest.mark.parametrize("xyxy", [(0, 0, 40, 40), (120, 80, 160, 120), (-10, -10, 20, 20), (150, 0, 170, 10)])
+def test_draw_faces_returns_new_frame_and_draws_inside(xyxy):
+    bgr = np.zeros((120, 160, 3), np.uint8)
+    face = Face(xyxy, 0.9, "female", 0.9, 25.0, "20-29", True)
+    out = draw_faces(bgr, [face])
+    assert out is not bgr and not bgr.any(), "input frame must stay untouched"
+    assert out.shape == bgr.shape and out.any()
+
+
+def test_hud_darkens_corner_only():
+    canvas = np.full((200, 300, 3), 200, np.uint8)
+    draw_hud(canvas, ["in 30.0 fps", "model 5 ms"])
+    assert canvas[2, 2].max() < 200 and canvas[-1, -1].min() == 200

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Regenerate config.yaml from the schema in streamer/config.py (defaults + descriptions).
+
+    python tools/write_config.py > config.yaml
+
+The schema is the one source of truth; tests/test_config.py checks config.yaml matches it.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streamer.config import Config  # noqa: E402
+
+HEADER = """\
+# streamer configuration. Every key is optional: a missing key takes the default shown here.
+# Unknown keys and out-of-range values are rejected at start-up with the key's path.
+# Command-line flags (--no-window, --output, ...) override these. Regenerate this file from the
+# schema with `python tools/write_config.py > config.yaml`.
+"""
+
+
+def _yaml_value(value) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, list) and value and isinstance(value[0], (list, tuple)):
+        value = [list(v) for v in value]
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text.replace("\n...", "")
+
+
+def render(config: Config) -> str:
+    out = [HEADER]
+    for section_name, section_field in type(config).model_fields.items():
+        section = getattr(config, section_name)
+        doc = (type(section).__doc__ or "").strip()
+        out.append(f"\n{section_name}:" + (f"  # {doc}" if doc else ""))
+        for key, field in type(section).model_fields.items():
+            for line in textwrap.wrap(field.description or "", width=94):
+                out.append(f"  # {line}")
+            out.append(f"  {key}: {_yaml_value(getattr(section, key))}")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render(Config()))
