@@ -79,6 +79,27 @@ class ClassifierConfig(_Section):
         default=[(0, 2), (3, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 120)],
         description="Inclusive [lo, hi] year ranges that name the age group of a continuous age.",
     )
+    align: bool = Field(
+        default=True,
+        description="Align faces on their landmarks (YuNet) as the cydral networks were trained; "
+        "boxes without landmarks (res10) always get square crops.",
+    )
+    align_padding: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Aligned chips: margin around dlib's mean face, as a fraction of it per side (dlib's padding).",
+    )
+    square_padding: float = Field(
+        default=0.2,
+        ge=-0.3,
+        le=1.0,
+        description="Square crops: margin added on each side, as a fraction of the box's longer side.",
+    )
+    border: Literal["replicate", "constant"] = Field(
+        default="replicate",
+        description="How chip pixels beyond the frame edge are filled: replicate the edge, or black.",
+    )
 
     @field_validator("age_groups")
     @classmethod
@@ -93,7 +114,13 @@ class ClassifierConfig(_Section):
 
 
 class CaptureConfig(_Section):
-    queue_size: int = Field(default=4, ge=1, le=256, description="Frames buffered between capture and worker.")
+    queue_size: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Frames a file source reads ahead of the worker (the reader waits when full, nothing is "
+        "lost); live sources keep only the newest frame and count the ones the worker could not take.",
+    )
     open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Network source open timeout.")
     read_timeout_s: float = Field(default=5.0, gt=0, le=300, description="Network source read timeout.")
     rtsp_transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTSP transport.")
@@ -106,24 +133,171 @@ class CaptureConfig(_Section):
 
 class MotionConfig(_Section):
     enabled: bool = Field(default=True, description="Skip frames where nothing changed.")
-    width_px: int = Field(default=160, ge=16, le=1920, description="Working width for differencing.")
-    pixel_threshold: int = Field(default=25, ge=1, le=255, description="Grey-level change that counts.")
+    width_px: int = Field(
+        default=160,
+        ge=16,
+        le=1920,
+        description="Working width for differencing (aspect kept, never upscaled); 160 px keeps a "
+        "talking mouth at 640x480 several pixels wide while update() stays well under 1 ms.",
+    )
+    pixel_threshold: int = Field(
+        default=25,
+        ge=1,
+        le=255,
+        description="Grey-level change that counts; 25 sits above sensor noise and codec flicker "
+        "after the blur (30+ started skipping the talking head in carphone).",
+    )
     min_area: float = Field(
-        default=0.002, ge=0.0, le=1.0, description="Changed share of the frame that opens the gate."
+        default=0.002,
+        ge=0.0,
+        le=1.0,
+        description="Changed share of the frame that opens the gate; 0.002 (38 px at 160x120) is "
+        "about the moving part of a talking mouth in a 640x480 webcam frame.",
     )
     recalibrate_area: float = Field(
-        default=0.6, gt=0.0, le=1.0, description="Changed share treated as a lighting change: reset background."
+        default=0.6,
+        gt=0.0,
+        le=1.0,
+        description="Changed share treated as a lighting change or a cut: reset the background to "
+        "the frame and analyse once, instead of blending it in over many triggered frames.",
     )
     background_alpha: float = Field(
-        default=0.1, gt=0.0, le=1.0, description="How fast the background follows the scene (per frame)."
+        default=0.2,
+        gt=0.0,
+        le=1.0,
+        description="How fast the background follows the scene (per frame); 0.2 clears the ghost of "
+        "a passing object in ~6 frames (caminandes skips 52% vs 41% at 0.1) and still skips only "
+        "10% of the carphone talking head.",
     )
     refresh_frames: int = Field(
-        default=30, ge=1, le=100000, description="Analyse at least every this many frames even when still."
+        default=30,
+        ge=1,
+        le=100000,
+        description="Analyse at least every this many frames even when still (about 1 s at 30 fps), "
+        "so stale results never last longer than that.",
     )
 
 
 class TrackingConfig(_Section):
     enabled: bool = Field(default=False, description="Track faces and smooth their labels.")
+    min_iou: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Overlap (IoU) with a track's predicted box that allows a match. 0.2: a face "
+        "moving a third of its width between detector runs still overlaps this much.",
+    )
+    max_centre_dist: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=10.0,
+        description="Centre distance, in face sizes (sqrt of the track box area), that also allows a "
+        "match. 1.0: fast motion at a low frame rate moves a face about its own size between detections; "
+        "further than that is more likely a neighbour.",
+    )
+    max_missed: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="Detector runs in a row without a match during which a track still shows its "
+        "(predicted) box. 5: covers a blink of the detector on a turned or blurred face without "
+        "leaving a ghost box for long.",
+    )
+    max_age_s: float = Field(
+        default=3.0,
+        gt=0.0,
+        le=3600.0,
+        description="A track not matched for longer than this ends (an 'end' record); a face that "
+        "reappears near its last box within it keeps its id. 3 s: someone turning away or stepping "
+        "out briefly is one person in the report; longer risks giving the next passer-by the same id. "
+        "For file sources pass the media time (pos_s) as t_s.",
+    )
+    min_hits: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Matched detections before a track is confirmed ('new' record, counted as a "
+        "person); a tentative track that misses once is dropped. 2: a one-frame false detection "
+        "(a poster, a patterned shirt) does not become a person.",
+    )
+    coast_velocity: bool = Field(
+        default=True,
+        description="Shift a box by the track's recent velocity on frames without a matching "
+        "detection (and when matching), so crossing faces keep their ids.",
+    )
+    detect_every_frames: int = Field(
+        default=15,
+        ge=1,
+        le=100000,
+        description="While tracks are shown, run the detector at least every this many frames even "
+        "when the motion gate is closed, so tracks confirm, move or end. 15: half a second at 30 fps.",
+    )
+    detect_every_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=3600.0,
+        description="The same limit in seconds (whichever comes first); 1 s bounds the delay at low fps.",
+    )
+    classify_every_frames: int = Field(
+        default=10,
+        ge=1,
+        le=100000,
+        description="Classify a track again after this many frames (whichever of frames or seconds "
+        "comes first); between runs its smoothed labels are reused. 10: three samples a second at "
+        "30 fps, a fraction of the CPU of classifying every face every frame.",
+    )
+    classify_every_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=3600.0,
+        description="Classify a track again after this many seconds; 1 s keeps labels coming at low fps.",
+    )
+    regrow_ratio: float = Field(
+        default=1.5,
+        gt=1.0,
+        le=100.0,
+        description="Classify again early when the face box area reaches this multiple of its area "
+        "at the last sample: the person came closer and a larger crop gives a better estimate.",
+    )
+    min_samples: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Samples before a track shows labels ('analysing...' before). 3: one sample is "
+        "often a blurred or turned face; three at the default interval take about a second.",
+    )
+    max_samples: int = Field(
+        default=15,
+        ge=1,
+        le=100000,
+        description="Classifier runs per track at most (regrowth included); then its labels are "
+        "settled and it costs no more CPU. 15: the running mean barely moves after that. Must be "
+        ">= min_samples.",
+    )
+    gender_hysteresis: float = Field(
+        default=0.1,
+        ge=0.0,
+        lt=0.5,
+        description="A shown gender flips only when the averaged p_male crosses 0.5 by this margin "
+        "on the other side. 0.1: per-frame noise of the classifier is larger than that, its mean is not.",
+    )
+    age_hysteresis_years: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=50.0,
+        description="A shown age group changes only when the smoothed age is this many years past "
+        "the group's boundary. 2: a person near 30 does not alternate between 20-29 and 30-39.",
+    )
+
+    @field_validator("max_samples")
+    @classmethod
+    def _samples_ordered(cls, max_samples: int, info: Any) -> int:
+        min_samples = info.data.get("min_samples")
+        if min_samples is not None and max_samples < min_samples:
+            raise ValueError(
+                f"max_samples ({max_samples}) must be >= min_samples ({min_samples}), or labels never show"
+            )
+        return max_samples
 
 
 class OutputConfig(_Section):

@@ -1,0 +1,470 @@
+"""A light face tracker: stable ids, a per-track classification schedule and smoothed labels.
+
+Classifying every face on every frame makes labels flicker and wastes CPU ("Stable labels"). Here a
+face keeps a track id while it stays in view; the classifiers run on a track at first sight and then
+only every few frames (or when the face grew), and the shown gender and age group are running means
+with hysteresis. Pure numpy, no threads: the worker owns the :class:`Tracker` and calls it in order.
+
+Boxes are ``xyxy`` float32 frame pixels (x2/y2 exclusive), ``t_s`` seconds (monotonic, or media time
+for files), ``frame_index`` the frame's index in its source. One ``Tracker`` per source.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .config import TrackingConfig
+from .errors import SinkError
+from .types import GENDERS, Detections
+
+logger = logging.getLogger(__name__)
+
+# Velocity is a running mean of per-frame box motion; 0.5 follows a change of direction within two
+# detections while halving detector jitter.
+_VELOCITY_ALPHA = 0.5
+# A face's motion is predictable for a fraction of a second; past this many frames a coasting box
+# would drift off a person who stopped.
+_MAX_EXTRAPOLATION_FRAMES = 10
+# Beyond this shorter side a crop is downscaled to the classifier input and carries no more detail,
+# so a huge face does not outweigh every other sample.
+_FULL_WEIGHT_FACE_PX = 128.0
+# A sample from a zero-score detection still counts a little, so weights never sum to zero.
+_MIN_SCORE_WEIGHT = 0.01
+
+AgeGroups = Sequence[Tuple[int, int]]
+
+
+def age_group_labels(groups: AgeGroups) -> Tuple[str, ...]:
+    """Labels of inclusive ``[lo, hi]`` year ranges: "20-29", and "70+" when hi >= 100.
+
+    Same labels and edges as ``streamer.classify.age_group_of``; kept here so the tracker needs no cv2.
+    """
+    return tuple(f"{lo}+" if hi >= 100 else f"{lo}-{hi}" for lo, hi in groups)
+
+
+def _group_index(age_years: float, groups: AgeGroups) -> int:
+    """The group holding a continuous age: group i covers ``[lo_i, hi_i + 1)``; outside ages clamp."""
+    upper_edges = [hi + 1 for _, hi in groups[:-1]]
+    return int(np.searchsorted(np.asarray(upper_edges, np.float64), age_years, side="right"))
+
+
+def _area(xyxy: np.ndarray) -> np.ndarray:
+    """Areas of ``(..., 4)`` boxes; degenerate boxes give 0."""
+    return np.clip(xyxy[..., 2] - xyxy[..., 0], 0, None) * np.clip(xyxy[..., 3] - xyxy[..., 1], 0, None)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``(len(a), len(b))`` of two ``(N, 4)`` / ``(M, 4)`` xyxy arrays."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    union = _area(a)[:, None] + _area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+class Track:
+    """One face followed over frames, with its smoothed labels.
+
+    Geometry: ``id`` (int from 1), ``xyxy`` float32 ``(4,)`` current box (detected this frame, or
+    predicted while coasting), ``first_frame``/``first_t_s`` and ``last_frame``/``last_t_s`` of the
+    first and latest matched detection, ``hits`` matched detections, ``missed`` detector runs in a row
+    without a match, ``confirmed`` once ``hits`` reached ``min_hits``.
+
+    Labels: ``samples`` classifier results added; ``p_male`` and ``age_years`` their weighted means
+    (None before the first); ``gender`` ("female"/"male"), ``gender_p`` (probability of that label)
+    and ``age_group`` (e.g. "30-39") are the *shown* labels with hysteresis, None until
+    ``label_ready``. Owned and mutated by the :class:`Tracker`; use :meth:`to_record` for a copy.
+    """
+
+    def __init__(
+        self,
+        track_id: int,
+        xyxy: np.ndarray,
+        frame_index: int,
+        t_s: float,
+        cfg: TrackingConfig,
+        groups: AgeGroups,
+    ) -> None:
+        self.id = track_id
+        self.xyxy = np.asarray(xyxy, np.float32).copy()
+        self.first_frame = self.last_frame = frame_index
+        self.first_t_s = self.last_t_s = t_s
+        self.hits = 1
+        self.missed = 0
+        self.confirmed = False
+        self.samples = 0
+        self.p_male: Optional[float] = None
+        self.age_years: Optional[float] = None
+        self.gender: Optional[str] = None
+        self.age_group: Optional[str] = None
+        self._cfg = cfg
+        self._groups = tuple(groups)
+        self._labels = age_group_labels(groups)
+        self._group_index: Optional[int] = None
+        self._detected_xyxy = self.xyxy.copy()
+        self._velocity_xyxy = np.zeros(4, np.float32)
+        self._weight_sum = 0.0
+        self._p_male_sum = 0.0
+        self._age_sum = 0.0
+        self._sample_frame: Optional[int] = None
+        self._sample_t_s: Optional[float] = None
+        self._sample_area = 0.0
+
+    def __repr__(self) -> str:
+        box = ", ".join(f"{v:.0f}" for v in self.xyxy)
+        return (
+            f"Track(id={self.id}, xyxy=[{box}], hits={self.hits}, missed={self.missed}, "
+            f"samples={self.samples}, gender={self.gender}, age_group={self.age_group})"
+        )
+
+    @property
+    def label_ready(self) -> bool:
+        """True once the track has ``min_samples`` samples; show "analysing..." before."""
+        return self.samples >= self._cfg.min_samples
+
+    @property
+    def gender_p(self) -> Optional[float]:
+        """Averaged probability of the shown gender, or None when none is shown."""
+        if self.gender is None or self.p_male is None:
+            return None
+        return self.p_male if self.gender == "male" else 1.0 - self.p_male
+
+    @property
+    def seen_s(self) -> float:
+        """Seconds between the first and the latest matched detection."""
+        return self.last_t_s - self.first_t_s
+
+    def add_sample(self, p_male: float, age_years: float, face_px: float, score: float) -> None:
+        """Fold one classifier result into the smoothed labels.
+
+        ``p_male`` in [0, 1]; ``age_years`` >= 0; ``face_px`` the shorter side of the classified crop
+        (> 0); ``score`` the detector confidence in [0, 1]. The sample is weighted by face size (capped)
+        times score: a small or doubtful face moves the means less. Counts as taken on the track's
+        latest detection (``last_frame``, ``last_t_s``, current box) for the classification schedule.
+        """
+        for name, value, lo, hi in (
+            ("p_male", p_male, 0.0, 1.0),
+            ("age_years", age_years, 0.0, math.inf),
+            ("score", score, 0.0, 1.0),
+        ):
+            if not (lo <= float(value) <= hi):
+                raise ValueError(
+                    f"Track.add_sample {name}: expected a number in [{lo}, {hi}], got {value!r}; "
+                    "pass the classifier's output for this face"
+                )
+        if not float(face_px) > 0:
+            raise ValueError(
+                f"Track.add_sample face_px: expected the crop's shorter side in pixels > 0, got {face_px!r}"
+            )
+        weight = max(float(score), _MIN_SCORE_WEIGHT) * min(float(face_px), _FULL_WEIGHT_FACE_PX)
+        self._weight_sum += weight
+        self._p_male_sum += weight * float(p_male)
+        self._age_sum += weight * float(age_years)
+        self.samples += 1
+        self.p_male = self._p_male_sum / self._weight_sum
+        self.age_years = self._age_sum / self._weight_sum
+        self._sample_frame, self._sample_t_s = self.last_frame, self.last_t_s
+        self._sample_area = float(_area(self._detected_xyxy))
+        if self.label_ready:
+            self._update_shown_labels()
+
+    def _update_shown_labels(self) -> None:
+        assert self.p_male is not None and self.age_years is not None
+        margin = self._cfg.gender_hysteresis
+        if self.gender is None:
+            self.gender = GENDERS[int(self.p_male >= 0.5)]
+        elif self.gender == "female" and self.p_male >= 0.5 + margin:
+            self.gender = "male"
+        elif self.gender == "male" and self.p_male <= 0.5 - margin:
+            self.gender = "female"
+
+        index = _group_index(self.age_years, self._groups)
+        if self._group_index is not None and index != self._group_index:
+            lo, hi = self._groups[self._group_index]
+            margin_years = self._cfg.age_hysteresis_years
+            if lo - margin_years <= self.age_years < hi + 1 + margin_years:
+                index = self._group_index
+        self._group_index = index
+        self.age_group = self._labels[index]
+
+    def to_record(self) -> dict:
+        """The JSON object of a track (the ``end`` record and a report row): final shown labels
+        (None when the track never reached ``min_samples``), first/last frame and time, seen seconds."""
+        gender_p = self.gender_p
+        return {
+            "track": self.id,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "first_t_s": round(self.first_t_s, 4),
+            "last_t_s": round(self.last_t_s, 4),
+            "seen_s": round(self.seen_s, 3),
+            "hits": self.hits,
+            "samples": self.samples,
+            "gender": self.gender,
+            "gender_p": None if gender_p is None else round(gender_p, 4),
+            "age": None if not self.label_ready or self.age_years is None else round(self.age_years, 1),
+            "age_group": self.age_group,
+        }
+
+    # --- geometry, driven by the Tracker ---
+
+    def _predicted(self, frame_index: int, use_velocity: bool) -> np.ndarray:
+        if not use_velocity or self.missed > self._cfg.max_missed:
+            return self._detected_xyxy.copy()
+        steps = min(max(frame_index - self.last_frame, 0), _MAX_EXTRAPOLATION_FRAMES)
+        return (self._detected_xyxy + steps * self._velocity_xyxy).astype(np.float32)
+
+    def _match(self, xyxy: np.ndarray, frame_index: int, t_s: float) -> None:
+        if self.missed > self._cfg.max_missed:
+            # Back after being hidden: the gap says nothing about its speed.
+            self._velocity_xyxy[:] = 0.0
+        else:
+            steps = max(frame_index - self.last_frame, 1)
+            measured = (xyxy - self._detected_xyxy) / steps
+            self._velocity_xyxy = (
+                _VELOCITY_ALPHA * measured + (1.0 - _VELOCITY_ALPHA) * self._velocity_xyxy
+            ).astype(np.float32)
+        self._detected_xyxy = np.asarray(xyxy, np.float32).copy()
+        self.xyxy = self._detected_xyxy.copy()
+        self.last_frame, self.last_t_s = frame_index, t_s
+        self.hits += 1
+        self.missed = 0
+
+
+class Tracker:
+    """Greedy IoU + centre-distance tracker with classification and detection schedules.
+
+    ``Tracker(cfg, age_groups)``: ``age_groups`` are ``ClassifierConfig.age_groups`` (inclusive
+    ``[lo, hi]`` years). Per frame the worker calls :meth:`detect_due`; then :meth:`update` with the
+    detections when the detector ran, else :meth:`predict`; then :meth:`needs_classification` per
+    returned track and :meth:`Track.add_sample` with the result. :meth:`pop_new` / :meth:`pop_ended`
+    give the tracks for ``new`` / ``end`` records; :meth:`end_all` closes the run. Tentative tracks
+    (fewer than ``min_hits`` hits) are returned too, with ``confirmed`` False: draw them, but only
+    confirmed tracks get records and count as people.
+    """
+
+    def __init__(self, cfg: TrackingConfig, age_groups: AgeGroups) -> None:
+        if not age_groups:
+            raise ValueError("Tracker age_groups: expected ClassifierConfig.age_groups (non-empty), got none")
+        self._cfg = cfg
+        self._groups = tuple((int(lo), int(hi)) for lo, hi in age_groups)
+        self._tracks: List[Track] = []
+        self._next_id = 1
+        self._new: List[Track] = []
+        self._ended: List[Track] = []
+        self._last_frame: Optional[int] = None
+        self._last_detect_frame: Optional[int] = None
+        self._last_detect_t_s: Optional[float] = None
+
+    @property
+    def tracks(self) -> List[Track]:
+        """Every track not ended, shown or hidden (hidden: ``missed > max_missed``), by id."""
+        return list(self._tracks)
+
+    def update(self, detections: Detections, frame_index: int, t_s: float) -> List[Track]:
+        """Match this frame's detections to tracks; returns the shown tracks by id.
+
+        Shown: matched on this frame, or coasting (``missed <= max_missed``) on a predicted box. A
+        detection that matches no track starts one; a track not matched for ``max_age_s`` ends.
+        """
+        self._advance(frame_index, t_s)
+        boxes = np.asarray(detections.xyxy, np.float32).reshape(-1, 4)
+        matches = self._match(boxes, frame_index)
+        matched_tracks = set()
+        matched_dets = set()
+        for ti, di in matches:
+            track = self._tracks[ti]
+            track._match(boxes[di], frame_index, t_s)
+            matched_tracks.add(ti)
+            matched_dets.add(di)
+            self._maybe_confirm(track)
+        kept: List[Track] = []
+        for ti, track in enumerate(self._tracks):
+            if ti not in matched_tracks:
+                track.missed += 1
+                if not track.confirmed:
+                    logger.debug("track %s dropped: tentative and missed", track.id)
+                    continue
+                track.xyxy = track._predicted(frame_index, self._cfg.coast_velocity)
+            kept.append(track)
+        for di in range(len(boxes)):
+            if di not in matched_dets:
+                track = Track(self._next_id, boxes[di], frame_index, t_s, self._cfg, self._groups)
+                self._next_id += 1
+                self._maybe_confirm(track)
+                kept.append(track)
+        self._tracks = sorted(kept, key=lambda tr: tr.id)
+        self._last_detect_frame, self._last_detect_t_s = frame_index, t_s
+        return self._shown()
+
+    def predict(self, frame_index: int, t_s: float) -> List[Track]:
+        """For a frame where the detector did not run: the shown tracks by id, boxes shifted by
+        their velocity (``coast_velocity``) or at their last detection. ``missed`` is unchanged."""
+        self._advance(frame_index, t_s)
+        for track in self._tracks:
+            if track.missed <= self._cfg.max_missed:
+                track.xyxy = track._predicted(frame_index, self._cfg.coast_velocity)
+        return self._shown()
+
+    def detect_due(self, frame_index: int, t_s: float, gate_open: bool) -> bool:
+        """Run the detector on this frame? Yes when the motion gate is open; also while tracks are
+        shown, at least every ``detect_every_frames`` frames or ``detect_every_s`` seconds."""
+        if gate_open:
+            return True
+        if not self._shown():
+            return False
+        if self._last_detect_frame is None or self._last_detect_t_s is None:
+            return True
+        return (
+            frame_index - self._last_detect_frame >= self._cfg.detect_every_frames
+            or t_s - self._last_detect_t_s >= self._cfg.detect_every_s
+        )
+
+    def needs_classification(self, track: Track, frame_index: int, t_s: float) -> bool:
+        """Run the classifiers on this track now? At first sight; then every ``classify_every_frames``
+        frames or ``classify_every_s`` seconds, or early when its box area grew ``regrow_ratio``
+        times; never after ``max_samples`` samples. Only on a box detected this frame (a coasting box
+        may have slid off the face); otherwise reuse the track's smoothed labels."""
+        cfg = self._cfg
+        if track.samples >= cfg.max_samples or track.last_frame != frame_index:
+            return False
+        if track._sample_frame is None or track._sample_t_s is None:
+            return True
+        if frame_index - track._sample_frame >= cfg.classify_every_frames:
+            return True
+        if t_s - track._sample_t_s >= cfg.classify_every_s:
+            return True
+        return track._sample_area > 0 and float(_area(track.xyxy)) >= cfg.regrow_ratio * track._sample_area
+
+    def pop_new(self) -> List[Track]:
+        """Tracks confirmed since the last call (for ``new`` records), by id."""
+        new, self._new = self._new, []
+        return new
+
+    def pop_ended(self) -> List[Track]:
+        """Confirmed tracks ended since the last call (for ``end`` records), by id."""
+        ended, self._ended = self._ended, []
+        return sorted(ended, key=lambda tr: tr.id)
+
+    def end_all(self) -> List[Track]:
+        """End every remaining track (end of the run) and return all ended tracks not yet popped."""
+        for track in self._tracks:
+            if track.confirmed:
+                self._ended.append(track)
+        self._tracks = []
+        return self.pop_ended()
+
+    # --- internals ---
+
+    def _advance(self, frame_index: int, t_s: float) -> None:
+        if self._last_frame is not None and frame_index < self._last_frame:
+            raise ValueError(
+                f"Tracker frame_index went back from {self._last_frame} to {frame_index}; "
+                "frames must come in order: use a new Tracker for a new source"
+            )
+        self._last_frame = frame_index
+        alive: List[Track] = []
+        for track in self._tracks:
+            if t_s - track.last_t_s > self._cfg.max_age_s:
+                logger.debug("track %s ended after %.1f s unseen", track.id, t_s - track.last_t_s)
+                if track.confirmed:
+                    self._ended.append(track)
+            else:
+                alive.append(track)
+        self._tracks = alive
+
+    def _shown(self) -> List[Track]:
+        return [track for track in self._tracks if track.missed <= self._cfg.max_missed]
+
+    def _maybe_confirm(self, track: Track) -> None:
+        if not track.confirmed and track.hits >= self._cfg.min_hits:
+            track.confirmed = True
+            self._new.append(track)
+            logger.debug("track %s confirmed at frame %s", track.id, track.last_frame)
+
+    def _match(self, boxes: np.ndarray, frame_index: int) -> List[Tuple[int, int]]:
+        """Greedy assignment, cheapest pair first; shown tracks before hidden ones (DeepSORT's
+        matching cascade: a recently seen face has the better claim on a detection)."""
+        if not self._tracks or not len(boxes):
+            return []
+        predicted = np.stack([tr._predicted(frame_index, self._cfg.coast_velocity) for tr in self._tracks])
+        iou = _iou(predicted, boxes)
+        size = np.sqrt(np.maximum(_area(predicted), 1.0))
+        centre_t = (predicted[:, :2] + predicted[:, 2:]) / 2
+        centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2
+        dist = np.linalg.norm(centre_t[:, None, :] - centre_d[None, :, :], axis=2) / size[:, None]
+        allowed = (iou >= max(self._cfg.min_iou, 1e-9)) | (dist <= self._cfg.max_centre_dist)
+        cost = (1.0 - iou) + dist
+        hidden = np.array([tr.missed > self._cfg.max_missed for tr in self._tracks])
+        rows, cols = np.nonzero(allowed)
+        order = np.lexsort((cost[rows, cols], hidden[rows]))
+        used_t, used_d = set(), set()
+        pairs: List[Tuple[int, int]] = []
+        for k in order:
+            ti, di = int(rows[k]), int(cols[k])
+            if ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            pairs.append((ti, di))
+        return pairs
+
+
+def summarise(tracks: Sequence[Track], age_groups: Optional[AgeGroups] = None) -> dict:
+    """Counts over tracks (one per distinct person): ``people``, ``by_gender`` (female/male/unknown),
+    ``by_age_group`` (every group of ``age_groups`` when given, then unknown) and ``tracks``, one
+    :meth:`Track.to_record` row per track by id. Unknown: the track never reached ``min_samples``."""
+    by_gender: Dict[str, int] = {g: 0 for g in GENDERS}
+    by_age_group: Dict[str, int] = {label: 0 for label in age_group_labels(age_groups or ())}
+    rows = [track.to_record() for track in sorted(tracks, key=lambda tr: tr.id)]
+    for row in rows:
+        gender = row["gender"] or "unknown"
+        by_gender[gender] = by_gender.get(gender, 0) + 1
+        group = row["age_group"] or "unknown"
+        by_age_group[group] = by_age_group.get(group, 0) + 1
+    by_gender.setdefault("unknown", 0)
+    by_age_group.setdefault("unknown", 0)
+    return {"people": len(rows), "by_gender": by_gender, "by_age_group": by_age_group, "tracks": rows}
+
+
+_CSV_COLUMNS = (
+    "track", "first_frame", "last_frame", "first_t_s", "last_t_s", "seen_s",
+    "hits", "samples", "gender", "gender_p", "age", "age_group",
+)  # fmt: skip
+
+
+def write_report(
+    tracks: Sequence[Track],
+    json_path: Optional[Union[str, Path]],
+    csv_path: Optional[Union[str, Path]],
+    age_groups: Optional[AgeGroups] = None,
+) -> dict:
+    """Write :func:`summarise` as JSON and its per-track rows as CSV (either path may be None);
+    returns the summary. Raises SinkError naming the file when it cannot be written."""
+    summary = summarise(tracks, age_groups)
+    for path, kind in ((json_path, "JSON"), (csv_path, "CSV")):
+        if path is None:
+            continue
+        path = Path(path)
+        try:
+            with path.open("w", encoding="utf-8", newline="") as handle:
+                if kind == "JSON":
+                    json.dump(summary, handle, indent=2)
+                    handle.write("\n")
+                else:
+                    writer = csv.DictWriter(handle, fieldnames=_CSV_COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(summary["tracks"])
+        except OSError as error:
+            raise SinkError(
+                f"track report {kind} file {path}: cannot write ({error.strerror or error}); "
+                "choose a writable path in an existing directory"
+            ) from None
+    return summary

@@ -1,0 +1,404 @@
+"""Tracker, classification/detection schedules, label smoothing and the report, on synthetic boxes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pytest
+
+from streamer.config import ClassifierConfig, TrackingConfig
+from streamer.errors import SinkError
+from streamer.track import Track, Tracker, age_group_labels, summarise, write_report
+from streamer.types import Detections
+
+GROUPS = ClassifierConfig().age_groups
+FPS = 10.0
+
+
+def make_tracker(**changes) -> Tracker:
+    return Tracker(TrackingConfig(enabled=True, **changes), GROUPS)
+
+
+def box(cx: float, cy: float, size: float = 60.0) -> Tuple[float, float, float, float]:
+    half = size / 2
+    return (cx - half, cy - half, cx + half, cy + half)
+
+
+def dets(boxes: Sequence[Tuple[float, float, float, float]], score: float = 0.9) -> Detections:
+    if not boxes:
+        return Detections.empty()
+    return Detections(np.array(boxes, np.float32), np.full(len(boxes), score, np.float32))
+
+
+def centre(track: Track) -> np.ndarray:
+    return (track.xyxy[:2] + track.xyxy[2:]) / 2
+
+
+def nearest_id(tracks: List[Track], cx: float, cy: float) -> int:
+    distances = [np.hypot(*(centre(tr) - (cx, cy))) for tr in tracks]
+    return tracks[int(np.argmin(distances))].id
+
+
+# --- tracking ---
+
+
+@pytest.mark.parametrize(
+    "dy, speed_px, hidden_frames",
+    [
+        (10.0, 8.0, ()),  # one face passes just above the other
+        (0.0, 8.0, ()),  # same height: boxes coincide at the crossing
+        (5.0, 12.0, (13, 14, 15)),  # the far face is occluded while they cross
+        (20.0, 20.0, (14,)),  # fast, with a one-frame miss at the crossing
+        (5.0, 15.0, (13, 14, 15, 16)),  # occluded for longer than its own width: only velocity finds it
+    ],
+)
+def test_crossing_faces_keep_their_ids(dy: float, speed_px: float, hidden_frames: Tuple[int, ...]) -> None:
+    tracker = make_tracker(min_hits=1)
+    middle = 320.0
+    n_frames = 30
+    start = middle - speed_px * n_frames / 2
+    ids: Optional[Tuple[int, int]] = None
+    for i in range(n_frames + 1):
+        ax, bx = start + speed_px * i, 2 * middle - (start + speed_px * i)
+        boxes = [box(ax, 240.0)]
+        if i not in hidden_frames:
+            boxes.append(box(bx, 240.0 + dy))
+        tracks = tracker.update(dets(boxes), i, i / FPS)
+        assert len(tracks) == 2, f"frame {i}: expected both faces shown, got {tracks}"
+        if ids is None:
+            ids = (nearest_id(tracks, ax, 240.0), nearest_id(tracks, bx, 240.0 + dy))
+            assert ids[0] != ids[1]
+        elif abs(ax - bx) > 30:  # where the true faces are apart, each is nearest its own track
+            assert (nearest_id(tracks, ax, 240.0), nearest_id(tracks, bx, 240.0 + dy)) == ids, f"frame {i}"
+    assert ids == (1, 2)
+    assert tracker.pop_ended() == []
+
+
+@pytest.mark.parametrize(
+    "away_s, same_id",
+    [(0.5, True), (2.5, True), (3.5, False), (10.0, False)],
+)
+def test_face_leaving_and_returning(away_s: float, same_id: bool) -> None:
+    tracker = make_tracker(max_age_s=3.0, max_missed=2)
+    frame = 0
+    for _ in range(10):
+        tracker.update(dets([box(200, 200)]), frame, frame / FPS)
+        frame += 1
+    first_id = tracker.tracks[0].id
+    assert [tr.id for tr in tracker.pop_new()] == [first_id]
+    leave_t = (frame - 1) / FPS
+    while frame / FPS - leave_t <= away_s:
+        shown = tracker.update(dets([]), frame, frame / FPS)
+        assert shown == [] or frame - (leave_t * FPS) <= 2  # hidden after max_missed runs
+        frame += 1
+    for _ in range(3):
+        shown = tracker.update(dets([box(204, 198)]), frame, frame / FPS)
+        frame += 1
+    assert len(shown) == 1
+    assert (shown[0].id == first_id) is same_id
+    ended = tracker.pop_ended()
+    assert [tr.id for tr in ended] == ([] if same_id else [first_id])
+    if not same_id:
+        assert ended[0].seen_s == pytest.approx(0.9)
+        assert [tr.id for tr in tracker.pop_new()] == [shown[0].id]
+
+
+@pytest.mark.parametrize("misses, shown_throughout", [(1, True), (3, True), (5, True), (6, False)])
+def test_missed_detections_up_to_max_missed_keep_the_id(misses: int, shown_throughout: bool) -> None:
+    tracker = make_tracker(max_missed=5, max_age_s=60.0)
+    frame = 0
+    for _ in range(5):
+        (track,) = tracker.update(dets([box(300, 200)]), frame, frame / FPS)
+        frame += 1
+    shown_each = []
+    for _ in range(misses):
+        shown = tracker.update(dets([]), frame, frame / FPS)
+        shown_each.append([tr.id for tr in shown] == [track.id])
+        frame += 1
+    assert all(shown_each) is shown_throughout
+    assert tracker.tracks[0].missed == misses
+    (back,) = tracker.update(dets([box(302, 201)]), frame, frame / FPS)
+    assert back.id == track.id and back.missed == 0
+
+
+def test_many_faces_keep_their_ids_over_100_frames() -> None:
+    rng = np.random.default_rng(7)
+    tracker = make_tracker(max_missed=5)
+    grid = [(80.0 + 120 * col, 80.0 + 110 * row) for row in range(4) for col in range(5)]
+    id_of: Dict[int, int] = {}
+    for frame in range(100):
+        drift = np.array([0.8 * frame, 0.3 * frame])
+        keep = [k for k in range(len(grid)) if frame < 2 or rng.random() > 0.05]  # ~5 % misses
+        rng.shuffle(keep)
+        boxes = []
+        for k in keep:
+            cx, cy = np.array(grid[k]) + drift + rng.uniform(-4, 4, 2)
+            boxes.append(box(cx, cy, 56 + rng.uniform(-3, 3)))
+        tracks = tracker.update(dets(boxes), frame, frame / FPS)
+        assert len(tracks) == len(grid)
+        for k, (gx, gy) in enumerate(grid):
+            track_id = nearest_id(tracks, gx + drift[0], gy + drift[1])
+            assert id_of.setdefault(k, track_id) == track_id, f"frame {frame}: face {k} changed id"
+    assert sorted(id_of.values()) == list(range(1, 21))
+    assert len(tracker.pop_new()) == 20 and tracker.pop_ended() == []
+
+
+@pytest.mark.parametrize("coast_velocity, expected_shift", [(True, 5.0), (False, 0.0)])
+def test_predict_coasts_with_velocity(coast_velocity: bool, expected_shift: float) -> None:
+    tracker = make_tracker(coast_velocity=coast_velocity)
+    for frame in range(0, 12, 2):  # detector every other frame, face moving 5 px per frame
+        tracker.update(dets([box(100 + 5 * frame, 200)]), frame, frame / FPS)
+    (track,) = tracker.predict(11, 1.1)
+    assert centre(track)[0] == pytest.approx(150 + expected_shift, abs=0.5)
+    assert track.missed == 0 and track.last_frame == 10
+
+
+def test_a_shown_track_claims_a_detection_before_a_hidden_one() -> None:
+    tracker = make_tracker(min_hits=1, max_missed=0, max_age_s=60.0)
+    tracker.update(dets([box(260, 200)]), 0, 0.0)  # B stands here, then leaves
+    for frame in range(1, 6):  # A walks towards B's old spot, B unseen
+        (a,) = tracker.update(dets([box(150 + 10 * frame, 200)]), frame, frame / FPS)
+    assert a.id == 2
+    (shown,) = tracker.update(dets([box(240, 200)]), 6, 0.6)  # nearer B's old box than A's prediction
+    assert shown.id == 2
+    assert [tr.id for tr in tracker.tracks] == [1, 2]
+
+
+def test_one_frame_false_positive_is_not_a_person() -> None:
+    tracker = make_tracker(min_hits=2)
+    tracker.update(dets([box(100, 100), box(400, 300)]), 0, 0.0)
+    tracker.update(dets([box(101, 100)]), 1, 0.1)
+    assert [tr.id for tr in tracker.pop_new()] == [1]
+    assert [tr.id for tr in tracker.tracks] == [1]
+    assert [tr.id for tr in tracker.end_all()] == [1]
+    assert tracker.tracks == [] and tracker.pop_ended() == []
+
+
+def test_empty_detections_and_frame_order() -> None:
+    tracker = make_tracker()
+    assert tracker.update(Detections.empty(), 0, 0.0) == []
+    assert tracker.update(Detections.empty(with_landmarks=True), 1, 0.1) == []
+    with pytest.raises(ValueError, match="frame_index went back"):
+        tracker.update(Detections.empty(), 0, 0.2)
+
+
+# --- schedules ---
+
+
+def classified_track(tracker: Tracker) -> Track:
+    """A track seen on frames 0-1 with one sample taken on frame 1 (t = 0.1 s)."""
+    tracker.update(dets([box(200, 200, 60)]), 0, 0.0)
+    (track,) = tracker.update(dets([box(200, 200, 60)]), 1, 0.1)
+    track.add_sample(0.9, 30.0, 60, 0.9)
+    return track
+
+
+@pytest.mark.parametrize(
+    "frame, t_s, size, expected",
+    [
+        (1, 0.1, 60, False),  # same frame as the sample
+        (2, 0.2, 60, False),  # next frame
+        (10, 1.0, 60, False),  # 9 frames, 0.9 s
+        (11, 1.05, 60, True),  # 10 frames
+        (4, 1.1, 60, True),  # 1 s (slow source)
+        (3, 0.3, 72, False),  # area x1.44 < regrow 1.5
+        (3, 0.3, 74, True),  # area x1.52
+    ],
+)
+def test_classification_interval_and_regrow(frame: int, t_s: float, size: float, expected: bool) -> None:
+    tracker = make_tracker(classify_every_frames=10, classify_every_s=1.0, regrow_ratio=1.5)
+    track = classified_track(tracker)
+    if frame > 1:
+        tracker.update(dets([box(200, 200, size)]), frame, t_s)
+    assert tracker.needs_classification(track, frame, t_s) is expected
+
+
+def test_classification_first_sight_coasting_and_cap() -> None:
+    tracker = make_tracker(classify_every_frames=2, min_samples=2, max_samples=3)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    assert tracker.needs_classification(track, 0, 0.0)  # first sight, even tentative
+    track.add_sample(0.9, 30.0, 60, 0.9)
+    tracker.predict(2, 0.2)
+    assert not tracker.needs_classification(track, 2, 0.2), "coasting box: reuse labels"
+    taken = 1
+    for frame in range(3, 30):
+        tracker.update(dets([box(200, 200)]), frame, frame / FPS)
+        if tracker.needs_classification(track, frame, frame / FPS):
+            track.add_sample(0.9, 30.0, 60, 0.9)
+            taken += 1
+    assert taken == track.samples == 3
+
+
+@pytest.mark.parametrize(
+    "gate_open, with_track, frames_since, seconds_since, expected",
+    [
+        (True, False, 1, 0.03, True),  # motion: always detect
+        (True, True, 1, 0.03, True),
+        (False, False, 100, 10.0, False),  # still and empty: nothing to refresh
+        (False, True, 1, 0.03, False),
+        (False, True, 14, 0.47, False),
+        (False, True, 15, 0.5, True),  # every 15 frames
+        (False, True, 3, 1.0, True),  # or every second at a low frame rate
+    ],
+)
+def test_detection_schedule(
+    gate_open: bool, with_track: bool, frames_since: int, seconds_since: float, expected: bool
+) -> None:
+    tracker = make_tracker(detect_every_frames=15, detect_every_s=1.0, max_age_s=60.0)
+    tracker.update(dets([box(200, 200)] if with_track else []), 5, 10.0)
+    assert tracker.detect_due(5 + frames_since, 10.0 + seconds_since, gate_open) is expected
+
+
+# --- smoothing ---
+
+
+@pytest.mark.parametrize("centre_p, shown", [(0.8, "male"), (0.2, "female")])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_noisy_gender_never_flips(centre_p: float, shown: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tracker = make_tracker(min_hits=1, min_samples=3, max_samples=60)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    probabilities = np.clip(rng.normal(centre_p, 0.25, 60), 0.0, 1.0)
+    raw_other = sum(1 for p in probabilities if (p >= 0.5) != (shown == "male"))
+    assert raw_other >= 3, "the noise must make single samples disagree for this test to mean anything"
+    seen = set()
+    for p in probabilities:
+        track.add_sample(float(p), 35.0, float(rng.uniform(30, 150)), float(rng.uniform(0.6, 1.0)))
+        if track.label_ready:
+            seen.add(track.gender)
+    assert seen == {shown}
+    assert track.gender_p == pytest.approx(track.p_male if shown == "male" else 1 - track.p_male)
+
+
+@pytest.mark.parametrize("male_first", [True, False])
+def test_gender_changes_only_past_the_hysteresis_margin(male_first: bool) -> None:
+    tracker = make_tracker(min_hits=1, min_samples=1, max_samples=100, gender_hysteresis=0.1)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    # The mean crosses 0.5, lingers on the other side within the margin, then passes the margin.
+    sequence = [0.6] + [0.45] * 20 + [0.2] * 20
+    if not male_first:
+        sequence = [1.0 - p for p in sequence]
+    first, other = ("male", "female") if male_first else ("female", "male")
+    history = []
+    for p_male in sequence:
+        track.add_sample(p_male, 30.0, 60, 1.0)
+        history.append((abs(track.p_male - 0.5), track.p_male, track.gender))
+    flips = [away for (away, _, g), (_, _, prev) in zip(history[1:], history) if g != prev]
+    assert len(flips) == 1 and flips[0] >= 0.1 - 1e-9
+    on_other_side = [g for _, p, g in history if (p < 0.5) == male_first]
+    assert first in on_other_side, "the mean must linger on the other side for this test to mean anything"
+    assert history[0][2] == first and track.gender == other
+
+
+@pytest.mark.parametrize("hysteresis_years, flips", [(2.0, False), (0.0, True)])
+def test_age_near_a_group_boundary(hysteresis_years: float, flips: bool) -> None:
+    tracker = make_tracker(min_hits=1, min_samples=1, max_samples=100, age_hysteresis_years=hysteresis_years)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    groups_shown = []
+    for k in range(40):
+        track.add_sample(0.5, 29.0 if k % 2 == 0 else 31.2, 60, 0.9)  # the mean hovers around 30
+        groups_shown.append(track.age_group)
+    changes = sum(1 for a, b in zip(groups_shown, groups_shown[1:]) if a != b)
+    assert (changes >= 2) is flips
+    assert set(groups_shown) <= {"20-29", "30-39"}
+
+
+def test_age_group_follows_a_real_change() -> None:
+    tracker = make_tracker(min_hits=1, min_samples=1, max_samples=100, age_hysteresis_years=2.0)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    for _ in range(3):
+        track.add_sample(0.5, 24.0, 60, 0.9)
+    assert track.age_group == "20-29"
+    for _ in range(30):
+        track.add_sample(0.5, 48.0, 60, 0.9)
+        if track.age_group == "30-39":
+            assert track.age_years >= 32.0
+    assert track.age_group == "40-49"
+
+
+def test_samples_are_weighted_by_face_size_and_score() -> None:
+    tracker = make_tracker(min_hits=1, min_samples=1)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    track.add_sample(0.9, 40.0, 100, 1.0)  # weight 100
+    track.add_sample(0.1, 20.0, 50, 0.5)  # weight 25
+    assert track.age_years == pytest.approx((100 * 40 + 25 * 20) / 125)
+    assert track.p_male == pytest.approx((100 * 0.9 + 25 * 0.1) / 125)
+
+
+@pytest.mark.parametrize("min_samples", [1, 3, 5])
+def test_label_not_ready_before_min_samples(min_samples: int) -> None:
+    tracker = make_tracker(min_hits=1, min_samples=min_samples, max_samples=10)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    for k in range(min_samples):
+        assert not track.label_ready
+        assert track.gender is None and track.age_group is None and track.gender_p is None
+        assert track.to_record()["age"] is None
+        track.add_sample(0.8, 33.0, 60, 0.9)
+        assert track.samples == k + 1
+    assert track.label_ready
+    assert (track.gender, track.age_group) == ("male", "30-39")
+
+
+@pytest.mark.parametrize(
+    "p_male, age_years, face_px, score, bad",
+    [
+        (1.5, 30.0, 60, 0.9, "p_male"),
+        (float("nan"), 30.0, 60, 0.9, "p_male"),
+        (0.5, -1.0, 60, 0.9, "age_years"),
+        (0.5, 30.0, 0, 0.9, "face_px"),
+        (0.5, 30.0, 60, 1.2, "score"),
+    ],
+)
+def test_add_sample_rejects_bad_values(
+    p_male: float, age_years: float, face_px: float, score: float, bad: str
+) -> None:
+    tracker = make_tracker(min_hits=1)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    with pytest.raises(ValueError, match=bad):
+        track.add_sample(p_male, age_years, face_px, score)
+    assert track.samples == 0
+
+
+# --- report ---
+
+
+def test_report_counts_and_files(tmp_path) -> None:
+    tracker = make_tracker(min_hits=1, min_samples=2)
+    faces = {(100, 100): (0.9, 25.0), (300, 100): (0.8, 34.0), (500, 100): (0.1, 36.0), (100, 300): None}
+    tracker.update(dets([box(*xy) for xy in faces]), 0, 0.0)
+    tracks = tracker.update(dets([box(*xy) for xy in faces]), 1, 0.5)
+    for track in tracks:
+        labels = faces[tuple(int(v) for v in np.round(centre(track)))]
+        if labels is not None:
+            for _ in range(2):
+                track.add_sample(labels[0], labels[1], 60, 0.9)
+        else:
+            track.add_sample(0.5, 50.0, 60, 0.9)  # one sample: below min_samples, unknown
+    ended = tracker.end_all()
+    summary = summarise(ended, GROUPS)
+    assert summary["people"] == 4
+    assert summary["by_gender"] == {"female": 1, "male": 2, "unknown": 1}
+    expected_groups = dict.fromkeys(age_group_labels(GROUPS), 0)
+    expected_groups.update({"20-29": 1, "30-39": 2, "unknown": 1})
+    assert summary["by_age_group"] == expected_groups
+    assert [row["track"] for row in summary["tracks"]] == [1, 2, 3, 4]
+    assert summary["tracks"][0]["seen_s"] == pytest.approx(0.5)
+
+    json_path, csv_path = tmp_path / "people.json", tmp_path / "people.csv"
+    assert write_report(ended, json_path, csv_path, GROUPS) == summary
+    assert json.loads(json_path.read_text(encoding="utf-8")) == summary
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["gender"] for row in rows] == ["male", "male", "female", ""]
+    assert [row["age_group"] for row in rows] == ["20-29", "30-39", "30-39", ""]
+
+    with pytest.raises(SinkError, match="missing_dir"):
+        write_report(ended, tmp_path / "missing_dir" / "people.json", None)
+
+
+def test_summarise_nothing() -> None:
+    assert summarise([]) == {"people": 0, "by_gender": {"female": 0, "male": 0, "unknown": 0},
+                             "by_age_group": {"unknown": 0}, "tracks": []}  # fmt: skip
