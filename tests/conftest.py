@@ -25,3 +25,17 @@ def shared() -> Path:
 def blank_frame() -> np.ndarray:
     """A 480x640 mid-grey BGR frame."""
     return np.full((480, 640, 3), 128, np.uint8)
+
+
+def models_dirs() -> str:
+    """Test models from ../shared first, then the repo's models/ (where the PyPI ones are fetched)."""
+    return os.pathsep.join([str(SHARED_MODELS), str(REPO / "models")])
+
+
+@pytest.fixture
+def models_env(monkeypatch) -> dict:
+    """Environment for in-process and subprocess runs that find models in ../shared and models/."""
+    monkeypatch.setenv("STREAMER_MODELS_DIR", models_dirs())
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    return env

