@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -35,7 +35,7 @@ def label_lines(face: Face) -> List[str]:
 def _text_scale(shape_hw: Tuple[int, int]) -> Tuple[float, int]:
     # Hershey text at scale 1.0 is ~22 px tall; aim for ~1/40 of the frame height, readable from
     # 176x144 test clips up to 4K photos.
-    scale = max(0.35, min(2.5, shape_hw[0] / 900.0))
+    scale = max(0.3, min(2.5, shape_hw[0] / 900.0))
     return scale, max(1, int(round(scale * 2)))
 
 
@@ -56,7 +56,13 @@ def _place_label(
     width = max(tw for (tw, _), _ in sizes) + 2 * pad
     height = line_h * len(lines) + pad
     x = int(min(max(0, box[0]), max(0, w - width)))
-    top = box[1] - height if box[1] - height >= 0 else box[1]
+    # Above the box; else below it (a face at the top edge); else inside its top edge.
+    if box[1] - height >= 0:
+        top = box[1] - height
+    elif box[3] + height <= h:
+        top = box[3]
+    else:
+        top = box[1]
     rect = (x, top, x + width, top + height)
     for _ in range(len(taken) + 1):
         clash = next((r for r in taken if _overlaps(rect, r)), None)
@@ -105,21 +111,22 @@ def draw_faces(bgr: np.ndarray, faces: Sequence[Face], stale: bool = False) -> n
     return canvas
 
 
-def draw_hud(canvas: np.ndarray, lines: Sequence[str], in_place: bool = True) -> Optional[np.ndarray]:
-    """Small status lines in the top-left corner, on a dark translucent panel."""
+def draw_hud(canvas: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """Small status lines in the bottom-left corner (faces are rarely there), on a darkened
+    panel; drawn in place on ``canvas`` (already a copy made by ``draw_faces``) and returned."""
     if not lines:
         return canvas
-    target = canvas if in_place else canvas.copy()
-    scale, thickness = _text_scale(target.shape[:2])
-    scale *= 0.8
+    scale, thickness = _text_scale(canvas.shape[:2])
+    scale *= 0.75
     thickness = max(1, thickness - 1)
     sizes = [cv2.getTextSize(line, FONT, scale, thickness)[0] for line in lines]
     line_h = max(h for _, h in sizes) + 6
     width = max(w for w, _ in sizes) + 10
     height = line_h * len(lines) + 6
-    h, w = target.shape[:2]
-    region = target[0 : min(h, height), 0 : min(w, width)]
+    h, w = canvas.shape[:2]
+    top = max(0, h - height)
+    region = canvas[top:h, 0 : min(w, width)]
     region[:] = (region * 0.4).astype(np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(target, line, (5, 3 + line_h * (i + 1) - 4), FONT, scale, TEXT_COLOR, thickness, cv2.LINE_AA)
-    return target
+        cv2.putText(canvas, line, (5, top + line_h * (i + 1) - 2), FONT, scale, TEXT_COLOR, thickness, cv2.LINE_AA)
+    return canvas

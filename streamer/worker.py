@@ -131,6 +131,6 @@ class Worker:
         skipped_pct = 100.0 * stats.skipped / total if total else 0.0
         model_ms = timings.get("detect", 0.0) + timings.get("classify", 0.0)
         return [
-            f"in {stats.fps_in:4.1f} fps  out {stats.fps_out:4.1f} fps",
-            f"model {model_ms:5.1f} ms  skipped {skipped_pct:3.0f}%  drops {dropped}",
+            f"fps in {stats.fps_in:.1f} out {stats.fps_out:.1f}",
+            f"model {model_ms:.0f}ms skip {skipped_pct:.0f}% drop {dropped}",
         ]

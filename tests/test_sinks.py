@@ -102,7 +102,7 @@ def test_draw_faces_returns_new_frame_and_draws_inside(xyxy):
     assert out.shape == bgr.shape and out.any()
 
 
-def test_hud_darkens_corner_only():
+def test_hud_darkens_bottom_left_corner_only():
     canvas = np.full((200, 300, 3), 200, np.uint8)
     draw_hud(canvas, ["in 30.0 fps", "model 5 ms"])
-    assert canvas[2, 2].max() < 200 and canvas[-1, -1].min() == 200
+    assert canvas[-2, 2].max() < 200 and canvas[0, 0].min() == 200 and canvas[-1, -1].min() == 200
