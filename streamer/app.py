@@ -23,6 +23,7 @@ from .config import Config
 from .motion import MotionGate
 from .pipeline import FaceAnalyzer, build_analyzer
 from .sinks import IMAGE_EXTENSIONS, EventsSink, PreviewWindow, VideoFileSink, display_available, write_image
+from .track import Tracker, summarise, write_report
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class RunOptions:
     window: bool = True
     summary_json: Optional[Path] = None
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
+    report: Optional[Path] = None  # people report: writes <report>.json and <report>.csv (tracking)
 
 
 def _default_output(kind: str, name: str) -> Optional[Path]:
@@ -96,8 +98,10 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         source = stack.enter_context(open_source(options.source, config.capture))
         info = source.info
         analyzer = analyzer or build_analyzer(config, None)
-        gate = MotionGate(config.motion) if info.kind in ("file", "live") else None
-        worker = Worker(analyzer, gate, hud=config.output.hud and info.kind in ("file", "live"))
+        stream = info.kind in ("file", "live")
+        gate = MotionGate(config.motion) if stream else None
+        tracker = Tracker(config.tracking, config.classifier.age_groups) if stream and config.tracking.enabled else None
+        worker = Worker(analyzer, gate, hud=config.output.hud and stream, tracker=tracker)
         output = options.output or _default_output(info.kind, info.name)
         events = stack.enter_context(EventsSink(options.events)) if options.events else None
         window = None
@@ -128,6 +132,8 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                 worker.stats.add_ms("encode", (time.perf_counter() - t0) * 1000.0)
                 if events is not None:
                     events.write(result)
+                    for record in worker.pop_records():
+                        events.write_record(record)
                 worker.stats.mark_out()
                 if bar is not None:
                     bar.update(1)
@@ -138,6 +144,9 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             stopped_by = "interrupted"
             log.warning("stopping: interrupted; finalising outputs")
         elapsed = time.monotonic() - t_start
+        for record in worker.finish():
+            if events is not None:
+                events.write_record(record)
     stats = worker.stats
     summary = {
         "source": info.name,
@@ -152,10 +161,18 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         "elapsed_s": round(elapsed, 3),
         "fps": round(stats.frames_in / elapsed, 2) if elapsed > 0 else 0.0,
         "first_output_s": None if stats.first_output_s is None else round(stats.first_output_s - stats.started_s, 3),
+        "faces_classified": stats.faces_classified,
         "stages": stats.percentiles(),
         "output": None if output is None else str(output),
         "events": None if options.events is None else str(options.events),
     }
+    if tracker is not None:
+        people = summarise(worker.ended_tracks, config.classifier.age_groups)
+        summary["people"] = {key: people[key] for key in ("people", "by_gender", "by_age_group")}
+        if options.report is not None:
+            write_report(worker.ended_tracks, options.report.with_suffix(".json"), options.report.with_suffix(".csv"),
+                         config.classifier.age_groups)
+            summary["report"] = [str(options.report.with_suffix(".json")), str(options.report.with_suffix(".csv"))]
     if summary_path is not None:
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -15,6 +15,12 @@ from .errors import StreamerError
 log = logging.getLogger("streamer")
 
 DEMO_SOURCE = "demo"
+# --mode is shorthand for the two switches in config.yaml.
+MODES = {
+    "all": {"motion.enabled": False, "tracking.enabled": False},
+    "gated": {"motion.enabled": True, "tracking.enabled": False},
+    "tracked": {"motion.enabled": True, "tracking.enabled": True},
+}
 DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
 
 _EPILOG = f"""\
@@ -53,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--events", type=Path, help="write one JSON object per analysed image or frame here")
     parser.add_argument("--summary", type=Path, help="also write the end-of-run summary here as JSON")
+    parser.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        help="all: analyse every frame; gated: only frames the motion gate lets through; tracked: "
+        "gated + face tracking with smoothed labels (default: from config, motion.enabled/tracking.enabled)",
+    )
+    parser.add_argument(
+        "--report", type=Path, help="tracked mode: write the people report to PATH.json and PATH.csv"
+    )
     parser.add_argument("--no-window", action="store_true", help="never open a preview window")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar for file sources")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -85,6 +100,11 @@ def _format_summary(summary: dict) -> str:
     ]
     for stage, row in summary["stages"].items():
         lines.append(f"  {stage:<11} p50 {row['p50_ms']:8.2f} ms   p95 {row['p95_ms']:8.2f} ms   n={row['n']}")
+    if summary.get("people"):
+        people = summary["people"]
+        genders = ", ".join(f"{k} {v}" for k, v in people["by_gender"].items() if v)
+        groups = ", ".join(f"{k} {v}" for k, v in people["by_age_group"].items() if v)
+        lines.append(f"people        {people['people']} ({genders}; ages {groups})")
     if summary.get("output"):
         lines.append(f"output        {summary['output']}")
     if summary.get("events"):
@@ -119,6 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = _load(args.config)
         if args.no_window:
             config = override(config, {"output.window": False})
+        if args.mode:
+            config = override(config, MODES[args.mode])
         source = args.source
         if source == DEMO_SOURCE:
             source = str(ModelStore.from_config(config.models).path("demo_carphone", "carphone_pristine.mp4"))
@@ -129,6 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             window=not args.no_window,
             summary_json=args.summary,
             progress=False if args.no_progress else None,
+            report=args.report,
         )
         summary = run(config, options)
         sys.stdout.write(_format_summary(summary) + "\n")

@@ -116,6 +116,10 @@ class Track:
         self._sample_frame: Optional[int] = None
         self._sample_t_s: Optional[float] = None
         self._sample_area = 0.0
+        # Which row of this frame's Detections the track matched (None when it did not), so the
+        # worker can classify with that detection's landmarks; and that detection's score.
+        self.det_index: Optional[int] = None
+        self.score = 0.0
 
     def __repr__(self) -> str:
         box = ", ".join(f"{v:.0f}" for v in self.xyxy)
@@ -279,9 +283,13 @@ class Tracker:
         matches = self._match(boxes, frame_index)
         matched_tracks = set()
         matched_dets = set()
+        scores = np.asarray(detections.confidence, np.float32).reshape(-1)
+        for track in self._tracks:
+            track.det_index = None
         for ti, di in matches:
             track = self._tracks[ti]
             track._match(boxes[di], frame_index, t_s)
+            track.det_index, track.score = di, float(scores[di])
             matched_tracks.add(ti)
             matched_dets.add(di)
             self._maybe_confirm(track)
@@ -297,6 +305,7 @@ class Tracker:
         for di in range(len(boxes)):
             if di not in matched_dets:
                 track = Track(self._next_id, boxes[di], frame_index, t_s, self._cfg, self._groups)
+                track.det_index, track.score = di, float(scores[di])
                 self._next_id += 1
                 self._maybe_confirm(track)
                 kept.append(track)
@@ -309,6 +318,7 @@ class Tracker:
         their velocity (``coast_velocity``) or at their last detection. ``missed`` is unchanged."""
         self._advance(frame_index, t_s)
         for track in self._tracks:
+            track.det_index = None
             if track.missed <= self._cfg.max_missed:
                 track.xyxy = track._predicted(frame_index, self._cfg.coast_velocity)
         return self._shown()

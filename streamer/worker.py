@@ -16,6 +16,7 @@ import numpy as np
 from .draw import draw_faces, draw_hud
 from .motion import MotionGate
 from .pipeline import FaceAnalyzer
+from .track import Track, Tracker
 from .types import Face, Frame, FrameResult, GateDecision
 
 # The HUD's fps is over the last couple of seconds of frames, so it follows changes quickly.
@@ -30,7 +31,7 @@ class RunStats:
     frames_out: int = 0
     analysed: int = 0
     skipped: int = 0
-    faces_seen: int = 0
+    faces_classified: int = 0
     stage_ms: Dict[str, List[float]] = field(default_factory=dict)
     started_s: float = field(default_factory=time.monotonic)
     first_output_s: Optional[float] = None
@@ -79,13 +80,25 @@ class RunStats:
 
 
 class Worker:
-    """Runs the analyzer on the frames the gate lets through and draws every frame."""
+    """Runs the models on the frames that need them and draws every frame.
 
-    def __init__(self, analyzer: FaceAnalyzer, gate: Optional[MotionGate], hud: bool) -> None:
+    Without a tracker, every frame the gate lets through is analysed in full (detect + classify
+    each face) and the others reuse the last faces, marked stale. With a tracker, the detector
+    runs on gated frames (and every few frames while faces are in view), boxes in between come
+    from the tracker, and each person is classified only on its schedule; labels are smoothed
+    per track.
+    """
+
+    def __init__(
+        self, analyzer: FaceAnalyzer, gate: Optional[MotionGate], hud: bool, tracker: Optional[Tracker] = None
+    ) -> None:
         self.analyzer = analyzer
         self.gate = gate
+        self.tracker = tracker
         self.hud = hud
         self.stats = RunStats()
+        self.ended_tracks: List[Track] = []
+        self._records: List[dict] = []
         self._last_faces: Tuple[Face, ...] = ()
         self._last_analysed_index: Optional[int] = None
 
@@ -95,24 +108,28 @@ class Worker:
         stats.mark_in(frame.t_s)
         timings: Dict[str, float] = {}
         decision: Optional[GateDecision] = None
-        analyse = True
+        gate_open = True
         if self.gate is not None:
             t0 = time.perf_counter()
             decision = self.gate.update(frame.bgr, frame.index)
             timings["gate"] = (time.perf_counter() - t0) * 1000.0
-            analyse = decision.analyse
-        if analyse or self._last_analysed_index is None:
+            gate_open = decision.analyse
+        if self.tracker is not None:
+            faces, analysed = self._tracked(frame, gate_open, timings)
+        elif gate_open or self._last_analysed_index is None:
             faces, model_ms = self.analyzer.analyse(frame.bgr)
             timings.update(model_ms)
-            self._last_faces = faces
+            stats.faces_classified += sum(face.classified for face in faces)
+            self._last_faces, analysed = faces, True
+        else:
+            faces, analysed = self._last_faces, False
+        if analysed:
             self._last_analysed_index = frame.index
             stats.analysed += 1
-            stale, since = False, 0
         else:
-            faces = self._last_faces
             stats.skipped += 1
-            stale, since = True, frame.index - self._last_analysed_index
-        stats.faces_seen += len(faces) if not stale else 0
+        stale = not analysed
+        since = 0 if analysed else frame.index - (self._last_analysed_index or 0)
         t0 = time.perf_counter()
         annotated = draw_faces(frame.bgr, faces, stale=stale)
         if self.hud:
@@ -124,6 +141,84 @@ class Worker:
             frame=frame, faces=faces, stale=stale, frames_since_analysis=since, gate=decision, timings_ms=timings
         )
         return result, annotated
+
+    def _tracked(self, frame: Frame, gate_open: bool, timings: Dict[str, float]) -> Tuple[Tuple[Face, ...], bool]:
+        """Faces from the tracker; True when the detector ran on this frame."""
+        tracker, analyzer = self.tracker, self.analyzer
+        assert tracker is not None
+        # File time when there is one: decoding faster than real time must not shrink the
+        # tracker's seconds-based limits.
+        t_s = frame.pos_s if frame.pos_s is not None else frame.t_s
+        detected = tracker.detect_due(frame.index, t_s, gate_open)
+        if detected:
+            t0 = time.perf_counter()
+            detections = analyzer.detector.detect(frame.bgr)
+            timings["detect"] = (time.perf_counter() - t0) * 1000.0
+            tracks = tracker.update(detections, frame.index, t_s)
+            due = [
+                tr for tr in tracks
+                if tr.det_index is not None and tracker.needs_classification(tr, frame.index, t_s)
+            ]
+            if due:
+                rows = np.asarray([tr.det_index for tr in due], np.int64)
+                big = analyzer.classifiable(detections[rows])
+                due, rows = [tr for tr, ok in zip(due, big) if ok], rows[big]
+            if due:
+                t0 = time.perf_counter()
+                labels = analyzer.classifier.predict(frame.bgr, detections[rows])
+                timings["classify"] = (time.perf_counter() - t0) * 1000.0
+                self.stats.faces_classified += len(due)
+                for i, track in enumerate(due):
+                    x1, y1, x2, y2 = track.xyxy
+                    track.add_sample(
+                        float(labels.p_male[i]), float(labels.age_years[i]), float(min(x2 - x1, y2 - y1)), track.score
+                    )
+        else:
+            tracks = tracker.predict(frame.index, t_s)
+        self._collect_records(frame, t_s)
+        h, w = frame.bgr.shape[:2]
+        faces = []
+        for track in tracks:
+            x1, y1, x2, y2 = (float(v) for v in track.xyxy)
+            box = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h))
+            ready = track.label_ready
+            faces.append(
+                Face(
+                    xyxy=box,
+                    score=track.score,
+                    gender=track.gender if ready else None,
+                    gender_p=track.gender_p if ready else None,
+                    age=track.age_years if ready else None,
+                    age_group=track.age_group if ready else None,
+                    classified=ready,
+                    track=track.id,
+                )
+            )
+        return tuple(faces), detected
+
+    def _collect_records(self, frame: Frame, t_s: float) -> None:
+        tracker = self.tracker
+        assert tracker is not None
+        base = {"source": frame.source, "frame": frame.index, "t_s": round(t_s, 4)}
+        for track in tracker.pop_new():
+            self._records.append({"event": "new", **base, "track": track.id})
+        for track in tracker.pop_ended():
+            self.ended_tracks.append(track)
+            self._records.append({"event": "end", **base, **track.to_record()})
+
+    def pop_records(self) -> List[dict]:
+        """Track ``new`` / ``end`` records since the last call, for the events file."""
+        records, self._records = self._records, []
+        return records
+
+    def finish(self) -> List[dict]:
+        """End every open track (end of run); their ``end`` records."""
+        if self.tracker is None:
+            return []
+        for track in self.tracker.end_all():
+            self.ended_tracks.append(track)
+            self._records.append({"event": "end", "track": track.id, **track.to_record()})
+        return self.pop_records()
 
     def hud_lines(self, timings: Dict[str, float], dropped: int) -> List[str]:
         stats = self.stats
