@@ -183,7 +183,11 @@ class MotionConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    enabled: bool = Field(default=False, description="Track faces and smooth their labels.")
+    enabled: bool = Field(
+        default=True,
+        description="Track faces, classify each person on a schedule and smooth their labels (stable labels, "
+        "far fewer classifier runs); false classifies every face on every analysed frame.",
+    )
     min_iou: float = Field(
         default=0.2,
         ge=0.0,

@@ -6,6 +6,7 @@ import re
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from streamer.config import REPO_ROOT, Config, load_config, override, parse_config
 from streamer.errors import ConfigError
@@ -17,7 +18,7 @@ def _leaf_paths(model, prefix=""):
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         path = f"{prefix}{name}"
-        if hasattr(value, "model_fields"):
+        if isinstance(value, BaseModel):
             yield from _leaf_paths(value, path + ".")
         else:
             yield path, field
