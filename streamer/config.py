@@ -233,6 +233,14 @@ class TrackingConfig(_Section):
         description="Shift a box by the track's recent velocity on frames without a matching "
         "detection (and when matching), so crossing faces keep their ids.",
     )
+    detect_min_frames: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="While faces are tracked, motion elsewhere runs the detector at most every this many "
+        "frames: a new face is found within ~0.2 s at 25 fps, and a moving background (a car window, "
+        "trees) does not cost a detection per frame.",
+    )
     detect_every_frames: int = Field(
         default=15,
         ge=1,

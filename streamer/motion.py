@@ -30,7 +30,8 @@ class MotionGate:
     ``reset``, a frame size change or the index going backwards), "recalibrate" (the whole frame
     changed, e.g. lights switched on: the background jumps to this frame), "motion" (changed
     share >= ``min_area``), "refresh" (``refresh_frames`` frames since the last analysed one),
-    "still" (analyse=False: reuse the last results as stale).
+    "tracked" (analyse=False: motion only inside ``ignore_xyxy``), "still" (analyse=False: reuse
+    the last results as stale).
     """
 
     def __init__(self, cfg: MotionConfig) -> None:
@@ -45,13 +46,18 @@ class MotionGate:
         self._shape_hw = None
         self._last_analysed_index = 0
 
-    def update(self, bgr: np.ndarray, index: int) -> GateDecision:
+    def update(self, bgr: np.ndarray, index: int, ignore_xyxy: Optional[np.ndarray] = None) -> GateDecision:
         """Decide for one frame and fold it into the background.
 
         ``bgr``: ``(H, W, 3)`` uint8 BGR (or ``(H, W)`` uint8 grey); ``index``: the frame's index
         in its source, used for the refresh interval. ``changed_frac`` is the share (0-1) of the
         working image that differs from the background by more than ``pixel_threshold`` grey
         levels (0.0 when the gate is off or has no background yet).
+
+        ``ignore_xyxy`` (``(N, 4)`` frame pixels, optional): regions whose motion does not open
+        the gate, e.g. faces already tracked: a person talking keeps changing their own box, and
+        the tracker follows that without a new detection. Motion only there gives reason
+        "tracked" (analyse=False); ``changed_frac`` still counts the whole frame.
         """
         if not self._cfg.enabled:
             return GateDecision(analyse=True, changed_frac=0.0, reason="off")
@@ -70,8 +76,8 @@ class MotionGate:
             self._shape_hw = shape_hw
             return self._analysed(index, 0.0, "first")
 
-        diff = cv2.absdiff(grey, self._background)
-        changed_frac = float(np.count_nonzero(diff > self._cfg.pixel_threshold)) / diff.size
+        changed = cv2.absdiff(grey, self._background) > self._cfg.pixel_threshold
+        changed_frac = float(np.count_nonzero(changed)) / changed.size
         if changed_frac >= self._cfg.recalibrate_area:
             # A change over most of the frame is the light, the camera or a cut, not a subject moving:
             # blending it in slowly would keep the gate open for dozens of frames.
@@ -81,10 +87,27 @@ class MotionGate:
         # that stop moving fade into it instead of accumulating into a false trigger.
         cv2.accumulateWeighted(grey, self._background, self._cfg.background_alpha)
         if changed_frac >= self._cfg.min_area:
-            return self._analysed(index, changed_frac, "motion")
+            if ignore_xyxy is None or len(ignore_xyxy) == 0:
+                return self._analysed(index, changed_frac, "motion")
+            if self._outside_frac(changed, ignore_xyxy, shape_hw) >= self._cfg.min_area:
+                return self._analysed(index, changed_frac, "motion")
+            if index - self._last_analysed_index >= self._cfg.refresh_frames:
+                return self._analysed(index, changed_frac, "refresh")
+            return GateDecision(analyse=False, changed_frac=changed_frac, reason="tracked")
         if index - self._last_analysed_index >= self._cfg.refresh_frames:
             return self._analysed(index, changed_frac, "refresh")
         return GateDecision(analyse=False, changed_frac=changed_frac, reason="still")
+
+    @staticmethod
+    def _outside_frac(changed: np.ndarray, ignore_xyxy: np.ndarray, shape_hw: Tuple[int, int]) -> float:
+        """Share of the working image changed outside the ignored boxes."""
+        outside = changed.copy()
+        sy, sx = changed.shape[0] / shape_hw[0], changed.shape[1] / shape_hw[1]
+        for x1, y1, x2, y2 in np.asarray(ignore_xyxy, np.float32).reshape(-1, 4):
+            c1, r1 = max(0, int(np.floor(x1 * sx))), max(0, int(np.floor(y1 * sy)))
+            c2, r2 = int(np.ceil(x2 * sx)), int(np.ceil(y2 * sy))
+            outside[r1:r2, c1:c2] = False
+        return float(np.count_nonzero(outside)) / outside.size
 
     def _analysed(self, index: int, changed_frac: float, reason: str) -> GateDecision:
         self._last_analysed_index = index

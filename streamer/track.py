@@ -272,6 +272,16 @@ class Tracker:
         """Every track not ended, shown or hidden (hidden: ``missed > max_missed``), by id."""
         return list(self._tracks)
 
+    def shown_boxes(self, grow: float = 0.0) -> np.ndarray:
+        """``(N, 4)`` float32 boxes of the confirmed tracks on screen, each side pushed out by
+        ``grow`` times the box's width/height (for the motion gate's ignore regions)."""
+        boxes = [tr.xyxy for tr in self._shown() if tr.confirmed]
+        if not boxes:
+            return np.zeros((0, 4), np.float32)
+        xyxy = np.stack(boxes).astype(np.float32)
+        wh = np.concatenate([xyxy[:, 2:] - xyxy[:, :2]] * 2, axis=1)
+        return xyxy + grow * wh * np.array([-1, -1, 1, 1], np.float32)
+
     def update(self, detections: Detections, frame_index: int, t_s: float) -> List[Track]:
         """Match this frame's detections to tracks; returns the shown tracks by id.
 
@@ -324,12 +334,15 @@ class Tracker:
         return self._shown()
 
     def detect_due(self, frame_index: int, t_s: float, gate_open: bool) -> bool:
-        """Run the detector on this frame? Yes when the motion gate is open; also while tracks are
-        shown, at least every ``detect_every_frames`` frames or ``detect_every_s`` seconds."""
-        if gate_open:
-            return True
+        """Run the detector on this frame? With no face on screen: when the motion gate is open.
+        While tracks are shown: when the gate is open, at most every ``detect_min_frames`` frames,
+        and at least every ``detect_every_frames`` frames or ``detect_every_s`` seconds."""
         if not self._shown():
-            return False
+            return gate_open
+        if gate_open:
+            # Motion away from the tracked faces (a moving background, or someone new): detect,
+            # but not on every frame while faces are being followed anyway.
+            return self._last_detect_frame is None or frame_index - self._last_detect_frame >= self._cfg.detect_min_frames
         if self._last_detect_frame is None or self._last_detect_t_s is None:
             return True
         return (

@@ -21,6 +21,9 @@ from .types import Face, Frame, FrameResult, GateDecision
 
 # The HUD's fps is over the last couple of seconds of frames, so it follows changes quickly.
 _FPS_WINDOW = 60
+# A tracked face's box grown by this share of its size per side still counts as "that face
+# moving" for the motion gate: a head turn or nod stays within it.
+_TRACKED_MOTION_MARGIN = 0.25
 
 
 @dataclass
@@ -111,7 +114,12 @@ class Worker:
         gate_open = True
         if self.gate is not None:
             t0 = time.perf_counter()
-            decision = self.gate.update(frame.bgr, frame.index)
+            ignore = None
+            if self.tracker is not None:
+                # Motion on a face already tracked (talking, nodding) is the tracker's job; only
+                # motion elsewhere (someone new) needs the detector before its schedule.
+                ignore = self.tracker.shown_boxes(grow=_TRACKED_MOTION_MARGIN)
+            decision = self.gate.update(frame.bgr, frame.index, ignore)
             timings["gate"] = (time.perf_counter() - t0) * 1000.0
             gate_open = decision.analyse
         if self.tracker is not None:

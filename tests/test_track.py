@@ -235,8 +235,10 @@ def test_classification_first_sight_coasting_and_cap() -> None:
 @pytest.mark.parametrize(
     "gate_open, with_track, frames_since, seconds_since, expected",
     [
-        (True, False, 1, 0.03, True),  # motion: always detect
-        (True, True, 1, 0.03, True),
+        (True, False, 1, 0.03, True),  # motion and nobody tracked: always detect
+        (True, True, 1, 0.03, False),  # motion while tracking: at most every detect_min_frames
+        (True, True, 4, 0.13, False),
+        (True, True, 5, 0.17, True),
         (False, False, 100, 10.0, False),  # still and empty: nothing to refresh
         (False, True, 1, 0.03, False),
         (False, True, 14, 0.47, False),
