@@ -348,7 +348,7 @@ def test_tears_of_steel_cuts_open_the_gate(clips: Dict[str, List[np.ndarray]], c
         # An ignored region elsewhere does not hide it.
         (np.array([[400, 300, 600, 460]], np.float32), "motion"),
         # Partly covered: what sticks out still counts.
-        (np.array([[30, 180, 90, 260]], np.float32), "motion"),
+        (np.array([[30, 180, 70, 260]], np.float32), "motion"),
     ],
 )
 def test_ignored_regions_do_not_open_the_gate(ignore_xyxy, expect_reason) -> None:
@@ -356,7 +356,7 @@ def test_ignored_regions_do_not_open_the_gate(ignore_xyxy, expect_reason) -> Non
     gate = MotionGate(MotionConfig(refresh_frames=NEVER_REFRESH))
     gate.update(with_square(background, 50, 200, 40), 0)
     decisions = [
-        gate.update(with_square(background, 50 + 4 * i, 200, 40), i, ignore_xyxy) for i in range(1, 10)
+        gate.update(with_square(background, 50 + 12 * i, 200, 40), i, ignore_xyxy) for i in range(1, 8)
     ]
     assert {d.reason for d in decisions} == {expect_reason}
     assert all(d.analyse == (expect_reason == "motion") for d in decisions)
@@ -368,6 +368,6 @@ def test_tracked_motion_still_gets_the_forced_refresh() -> None:
     gate = MotionGate(MotionConfig(refresh_frames=5))
     ignore = np.array([[0, 150, 300, 300]], np.float32)
     gate.update(with_square(background, 50, 200, 40), 0)
-    decisions = [gate.update(with_square(background, 50 + 4 * i, 200, 40), i, ignore) for i in range(1, 12)]
+    decisions = [gate.update(with_square(background, 50 + 12 * i, 200, 40), i, ignore) for i in range(1, 12)]
     assert [i + 1 for i, d in enumerate(decisions) if d.analyse] == [5, 10]
     assert {d.reason for d in decisions if d.analyse} == {"refresh"}
