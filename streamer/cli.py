@@ -81,6 +81,13 @@ def _setup_logging(verbose: bool) -> None:
         format="streamer: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    import cv2
+
+    # OpenCV's own warnings (backend probing, "can't capture by name") repeat what our errors say
+    # more clearly; keep them for --verbose.
+    cv2.utils.logging.setLogLevel(
+        cv2.utils.logging.LOG_LEVEL_DEBUG if verbose else cv2.utils.logging.LOG_LEVEL_ERROR
+    )
 
 
 def _load(config_path: Optional[Path]) -> Config:
