@@ -259,3 +259,54 @@ def test_http_stream_that_goes_silent_is_reopened_after_the_read_timeout(
     assert stats.reconnects >= 1
     assert mjpeg_server.connections >= 2
     assert "reconnected on attempt" in caplog.text
+
+
+def _frame_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if '"faces"' in line)
+
+
+def _wait_lines(path: Path, at_least: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while _frame_lines(path) < at_least:
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, f"fewer than {at_least} frames within {timeout_s} s"
+        time.sleep(0.1)
+
+
+def test_cli_on_rtsp_survives_a_camera_restart(rtsp_server: RtspServer, tmp_path: Path, models_env) -> None:
+    """End to end: the labelled run goes on across a server restart, and Ctrl-C finalises it."""
+    import json
+    import signal
+    import sys
+
+    config = tmp_path / "c.yaml"
+    config.write_text("capture:\n  read_timeout_s: 2.0\n  reconnect_backoff_s: 0.5\n  reconnect_retries: 20\n")
+    out, events, summary = tmp_path / "live.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), "--source", rtsp_server.url, "--config", str(config), "--output",
+         str(out), "--events", str(events), "--summary", str(summary), "--no-window"],
+        env=models_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_lines(events, 20, proc, 60)
+        rtsp_server.kill()
+        before = _frame_lines(events)
+        rtsp_server.start()
+        _wait_lines(events, before + 20, proc, 60)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    report = json.loads(summary.read_text())
+    assert report["kind"] == "live" and report["reconnects"] >= 1 and report["stopped_by"] == "interrupted"
+    written = _frame_lines(events)
+    cap = cv2.VideoCapture(str(out))
+    assert sum(1 for _ in iter(lambda: cap.read()[0], False)) == written
+    cap.release()
+    assert "rtsp://" in stderr and "reconnect" in stderr.lower()
