@@ -1,0 +1,150 @@
+"""Wiring: detector choice and its logged fallback, the OpenCV 5 Caffe error, the minimum face size."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SHARED_MODELS
+from streamer import dnn
+from streamer.config import Config, override
+from streamer.detect import Res10Detector, YuNetDetector
+from streamer.errors import ModelError
+from streamer.models import ModelStore
+from streamer.pipeline import FaceAnalyzer, build_analyzer, build_detector, faces_from
+from streamer.types import Detections, GenderAge
+
+
+class FakeDetector:
+    name = "fake"
+
+    def __init__(self, xyxy):
+        self.xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+
+    def detect(self, bgr):
+        return Detections(self.xyxy, np.full(len(self.xyxy), 0.9, np.float32))
+
+
+class CountingClassifier:
+    def __init__(self):
+        self.batches = []
+
+    def predict(self, bgr, detections):
+        self.batches.append(len(detections))
+        n = len(detections)
+        return GenderAge(np.full(n, 0.8, np.float32), np.full(n, 33.0, np.float32), ("30-39",) * n)
+
+
+def test_small_faces_are_detected_but_not_classified_and_big_ones_batched():
+    classifier = CountingClassifier()
+    analyzer = FaceAnalyzer(FakeDetector([[0, 0, 10, 40], [50, 50, 150, 150], [200, 0, 260, 60]]), classifier, 24)
+    faces, timings = analyzer.analyse(np.zeros((300, 300, 3), np.uint8))
+    assert [f.classified for f in faces] == [False, True, True]
+    assert faces[0].gender is None and faces[0].age is None and faces[0].score == pytest.approx(0.9)
+    assert faces[1].gender == "male" and faces[1].gender_p == pytest.approx(0.8) and faces[1].age_group == "30-39"
+    assert classifier.batches == [2], "one batched call for all classifiable faces"
+    assert set(timings) == {"detect", "classify"}
+
+
+def test_no_faces_runs_no_classifier():
+    classifier = CountingClassifier()
+    faces, _ = FaceAnalyzer(FakeDetector([]), classifier, 24).analyse(np.zeros((50, 50, 3), np.uint8))
+    assert faces == () and classifier.batches == []
+
+
+def test_female_probability_is_reported_for_female():
+    det = Detections(np.array([[0, 0, 50, 50]], np.float32), np.array([0.7], np.float32))
+    (face,) = faces_from(det, GenderAge(np.array([0.1], np.float32), np.array([5.0], np.float32), ("3-9",)), np.array([True]))
+    assert face.gender == "female" and face.gender_p == pytest.approx(0.9)
+
+
+def _store(tmp_path, with_yunet: bool) -> ModelStore:
+    """res10 from ../shared; YuNet only when asked; nothing fetched (auto_fetch off)."""
+    root = tmp_path / "models"
+    (root / "res10_ssd_caffe").mkdir(parents=True)
+    for name in ("deploy.prototxt", "res10_300x300_ssd_iter_140000.caffemodel"):
+        (root / "res10_ssd_caffe" / name).symlink_to(SHARED_MODELS / "res10_ssd_caffe" / name)
+    if with_yunet:
+        (root / "yunet_2023mar").mkdir()
+        (root / "yunet_2023mar" / "face_detection_yunet_2023mar.onnx").symlink_to(
+            SHARED_MODELS / "yunet_2023mar" / "face_detection_yunet_2023mar.onnx"
+        )
+    return ModelStore([root], auto_fetch=False)
+
+
+@pytest.mark.parametrize(
+    "name, fallback, with_yunet, expect",
+    [
+        ("yunet", "res10", True, YuNetDetector),
+        ("yunet", "res10", False, Res10Detector),  # YuNet missing: res10, with a warning
+        ("res10", "yunet", False, Res10Detector),
+        ("yunet", None, False, ModelError),  # no fallback: the error names the file
+    ],
+)
+def test_detector_choice_and_logged_fallback(name, fallback, with_yunet, expect, tmp_path, caplog):
+    config = override(Config(), {"detector.name": name, "detector.fallback": fallback})
+    store = _store(tmp_path, with_yunet)
+    caplog.set_level(logging.WARNING, logger="streamer")
+    if expect is ModelError:
+        with pytest.raises(ModelError, match="face_detection_yunet_2023mar.onnx"):
+            build_detector(config, store)
+        return
+    detector = build_detector(config, store)
+    assert isinstance(detector, expect)
+    fell_back = name == "yunet" and not with_yunet
+    assert ("falling back to res10" in caplog.text) == fell_back
+
+
+def test_caffe_model_on_opencv_without_caffe_importer_says_how_to_fix(tmp_path, monkeypatch):
+    # What OpenCV 5 looks like to us: no cv2.dnn.readNetFromCaffe.
+    monkeypatch.delattr(cv2.dnn, "readNetFromCaffe")
+    assert not dnn.has_caffe_importer()
+    config = override(Config(), {"detector.fallback": None})
+    with pytest.raises(ModelError, match=r"no Caffe importer.*opencv-python>=4.8,<5.*ONNX"):
+        build_detector(config, _store(tmp_path, with_yunet=False))
+    # With a fallback configured, YuNet (ONNX) still works there.
+    detector = build_detector(override(Config(), {"detector.fallback": "yunet"}), _store(tmp_path / "b", True))
+    assert isinstance(detector, YuNetDetector)
+
+
+def test_build_analyzer_sets_thread_count(monkeypatch, models_env):
+    calls = []
+    monkeypatch.setattr(cv2, "setNumThreads", lambda n: calls.append(n))
+    build_analyzer(override(Config(), {"dnn.threads": 2}))
+    assert calls == [2]
+
+
+LEVI_HASSNER_GROUPS = {"0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"}
+
+
+def test_levi_hassner_pair_dropped_into_models_dir_runs_end_to_end(tmp_path, monkeypatch):
+    """The seed's Caffe pair, selected in config, with random weights of its exact architecture."""
+    import json
+    import os
+
+    from conftest import REPO, SHARED_MEDIA
+    from streamer.cli import main
+
+    drop = tmp_path / "user_models" / "levi_hassner_age_gender"
+    drop.mkdir(parents=True)
+    lh = SHARED_MODELS / "levi_hassner_age_gender"
+    for name, target in [
+        ("deploy_age.prototxt", lh / "deploy_age.prototxt"),
+        ("deploy_gender.prototxt", lh / "deploy_gender.prototxt"),
+        ("age_net.caffemodel", lh / "random_weights" / "age_net_random_fp16.caffemodel"),
+        ("gender_net.caffemodel", lh / "random_weights" / "gender_net_random_fp16.caffemodel"),
+    ]:
+        (drop / name).symlink_to(target)
+    monkeypatch.setenv("STREAMER_MODELS_DIR", os.pathsep.join([str(drop.parent), str(SHARED_MODELS), str(REPO / "models")]))
+    config = tmp_path / "c.yaml"
+    config.write_text("classifier:\n  name: levi_hassner\n")
+    events = tmp_path / "e.jsonl"
+    assert main(["--source", str(SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"), "--config", str(config),
+                 "--output", str(tmp_path / "o.jpg"), "--events", str(events), "--no-window"]) == 0
+    faces = json.loads(events.read_text().splitlines()[0])["faces"]
+    assert len(faces) >= 4
+    assert {f["age_group"] for f in faces} <= LEVI_HASSNER_GROUPS
+    assert all(f["gender"] in ("male", "female") for f in faces)
