@@ -249,7 +249,7 @@ def test_classification_first_sight_coasting_and_cap() -> None:
 def test_detection_schedule(
     gate_open: bool, with_track: bool, frames_since: int, seconds_since: float, expected: bool
 ) -> None:
-    tracker = make_tracker(detect_every_frames=15, detect_every_s=1.0, max_age_s=60.0)
+    tracker = make_tracker(detect_every_frames=15, detect_every_s=1.0, detect_min_frames=5, max_age_s=60.0)
     tracker.update(dets([box(200, 200)] if with_track else []), 5, 10.0)
     assert tracker.detect_due(5 + frames_since, 10.0 + seconds_since, gate_open) is expected
 
