@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from .capture import open_source
 from .config import Config
@@ -62,21 +62,41 @@ def _image_output_path(kind: str, output: Path, frame_source: str) -> Path:
     return output
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the run like Ctrl-C (only possible from the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM ask the run to stop at the next frame boundary, so that the
+    video, the events and the summary always agree on the frames written. While the loop waits
+    for a frame (a stalled camera, a reconnect) the signal interrupts the wait at once."""
 
-    def _handler(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    def __init__(self) -> None:
+        self.requested = False
+        self.waiting = False
 
-    previous = signal.signal(signal.SIGTERM, _handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def _handler(self, signum, _frame) -> None:
+        self.requested = True
+        if self.waiting:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["_StopSignals"]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals are only delivered to the main thread; nothing to install
+            return
+        previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def next_frame(self, frames: Iterator):
+        """The next frame, or None at the end of the source; KeyboardInterrupt on a stop request."""
+        if self.requested:
+            raise KeyboardInterrupt("stop requested")
+        self.waiting = True
+        try:
+            return next(frames, None)
+        finally:
+            self.waiting = False
 
 
 def _progress_bar(total: Optional[int], enabled: Optional[bool]):
@@ -89,51 +109,72 @@ def _progress_bar(total: Optional[int], enabled: Optional[bool]):
     return tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
 
 
+class _Outputs:
+    """The file outputs of one run: annotated images or video (opened on the first frame, when
+    its size is known) and the events file. Registered on the run's ExitStack, so they are
+    finalised however the run ends."""
+
+    def __init__(self, stack: contextlib.ExitStack, kind: str, fps: float, output: Optional[Path],
+                 events: Optional[Path], codecs: Sequence[str]) -> None:
+        self._stack, self._kind, self._fps, self._codecs = stack, kind, fps, codecs
+        self.output = output
+        self.events = stack.enter_context(EventsSink(events)) if events else None
+        self._video: Optional[VideoFileSink] = None
+
+    def write_frame(self, frame_source: str, annotated) -> None:
+        if self.output is None:
+            return
+        if self._kind in ("image", "folder"):
+            write_image(_image_output_path(self._kind, self.output, frame_source), annotated)
+            return
+        if self._video is None:
+            size_wh = (annotated.shape[1], annotated.shape[0])
+            self._video = self._stack.enter_context(VideoFileSink(self.output, self._fps, size_wh, self._codecs))
+        self._video.write(annotated)
+
+    def write_records(self, records) -> None:
+        if self.events is not None:
+            for record in records:
+                self.events.write_record(record)
+
+
 def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = None) -> dict:
-    """Process one source end to end and return the summary (also logged, and written as JSON
-    when asked). Raises StreamerError subclasses on bad input; a user stop is not an error."""
-    summary_path = options.summary_json or (Path(config.output.summary_json) if config.output.summary_json else None)
+    """Process one source end to end and return the summary (also written as JSON when asked).
+    Raises StreamerError subclasses on bad input; a user stop is not an error."""
+    t_run = time.monotonic()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_sigterm_as_interrupt())
         source = stack.enter_context(open_source(options.source, config.capture))
         info = source.info
         analyzer = analyzer or build_analyzer(config, None)
+        # From here on a stop request ends the run at a frame boundary (before: at once, as
+        # Ctrl-C does, e.g. during a model download).
+        stop = stack.enter_context(_StopSignals().installed())
         stream = info.kind in ("file", "live")
-        gate = MotionGate(config.motion) if stream else None
         tracker = Tracker(config.tracking, config.classifier.age_groups) if stream and config.tracking.enabled else None
-        worker = Worker(analyzer, gate, hud=config.output.hud and stream, tracker=tracker)
-        output = options.output or _default_output(info.kind, info.name)
-        events = stack.enter_context(EventsSink(options.events)) if options.events else None
-        window = None
-        if options.window and config.output.window:
-            if display_available():
-                window = stack.enter_context(PreviewWindow(config.output.window_name))
-            else:
-                log.warning("no display found (DISPLAY is not set): running without a preview window")
+        if options.report is not None and tracker is None:
+            log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
+        worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream, tracker)
+        outputs = _Outputs(stack, info.kind, info.fps, options.output or _default_output(info.kind, info.name),
+                           options.events, config.output.codecs)
+        window = _open_window(stack, config, options)
         bar = _progress_bar(info.frame_count, options.progress if info.kind == "file" else False)
         if bar is not None:
             stack.callback(bar.close)
-        video: Optional[VideoFileSink] = None
         stopped_by = "end of input"
-        t_start = time.monotonic()
+        t_loop = time.monotonic()
+        frames = iter(source)
         try:
-            for frame in source:
+            while True:
+                frame = stop.next_frame(frames)
+                if frame is None:
+                    break
                 result, annotated = worker.process(frame, dropped=source.stats.dropped)
                 t0 = time.perf_counter()
-                if output is not None:
-                    if info.kind in ("image", "folder"):
-                        write_image(_image_output_path(info.kind, output, frame.source), annotated)
-                    else:
-                        if video is None:
-                            video = stack.enter_context(
-                                VideoFileSink(output, info.fps, (frame.bgr.shape[1], frame.bgr.shape[0]), config.output.codecs)
-                            )
-                        video.write(annotated)
+                outputs.write_frame(frame.source, annotated)
                 worker.stats.add_ms("encode", (time.perf_counter() - t0) * 1000.0)
-                if events is not None:
-                    events.write(result)
-                    for record in worker.pop_records():
-                        events.write_record(record)
+                if outputs.events is not None:
+                    outputs.events.write(result)
+                outputs.write_records(worker.pop_records())
                 worker.stats.mark_out()
                 if bar is not None:
                     bar.update(1)
@@ -143,37 +184,51 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         except KeyboardInterrupt:
             stopped_by = "interrupted"
             log.warning("stopping: interrupted; finalising outputs")
-        elapsed = time.monotonic() - t_start
-        for record in worker.finish():
-            if events is not None:
-                events.write_record(record)
-    stats = worker.stats
-    summary = {
-        "source": info.name,
-        "kind": info.kind,
-        "stopped_by": stopped_by,
-        "frames_read": source.stats.frames_read,
-        "frames_out": stats.frames_out,
-        "analysed": stats.analysed,
-        "skipped": stats.skipped,
-        "dropped": source.stats.dropped,
-        "reconnects": source.stats.reconnects,
-        "elapsed_s": round(elapsed, 3),
-        "fps": round(stats.frames_in / elapsed, 2) if elapsed > 0 else 0.0,
-        "first_output_s": None if stats.first_output_s is None else round(stats.first_output_s - stats.started_s, 3),
-        "faces_classified": stats.faces_classified,
-        "stages": stats.percentiles(),
-        "output": None if output is None else str(output),
-        "events": None if options.events is None else str(options.events),
-    }
+        elapsed = time.monotonic() - t_loop
+        outputs.write_records(worker.finish())
+    summary = _summary(info, source.stats, worker, stopped_by, elapsed, t_run, outputs.output, options.events)
     if tracker is not None:
         people = summarise(worker.ended_tracks, config.classifier.age_groups)
         summary["people"] = {key: people[key] for key in ("people", "by_gender", "by_age_group")}
         if options.report is not None:
-            write_report(worker.ended_tracks, options.report.with_suffix(".json"), options.report.with_suffix(".csv"),
-                         config.classifier.age_groups)
-            summary["report"] = [str(options.report.with_suffix(".json")), str(options.report.with_suffix(".csv"))]
+            paths = (options.report.with_suffix(".json"), options.report.with_suffix(".csv"))
+            write_report(worker.ended_tracks, paths[0], paths[1], config.classifier.age_groups)
+            summary["report"] = [str(path) for path in paths]
+    summary_path = options.summary_json or (Path(config.output.summary_json) if config.output.summary_json else None)
     if summary_path is not None:
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _open_window(stack: contextlib.ExitStack, config: Config, options: RunOptions) -> Optional[PreviewWindow]:
+    if not (options.window and config.output.window):
+        return None
+    if not display_available():
+        log.warning("no display found (DISPLAY is not set): running without a preview window")
+        return None
+    return stack.enter_context(PreviewWindow(config.output.window_name))
+
+
+def _summary(info, capture_stats, worker: Worker, stopped_by: str, elapsed: float, t_run: float,
+             output: Optional[Path], events: Optional[Path]) -> dict:
+    stats = worker.stats
+    return {
+        "source": info.name,
+        "kind": info.kind,
+        "stopped_by": stopped_by,
+        "frames_read": capture_stats.frames_read,
+        "frames_out": stats.frames_out,
+        "analysed": stats.analysed,
+        "skipped": stats.skipped,
+        "dropped": capture_stats.dropped,
+        "reconnects": capture_stats.reconnects,
+        "elapsed_s": round(elapsed, 3),
+        "fps": round(stats.frames_out / elapsed, 2) if elapsed > 0 else 0.0,
+        # From the start of the run (source opened, models loaded) to the first frame written.
+        "first_output_s": None if stats.first_output_s is None else round(stats.first_output_s - t_run, 3),
+        "faces_classified": stats.faces_classified,
+        "stages": stats.percentiles(),
+        "output": None if output is None else str(output),
+        "events": None if events is None else str(events),
+    }
