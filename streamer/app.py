@@ -22,7 +22,15 @@ from .capture import open_source
 from .config import Config
 from .motion import MotionGate
 from .pipeline import FaceAnalyzer, build_analyzer
-from .sinks import IMAGE_EXTENSIONS, EventsSink, PreviewWindow, VideoFileSink, display_available, write_image
+from .sinks import (
+    IMAGE_EXTENSIONS,
+    BackgroundVideoWriter,
+    EventsSink,
+    PreviewWindow,
+    VideoFileSink,
+    display_available,
+    write_image,
+)
 from .track import Tracker, summarise, write_report
 from .worker import Worker
 
@@ -115,11 +123,12 @@ class _Outputs:
     finalised however the run ends."""
 
     def __init__(self, stack: contextlib.ExitStack, kind: str, fps: float, output: Optional[Path],
-                 events: Optional[Path], codecs: Sequence[str]) -> None:
+                 events: Optional[Path], codecs: Sequence[str], on_encode_ms=None) -> None:
         self._stack, self._kind, self._fps, self._codecs = stack, kind, fps, codecs
+        self._on_encode_ms = on_encode_ms
         self.output = output
         self.events = stack.enter_context(EventsSink(events)) if events else None
-        self._video: Optional[VideoFileSink] = None
+        self._video: Optional[BackgroundVideoWriter] = None
 
     def write_frame(self, frame_source: str, annotated) -> None:
         if self.output is None:
@@ -129,7 +138,8 @@ class _Outputs:
             return
         if self._video is None:
             size_wh = (annotated.shape[1], annotated.shape[0])
-            self._video = self._stack.enter_context(VideoFileSink(self.output, self._fps, size_wh, self._codecs))
+            sink = self._stack.enter_context(VideoFileSink(self.output, self._fps, size_wh, self._codecs))
+            self._video = self._stack.enter_context(BackgroundVideoWriter(sink, on_encode_ms=self._on_encode_ms))
         self._video.write(annotated)
 
     def write_records(self, records) -> None:
@@ -155,7 +165,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
         worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream, tracker)
         outputs = _Outputs(stack, info.kind, info.fps, options.output or _default_output(info.kind, info.name),
-                           options.events, config.output.codecs)
+                           options.events, config.output.codecs, lambda ms: worker.stats.add_ms("encode", ms))
         window = _open_window(stack, config, options)
         bar = _progress_bar(info.frame_count, options.progress if info.kind == "file" else False)
         if bar is not None:
@@ -171,7 +181,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                 result, annotated = worker.process(frame, dropped=source.stats.dropped)
                 t0 = time.perf_counter()
                 outputs.write_frame(frame.source, annotated)
-                worker.stats.add_ms("encode", (time.perf_counter() - t0) * 1000.0)
+                worker.stats.add_ms("output", (time.perf_counter() - t0) * 1000.0)
                 if outputs.events is not None:
                     outputs.events.write(result)
                 outputs.write_records(worker.pop_records())

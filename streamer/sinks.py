@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import IO, Optional, Sequence, Tuple
 
@@ -78,6 +81,79 @@ class VideoFileSink(_Closing):
             self._writer.release()
             self._writer = None
             log.info("wrote %d frames to %s", self.frames_written, self.path)
+
+
+class BackgroundVideoWriter(_Closing):
+    """A VideoFileSink written from its own thread, so encoding overlaps the next frame's work.
+
+    Nothing is dropped: ``write`` waits while ``queue_size`` frames are pending (a file keeps
+    every frame). An encoder error is re-raised on the caller's thread at the next ``write`` or
+    at ``close``; ``close`` writes what is queued, joins the thread and releases the file.
+    ``on_encode_ms`` (optional) is called on the writer thread with each frame's encode time.
+    """
+
+    _DONE = object()
+    _POLL_S = 0.1  # every blocking call wakes this often to check the writer thread is alive
+
+    def __init__(self, sink: VideoFileSink, queue_size: int = 8, on_encode_ms=None) -> None:
+        self.sink = sink
+        self._queue: "queue.Queue" = queue.Queue(maxsize=queue_size)
+        self._on_encode_ms = on_encode_ms
+        self._error: Optional[BaseException] = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="video-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._DONE:
+                    return
+                t0 = time.perf_counter()
+                self.sink.write(item)
+                if self._on_encode_ms is not None:
+                    self._on_encode_ms((time.perf_counter() - t0) * 1000.0)
+        except BaseException as error:  # carried to the caller's thread
+            self._error = error
+
+    def _put(self, item) -> None:
+        while True:
+            self._raise_error()
+            if not self._thread.is_alive():
+                raise SinkError(f"the writer thread of {self.sink.path} has stopped")
+            try:
+                self._queue.put(item, timeout=self._POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise SinkError(f"writing {self.sink.path} failed: {error}") from error
+
+    def write(self, bgr: np.ndarray) -> None:
+        if self._closed:
+            raise SinkError(f"output video {self.sink.path} is already closed")
+        self._put(bgr)
+
+    @property
+    def frames_written(self) -> int:
+        return self.sink.frames_written
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._thread.is_alive():
+                self._put(self._DONE)
+                # Generous: the queue holds a few frames, each encoded in milliseconds.
+                self._thread.join(timeout=30.0)
+            self._raise_error()
+        finally:
+            self.sink.close()
 
 
 def write_image(path: Path, bgr: np.ndarray) -> None:

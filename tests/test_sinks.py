@@ -10,7 +10,7 @@ import pytest
 
 from streamer.draw import draw_faces, draw_hud, label_for
 from streamer.errors import SinkError
-from streamer.sinks import EventsSink, VideoFileSink, write_image
+from streamer.sinks import BackgroundVideoWriter, EventsSink, VideoFileSink, write_image
 from streamer.types import Face, Frame, FrameResult
 
 
@@ -106,3 +106,35 @@ def test_hud_darkens_bottom_left_corner_only():
     canvas = np.full((200, 300, 3), 200, np.uint8)
     draw_hud(canvas, ["in 30.0 fps", "model 5 ms"])
     assert canvas[-2, 2].max() < 200 and canvas[0, 0].min() == 200 and canvas[-1, -1].min() == 200
+
+
+def test_background_writer_keeps_every_frame_and_stops_its_thread(tmp_path):
+    import threading
+
+    timings = []
+    sink = VideoFileSink(tmp_path / "bg.avi", 10, (160, 120), ["MJPG"])
+    with BackgroundVideoWriter(sink, queue_size=2, on_encode_ms=timings.append) as writer:
+        for bgr in _frames(40):
+            writer.write(bgr)
+    assert sink.frames_written == 40 and len(timings) == 40
+    assert not [t for t in threading.enumerate() if t.name == "video-writer" and t.is_alive()]
+    cap = cv2.VideoCapture(str(tmp_path / "bg.avi"))
+    assert sum(1 for _ in iter(lambda: cap.read()[0], False)) == 40
+    cap.release()
+    writer.close()  # idempotent
+    with pytest.raises(SinkError, match="already closed"):
+        writer.write(np.zeros((120, 160, 3), np.uint8))
+
+
+def test_background_writer_reraises_encoder_errors_on_the_caller(tmp_path):
+    class Exploding(VideoFileSink):
+        def write(self, bgr):
+            raise OSError("disk full")
+
+    sink = Exploding(tmp_path / "x.avi", 10, (160, 120), ["MJPG"])
+    writer = BackgroundVideoWriter(sink)
+    with pytest.raises(SinkError, match="disk full"):
+        for bgr in _frames(50):
+            writer.write(bgr)
+    writer.close()
+    assert sink._writer is None, "the file is released even after an error"
