@@ -337,8 +337,11 @@ class Tracker:
         """Run the detector on this frame? With no face on screen: when the motion gate is open.
         While tracks are shown: when the gate is open, at most every ``detect_min_frames`` frames,
         and at least every ``detect_every_frames`` frames or ``detect_every_s`` seconds."""
-        if not self._shown():
+        shown = self._shown()
+        if not shown:
             return gate_open
+        if gate_open and not any(track.confirmed for track in shown):
+            return True  # a face is being confirmed: look again right away
         if gate_open:
             # Motion away from the tracked faces (a moving background, or someone new): detect,
             # but not on every frame while faces are being followed anyway.

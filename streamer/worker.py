@@ -104,6 +104,7 @@ class Worker:
         self._records: List[dict] = []
         self._last_faces: Tuple[Face, ...] = ()
         self._last_analysed_index: Optional[int] = None
+        self._last_model_ms = 0.0  # shown on the HUD until the models run again
 
     def process(self, frame: Frame, dropped: int = 0) -> Tuple[FrameResult, np.ndarray]:
         """The result for ``frame`` and its annotated copy ((H, W, 3) uint8 BGR)."""
@@ -232,7 +233,9 @@ class Worker:
         stats = self.stats
         total = stats.analysed + stats.skipped
         skipped_pct = 100.0 * stats.skipped / total if total else 0.0
-        model_ms = timings.get("detect", 0.0) + timings.get("classify", 0.0)
+        if "detect" in timings:
+            self._last_model_ms = timings["detect"] + timings.get("classify", 0.0)
+        model_ms = self._last_model_ms
         return [
             f"fps in {stats.fps_in:.1f} out {stats.fps_out:.1f}",
             f"model {model_ms:.0f}ms skip {skipped_pct:.0f}% drop {dropped}",

@@ -250,8 +250,17 @@ def test_detection_schedule(
     gate_open: bool, with_track: bool, frames_since: int, seconds_since: float, expected: bool
 ) -> None:
     tracker = make_tracker(detect_every_frames=15, detect_every_s=1.0, detect_min_frames=5, max_age_s=60.0)
-    tracker.update(dets([box(200, 200)] if with_track else []), 5, 10.0)
+    tracker.update(dets([box(200, 200)] if with_track else []), 4, 9.97)
+    tracker.update(dets([box(200, 200)] if with_track else []), 5, 10.0)  # second hit: confirmed
     assert tracker.detect_due(5 + frames_since, 10.0 + seconds_since, gate_open) is expected
+
+
+def test_tentative_track_does_not_throttle_detection() -> None:
+    tracker = make_tracker(detect_min_frames=5)
+    tracker.update(dets([box(200, 200)]), 0, 0.0)  # one hit: not yet a person
+    assert tracker.detect_due(1, 0.03, gate_open=True), "confirm a new face on the next moving frame"
+    tracker.update(dets([box(200, 200)]), 1, 0.03)
+    assert not tracker.detect_due(2, 0.07, gate_open=True), "confirmed: motion detection is throttled"
 
 
 # --- smoothing ---
