@@ -122,7 +122,15 @@ class ImageSource(FrameSource):
         self._paths = list(paths)
         self._next = 0
         self._stopped = False
-        self._pending: Optional[np.ndarray] = self._load(self._paths[0])
+        self._pending: Optional[np.ndarray] = None
+        while self._pending is None:
+            try:
+                self._pending = self._load(self._paths[0])
+            except SourceError as error:
+                if kind != "folder" or len(self._paths) == 1:
+                    raise
+                logger.warning("skipping %s", error)
+                self._paths.pop(0)
         height, width = self._pending.shape[:2]
         self.info = SourceInfo(kind, name, DEFAULT_FPS, (int(width), int(height)), len(self._paths))
 
@@ -138,14 +146,23 @@ class ImageSource(FrameSource):
         return image
 
     def read(self) -> Optional[Frame]:
-        if self._stopped or self._next >= len(self._paths):
-            return None
-        path = self._paths[self._next]
-        image = self._pending if self._pending is not None else self._load(path)
-        self._pending = None
-        frame = Frame(bgr=image, index=self._next, t_s=time.monotonic(), source=str(path))
-        self._next += 1
-        return frame
+        while not self._stopped and self._next < len(self._paths):
+            path = self._paths[self._next]
+            index = self._next
+            self._next += 1
+            try:
+                image = self._pending if self._pending is not None else self._load(path)
+            except SourceError as error:
+                if self.info.kind != "folder":
+                    raise
+                # One bad file must not end a batch of photos: say which, go on.
+                logger.warning("skipping %s", error)
+                continue
+            finally:
+                self._pending = None
+            # A photo has no time axis: its position is 0, its capture time when it was read.
+            return Frame(bgr=image, index=index, t_s=time.monotonic(), source=str(path), pos_s=0.0)
+        return None
 
     @property
     def stats(self) -> CaptureStats:

@@ -319,7 +319,7 @@ def test_image_gives_one_bgr_frame(tmp_path: Path, name: str, image: np.ndarray,
     assert len(frames) == 1
     frame = frames[0]
     assert frame.bgr.shape == (height, width, 3) and frame.bgr.dtype == np.uint8
-    assert frame.source == spec and frame.index == 0 and frame.pos_s is None
+    assert frame.source == spec and frame.index == 0 and frame.pos_s == 0.0
     assert np.abs(frame.bgr.reshape(-1, 3).mean(axis=0) - expected_bgr).max() <= 2  # JPEG rounding
 
 
@@ -338,13 +338,27 @@ def test_folder_is_sorted_and_skips_other_files(tmp_path: Path, caplog: pytest.L
     assert "skipping 1 non-image file(s): notes.txt" in caplog.text
 
 
-def test_unreadable_image_in_a_folder_fails_when_reached(tmp_path: Path) -> None:
-    _png(tmp_path / "a.png", stamp(1))
-    (tmp_path / "b.png").write_bytes(b"\x89PNG but not really")
-    with open_source(str(tmp_path), CaptureConfig()) as source:
-        assert next(source).index == 0
-        with pytest.raises(SourceError, match=r"b\.png: expected a readable image, got data OpenCV cannot decode"):
-            next(source)
+@pytest.mark.parametrize("bad_first", [False, True])
+def test_unreadable_image_in_a_folder_is_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bad_first: bool
+) -> None:
+    _png(tmp_path / "b.png", stamp(1))
+    _png(tmp_path / "d.png", stamp(2))
+    (tmp_path / ("a.png" if bad_first else "c.png")).write_bytes(b"\x89PNG but not really")
+    with caplog.at_level(logging.WARNING, logger="streamer.capture"):
+        with open_source(str(tmp_path), CaptureConfig()) as source:
+            frames = list(source)
+    assert [unstamp(frame.bgr) for frame in frames] == [1, 2]
+    assert all(frame.pos_s == 0.0 for frame in frames)
+    assert "expected a readable image, got data OpenCV cannot decode" in caplog.text
+
+
+def test_unreadable_single_image_or_all_bad_folder_fails(tmp_path: Path) -> None:
+    (tmp_path / "x.png").write_bytes(b"\x89PNG but not really")
+    with pytest.raises(SourceError, match=r"x\.png: expected a readable image"):
+        open_source(str(tmp_path / "x.png"), CaptureConfig())
+    with pytest.raises(SourceError, match=r"x\.png: expected a readable image"):
+        open_source(str(tmp_path), CaptureConfig())
 
 
 # -- bad inputs ----------------------------------------------------------------------------
