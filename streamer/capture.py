@@ -659,7 +659,8 @@ def open_source(spec: str, cfg: CaptureConfig) -> FrameSource:
     else:
         path = Path(spec).expanduser()
         if not path.exists():
-            raise SourceError(f"{path}: no such file or folder; check the path (relative to {Path.cwd()})")
+            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            raise SourceError(f"{path}: no such file or folder; check the path{where}")
         if path.is_dir():
             source = _open_folder(path)
         elif path.stat().st_size == 0:
