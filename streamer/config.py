@@ -125,14 +125,35 @@ class CaptureConfig(_Section):
         description="Frames a file source reads ahead of the worker (the reader waits when full, nothing is "
         "lost); live sources keep only the newest frame and count the ones the worker could not take.",
     )
-    open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Network source open timeout.")
-    read_timeout_s: float = Field(default=5.0, gt=0, le=300, description="Network source read timeout.")
-    rtsp_transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTSP transport.")
-    reconnect_retries: int = Field(
-        default=5, ge=0, le=1000, description="Reopen attempts for a network source that stops; 0: none."
+    open_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds to wait for a network source (RTSP/HTTP) to open before giving up with an error.",
     )
-    reconnect_backoff_s: float = Field(default=1.0, gt=0, le=60, description="First reconnect delay.")
-    reconnect_backoff_max_s: float = Field(default=15.0, gt=0, le=600, description="Longest reconnect delay.")
+    read_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds without a frame after which a network source counts as dropped and is reopened.",
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        default="tcp",
+        description="RTSP transport: tcp survives lossy Wi-Fi without smeared frames; udp has less latency.",
+    )
+    reconnect_retries: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Reopen attempts for a network source that drops; 0: end the run at once. 20 with the "
+        "default backoff keeps trying for about 4 minutes, long enough for a camera to reboot.",
+    )
+    reconnect_backoff_s: float = Field(
+        default=1.0, gt=0, le=60, description="Delay before the first reopen attempt; it doubles after each."
+    )
+    reconnect_backoff_max_s: float = Field(
+        default=15.0, gt=0, le=600, description="Longest delay between reopen attempts."
+    )
 
 
 class MotionConfig(_Section):
