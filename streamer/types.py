@@ -168,6 +168,7 @@ class FrameResult:
             "t_s": round(self.frame.pos_s if self.frame.pos_s is not None else self.frame.t_s, 4),
             "faces": [face.to_event() for face in self.faces],
             "stale": self.stale,
+            "frames_since_analysis": self.frames_since_analysis,
         }
         if self.gate is not None:
             event["gate"] = {
