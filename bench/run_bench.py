@@ -210,7 +210,7 @@ def _baseline_label(p_male: float, age_group: str) -> str:
 
 
 def baseline_main(clip: str, config_path: str, output: str, first_path: str, out_json: str) -> int:
-    """Child process: read -> detect -> classify every face -> draw -> write, one thread, timed."""
+    """Child process: read -> detect -> classify each face -> draw -> write, one thread, timed."""
     t_start = time.monotonic()
     analyzer = build_analyzer(load_config(Path(config_path)))
     capture = cv2.VideoCapture(clip, cv2.CAP_FFMPEG)
@@ -229,12 +229,13 @@ def baseline_main(clip: str, config_path: str, output: str, first_path: str, out
                 break
             detections = analyzer.detector.detect(bgr)
             t2 = time.perf_counter()
-            labels = analyzer.classifier.predict(bgr, detections) if len(detections) else None
+            # The seed's way: each face on its own through each network (no batching).
+            labels = [analyzer.classifier.predict(bgr, detections[np.array([i])]) for i in range(len(detections))]
             t3 = time.perf_counter()
-            for i in range(len(detections)):
+            for i, label in enumerate(labels):
                 x1, y1, x2, y2 = (int(v) for v in detections.xyxy[i])
                 cv2.rectangle(bgr, (x1, y1), (x2, y2), (0, 255, 0), 2)
-                cv2.putText(bgr, _baseline_label(float(labels.p_male[i]), labels.age_group[i]), (x1, max(10, y1 - 5)),
+                cv2.putText(bgr, _baseline_label(float(label.p_male[0]), label.age_group[0]), (x1, max(10, y1 - 5)),
                             cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1, cv2.LINE_AA)
             t4 = time.perf_counter()
             if writer is None:
