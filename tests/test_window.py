@@ -1,4 +1,5 @@
-"""The preview window, for real under Xvfb: it shows the annotated frame and q stops the run."""
+"""The preview window, for real under Xvfb: it shows the annotated frame; q, Esc and the close
+button stop the run cleanly."""
 
 from __future__ import annotations
 
@@ -53,7 +54,34 @@ def _label_pixels(rgb):
     return sum(int((np.abs(rgb - np.array(c[::-1], np.int16)).sum(axis=2) < 30).sum()) for c in (COLOR_MALE, COLOR_FEMALE))
 
 
-def test_window_shows_annotated_frames_and_q_stops(xvfb, models_env, tmp_path):
+def _press(key):
+    def stop(display, env):
+        subprocess.run(["xdotool", "search", "--name", "^streamer$", "windowfocus", "--sync", "key", key],
+                       env=env, timeout=10, capture_output=True)
+    return stop
+
+
+def _close_button(display, env):
+    """What a window manager sends when the user clicks the title bar's close button."""
+    from Xlib import X, display as xdisplay, protocol
+
+    found = subprocess.run(["xdotool", "search", "--name", "^streamer$"], env=env, capture_output=True, text=True)
+    conn = xdisplay.Display(display)
+    try:
+        for wid in found.stdout.split():
+            window = conn.create_resource_object("window", int(wid))
+            message = protocol.event.ClientMessage(
+                window=window, client_type=conn.intern_atom("WM_PROTOCOLS"),
+                data=(32, [conn.intern_atom("WM_DELETE_WINDOW"), X.CurrentTime, 0, 0, 0]),
+            )
+            window.send_event(message, event_mask=X.NoEventMask)
+        conn.flush()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("stop", [_press("q"), _press("Escape"), _close_button], ids=["q", "esc", "close-button"])
+def test_window_shows_annotated_frames_and_stops_cleanly(stop, xvfb, models_env, tmp_path):
     env = dict(models_env, DISPLAY=xvfb, QT_QPA_PLATFORM="xcb")
     # Mode all: every analysed frame is labelled at once (tracked mode first gathers samples).
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--source", str(LONG_CLIP), "--mode", "all",
@@ -73,8 +101,7 @@ def test_window_shows_annotated_frames_and_q_stops(xvfb, models_env, tmp_path):
         from PIL import Image
 
         Image.fromarray(shot).save(os.environ.get("STREAMER_SCREENSHOT", str(tmp_path / "window.png")))
-        subprocess.run(["xdotool", "search", "--name", "streamer", "windowfocus", "--sync", "key", "q"],
-                       env=env, timeout=10, capture_output=True)
+        stop(xvfb, env)
         _, stderr = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
