@@ -16,7 +16,7 @@ import numpy as np
 from .align import face_chips
 from .config import ClassifierConfig, DnnConfig
 from .dnn import apply_dnn_config, read_caffe, read_onnx
-from .types import Detections, GenderAge
+from .types import Detections, GenderAge, age_group_index, age_group_labels
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,11 @@ class GenderAgeModel(Protocol):
         """``bgr``: the frame, ``(H, W, 3)`` uint8 BGR; one result row per detection, in order."""
 
 
-def age_group_labels(groups: Sequence[Tuple[int, int]]) -> Tuple[str, ...]:
-    """Display labels of inclusive ``[lo, hi]`` year ranges: "20-29", and "70+" when hi >= 100."""
-    return tuple(f"{lo}+" if hi >= 100 else f"{lo}-{hi}" for lo, hi in groups)
-
-
 def age_group_of(age_years: np.ndarray, groups: Sequence[Tuple[int, int]]) -> Tuple[str, ...]:
     """The label of the group holding each (continuous) age; ages outside all groups clamp to the
     first or last group. ``age_years``: ``(N,)`` float."""
     labels = age_group_labels(groups)
-    upper_edges = np.array([hi + 1 for _, hi in groups[:-1]], np.float64)
-    index = np.searchsorted(upper_edges, np.asarray(age_years, np.float64), side="right")
-    return tuple(labels[i] for i in index)
+    return tuple(labels[i] for i in age_group_index(age_years, groups).reshape(-1))
 
 
 def _forward(net: "cv2.dnn.Net", blob: np.ndarray) -> np.ndarray:

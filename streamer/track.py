@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import TrackingConfig
 from .errors import SinkError
-from .types import GENDERS, Detections
+from .types import GENDERS, Detections, age_group_index, age_group_labels
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +41,8 @@ _MIN_SCORE_WEIGHT = 0.01
 AgeGroups = Sequence[Tuple[int, int]]
 
 
-def age_group_labels(groups: AgeGroups) -> Tuple[str, ...]:
-    """Labels of inclusive ``[lo, hi]`` year ranges: "20-29", and "70+" when hi >= 100.
-
-    Same labels and edges as ``streamer.classify.age_group_of``; kept here so the tracker needs no cv2.
-    """
-    return tuple(f"{lo}+" if hi >= 100 else f"{lo}-{hi}" for lo, hi in groups)
-
-
 def _group_index(age_years: float, groups: AgeGroups) -> int:
-    """The group holding a continuous age: group i covers ``[lo_i, hi_i + 1)``; outside ages clamp."""
-    upper_edges = [hi + 1 for _, hi in groups[:-1]]
-    return int(np.searchsorted(np.asarray(upper_edges, np.float64), age_years, side="right"))
+    return int(age_group_index(age_years, groups))
 
 
 def _area(xyxy: np.ndarray) -> np.ndarray:

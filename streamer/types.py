@@ -8,11 +8,23 @@ otherwise. Boxes are ``xyxy`` in frame pixels (float32, x2/y2 exclusive edges). 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 GENDERS = ("female", "male")
+
+
+def age_group_labels(groups: Sequence[Tuple[int, int]]) -> Tuple[str, ...]:
+    """Display labels of inclusive ``[lo, hi]`` year ranges: "20-29", and "70+" when hi >= 100."""
+    return tuple(f"{lo}+" if hi >= 100 else f"{lo}-{hi}" for lo, hi in groups)
+
+
+def age_group_index(age_years, groups: Sequence[Tuple[int, int]]) -> np.ndarray:
+    """Index of the group holding each continuous age (group i covers ``[lo_i, hi_i + 1)``); ages
+    outside all groups clamp to the first or last. ``age_years``: a float or ``(N,)`` floats."""
+    upper_edges = np.array([hi + 1 for _, hi in groups[:-1]], np.float64)
+    return np.searchsorted(upper_edges, np.asarray(age_years, np.float64), side="right")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import pytest
 
 from streamer.config import ClassifierConfig, TrackingConfig
 from streamer.errors import SinkError
-from streamer.track import Track, Tracker, age_group_labels, summarise, write_report
+from streamer.track import Track, Tracker, summarise, write_report
+from streamer.types import age_group_labels
 from streamer.types import Detections
 
 GROUPS = ClassifierConfig().age_groups
