@@ -188,7 +188,9 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                 worker.stats.mark_out()
                 if bar is not None:
                     bar.update(1)
-                if window is not None and not window.show(annotated):
+                if window is not None and not window.show(
+                    annotated, hold=info.kind in ("image", "folder"), stop_requested=lambda: stop.requested
+                ):
                     stopped_by = "window closed"
                     break
         except KeyboardInterrupt:

@@ -203,15 +203,20 @@ def display_available() -> bool:
 
 
 class PreviewWindow(_Closing):
-    """A live preview window. ``show`` returns False when the user pressed q or Esc or closed it."""
+    """A preview window. ``show`` returns False when the user pressed q or Esc or closed it.
+
+    Video and live frames are shown as they come. A photo (``hold=True``) stays up until a key:
+    any key goes on to the next photo, q or Esc stop.
+    """
 
     _QUIT_KEYS = (ord("q"), ord("Q"), 27)
     MAX_INITIAL_WH = (1280, 720)
+    _HOLD_POLL_MS = 100  # how often a held photo looks for a key, a closed window or a stop request
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._open = False
-        self._sized = False
+        self._shape_hw: Optional[Tuple[int, int]] = None
         try:
             # GUI_NORMAL: no Qt toolbar over the picture; NORMAL: the user may resize it.
             cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
@@ -219,26 +224,29 @@ class PreviewWindow(_Closing):
             raise SinkError(f"cannot open a preview window ({error.err}); run with --no-window") from None
         self._open = True
 
-    def show(self, bgr: np.ndarray) -> bool:
+    def _visible(self) -> bool:
+        try:
+            return cv2.getWindowProperty(self.name, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:
+            return False
+
+    def show(self, bgr: np.ndarray, hold: bool = False, stop_requested=lambda: False) -> bool:
         if not self._open:
             return False
-        if not self._sized:
+        if bgr.shape[:2] != self._shape_hw:
             # Native size, but a 4K photo or camera still fits on a laptop screen.
             h, w = bgr.shape[:2]
             fit = min(1.0, self.MAX_INITIAL_WH[0] / w, self.MAX_INITIAL_WH[1] / h)
             cv2.resizeWindow(self.name, max(1, int(w * fit)), max(1, int(h * fit)))
-            self._sized = True
+            self._shape_hw = bgr.shape[:2]
         cv2.imshow(self.name, bgr)
         # waitKey is the GUI event pump: it lives here and nowhere else.
         key = cv2.waitKey(1) & 0xFF
+        while hold and key == 0xFF and self._visible() and not stop_requested():
+            key = cv2.waitKey(self._HOLD_POLL_MS) & 0xFF
         if key in self._QUIT_KEYS:
             return False
-        try:
-            if cv2.getWindowProperty(self.name, cv2.WND_PROP_VISIBLE) < 1:
-                return False
-        except cv2.error:
-            return False
-        return True
+        return self._visible()
 
     def close(self) -> None:
         if self._open:

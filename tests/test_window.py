@@ -118,3 +118,40 @@ def test_no_display_runs_headless_and_says_so(models_env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "no display" in result.stderr.lower()
     assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+def test_photos_stay_up_until_a_key(xvfb, models_env, tmp_path):
+    """A photo is held in the window: any key shows the next one, q stops."""
+    env = dict(models_env, DISPLAY=xvfb, QT_QPA_PLATFORM="xcb")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a_astronaut.png", "b_group.jpeg"):
+        source = {"a_astronaut.png": "skimage_astronaut.png", "b_group.jpeg": "pexels_group_meeting_1080865.jpeg"}[name]
+        (folder / name).write_bytes((SHARED_MEDIA / source).read_bytes())
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--source", str(folder), "--output",
+                             str(tmp_path / "out"), "--summary", str(tmp_path / "s.json")],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def wait_for_window_content(previous=None):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, proc.communicate()[1]
+                shot = _screenshot(xvfb)
+                if _label_pixels(shot) >= 50 and (previous is None or not np.array_equal(shot, previous)):
+                    return shot
+                time.sleep(0.3)
+            pytest.fail("the window did not show a labelled photo")
+
+        first = wait_for_window_content()
+        time.sleep(1.0)
+        assert proc.poll() is None, "the first photo must stay up until a key is pressed"
+        _press("space")(xvfb, env)
+        wait_for_window_content(previous=first)
+        _press("q")(xvfb, env)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["stopped_by"] == "window closed" and summary["frames_out"] == 2
