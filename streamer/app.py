@@ -32,11 +32,15 @@ from .sinks import (
     write_image,
 )
 from .track import Tracker, summarise, write_report
+from .types import Frame
 from .worker import Worker
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT_DIR = Path("out")
+# A live recording repeats the last picture over a gap of up to this long (a slow frame, a short
+# stall); longer gaps (a camera reconnect) are cut, or the file would freeze for minutes.
+_MAX_LIVE_FILL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -129,18 +133,39 @@ class _Outputs:
         self.output = output
         self.events = stack.enter_context(EventsSink(events)) if events else None
         self._video: Optional[BackgroundVideoWriter] = None
+        self._live_t0_s: Optional[float] = None
+        self._video_frames = 0
 
-    def write_frame(self, frame_source: str, annotated) -> None:
+    def write_frame(self, frame: Frame, annotated) -> None:
         if self.output is None:
             return
         if self._kind in ("image", "folder"):
-            write_image(_image_output_path(self._kind, self.output, frame_source), annotated)
+            write_image(_image_output_path(self._kind, self.output, frame.source), annotated)
             return
         if self._video is None:
             size_wh = (annotated.shape[1], annotated.shape[0])
             sink = self._stack.enter_context(VideoFileSink(self.output, self._fps, size_wh, self._codecs))
             self._video = self._stack.enter_context(BackgroundVideoWriter(sink, on_encode_ms=self._on_encode_ms))
-        self._video.write(annotated)
+        for _ in range(self._copies(frame)):
+            self._video.write(annotated)
+            self._video_frames += 1
+
+    def _copies(self, frame: Frame) -> int:
+        """How many times to write this frame. A file: once (every frame is there). A live
+        recording: as often as keeps the file in step with the clock, so that it plays in real
+        time although the worker took fewer frames than the camera gave (the others were
+        dropped); a long gap (a reconnect) is bridged by at most _MAX_LIVE_FILL_S of frozen frame."""
+        if self._kind != "live":
+            return 1
+        if self._live_t0_s is None:
+            self._live_t0_s = frame.t_s
+        due = int((frame.t_s - self._live_t0_s) * self._fps) + 1
+        behind = due - self._video_frames
+        if behind > self._fps * _MAX_LIVE_FILL_S:
+            # Skip the rest of the gap in the file's clock rather than freeze the picture for it.
+            self._live_t0_s += (behind - 1) / self._fps
+            return 1
+        return max(1, behind)
 
     def write_records(self, records) -> None:
         if self.events is not None:
@@ -180,7 +205,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                     break
                 result, annotated = worker.process(frame, dropped=source.stats.dropped)
                 t0 = time.perf_counter()
-                outputs.write_frame(frame.source, annotated)
+                outputs.write_frame(frame, annotated)
                 worker.stats.add_ms("output", (time.perf_counter() - t0) * 1000.0)
                 if outputs.events is not None:
                     outputs.events.write(result)

@@ -307,6 +307,7 @@ def test_cli_on_rtsp_survives_a_camera_restart(rtsp_server: RtspServer, tmp_path
     assert report["kind"] == "live" and report["reconnects"] >= 1 and report["stopped_by"] == "interrupted"
     written = _frame_lines(events)
     cap = cv2.VideoCapture(str(out))
-    assert sum(1 for _ in iter(lambda: cap.read()[0], False)) == written
+    # Live recordings repeat a picture to stay in real time, so the file has at least every frame shown.
+    assert sum(1 for _ in iter(lambda: cap.read()[0], False)) >= written
     cap.release()
     assert "rtsp://" in stderr and "reconnect" in stderr.lower()
