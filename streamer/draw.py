@@ -27,6 +27,8 @@ def label_lines(face: Face) -> List[str]:
     """The label as drawn: identity and gender on the first line, age on the second, so that it
     stays about as wide as the face box."""
     prefix = f"#{face.track} " if face.track is not None else ""
+    if face.too_small:
+        return [prefix + "face (too small)"]
     if not face.classified or face.gender is None:
         return [prefix + ("face" if face.track is None else "analysing...")]
     return [f"{prefix}{face.gender} {face.gender_p * 100:.0f}%", f"{face.age:.0f}y ({face.age_group})"]

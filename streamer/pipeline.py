@@ -31,7 +31,7 @@ def faces_from(detections: Detections, labels: GenderAge, classified: np.ndarray
         box = tuple(float(v) for v in detections.xyxy[i])
         score = float(detections.confidence[i])
         if not classified[i]:
-            faces.append(Face(xyxy=box, score=score))
+            faces.append(Face(xyxy=box, score=score, too_small=True))
             continue
         p_male = float(labels.p_male[label_row])
         gender = GENDERS[1] if p_male >= 0.5 else GENDERS[0]

@@ -114,8 +114,9 @@ class Face:
 
     ``xyxy`` frame pixels; ``score`` detector confidence; ``gender`` is "male"/"female" and
     ``gender_p`` the probability of that label; ``age`` expected age in years; ``age_group`` a
-    label such as "25-32". All four are None when ``classified`` is False (face below the
-    minimum size, or not yet analysed). ``track`` is a track id when tracking is on.
+    label such as "25-32". All four are None when ``classified`` is False: ``too_small`` (shorter
+    side below ``classifier.min_face_px``, never classified) or not yet analysed (a new track
+    gathering samples). ``track`` is a track id when tracking is on.
     """
 
     xyxy: Tuple[float, float, float, float]
@@ -126,6 +127,7 @@ class Face:
     age_group: Optional[str] = None
     classified: bool = False
     track: Optional[int] = None
+    too_small: bool = False
 
     def to_event(self) -> dict:
         """The JSON object of this face in the events file (schema in README)."""
@@ -137,6 +139,7 @@ class Face:
             "age": None if self.age is None else round(float(self.age), 1),
             "age_group": self.age_group,
             "classified": self.classified,
+            "too_small": self.too_small,
         }
         if self.track is not None:
             event["track"] = self.track

@@ -191,6 +191,7 @@ class Worker:
             x1, y1, x2, y2 = (float(v) for v in track.xyxy)
             box = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h))
             ready = track.label_ready
+            small = not ready and min(box[2] - box[0], box[3] - box[1]) < analyzer.min_face_px
             faces.append(
                 Face(
                     xyxy=box,
@@ -201,6 +202,7 @@ class Worker:
                     age_group=track.age_group if ready else None,
                     classified=ready,
                     track=track.id,
+                    too_small=small,
                 )
             )
         return tuple(faces), detected

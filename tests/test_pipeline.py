@@ -43,6 +43,7 @@ def test_small_faces_are_detected_but_not_classified_and_big_ones_batched():
     analyzer = FaceAnalyzer(FakeDetector([[0, 0, 10, 40], [50, 50, 150, 150], [200, 0, 260, 60]]), classifier, 24)
     faces, timings = analyzer.analyse(np.zeros((300, 300, 3), np.uint8))
     assert [f.classified for f in faces] == [False, True, True]
+    assert [f.too_small for f in faces] == [True, False, False]
     assert faces[0].gender is None and faces[0].age is None and faces[0].score == pytest.approx(0.9)
     assert faces[1].gender == "male" and faces[1].gender_p == pytest.approx(0.8) and faces[1].age_group == "30-39"
     assert classifier.batches == [2], "one batched call for all classifiable faces"
@@ -148,3 +149,21 @@ def test_levi_hassner_pair_dropped_into_models_dir_runs_end_to_end(tmp_path, mon
     assert len(faces) >= 4
     assert {f["age_group"] for f in faces} <= LEVI_HASSNER_GROUPS
     assert all(f["gender"] in ("male", "female") for f in faces)
+
+
+def test_tracked_small_face_is_marked_too_small_and_never_classified():
+    from streamer.track import Tracker
+    from streamer.types import Frame
+    from streamer.worker import Worker
+
+    config = Config()
+    classifier = CountingClassifier()
+    analyzer = FaceAnalyzer(FakeDetector([[10, 10, 20, 22], [100, 100, 200, 200]]), classifier, 24)
+    worker = Worker(analyzer, None, hud=False, tracker=Tracker(config.tracking, config.classifier.age_groups))
+    for index in range(40):
+        frame = Frame(bgr=np.zeros((300, 300, 3), np.uint8), index=index, t_s=index / 30, source="x", pos_s=index / 30)
+        result, _ = worker.process(frame)
+    small, big = sorted(result.faces, key=lambda f: f.xyxy[0])
+    assert small.too_small and not small.classified and small.gender is None
+    assert big.classified and not big.too_small and big.gender == "male"
+    assert classifier.batches and all(n == 1 for n in classifier.batches), "only the big face is classified"
