@@ -21,6 +21,9 @@ from .types import Face, Frame, FrameResult, GateDecision
 
 # The HUD's fps is over the last couple of seconds of frames, so it follows changes quickly.
 _FPS_WINDOW = 60
+# Per-stage timings kept for the summary's p50/p95: the most recent ones only, so that a camera
+# watched for days does not grow memory by a float per stage per frame (~5 min at 30 fps).
+_STAGE_SAMPLES = 10_000
 # A tracked face's box grown by this share of its size per side still counts as "that face
 # moving" for the motion gate: a head turn or nod stays within it.
 _TRACKED_MOTION_MARGIN = 0.25
@@ -35,14 +38,15 @@ class RunStats:
     analysed: int = 0
     skipped: int = 0
     faces_classified: int = 0
-    stage_ms: Dict[str, List[float]] = field(default_factory=dict)
-    started_s: float = field(default_factory=time.monotonic)
+    stage_ms: Dict[str, Deque[float]] = field(default_factory=dict)
+    stage_runs: Dict[str, int] = field(default_factory=dict)
     first_output_s: Optional[float] = None
     _in_times: Deque[float] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
     _out_times: Deque[float] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
 
     def add_ms(self, stage: str, ms: float) -> None:
-        self.stage_ms.setdefault(stage, []).append(ms)
+        self.stage_ms.setdefault(stage, deque(maxlen=_STAGE_SAMPLES)).append(ms)
+        self.stage_runs[stage] = self.stage_runs.get(stage, 0) + 1
 
     def mark_in(self, t_s: float) -> None:
         self.frames_in += 1
@@ -70,14 +74,14 @@ class RunStats:
         return self._rate(self._out_times)
 
     def percentiles(self) -> Dict[str, Dict[str, float]]:
-        """Per stage: p50 and p95 in ms, and the number of samples."""
+        """Per stage: p50 and p95 in ms (over the last _STAGE_SAMPLES runs), and how often it ran."""
         table = {}
         for stage, values in self.stage_ms.items():
             arr = np.asarray(values, np.float64)
             table[stage] = {
                 "p50_ms": round(float(np.percentile(arr, 50)), 2),
                 "p95_ms": round(float(np.percentile(arr, 95)), 2),
-                "n": int(arr.size),
+                "n": self.stage_runs[stage],
             }
         return table
 
@@ -139,10 +143,12 @@ class Worker:
             stats.skipped += 1
         stale = not analysed
         since = 0 if analysed else frame.index - (self._last_analysed_index or 0)
+        if "detect" in timings:
+            self._last_model_ms = timings["detect"] + timings.get("classify", 0.0)
         t0 = time.perf_counter()
         annotated = draw_faces(frame.bgr, faces, stale=stale)
         if self.hud:
-            draw_hud(annotated, self.hud_lines(timings, dropped))
+            draw_hud(annotated, self.hud_lines(dropped))
         timings["draw"] = (time.perf_counter() - t0) * 1000.0
         for stage, ms in timings.items():
             stats.add_ms(stage, ms)
@@ -231,14 +237,11 @@ class Worker:
             self._records.append({"event": "end", "track": track.id, **track.to_record()})
         return self.pop_records()
 
-    def hud_lines(self, timings: Dict[str, float], dropped: int) -> List[str]:
+    def hud_lines(self, dropped: int) -> List[str]:
         stats = self.stats
         total = stats.analysed + stats.skipped
         skipped_pct = 100.0 * stats.skipped / total if total else 0.0
-        if "detect" in timings:
-            self._last_model_ms = timings["detect"] + timings.get("classify", 0.0)
-        model_ms = self._last_model_ms
         return [
             f"fps in {stats.fps_in:.1f} out {stats.fps_out:.1f}",
-            f"model {model_ms:.0f}ms skip {skipped_pct:.0f}% drop {dropped}",
+            f"model {self._last_model_ms:.0f}ms skip {skipped_pct:.0f}% drop {dropped}",
         ]

@@ -140,3 +140,14 @@ def test_background_writer_reraises_encoder_errors_on_the_caller(tmp_path):
             writer.write(bgr)
     writer.close()
     assert sink._writer is None, "the file is released even after an error"
+
+
+def test_run_stats_keep_bounded_samples_but_count_every_run():
+    from streamer.worker import _STAGE_SAMPLES, RunStats
+
+    stats = RunStats()
+    for i in range(_STAGE_SAMPLES * 2):
+        stats.add_ms("detect", float(i % 100))
+    assert len(stats.stage_ms["detect"]) == _STAGE_SAMPLES
+    row = stats.percentiles()["detect"]
+    assert row["n"] == _STAGE_SAMPLES * 2 and 40 <= row["p50_ms"] <= 60
