@@ -77,16 +77,19 @@ def _image_output_path(kind: str, output: Path, frame_source: str) -> Path:
 class _StopSignals:
     """Ctrl-C (SIGINT) and SIGTERM ask the run to stop at the next frame boundary, so that the
     video, the events and the summary always agree on the frames written. While the loop waits
-    for a frame (a stalled camera, a reconnect) the signal interrupts the wait at once."""
+    for a frame (a stalled camera, a reconnect) the signal interrupts the wait at once, and a
+    second signal interrupts whatever runs (a stage that hangs)."""
 
     def __init__(self) -> None:
         self.requested = False
         self.waiting = False
 
     def _handler(self, signum, _frame) -> None:
-        self.requested = True
-        if self.waiting:
+        # A second signal stops at once: the way out of a stage that hangs.
+        if self.waiting or self.requested:
+            self.requested = True
             raise KeyboardInterrupt(f"signal {signum}")
+        self.requested = True
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["_StopSignals"]:

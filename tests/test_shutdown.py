@@ -107,3 +107,30 @@ def test_error_in_a_stage_still_finalises_and_stops_threads(models_env, tmp_path
         run(Config(), RunOptions(source=str(CLIP), output=out, window=False, progress=False))
     assert _count_frames(out) == 10
     assert not [t for t in threading.enumerate() if t.ident not in baseline and t.is_alive()]
+
+
+def test_second_ctrl_c_escapes_a_hung_stage(models_env, tmp_path, monkeypatch):
+    import os
+
+    real_process = worker_module.Worker.process
+    calls = {"n": 0}
+
+    def hangs_at_5(self, frame, dropped=0):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            time.sleep(60)  # a stage that never returns on its own
+        return real_process(self, frame, dropped)
+
+    def press_ctrl_c_twice():
+        time.sleep(2.0)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(worker_module.Worker, "process", hangs_at_5)
+    threading.Thread(target=press_ctrl_c_twice, daemon=True).start()
+    started = time.monotonic()
+    summary = run(Config(), RunOptions(source=str(CLIP), output=tmp_path / "o.mp4", window=False, progress=False))
+    assert time.monotonic() - started < 30
+    assert summary["stopped_by"] == "interrupted" and summary["frames_out"] == 4
+    assert _count_frames(tmp_path / "o.mp4") == 4
