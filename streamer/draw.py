@@ -45,20 +45,23 @@ def _overlaps(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> boo
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _place_label(
-    canvas: np.ndarray, lines: Sequence[str], box: Tuple[int, int, int, int], scale: float, thickness: int,
-    taken: List[Tuple[int, int, int, int]],
-) -> Tuple[int, int, int, int]:
-    """Where a label goes: above the box, else inside its top edge, moved down past labels
-    already placed; always inside the frame."""
-    h, w = canvas.shape[:2]
+def _measure(lines: Sequence[str], scale: float, thickness: int) -> Tuple[int, int, List[int]]:
+    """A label's line height and width in pixels, and each line's text height."""
     pad = max(2, thickness)
     sizes = [cv2.getTextSize(line, FONT, scale, thickness) for line in lines]
     line_h = max(th + base for (_, th), base in sizes) + pad
     width = max(tw for (tw, _), _ in sizes) + 2 * pad
-    height = line_h * len(lines) + pad
+    return line_h, width, [th for (_, th), _ in sizes]
+
+
+def _place_label(
+    shape_hw: Tuple[int, int], height: int, width: int, box: Tuple[int, int, int, int],
+    taken: List[Tuple[int, int, int, int]],
+) -> Tuple[int, int, int, int]:
+    """Where a ``width`` x ``height`` label goes: above the box, else below it (a face at the top
+    edge), else inside its top edge; moved down past labels already placed; inside the frame."""
+    h, w = shape_hw
     x = int(min(max(0, box[0]), max(0, w - width)))
-    # Above the box; else below it (a face at the top edge); else inside its top edge.
     if box[1] - height >= 0:
         top = box[1] - height
     elif box[3] + height <= h:
@@ -76,12 +79,11 @@ def _place_label(
     return (x, top, x + width, top + height)
 
 
-def _draw_label(canvas: np.ndarray, lines: Sequence[str], rect, color, scale: float, thickness: int) -> None:
+def _draw_label(canvas: np.ndarray, lines: Sequence[str], rect, color, scale: float, thickness: int,
+                line_h: int, text_heights: Sequence[int]) -> None:
     pad = max(2, thickness)
     cv2.rectangle(canvas, rect[:2], rect[2:], color, cv2.FILLED)
-    sizes = [cv2.getTextSize(line, FONT, scale, thickness) for line in lines]
-    line_h = max(th + base for (_, th), base in sizes) + pad
-    for i, (line, ((_, th), _)) in enumerate(zip(lines, sizes)):
+    for i, (line, th) in enumerate(zip(lines, text_heights)):
         cv2.putText(canvas, line, (rect[0] + pad, rect[1] + pad + th + i * line_h), FONT, scale, TEXT_COLOR,
                     thickness, cv2.LINE_AA)
 
@@ -107,9 +109,10 @@ def draw_faces(bgr: np.ndarray, faces: Sequence[Face], stale: bool = False) -> n
     for face, color in zip(faces, colors):
         box = tuple(int(round(v)) for v in face.xyxy)
         lines = label_lines(face)
-        rect = _place_label(canvas, lines, box, scale, thickness, taken)
+        line_h, width, text_heights = _measure(lines, scale, thickness)
+        rect = _place_label(canvas.shape[:2], line_h * len(lines) + max(2, thickness), width, box, taken)
         taken.append(rect)
-        _draw_label(canvas, lines, rect, color, scale, thickness)
+        _draw_label(canvas, lines, rect, color, scale, thickness, line_h, text_heights)
     return canvas
 
 
