@@ -41,16 +41,19 @@ class RunStats:
     stage_ms: Dict[str, Deque[float]] = field(default_factory=dict)
     stage_runs: Dict[str, int] = field(default_factory=dict)
     first_output_s: Optional[float] = None
-    _in_times: Deque[float] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
+    _in_times: Deque[Tuple[int, float]] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
     _out_times: Deque[float] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
 
     def add_ms(self, stage: str, ms: float) -> None:
         self.stage_ms.setdefault(stage, deque(maxlen=_STAGE_SAMPLES)).append(ms)
         self.stage_runs[stage] = self.stage_runs.get(stage, 0) + 1
 
-    def mark_in(self, t_s: float) -> None:
+    def mark_in(self, index: int, t_s: float) -> None:
         self.frames_in += 1
-        self._in_times.append(t_s)
+        # The first frame of a video or stream is read when the source opens, before the models
+        # load: its timestamp would make the input rate look like a fraction of a frame a second.
+        if index > 0:
+            self._in_times.append((index, t_s))
 
     def mark_out(self) -> None:
         self.frames_out += 1
@@ -59,19 +62,22 @@ class RunStats:
             self.first_output_s = now
         self._out_times.append(now)
 
-    @staticmethod
-    def _rate(times: Deque[float]) -> float:
-        if len(times) < 2 or times[-1] <= times[0]:
-            return 0.0
-        return (len(times) - 1) / (times[-1] - times[0])
-
     @property
     def fps_in(self) -> float:
-        return self._rate(self._in_times)
+        """Frames the source delivered per second, counting the ones a live source dropped
+        (frame indices count every frame read)."""
+        samples = self._in_times
+        if len(samples) < 2 or samples[-1][1] <= samples[0][1]:
+            return 0.0
+        return (samples[-1][0] - samples[0][0]) / (samples[-1][1] - samples[0][1])
 
     @property
     def fps_out(self) -> float:
-        return self._rate(self._out_times)
+        """Frames the worker finished per second."""
+        times = self._out_times
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
 
     def percentiles(self) -> Dict[str, Dict[str, float]]:
         """Per stage: p50 and p95 in ms (over the last _STAGE_SAMPLES runs), and how often it ran."""
@@ -113,7 +119,7 @@ class Worker:
     def process(self, frame: Frame, dropped: int = 0) -> Tuple[FrameResult, np.ndarray]:
         """The result for ``frame`` and its annotated copy ((H, W, 3) uint8 BGR)."""
         stats = self.stats
-        stats.mark_in(frame.t_s)
+        stats.mark_in(frame.index, frame.t_s)
         timings: Dict[str, float] = {}
         decision: Optional[GateDecision] = None
         gate_open = True

@@ -151,3 +151,14 @@ def test_run_stats_keep_bounded_samples_but_count_every_run():
     assert len(stats.stage_ms["detect"]) == _STAGE_SAMPLES
     row = stats.percentiles()["detect"]
     assert row["n"] == _STAGE_SAMPLES * 2 and 40 <= row["p50_ms"] <= 60
+
+
+def test_input_rate_counts_dropped_frames_and_ignores_the_frame_read_at_open():
+    from streamer.worker import RunStats
+
+    stats = RunStats()
+    stats.mark_in(0, -5.0)  # read when the source opened, seconds before the models were ready
+    for k in range(1, 11):
+        stats.mark_in(3 * k, k / 10.0)  # the worker takes every third frame of a 30 fps camera
+    assert stats.fps_in == pytest.approx(30.0)
+    assert stats.frames_in == 11
