@@ -15,7 +15,7 @@ import numpy as np
 
 from .align import face_chips
 from .config import ClassifierConfig, DnnConfig
-from .dnn import apply_dnn_config, read_caffe, read_onnx
+from .dnn import OnnxRunner, apply_dnn_config, read_caffe
 from .types import Detections, GenderAge, age_group_index, age_group_labels
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ CYDRAL_GENDER_SIZE = 32
 CYDRAL_AGE_SIZE = 64
 CYDRAL_GENDER_LABELS = ("female", "male")
 CYDRAL_AGE_WEIGHTS = np.array([0.25] + list(range(1, 81)), np.float32)
+CYDRAL_INPUT, CYDRAL_OUTPUT = "images", "probabilities"
 
 # Levi-Hassner Caffe pair (the seed's): BGR, mean-subtracted, scale 1, 227x227.
 LEVI_MEAN_BGR = (78.4263377603, 87.7689143744, 114.895847746)
@@ -59,12 +60,13 @@ def _forward(net: "cv2.dnn.Net", blob: np.ndarray) -> np.ndarray:
 
 
 class CydralGenderAge:
-    """The CC0 dlib/Cydral age (81-way, 64 px) and gender (32 px) networks, run by cv2.dnn."""
+    """The CC0 dlib/Cydral age (81-way, 64 px) and gender (32 px) networks, run by cv2.dnn or
+    onnxruntime (``dnn.engine``)."""
 
     def __init__(self, age_onnx: Path, gender_onnx: Path, cfg: ClassifierConfig, dnn: DnnConfig) -> None:
         self._cfg = cfg
-        self._age_net = apply_dnn_config(read_onnx(Path(age_onnx), "Cydral age network"), dnn)
-        self._gender_net = apply_dnn_config(read_onnx(Path(gender_onnx), "Cydral gender network"), dnn)
+        self._age_net = OnnxRunner(Path(age_onnx), CYDRAL_INPUT, [CYDRAL_OUTPUT], dnn, "Cydral age network")
+        self._gender_net = OnnxRunner(Path(gender_onnx), CYDRAL_INPUT, [CYDRAL_OUTPUT], dnn, "Cydral gender network")
 
     def _preprocess(self, bgr: np.ndarray, detections: Detections, size: int) -> np.ndarray:
         align = self._cfg.align and detections.landmarks_xy is not None
@@ -77,7 +79,7 @@ class CydralGenderAge:
 
     def forward(self, gender_blob: np.ndarray, age_blob: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Gender ``(N, 2)`` and age ``(N, 81)`` probabilities for NCHW float32 blobs."""
-        return _forward(self._gender_net, gender_blob), _forward(self._age_net, age_blob)
+        return self._gender_net.run(gender_blob)[0], self._age_net.run(age_blob)[0]
 
     def predict(self, bgr: np.ndarray, detections: Detections) -> GenderAge:
         """Classify all faces: one forward of each network on a batch of N chips."""

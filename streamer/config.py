@@ -40,6 +40,12 @@ class ModelsConfig(_Section):
 
 
 class DnnConfig(_Section):
+    engine: Literal["opencv", "onnxruntime"] = Field(
+        default="opencv",
+        description="What runs the ONNX networks (res10 converted from Caffe, the cydral classifiers): "
+        "cv2.dnn, or onnxruntime if installed (pip install onnxruntime; falls back to OpenCV with a "
+        "warning when missing). YuNet always runs in cv2.FaceDetectorYN, Caffe networks in cv2.dnn.",
+    )
     backend: Literal["default", "opencv", "cuda"] = Field(
         default="default", description="cv2.dnn backend for the Caffe/ONNX networks."
     )

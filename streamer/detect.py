@@ -1,4 +1,4 @@
-"""Face detectors: OpenCV's res10 SSD (Caffe) and YuNet (ONNX, 5 landmarks).
+"""Face detectors: OpenCV's res10 SSD (Caffe, or converted to ONNX) and YuNet (ONNX, 5 landmarks).
 
 Both read as ``_preprocess -> forward -> _postprocess`` with ``_postprocess`` pure numpy, so it is
 tested on hand-made output blobs. ``detect(bgr)`` takes a ``(H, W, 3)`` uint8 BGR frame and returns
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Protocol, Tuple
+from typing import Optional, Protocol, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from .caffe2onnx import PriorBoxSpec, SsdSpec, convert_ssd
 from .config import DetectorConfig, DnnConfig
-from .dnn import apply_dnn_config, backend_target, read_caffe
+from .dnn import OnnxRunner, apply_dnn_config, backend_target, has_caffe_importer, read_caffe
 from .errors import ModelError
 from .types import Detections
 
@@ -74,8 +75,91 @@ def _clip_and_filter(
     )
 
 
+def ssd_priors(spec: PriorBoxSpec, map_hw: Tuple[int, int], image_hw: Tuple[int, int]) -> np.ndarray:
+    """One head's prior boxes as Caffe's PriorBox makes them: ``(rows * cols * boxes_per_cell, 4)``
+    ``[cx, cy, w, h]`` normalised to the image, in (row, col, box) order."""
+    rows, cols = map_hw
+    img_h, img_w = image_hw
+    step_y, step_x = (spec.step, spec.step) if spec.step else (img_h / rows, img_w / cols)
+    sizes = []  # (width, height) in pixels, per box of a cell
+    for i, min_size in enumerate(spec.min_size):
+        sizes.append((min_size, min_size))
+        if i < len(spec.max_size):
+            side = float(np.sqrt(min_size * spec.max_size[i]))
+            sizes.append((side, side))
+        for ratio in spec.aspect_ratios:
+            sizes.append((min_size * np.sqrt(ratio), min_size / np.sqrt(ratio)))
+    wh = np.array(sizes, np.float64) / np.array([img_w, img_h])
+    cy, cx = np.meshgrid((np.arange(rows) + spec.offset) * step_y / img_h, (np.arange(cols) + spec.offset) * step_x / img_w, indexing="ij")
+    priors = np.empty((rows, cols, len(sizes), 4), np.float64)
+    priors[..., 0] = cx[..., None]
+    priors[..., 1] = cy[..., None]
+    priors[..., 2:] = wh
+    priors = priors.reshape(-1, 4)
+    if spec.clip:
+        corners = np.clip(np.concatenate([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], 1), 0, 1)
+        priors = np.concatenate([(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], 1)
+    return priors.astype(np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def ssd_decode(
+    spec: SsdSpec, locs: Sequence[np.ndarray], confs: Sequence[np.ndarray], image_hw: Tuple[int, int], score: float
+) -> np.ndarray:
+    """Caffe's PriorBox + DetectionOutput in numpy, for rows scoring at least ``score``.
+
+    ``locs``/``confs``: each head's raw ``(1, boxes*4, rows, cols)`` / ``(1, boxes*classes, rows,
+    cols)`` maps. Returns the ``(1, 1, K, 7)`` blob Caffe's detection_out gives ([image_id, label,
+    confidence, x1, y1, x2, y2], normalised), restricted to confidence >= ``score``: greedy NMS
+    never lets a lower score suppress a higher one, so this subset is exactly Caffe's.
+    """
+    classes = spec.num_classes
+    priors, deltas, probs = [], [], []
+    for prior, loc, conf in zip(spec.priors, locs, confs):
+        rows, cols = loc.shape[2:]
+        priors.append(ssd_priors(prior, (rows, cols), image_hw))
+        deltas.append(loc[0].transpose(1, 2, 0).reshape(-1, 4))
+        probs.append(_softmax(conf[0].transpose(1, 2, 0).reshape(-1, classes)))
+    prior_xywh = np.concatenate(priors)
+    variance = np.array([p.variance for p, d in zip(spec.priors, deltas) for _ in range(len(d))], np.float32)
+    delta = np.concatenate(deltas)
+    prob = np.concatenate(probs)
+    rows_out = []
+    for label in range(classes):
+        if label == spec.background_label:
+            continue
+        scores = prob[:, label]
+        candidates = np.flatnonzero(scores > spec.confidence_threshold)
+        if spec.top_k > 0 and candidates.size > spec.top_k:
+            candidates = candidates[np.argsort(-scores[candidates], kind="stable")[: spec.top_k]]
+        candidates = candidates[scores[candidates] >= score]
+        if candidates.size == 0:
+            continue
+        p, d, v = prior_xywh[candidates], delta[candidates], variance[candidates]
+        centre = p[:, :2] + d[:, :2] * v[:, :2] * p[:, 2:]
+        size = p[:, 2:] * np.exp(d[:, 2:] * v[:, 2:])
+        boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+        keep = nms_xyxy(boxes, scores[candidates], spec.nms_threshold)
+        rows_out.append(
+            np.column_stack([np.zeros(keep.size), np.full(keep.size, label), scores[candidates][keep], boxes[keep]])
+        )
+    if not rows_out:
+        return np.zeros((1, 1, 0, 7), np.float32)
+    rows = np.concatenate(rows_out).astype(np.float32)
+    if spec.keep_top_k > 0 and len(rows) > spec.keep_top_k:
+        rows = rows[np.argsort(-rows[:, 2], kind="stable")[: spec.keep_top_k]]
+    return rows.reshape(1, 1, -1, 7)
+
+
 class Res10Detector:
-    """OpenCV's ResNet-10 SSD face detector (Caffe; needs OpenCV 4.x). Gives boxes, no landmarks."""
+    """OpenCV's ResNet-10 SSD face detector (Caffe; needs OpenCV 4.x). Gives boxes, no landmarks.
+
+    ``Res10OnnxDetector`` runs the same network converted to ONNX (OpenCV 5, onnxruntime).
+    """
 
     name = "res10"
     TRAINED_SIDE_PX = 300
@@ -120,6 +204,27 @@ class Res10Detector:
             return Detections.empty()
         out = self.forward(self._preprocess(bgr))
         return self._postprocess(out, bgr.shape[:2], self.cfg.score, self.cfg.nms_iou)
+
+
+class Res10OnnxDetector(Res10Detector):
+    """res10 converted from the Caffe files at load (``caffe2onnx``), run by cv2.dnn's ONNX importer
+    (OpenCV 5 has no Caffe one) or by onnxruntime; PriorBox and DetectionOutput run in numpy.
+
+    Same input and same output blob as ``Res10Detector``, so the rest is shared.
+    """
+
+    def __init__(self, prototxt: Path, caffemodel: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
+        self.cfg = cfg
+        converted = convert_ssd(prototxt, caffemodel)
+        self.spec = converted.spec
+        self.runner = OnnxRunner(converted.onnx, converted.input_name, converted.spec.loc_outputs + converted.spec.conf_outputs, dnn, "face detector res10")
+        self.engine = self.runner.engine
+
+    def forward(self, blob: np.ndarray) -> np.ndarray:
+        maps = self.runner.run(blob)
+        heads = len(self.spec.priors)
+        # Rows under the configured score are dropped before NMS: the kept rows are Caffe's.
+        return ssd_decode(self.spec, maps[:heads], maps[heads:], blob.shape[2:], self.cfg.score)
 
 
 class YuNetDetector:

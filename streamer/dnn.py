@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import List, Sequence, Union
 
 import cv2
+import numpy as np
 
 from .config import DnnConfig
 from .errors import ModelError
@@ -32,8 +34,11 @@ def backend_target(dnn: DnnConfig) -> tuple[int, int]:
 def apply_dnn_config(net: "cv2.dnn.Net", dnn: DnnConfig) -> "cv2.dnn.Net":
     """Set backend and target on a loaded network and return it."""
     backend, target = backend_target(dnn)
-    net.setPreferableBackend(backend)
-    net.setPreferableTarget(target)
+    # Only when not the defaults: OpenCV 5's new engine warns on any setPreferableTarget call.
+    if backend != cv2.dnn.DNN_BACKEND_DEFAULT:
+        net.setPreferableBackend(backend)
+    if target != cv2.dnn.DNN_TARGET_CPU:
+        net.setPreferableTarget(target)
     return net
 
 
@@ -67,3 +72,64 @@ def read_onnx(path: Path, what: str) -> "cv2.dnn.Net":
             f"{what}: OpenCV could not load {path} ({error.err}); "
             "check it with `python run.py models verify` or delete it and run `python run.py models fetch`"
         ) from None
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxRunner:
+    """One ONNX network run by cv2.dnn or onnxruntime (``dnn.engine``), loaded from a file or bytes.
+
+    ``run(blob)`` returns the named outputs in order. onnxruntime is optional: when it is chosen
+    but not installed, cv2.dnn runs the network and a warning says how to install it.
+    """
+
+    def __init__(
+        self, model: Union[Path, bytes], input_name: str, output_names: Sequence[str], dnn: DnnConfig, what: str
+    ) -> None:
+        self.input_name = input_name
+        self.output_names = list(output_names)
+        self.engine = dnn.engine
+        if self.engine == "onnxruntime" and not onnxruntime_available():
+            log.warning(
+                "%s: dnn.engine is onnxruntime but it is not installed (pip install onnxruntime); using OpenCV",
+                what,
+            )
+            self.engine = "opencv"
+        if self.engine == "onnxruntime":
+            self._session = _ort_session(model, dnn, what)
+        else:
+            if isinstance(model, bytes):
+                try:
+                    net = cv2.dnn.readNetFromONNX(np.frombuffer(model, np.uint8))
+                except cv2.error as error:
+                    raise ModelError(f"{what}: OpenCV could not load the converted network ({error.err})") from None
+            else:
+                net = read_onnx(model, what)
+            self._net = apply_dnn_config(net, dnn)
+
+    def run(self, blob: np.ndarray) -> List[np.ndarray]:
+        if self.engine == "onnxruntime":
+            return self._session.run(self.output_names, {self.input_name: blob})
+        self._net.setInput(blob, self.input_name)
+        return list(self._net.forward(self.output_names))
+
+
+def _ort_session(model: Union[Path, bytes], dnn: DnnConfig, what: str) -> "object":
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = dnn.threads  # 0: onnxruntime's default, one per physical core
+    options.inter_op_num_threads = 1
+    # Idle worker threads would otherwise spin after each run, taking CPU from capture and encoding.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise ModelError(f"{what}: onnxruntime could not load the network ({error})") from None

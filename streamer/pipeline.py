@@ -15,7 +15,8 @@ import numpy as np
 
 from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
 from .config import Config
-from .detect import FaceDetector, Res10Detector, YuNetDetector
+from .detect import FaceDetector, Res10Detector, Res10OnnxDetector, YuNetDetector
+from .dnn import has_caffe_importer
 from .errors import ModelError
 from .models import ModelStore
 from .types import GENDERS, Detections, Face, GenderAge
@@ -77,7 +78,10 @@ class FaceAnalyzer:
 
 def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector:
     if name == "res10":
-        return Res10Detector(
+        # The Caffe original on OpenCV 4; converted to ONNX at load for onnxruntime and for
+        # OpenCV 5, which has no Caffe importer (same detections to ~1e-5).
+        use_onnx = config.dnn.engine == "onnxruntime" or not has_caffe_importer()
+        return (Res10OnnxDetector if use_onnx else Res10Detector)(
             store.path("res10_ssd_caffe", "deploy.prototxt"),
             store.path("res10_ssd_caffe", "res10_300x300_ssd_iter_140000.caffemodel"),
             config.detector,

@@ -11,7 +11,7 @@ import pytest
 from conftest import SHARED_MODELS
 from streamer import dnn
 from streamer.config import Config, override
-from streamer.detect import Res10Detector, YuNetDetector
+from streamer.detect import Res10Detector, Res10OnnxDetector, YuNetDetector
 from streamer.errors import ModelError
 from streamer.models import ModelStore
 from streamer.pipeline import FaceAnalyzer, build_analyzer, build_detector, faces_from
@@ -99,16 +99,25 @@ def test_detector_choice_and_logged_fallback(name, fallback, with_yunet, expect,
     assert ("falling back to res10" in caplog.text) == fell_back
 
 
-def test_caffe_model_on_opencv_without_caffe_importer_says_how_to_fix(tmp_path, monkeypatch):
-    # What OpenCV 5 looks like to us: no cv2.dnn.readNetFromCaffe.
+def test_res10_on_opencv_without_caffe_importer_runs_converted(tmp_path, monkeypatch):
+    # What OpenCV 5 looks like to us: no cv2.dnn.readNetFromCaffe. res10 is converted to ONNX at
+    # load and still finds the face; the other Caffe networks (Levi-Hassner) say how to fix it.
     monkeypatch.delattr(cv2.dnn, "readNetFromCaffe")
     assert not dnn.has_caffe_importer()
     config = override(Config(), {"detector.fallback": None})
+    detector = build_detector(config, _store(tmp_path, with_yunet=False))
+    assert isinstance(detector, Res10OnnxDetector) and detector.engine == "opencv"
+    from conftest import SHARED_MEDIA
+
+    assert len(detector.detect(cv2.imread(str(SHARED_MEDIA / "skimage_astronaut.png")))) == 1
     with pytest.raises(ModelError, match=r"no Caffe importer.*opencv-python>=4.8,<5.*ONNX"):
-        build_detector(config, _store(tmp_path, with_yunet=False))
-    # With a fallback configured, YuNet (ONNX) still works there.
-    detector = build_detector(override(Config(), {"detector.fallback": "yunet"}), _store(tmp_path / "b", True))
-    assert isinstance(detector, YuNetDetector)
+        dnn.read_caffe(tmp_path / "age.prototxt", tmp_path / "age.caffemodel", "Levi-Hassner age network")
+
+
+def test_engine_onnxruntime_runs_res10_converted(tmp_path):
+    pytest.importorskip("onnxruntime")
+    detector = build_detector(override(Config(), {"dnn.engine": "onnxruntime"}), _store(tmp_path, with_yunet=False))
+    assert isinstance(detector, Res10OnnxDetector) and detector.engine == "onnxruntime"
 
 
 def test_build_analyzer_sets_thread_count(monkeypatch, models_env):
