@@ -1,12 +1,14 @@
 """Throughput, stage times, memory, start-up and live latency of the app, against a plain baseline.
 
     python3 bench/run_bench.py [--clips carphone tears caminandes] [--modes all gated tracked]
-        [--loops 10] [--latency-s 60] [--detector res10|yunet] [--threads N] [--json out/bench.json]
+        [--loops 10] [--latency-s 60] [--detector res10|yunet] [--threads N]
+        [--engine opencv|onnxruntime] [--json out/bench.json]
 
 Every mode runs ``run.py`` in a fresh subprocess (the app's own code path: capture thread, gate,
 models, overlay, video encode, events), so its peak RSS and start-up time are its own. The
 baseline is the seed's single-threaded loop (read -> detect -> classify every face -> draw ->
-write) with the same models, run the same way, in the same session: within one run the ratios to
+write) with the same models on the seed's runtime (cv2.dnn, whatever ``--engine`` says), run the
+same way, in the same session: within one run the ratios to
 it are what count, the absolute frames/s depend on the machine and its load. See bench/README.md.
 """
 
@@ -73,7 +75,7 @@ def clip_path(name: str, media: Path) -> Path:
     return path
 
 
-def bench_config(detector: Optional[str], threads: Optional[int]) -> Config:
+def bench_config(detector: Optional[str], threads: Optional[int], engine: Optional[str] = None) -> Config:
     """The repository's config.yaml with the bench's passthrough overrides; window off."""
     config = load_config(DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     changes: Dict[str, object] = {"output.window": False}
@@ -81,6 +83,8 @@ def bench_config(detector: Optional[str], threads: Optional[int]) -> Config:
         changes["detector.name"] = detector
     if threads is not None:
         changes["dnn.threads"] = threads
+    if engine:
+        changes["dnn.engine"] = engine
     return override(config, changes)
 
 
@@ -413,14 +417,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--latency-clip", default=LIVE_CLIP, help="clip the fake 30 fps camera plays (looped)")
     parser.add_argument("--detector", choices=["res10", "yunet"], help="override detector.name")
     parser.add_argument("--threads", type=int, help="override dnn.threads (cv2.setNumThreads; 0: all cores)")
+    parser.add_argument("--engine", choices=["opencv", "onnxruntime"], help="override dnn.engine for the modes "
+                        "(the baseline always runs the seed's cv2.dnn)")
     parser.add_argument("--media", type=Path, default=SHARED / "media")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
     os.environ[MODELS_DIR_ENV] = models_env()[MODELS_DIR_ENV]  # the in-process latency run
-    config = bench_config(args.detector, args.threads)
+    config = bench_config(args.detector, args.threads, args.engine)
     results: Dict[str, object] = {
         "machine": machine(),
-        "settings": {"detector": config.detector.name, "threads": config.dnn.threads, "loops": args.loops,
+        "settings": {"detector": config.detector.name, "threads": config.dnn.threads, "engine": config.dnn.engine,
+                     "loops": args.loops,
                      "modes": args.modes, "latency_s": args.latency_s},
         "throughput": [],
         "latency": None,
@@ -428,12 +435,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="streamer_bench_") as tmp:
         workdir = Path(tmp)
         config_path = write_config(config, workdir / "bench_config.yaml")
+        baseline_config = write_config(override(config, {"dnn.engine": "opencv"}), workdir / "baseline_config.yaml")
         clips = [clip_path(name, args.media) for name in args.clips]
         if args.loops > 0:
             clips.append(make_looped(clip_path(LOOP_CLIP, args.media), args.loops, workdir))
         rows: List[Dict[str, object]] = []
         for clip in clips:
-            base = run_baseline(clip, config_path, workdir)
+            base = run_baseline(clip, baseline_config, workdir)
             base.update(clip=clip.name, ratio=1.0)
             rows.append(base)
             print(f"{clip.name}: baseline {base['fps']} fps", file=sys.stderr)
@@ -446,7 +454,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.latency_s > 0:
             results["latency"] = run_latency(clip_path(args.latency_clip, args.media), args.latency_s, config,
                                              args.latency_mode, workdir)
-    print(f"machine: {results['machine']}; detector {config.detector.name}, dnn.threads {config.dnn.threads}\n")
+    print(f"machine: {results['machine']}; detector {config.detector.name}, dnn.threads {config.dnn.threads}, "
+          f"dnn.engine {config.dnn.engine} (baseline: opencv)\n")
     if rows:
         print("## Throughput\n\n" + throughput_table(rows) + "\n")
         print("## Time per stage (app: worker thread; decode only in the baseline)\n\n" + stages_table(rows) + "\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, Tuple
+from typing import Dict, Optional, Protocol, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -102,57 +102,72 @@ def ssd_priors(spec: PriorBoxSpec, map_hw: Tuple[int, int], image_hw: Tuple[int,
     return priors.astype(np.float32)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def _class_probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis; for two classes the same thing as a sigmoid of the difference,
+    at a third of the cost (this runs over every prior of every frame)."""
+    if logits.shape[-1] == 2:
+        # Clipped: exp(88) is the float32 limit; beyond +-30 the probability is 0 or 1 anyway.
+        p1 = 1.0 / (1.0 + np.exp(np.clip(logits[:, 0] - logits[:, 1], -30.0, 30.0)))
+        return np.stack([1.0 - p1, p1], axis=1)
     exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def ssd_decode(
-    spec: SsdSpec, locs: Sequence[np.ndarray], confs: Sequence[np.ndarray], image_hw: Tuple[int, int], score: float
-) -> np.ndarray:
-    """Caffe's PriorBox + DetectionOutput in numpy, for rows scoring at least ``score``.
+class SsdHead:
+    """Caffe's PriorBox + DetectionOutput in numpy. Priors depend only on the input and map sizes,
+    so they are made once per input size (a stream keeps one)."""
 
-    ``locs``/``confs``: each head's raw ``(1, boxes*4, rows, cols)`` / ``(1, boxes*classes, rows,
-    cols)`` maps. Returns the ``(1, 1, K, 7)`` blob Caffe's detection_out gives ([image_id, label,
-    confidence, x1, y1, x2, y2], normalised), restricted to confidence >= ``score``: greedy NMS
-    never lets a lower score suppress a higher one, so this subset is exactly Caffe's.
-    """
-    classes = spec.num_classes
-    priors, deltas, probs = [], [], []
-    for prior, loc, conf in zip(spec.priors, locs, confs):
-        rows, cols = loc.shape[2:]
-        priors.append(ssd_priors(prior, (rows, cols), image_hw))
-        deltas.append(loc[0].transpose(1, 2, 0).reshape(-1, 4))
-        probs.append(_softmax(conf[0].transpose(1, 2, 0).reshape(-1, classes)))
-    prior_xywh = np.concatenate(priors)
-    variance = np.array([p.variance for p, d in zip(spec.priors, deltas) for _ in range(len(d))], np.float32)
-    delta = np.concatenate(deltas)
-    prob = np.concatenate(probs)
-    rows_out = []
-    for label in range(classes):
-        if label == spec.background_label:
-            continue
-        scores = prob[:, label]
-        candidates = np.flatnonzero(scores > spec.confidence_threshold)
-        if spec.top_k > 0 and candidates.size > spec.top_k:
-            candidates = candidates[np.argsort(-scores[candidates], kind="stable")[: spec.top_k]]
-        candidates = candidates[scores[candidates] >= score]
-        if candidates.size == 0:
-            continue
-        p, d, v = prior_xywh[candidates], delta[candidates], variance[candidates]
-        centre = p[:, :2] + d[:, :2] * v[:, :2] * p[:, 2:]
-        size = p[:, 2:] * np.exp(d[:, 2:] * v[:, 2:])
-        boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
-        keep = nms_xyxy(boxes, scores[candidates], spec.nms_threshold)
-        rows_out.append(
-            np.column_stack([np.zeros(keep.size), np.full(keep.size, label), scores[candidates][keep], boxes[keep]])
-        )
-    if not rows_out:
-        return np.zeros((1, 1, 0, 7), np.float32)
-    rows = np.concatenate(rows_out).astype(np.float32)
-    if spec.keep_top_k > 0 and len(rows) > spec.keep_top_k:
-        rows = rows[np.argsort(-rows[:, 2], kind="stable")[: spec.keep_top_k]]
-    return rows.reshape(1, 1, -1, 7)
+    def __init__(self, spec: SsdSpec) -> None:
+        self.spec = spec
+        self._priors: Dict[Tuple[int, ...], Tuple[np.ndarray, np.ndarray]] = {}
+
+    def priors(self, map_hws: Sequence[Tuple[int, int]], image_hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+        """All heads' priors ``(P, 4)`` [cx, cy, w, h] and their variances ``(P, 4)``."""
+        key = (*image_hw, *(d for hw in map_hws for d in hw))
+        if key not in self._priors:
+            if len(self._priors) > 8:  # a source that keeps changing size
+                self._priors.clear()
+            parts = [ssd_priors(p, hw, image_hw) for p, hw in zip(self.spec.priors, map_hws)]
+            variance = np.concatenate([np.tile(np.float32(p.variance), (len(x), 1)) for p, x in zip(self.spec.priors, parts)])
+            self._priors[key] = (np.concatenate(parts), variance)
+        return self._priors[key]
+
+    def decode(self, locs: Sequence[np.ndarray], confs: Sequence[np.ndarray], image_hw: Tuple[int, int], score: float) -> np.ndarray:
+        """Detections from each head's raw ``(1, boxes*4, rows, cols)`` loc and ``(1, boxes*classes,
+        rows, cols)`` conf maps, as the ``(1, 1, K, 7)`` blob Caffe's detection_out gives ([image_id,
+        label, confidence, x1, y1, x2, y2], normalised), restricted to confidence >= ``score``:
+        greedy NMS never lets a lower score suppress a higher one, so this subset is exactly Caffe's.
+        """
+        spec = self.spec
+        prior_xywh, variance = self.priors([loc.shape[2:] for loc in locs], image_hw)
+        delta = np.concatenate([loc[0].transpose(1, 2, 0).reshape(-1, 4) for loc in locs])
+        logits = np.concatenate([conf[0].transpose(1, 2, 0).reshape(-1, spec.num_classes) for conf in confs])
+        prob = _class_probabilities(logits)
+        rows_out = []
+        for label in range(spec.num_classes):
+            if label == spec.background_label:
+                continue
+            scores = prob[:, label]
+            candidates = np.flatnonzero(scores > spec.confidence_threshold)
+            if spec.top_k > 0 and candidates.size > spec.top_k:
+                candidates = candidates[np.argsort(-scores[candidates], kind="stable")[: spec.top_k]]
+            candidates = candidates[scores[candidates] >= score]
+            if candidates.size == 0:
+                continue
+            p, d, v = prior_xywh[candidates], delta[candidates], variance[candidates]
+            centre = p[:, :2] + d[:, :2] * v[:, :2] * p[:, 2:]
+            size = p[:, 2:] * np.exp(d[:, 2:] * v[:, 2:])
+            boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+            keep = nms_xyxy(boxes, scores[candidates], spec.nms_threshold)
+            rows_out.append(
+                np.column_stack([np.zeros(keep.size), np.full(keep.size, label), scores[candidates][keep], boxes[keep]])
+            )
+        if not rows_out:
+            return np.zeros((1, 1, 0, 7), np.float32)
+        rows = np.concatenate(rows_out).astype(np.float32)
+        if spec.keep_top_k > 0 and len(rows) > spec.keep_top_k:
+            rows = rows[np.argsort(-rows[:, 2], kind="stable")[: spec.keep_top_k]]
+        return rows.reshape(1, 1, -1, 7)
 
 
 class Res10Detector:
@@ -217,6 +232,7 @@ class Res10OnnxDetector(Res10Detector):
         self.cfg = cfg
         converted = convert_ssd(prototxt, caffemodel)
         self.spec = converted.spec
+        self.head = SsdHead(converted.spec)
         self.runner = OnnxRunner(converted.onnx, converted.input_name, converted.spec.loc_outputs + converted.spec.conf_outputs, dnn, "face detector res10")
         self.engine = self.runner.engine
 
@@ -224,7 +240,7 @@ class Res10OnnxDetector(Res10Detector):
         maps = self.runner.run(blob)
         heads = len(self.spec.priors)
         # Rows under the configured score are dropped before NMS: the kept rows are Caffe's.
-        return ssd_decode(self.spec, maps[:heads], maps[heads:], blob.shape[2:], self.cfg.score)
+        return self.head.decode(maps[:heads], maps[heads:], blob.shape[2:], self.cfg.score)
 
 
 class YuNetDetector:

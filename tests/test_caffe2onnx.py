@@ -27,7 +27,7 @@ from streamer.caffe2onnx import (
     read_caffemodel_blobs,
 )
 from streamer.config import DetectorConfig, DnnConfig
-from streamer.detect import Res10Detector, Res10OnnxDetector, ssd_decode, ssd_priors
+from streamer.detect import Res10Detector, Res10OnnxDetector, SsdHead, ssd_priors
 from streamer.dnn import OnnxRunner, has_caffe_importer
 from streamer.errors import ModelError
 
@@ -237,7 +237,7 @@ def test_tiny_ssd_matches_opencv_caffe_import(tiny_ssd, engine, size_hw):
     corners = np.concatenate([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], axis=1)
     np.testing.assert_allclose(corners, caffe_priors, atol=1e-6)
 
-    got_rows = _rows(ssd_decode(converted.spec, maps[:heads], maps[heads:], size_hw, 0.3), 0.3)
+    got_rows = _rows(SsdHead(converted.spec).decode(maps[:heads], maps[heads:], size_hw, 0.3), 0.3)
     want_rows = _rows(expected_rows, 0.3)
     assert len(want_rows) > 3, "the tiny net should give several boxes to compare"
     np.testing.assert_allclose(got_rows, want_rows, atol=1e-3)
