@@ -102,7 +102,7 @@ def test_detector_choice_and_logged_fallback(name, fallback, with_yunet, expect,
 def test_res10_on_opencv_without_caffe_importer_runs_converted(tmp_path, monkeypatch):
     # What OpenCV 5 looks like to us: no cv2.dnn.readNetFromCaffe. res10 is converted to ONNX at
     # load and still finds the face; the other Caffe networks (Levi-Hassner) say how to fix it.
-    monkeypatch.delattr(cv2.dnn, "readNetFromCaffe")
+    monkeypatch.delattr(cv2.dnn, "readNetFromCaffe", raising=False)
     assert not dnn.has_caffe_importer()
     config = override(Config(), {"detector.fallback": None})
     detector = build_detector(config, _store(tmp_path, with_yunet=False))
