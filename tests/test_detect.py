@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from streamer.config import Config
-from streamer.detect import Res10Detector, YuNetDetector, nms_xyxy
+from streamer.detect import Res10Detector, Res10OnnxDetector, YuNetDetector, nms_xyxy
+from streamer.dnn import has_caffe_importer
 from streamer.types import Detections
 
 from conftest import SHARED_MEDIA, SHARED_MODELS
@@ -81,7 +82,8 @@ def test_detections_empty_and_indexing():
 @pytest.fixture(scope="module")
 def detectors():
     cfg = Config()
-    res10 = Res10Detector(
+    # The Caffe original where OpenCV can import it (4.x), else the converted one (5.x).
+    res10 = (Res10Detector if has_caffe_importer() else Res10OnnxDetector)(
         SHARED_MODELS / "res10_ssd_caffe/deploy.prototxt",
         SHARED_MODELS / "res10_ssd_caffe/res10_300x300_ssd_iter_140000.caffemodel",
         cfg.detector,

@@ -130,6 +130,7 @@ def test_build_analyzer_sets_thread_count(monkeypatch, models_env):
 LEVI_HASSNER_GROUPS = {"0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100"}
 
 
+@pytest.mark.skipif(not dnn.has_caffe_importer(), reason="the Levi-Hassner pair is Caffe: OpenCV 4 only")
 def test_levi_hassner_pair_dropped_into_models_dir_runs_end_to_end(tmp_path, monkeypatch):
     """The seed's Caffe pair, selected in config, with random weights of its exact architecture."""
     import json
