@@ -132,4 +132,8 @@ def _ort_session(model: Union[Path, bytes], dnn: DnnConfig, what: str) -> "objec
         source = model if isinstance(model, bytes) else str(model)
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        raise ModelError(f"{what}: onnxruntime could not load the network ({error})") from None
+        where = "the converted network" if isinstance(model, bytes) else str(model)
+        raise ModelError(
+            f"{what}: onnxruntime could not load {where} ({error}); check it with `python run.py models verify` "
+            "or set dnn.engine: opencv"
+        ) from None

@@ -198,6 +198,23 @@ def test_cydral_batch_of_three_equals_three_single_calls(cydral, astronaut, with
         assert batch.age_group[i] == single.age_group[0]
 
 
+def test_cydral_onnxruntime_engine_gives_opencvs_labels(cydral, cydral_onnx, astronaut):
+    pytest.importorskip("onnxruntime")
+    ort = CydralGenderAge(cydral_onnx["age"], cydral_onnx["gender"], ClassifierConfig(), DnnConfig(engine="onnxruntime"))
+    frame, xyxy, landmarks = three_faces(astronaut)
+    detections = Detections(xyxy, np.ones(3, np.float32), landmarks)
+    want, got = cydral.predict(frame, detections), ort.predict(frame, detections)
+    np.testing.assert_allclose(got.p_male, want.p_male, atol=1e-4)
+    np.testing.assert_allclose(got.age_years, want.age_years, atol=1e-3)
+    assert got.age_group == want.age_group
+
+
+def test_cydral_missing_file_onnxruntime_is_a_model_error(tmp_path, cydral_onnx):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ModelError, match="Cydral age network: onnxruntime could not load"):
+        CydralGenderAge(tmp_path / "age-v1.onnx", cydral_onnx["gender"], ClassifierConfig(), DnnConfig(engine="onnxruntime"))
+
+
 def test_cydral_on_no_faces_is_empty_without_running(cydral, monkeypatch):
     def fail(*_args):
         raise AssertionError("forward must not run for zero faces")
