@@ -88,6 +88,24 @@ def test_run_bench_reports_throughput_stages_memory_and_latency(short_clip, tmp_
     assert latency["age_p95_first_third_ms"] > 0 and latency["age_p95_last_third_ms"] > 0
 
 
+def test_run_bench_engine_onnxruntime_keeps_the_baseline_on_opencv(short_clip, tmp_path, models_env):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run_bench.py"), "--clips", str(short_clip), "--modes", "all",
+         "--loops", "0", "--latency-s", "0", "--engine", "onnxruntime", "--json", str(out)],
+        cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dnn.engine onnxruntime (baseline: opencv)" in proc.stdout
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["settings"]["engine"] == "onnxruntime"
+    rows = {row["mode"]: row for row in result["throughput"]}
+    assert rows["all"]["frames"] == rows["baseline"]["frames"] == SHORT_FRAMES
+    # Same detections either way: every frame of carphone has its one face classified.
+    assert rows["all"]["faces_classified"] == rows["baseline"]["faces_classified"] == SHORT_FRAMES
+
+
 def test_flicker_script_reports_rates_calls_and_ids(short_clip, tmp_path, models_env):
     out = tmp_path / "flicker.json"
     proc = subprocess.run(
