@@ -74,6 +74,9 @@ def read_onnx(path: Path, what: str) -> "cv2.dnn.Net":
         ) from None
 
 
+_warned_no_onnxruntime = False
+
+
 def onnxruntime_available() -> bool:
     try:
         import onnxruntime  # noqa: F401
@@ -96,10 +99,10 @@ class OnnxRunner:
         self.output_names = list(output_names)
         self.engine = dnn.engine
         if self.engine == "onnxruntime" and not onnxruntime_available():
-            log.warning(
-                "%s: dnn.engine is onnxruntime but it is not installed (pip install onnxruntime); using OpenCV",
-                what,
-            )
+            global _warned_no_onnxruntime
+            if not _warned_no_onnxruntime:  # once, not once per network
+                log.warning("dnn.engine is onnxruntime but it is not installed (pip install onnxruntime); using OpenCV")
+                _warned_no_onnxruntime = True
             self.engine = "opencv"
         if self.engine == "onnxruntime":
             self._session = _ort_session(model, dnn, what)
