@@ -320,8 +320,10 @@ def test_onnxruntime_missing_falls_back_to_opencv_with_a_warning(monkeypatch, ca
         detector = Res10OnnxDetector(
             RES10 / "deploy.prototxt", RES10 / "res10_300x300_ssd_iter_140000.caffemodel", DetectorConfig(), DnnConfig(engine="onnxruntime")
         )
-    assert detector.engine == "opencv"
-    assert caplog.text.count("pip install onnxruntime") == 1
-    Res10OnnxDetector(RES10 / "deploy.prototxt", RES10 / "res10_300x300_ssd_iter_140000.caffemodel", DetectorConfig(), DnnConfig(engine="onnxruntime"))
-    assert caplog.text.count("pip install onnxruntime") == 1  # said once per run, not per network
+        assert detector.engine == "opencv"
+        assert caplog.text.count("pip install onnxruntime") == 1
+        Res10OnnxDetector(
+            RES10 / "deploy.prototxt", RES10 / "res10_300x300_ssd_iter_140000.caffemodel", DetectorConfig(), DnnConfig(engine="onnxruntime")
+        )
+        assert caplog.text.count("pip install onnxruntime") == 1  # said once per run, not per network
     assert len(detector.detect(cv2.imread(str(SHARED_MEDIA / "skimage_astronaut.png")))) == 1
