@@ -311,8 +311,9 @@ def convert_ssd(prototxt: Path, caffemodel: Path) -> ConvertedSsd:
         return _convert(net, blobs)
     except (ValueError, KeyError, IndexError) as error:
         raise ModelError(
-            f"cannot convert {Path(caffemodel).name} to ONNX ({error}); only SSD face detectors like "
-            "res10 are supported: check the files with `python run.py models verify`"
+            f"cannot convert {Path(caffemodel).name} to ONNX ({error}): the files may be damaged (check "
+            "them with `python run.py models verify`), or not an SSD face detector like res10, the only kind "
+            "supported"
         ) from None
 
 

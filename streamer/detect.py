@@ -16,7 +16,7 @@ import numpy as np
 
 from .caffe2onnx import PriorBoxSpec, SsdSpec, convert_ssd
 from .config import DetectorConfig, DnnConfig
-from .dnn import OnnxRunner, apply_dnn_config, backend_target, has_caffe_importer, read_caffe
+from .dnn import OnnxRunner, apply_dnn_config, backend_target, read_caffe
 from .errors import ModelError
 from .types import Detections
 
