@@ -231,14 +231,18 @@ class Res10OnnxDetector(Res10Detector):
     def __init__(self, prototxt: Path, caffemodel: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
         self.cfg = cfg
         converted = convert_ssd(prototxt, caffemodel)
-        self.spec = converted.spec
-        self.head = SsdHead(converted.spec)
-        self.runner = OnnxRunner(converted.onnx, converted.input_name, converted.spec.loc_outputs + converted.spec.conf_outputs, dnn, "face detector res10")
-        self.engine = self.runner.engine
+        spec = converted.spec
+        self.head = SsdHead(spec)
+        self.runner = OnnxRunner(converted.onnx, converted.input_name, spec.loc_outputs + spec.conf_outputs, dnn, "face detector res10")
+
+    @property
+    def engine(self) -> str:
+        """What runs the network: ``opencv`` or ``onnxruntime`` (after any fallback)."""
+        return self.runner.engine
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
         maps = self.runner.run(blob)
-        heads = len(self.spec.priors)
+        heads = len(self.head.spec.priors)
         # Rows under the configured score are dropped before NMS: the kept rows are Caffe's.
         return self.head.decode(maps[:heads], maps[heads:], blob.shape[2:], self.cfg.score)
 

@@ -63,13 +63,17 @@ def read_caffe(prototxt: Path, caffemodel: Path, what: str) -> "cv2.dnn.Net":
         ) from None
 
 
-def read_onnx(path: Path, what: str) -> "cv2.dnn.Net":
-    """Load an ONNX network with a clear error on a bad file."""
+def read_onnx(model: Union[Path, bytes], what: str) -> "cv2.dnn.Net":
+    """Load an ONNX network from a file or from bytes (a converted one) with a clear error."""
+    if isinstance(model, bytes):
+        source, where = np.frombuffer(model, np.uint8), "the converted network"
+    else:
+        source, where = str(model), str(model)
     try:
-        return cv2.dnn.readNetFromONNX(str(path))
+        return cv2.dnn.readNetFromONNX(source)
     except cv2.error as error:
         raise ModelError(
-            f"{what}: OpenCV could not load {path} ({error.err}); "
+            f"{what}: OpenCV could not load {where} ({error.err}); "
             "check it with `python run.py models verify` or delete it and run `python run.py models fetch`"
         ) from None
 
@@ -107,14 +111,7 @@ class OnnxRunner:
         if self.engine == "onnxruntime":
             self._session = _ort_session(model, dnn, what)
         else:
-            if isinstance(model, bytes):
-                try:
-                    net = cv2.dnn.readNetFromONNX(np.frombuffer(model, np.uint8))
-                except cv2.error as error:
-                    raise ModelError(f"{what}: OpenCV could not load the converted network ({error.err})") from None
-            else:
-                net = read_onnx(model, what)
-            self._net = apply_dnn_config(net, dnn)
+            self._net = apply_dnn_config(read_onnx(model, what), dnn)
 
     def run(self, blob: np.ndarray) -> List[np.ndarray]:
         if self.engine == "onnxruntime":
