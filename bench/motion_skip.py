@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streamer.config import MotionConfig  # noqa: E402
+from streamer.config import MotionConfig, parse_config  # noqa: E402
 from streamer.motion import MotionGate  # noqa: E402
 
 from run_bench import read_frames  # noqa: E402  (bench/ is on sys.path when run as a script)
@@ -64,9 +65,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="MotionConfig overrides, key=value")
     parser.add_argument("--verbose", action="store_true", help="print every decision")
     args = parser.parse_args()
-    overrides = dict(item.split("=", 1) for item in args.set)
-    cfg = MotionConfig.model_validate(overrides)
-    print(f"config: {cfg.model_dump()}")
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    cfg = parse_config({"motion": overrides}, Path("--set")).motion
+    print(f"config: {cfg.to_dict()}")
     for name in CLIPS:
         print(name)
         run_clip(read_frames(args.media / name), cfg, args.verbose)

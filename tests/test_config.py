@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
-from streamer.config import REPO_ROOT, Config, load_config, override, parse_config
+from streamer.config import REPO_ROOT, Config, MotionConfig, load_config, override, parse_config
 from streamer.errors import ConfigError
 
 CONFIG_YAML = REPO_ROOT / "config.yaml"
 
 
 def _leaf_paths(model, prefix=""):
-    for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
-        path = f"{prefix}{name}"
-        if isinstance(value, BaseModel):
+    for field in dataclasses.fields(model):
+        value = getattr(model, field.name)
+        path = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
             yield from _leaf_paths(value, path + ".")
         else:
             yield path, field
@@ -35,6 +35,13 @@ def _leaf_paths(model, prefix=""):
         ({"classifier": {"age_groups": [[0, 9], [5, 20]]}}, "'classifier.age_groups'"),
         ({"capture": {"queue_size": "many"}}, "'capture.queue_size'"),
         ({"output": {"codecs": []}}, "'output.codecs'"),
+        ({"output": {"window": "yes"}}, "'output.window': expected true or false"),
+        ({"detector": {"score": True}}, "'detector.score': expected a number"),
+        ({"dnn": {"threads": 2.5}}, "'dnn.threads': expected an integer"),
+        ({"detector": {"fallback": "haar"}}, "'detector.fallback': expected one of 'res10', 'yunet' or null"),
+        ({"classifier": {"age_groups": [[0, 9, 3]]}}, "'classifier.age_groups'"),
+        ({"tracking": {"min_samples": 5, "max_samples": 3}}, "'tracking.max_samples': must be >= min_samples (5)"),
+        ({"detector": "fast"}, "'detector': expected a mapping"),
         ([1, 2], "expected a mapping"),
     ],
 )
@@ -47,6 +54,22 @@ def test_empty_and_missing_sections_give_defaults():
     assert parse_config(None) == Config()
     assert parse_config({}) == Config()
     assert parse_config({"detector": {"score": 0.7}}).detector.score == 0.7
+
+
+def test_values_are_typed_and_null_is_kept():
+    config = parse_config({"detector": {"fallback": None, "max_side_px": 640, "nms_iou": 1}, "classifier": {"age_groups": [[0, 50], [51, 120]]}})
+    assert config.detector.fallback is None
+    assert config.detector.nms_iou == 1.0 and isinstance(config.detector.nms_iou, float)
+    assert config.classifier.age_groups == [(0, 50), (51, 120)]
+    assert config.to_dict()["classifier"]["age_groups"] == [[0, 50], [51, 120]]
+
+
+def test_sections_built_in_code_are_checked_too():
+    assert Config(output={"codecs": ["MJPG"]}).output.codecs == ["MJPG"]
+    with pytest.raises(ValueError, match="must be >= 1"):
+        MotionConfig(refresh_frames=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().detector.score = 0.1
 
 
 def test_override_validates():
@@ -70,7 +93,7 @@ def test_config_yaml_is_the_defaults_and_documents_every_key():
     data = yaml.safe_load(text)
     lines = text.splitlines()
     for path, field in _leaf_paths(Config()):
-        assert field.description, f"{path} has no description in streamer/config.py"
+        assert field.metadata["description"], f"{path} has no description in streamer/config.py"
         section, key = path.split(".")
         assert key in data[section], f"config.yaml lacks {path}"
         # The line above each key (or the key's own line) carries a comment.

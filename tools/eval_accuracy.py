@@ -143,7 +143,7 @@ def crop_settings(detector: str, args: argparse.Namespace) -> List[Dict[str, obj
 def classifier_for(base: ClassifierConfig, setting: Dict[str, object], store: ModelStore, config: Config):
     padding_key = "align_padding" if setting["align"] else "square_padding"
     cfg = ClassifierConfig(
-        **{**base.model_dump(), "align": setting["align"], padding_key: setting["padding"], "border": setting["border"]}
+        **{**base.to_dict(), "align": setting["align"], padding_key: setting["padding"], "border": setting["border"]}
     )
     return CydralGenderAge(
         store.path("cydral_age_gender", "age-v1.onnx"), store.path("cydral_age_gender", "gender-v1.onnx"), cfg, config.dnn

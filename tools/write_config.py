@@ -8,6 +8,7 @@ The schema is the one source of truth; tests/test_config.py checks config.yaml m
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import textwrap
 from pathlib import Path
@@ -37,12 +38,13 @@ def _yaml_value(value) -> str:
 
 def render(config: Config) -> str:
     out = [HEADER]
-    for section_name, section_field in type(config).model_fields.items():
+    for section_field in dataclasses.fields(config):
+        section_name = section_field.name
         section = getattr(config, section_name)
-        doc = (type(section).__doc__ or "").strip()
-        out.append(f"\n{section_name}:" + (f"  # {doc}" if doc else ""))
-        for key, field in type(section).model_fields.items():
-            for line in textwrap.wrap(field.description or "", width=94):
+        out.append(f"\n{section_name}:")
+        for field in dataclasses.fields(section):
+            key = field.name
+            for line in textwrap.wrap(field.metadata["description"], width=94):
                 out.append(f"  # {line}")
             out.append(f"  {key}: {_yaml_value(getattr(section, key))}")
     return "\n".join(out) + "\n"
