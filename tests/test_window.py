@@ -33,10 +33,18 @@ def xvfb():
     display = f":{number}"
     proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "800x600x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Ready when a client can connect (the socket file appears before the server accepts; a window
+    # opened in between fails with "no Qt platform plugin could be initialized").
+    from Xlib import display as xdisplay, error as xerror
+
     deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+    while True:
         assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
-        time.sleep(0.05)
+        try:
+            xdisplay.Display(display).close()
+            break
+        except (xerror.DisplayError, ConnectionError, OSError):
+            time.sleep(0.05)
     yield display
     proc.terminate()
     proc.wait(timeout=5)
@@ -75,7 +83,9 @@ def _close_button(display, env):
                 data=(32, [conn.intern_atom("WM_DELETE_WINDOW"), X.CurrentTime, 0, 0, 0]),
             )
             window.send_event(message, event_mask=X.NoEventMask)
-        conn.flush()
+        # A round trip, not just a flush: the server has handled the message before we hang up
+        # (flush + close could lose it, and the clip then ran to its end).
+        conn.sync()
     finally:
         conn.close()
 
@@ -94,12 +104,15 @@ def test_window_shows_annotated_frames_and_stops_cleanly(stop, xvfb, models_env,
             time.sleep(0.3)
             shot = _screenshot(xvfb)
             best = max(best, _label_pixels(shot))
+        from PIL import Image
+
         if best < 50:
             proc.kill()
             _, stderr = proc.communicate(timeout=10)
-            pytest.fail(f"no labelled face visible in the window (exit {proc.returncode}): {stderr[-2000:]}")
-        from PIL import Image
-
+            if shot is not None:
+                Image.fromarray(shot).save(tmp_path / "last_screenshot.png")
+            pytest.fail(f"no labelled face visible in the window (exit {proc.returncode}; last screenshot "
+                        f"{tmp_path / 'last_screenshot.png'}): {stderr[-2000:]}")
         Image.fromarray(shot).save(os.environ.get("STREAMER_SCREENSHOT", str(tmp_path / "window.png")))
         stop(xvfb, env)
         _, stderr = proc.communicate(timeout=20)
