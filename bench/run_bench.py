@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 from unittest import mock
 
 import cv2
@@ -50,6 +50,8 @@ CLIP_FILES = {
 LOOP_CLIP = "carphone"  # the longer clip: a talking head (faces in every frame) played N times
 LIVE_FPS = 30.0  # what a webcam delivers
 LIVE_CLIP = "tears"  # 640x360 with faces: a webcam-sized picture
+WEBCAM_CLIP = "tears"  # letterboxed to WEBCAM_WH for --webcam: the stream size of the memory target
+WEBCAM_WH = (640, 480)
 POLL_S = 0.005  # how often the parent looks for the first events line (start-up time resolution)
 CHILD_TIMEOUT_S = 1800.0
 BASELINE_STAGES = ("decode", "detect", "classify", "draw", "encode")
@@ -111,21 +113,41 @@ def read_frames(path: Path, limit: Optional[int] = None) -> List[np.ndarray]:
 
 def make_looped(path: Path, loops: int, out_dir: Path) -> Path:
     """``path`` played ``loops`` times, as one mp4v file in ``out_dir`` (same size and fps)."""
+    return _derived_clip(path, out_dir / f"{path.stem}_x{loops}.mp4", loops=loops)
+
+
+def make_letterboxed(path: Path, size_wh: Tuple[int, int], out_dir: Path) -> Path:
+    """``path`` scaled (aspect kept) and padded with black to ``size_wh``: a webcam-sized stream."""
+    return _derived_clip(path, out_dir / f"{path.stem}_{size_wh[0]}x{size_wh[1]}.mp4", size_wh=size_wh)
+
+
+def _derived_clip(path: Path, out: Path, loops: int = 1, size_wh: Optional[Tuple[int, int]] = None) -> Path:
     frames = read_frames(path)
     capture = cv2.VideoCapture(str(path))
     fps = capture.get(cv2.CAP_PROP_FPS) or LIVE_FPS
     capture.release()
-    out = out_dir / f"{path.stem}_x{loops}.mp4"
+    if size_wh is not None:
+        frames = [_letterbox(bgr, size_wh) for bgr in frames]
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
-        raise SystemExit(f"cannot write the looped clip {out} with mp4v; check OpenCV's FFmpeg support")
+        raise SystemExit(f"cannot write the clip {out} with mp4v; check OpenCV's FFmpeg support")
     try:
         for _ in range(loops):
             for bgr in frames:
                 writer.write(bgr)
     finally:
         writer.release()
+    return out
+
+
+def _letterbox(bgr: np.ndarray, size_wh: Tuple[int, int]) -> np.ndarray:
+    (width, height), (h, w) = size_wh, bgr.shape[:2]
+    scale = min(width / w, height / h)
+    inner = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - inner.shape[0]) // 2, (width - inner.shape[1]) // 2
+    out[top:top + inner.shape[0], left:left + inner.shape[1]] = inner
     return out
 
 
@@ -412,6 +434,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "caminandes) or paths; none: skip the real clips")
     parser.add_argument("--modes", nargs="+", default=["all", "gated", "tracked"], choices=sorted(MODES))
     parser.add_argument("--loops", type=int, default=10, help=f"the long clip is {LOOP_CLIP} played N times; 0: skip")
+    parser.add_argument("--webcam", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"also run {WEBCAM_CLIP} letterboxed to {WEBCAM_WH[0]}x{WEBCAM_WH[1]} (a webcam-sized stream)")
     parser.add_argument("--latency-s", type=float, default=60.0, help="live latency run length; 0: skip")
     parser.add_argument("--latency-mode", default="tracked", choices=sorted(MODES))
     parser.add_argument("--latency-clip", default=LIVE_CLIP, help="clip the fake 30 fps camera plays (looped)")
@@ -427,7 +451,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results: Dict[str, object] = {
         "machine": machine(),
         "settings": {"detector": config.detector.name, "threads": config.dnn.threads, "engine": config.dnn.engine,
-                     "loops": args.loops,
+                     "loops": args.loops, "webcam": args.webcam,
                      "modes": args.modes, "latency_s": args.latency_s},
         "throughput": [],
         "latency": None,
@@ -437,6 +461,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config_path = write_config(config, workdir / "bench_config.yaml")
         baseline_config = write_config(override(config, {"dnn.engine": "opencv"}), workdir / "baseline_config.yaml")
         clips = [clip_path(name, args.media) for name in args.clips]
+        if args.webcam:
+            clips.append(make_letterboxed(clip_path(WEBCAM_CLIP, args.media), WEBCAM_WH, workdir))
         if args.loops > 0:
             clips.append(make_looped(clip_path(LOOP_CLIP, args.media), args.loops, workdir))
         rows: List[Dict[str, object]] = []

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_MEDIA
@@ -62,7 +63,7 @@ def test_run_bench_reports_throughput_stages_memory_and_latency(short_clip, tmp_
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH / "run_bench.py"), "--clips", str(short_clip), "--modes", "tracked",
-         "--loops", "0", "--latency-s", "2", "--latency-clip", str(short_clip), "--json", str(out)],
+         "--loops", "0", "--no-webcam", "--latency-s", "2", "--latency-clip", str(short_clip), "--json", str(out)],
         cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -88,12 +89,29 @@ def test_run_bench_reports_throughput_stages_memory_and_latency(short_clip, tmp_
     assert latency["age_p95_first_third_ms"] > 0 and latency["age_p95_last_third_ms"] > 0
 
 
+def test_make_letterboxed_keeps_the_picture_undistorted_between_black_bars(tmp_path):
+    run_bench = _load("run_bench")
+    # A 64x36 clip (16:9) whose every pixel is mid-grey: letterboxed to 64x48 it fills the width,
+    # 36 rows in the middle, with 6 black rows above and below.
+    src = tmp_path / "wide.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 36))
+    for _ in range(3):
+        writer.write(np.full((36, 64, 3), 128, np.uint8))
+    writer.release()
+    out = run_bench.make_letterboxed(src, (64, 48), tmp_path)
+    frames = run_bench.read_frames(out)
+    assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
+    rows = frames[0].mean(axis=(1, 2))
+    assert rows[:4].max() < 20 and rows[-4:].max() < 20  # bars (codec blur spares the outer rows)
+    assert abs(rows[10:38].mean() - 128) < 10
+
+
 def test_run_bench_engine_onnxruntime_keeps_the_baseline_on_opencv(short_clip, tmp_path, models_env):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH / "run_bench.py"), "--clips", str(short_clip), "--modes", "all",
-         "--loops", "0", "--latency-s", "0", "--engine", "onnxruntime", "--json", str(out)],
+         "--loops", "0", "--no-webcam", "--latency-s", "0", "--engine", "onnxruntime", "--json", str(out)],
         cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
