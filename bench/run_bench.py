@@ -122,22 +122,32 @@ def make_letterboxed(path: Path, size_wh: Tuple[int, int], out_dir: Path) -> Pat
 
 
 def _derived_clip(path: Path, out: Path, loops: int = 1, size_wh: Optional[Tuple[int, int]] = None) -> Path:
-    frames = read_frames(path)
-    capture = cv2.VideoCapture(str(path))
-    fps = capture.get(cv2.CAP_PROP_FPS) or LIVE_FPS
-    capture.release()
-    if size_wh is not None:
-        frames = [_letterbox(bgr, size_wh) for bgr in frames]
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise SystemExit(f"cannot write the clip {out} with mp4v; check OpenCV's FFmpeg support")
+    # Frame by frame: holding a clip in this process would also inflate the children's peak RSS
+    # (a child's ru_maxrss starts from its parent's, see measure_child).
+    writer = None
     try:
         for _ in range(loops):
-            for bgr in frames:
-                writer.write(bgr)
+            capture = cv2.VideoCapture(str(path))
+            fps = capture.get(cv2.CAP_PROP_FPS) or LIVE_FPS
+            try:
+                while True:
+                    ok, bgr = capture.read()
+                    if not ok:
+                        break
+                    if size_wh is not None:
+                        bgr = _letterbox(bgr, size_wh)
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, bgr.shape[1::-1])
+                        if not writer.isOpened():
+                            raise SystemExit(f"cannot write the clip {out} with mp4v; check OpenCV's FFmpeg support")
+                    writer.write(bgr)
+            finally:
+                capture.release()
     finally:
-        writer.release()
+        if writer is not None:
+            writer.release()
+    if writer is None:
+        raise SystemExit(f"no frames decoded from {path}; check the file and OpenCV's FFmpeg support")
     return out
 
 
@@ -167,14 +177,17 @@ def percentiles_ms(values: Sequence[float]) -> Dict[str, float]:
 
 def measure_child(argv: List[str], first_line: Path, workdir: Path, tag: str) -> Dict[str, object]:
     """Run ``argv`` to the end; seconds from launch to the first line of ``first_line``, and the
-    child's own peak RSS (os.wait4 gives the rusage of that one child)."""
+    child's own peak RSS: VmHWM of its /proc status, read at every poll (the last read is at most
+    POLL_S before it exits). Not ru_maxrss: on Linux a child's starts from its parent's peak (the
+    parent's memory at fork/exec counts), so it would report this process's size, not the app's."""
     log_path = workdir / f"{tag}.log"
     with open(log_path, "w", encoding="utf-8") as log:
         t_launch = time.monotonic()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=models_env(), cwd=str(REPO))
         first_s: Optional[float] = None
-        status, rusage = 0, None
+        status, rusage, hwm_kb = 0, None, 0
         while True:
+            hwm_kb = max(hwm_kb, _vm_hwm_kb(proc.pid))
             if first_s is None and first_line.exists() and first_line.stat().st_size > 0:
                 first_s = time.monotonic() - t_launch
             pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
@@ -189,9 +202,21 @@ def measure_child(argv: List[str], first_line: Path, workdir: Path, tag: str) ->
     if proc.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
         raise SystemExit(f"{tag}: {' '.join(argv)} exited with {proc.returncode}:\n{tail}")
-    # ru_maxrss is in kilobytes on Linux.
+    # Both in kilobytes on Linux; ru_maxrss only where /proc is missing.
     return {"launch_to_first_frame_s": None if first_s is None else round(first_s, 3),
-            "peak_rss_mb": round(rusage.ru_maxrss / 1024.0, 1)}
+            "peak_rss_mb": round((hwm_kb or rusage.ru_maxrss) / 1024.0, 1)}
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    """Peak resident set of a running process, from /proc; 0 when unreadable (gone, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def run_mode(clip: Path, mode: str, config_path: Path, workdir: Path) -> Dict[str, object]:
