@@ -325,7 +325,8 @@ class Tracker:
 
     def detect_due(self, frame_index: int, t_s: float, gate_open: bool) -> bool:
         """Run the detector on this frame? With no face on screen: when the motion gate is open.
-        While tracks are shown: when the gate is open, at most every ``detect_min_frames`` frames,
+        While tracks are shown: when the gate is open, at most every ``detect_min_frames`` frames
+        (``classify_every_frames`` while a shown track has fewer than ``min_samples`` samples),
         and at least every ``detect_every_frames`` frames or ``detect_every_s`` seconds."""
         shown = self._shown()
         if not shown:
@@ -334,8 +335,13 @@ class Tracker:
             return True  # a face is being confirmed: look again right away
         if gate_open:
             # Motion away from the tracked faces (a moving background, or someone new): detect,
-            # but not on every frame while faces are being followed anyway.
-            return self._last_detect_frame is None or frame_index - self._last_detect_frame >= self._cfg.detect_min_frames
+            # but not on every frame while faces are being followed anyway. While someone still
+            # shows "analysing...", as often as their next classifier sample is due (samples are
+            # taken on detected boxes only), so labels appear as soon as without the throttle.
+            gap = self._cfg.detect_min_frames
+            if any(track.samples < self._cfg.min_samples for track in shown):
+                gap = min(gap, self._cfg.classify_every_frames)
+            return self._last_detect_frame is None or frame_index - self._last_detect_frame >= gap
         if self._last_detect_frame is None or self._last_detect_t_s is None:
             return True
         return (

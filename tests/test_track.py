@@ -264,6 +264,19 @@ def test_tentative_track_does_not_throttle_detection() -> None:
     assert not tracker.detect_due(2, 0.07, gate_open=True), "confirmed: motion detection is throttled"
 
 
+def test_detection_is_throttled_less_while_labels_are_still_gathered() -> None:
+    tracker = make_tracker(detect_min_frames=15, classify_every_frames=10, min_samples=3, detect_every_frames=100,
+                           detect_every_s=100.0)
+    tracker.update(dets([box(200, 200)]), 0, 0.0)
+    (track,) = tracker.update(dets([box(200, 200)]), 1, 0.03)  # confirmed, no labels yet
+    assert not tracker.detect_due(10, 0.3, gate_open=True)
+    assert tracker.detect_due(11, 0.37, gate_open=True), "a sample is due: detect at the classifier's pace"
+    for _ in range(3):
+        track.add_sample(0.9, 30.0, 60, 0.9)
+    assert not tracker.detect_due(11, 0.37, gate_open=True), "labels shown: back to detect_min_frames"
+    assert tracker.detect_due(16, 0.53, gate_open=True)
+
+
 # --- smoothing ---
 
 
