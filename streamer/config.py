@@ -411,7 +411,8 @@ class TrackingConfig(_Section):
         "frames: a newcomer is boxed within 0.5 s at 30 fps, and a moving background (a car window, "
         "trees) does not cost a detection per frame. 15 keeps res10 on a Raspberry Pi 4 (~150 ms a run) "
         "to ~0.3 s of detector time per second at 30 fps (talking-head clip: 5 -> 5.9x, 10 -> 8-10x, 15 -> 10-13x the "
-        "per-frame loop); 10 boxes newcomers sooner for ~35 % more detector runs.",
+        "per-frame loop); 10 boxes newcomers sooner for ~35 % more detector runs. While someone on screen "
+        "still shows 'analysing...', every classify_every_frames frames instead, so labels are not delayed.",
     )
     detect_every_frames: int = setting(
         default=15,
