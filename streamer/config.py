@@ -98,11 +98,11 @@ def _convert(hint: Any, value: Any) -> Any:
 def _check_bounds(meta: Dict[str, Any], value: Any) -> None:
     if value is None:
         return
-    if meta["min_length"] is not None and len(value) < meta["min_length"]:
+    if meta.get("min_length") is not None and len(value) < meta["min_length"]:
         raise ValueError(f"needs at least {meta['min_length']} item(s)")
     for bound, holds, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
                                ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
-        limit = meta[bound]
+        limit = meta.get(bound)
         if limit is not None and not holds(float(value), float(limit)):
             raise ValueError(f"must be {word} {limit:g}")
 
