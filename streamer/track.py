@@ -339,7 +339,7 @@ class Tracker:
             # shows "analysing...", as often as their next classifier sample is due (samples are
             # taken on detected boxes only), so labels appear as soon as without the throttle.
             gap = self._cfg.detect_min_frames
-            if any(track.samples < self._cfg.min_samples for track in shown):
+            if not all(track.label_ready for track in shown):
                 gap = min(gap, self._cfg.classify_every_frames)
             return self._last_detect_frame is None or frame_index - self._last_detect_frame >= gap
         if self._last_detect_frame is None or self._last_detect_t_s is None:
