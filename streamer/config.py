@@ -11,6 +11,7 @@ Raspberry Pi budget, for a flat YAML file).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import typing
 from pathlib import Path
@@ -107,11 +108,16 @@ def _check_bounds(meta: Dict[str, Any], value: Any) -> None:
             raise ValueError(f"must be {word} {limit:g}")
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 class _Section:
     """Base of the frozen config sections: every field is checked at construction."""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = _type_hints(type(self))
         for spec in dataclasses.fields(self):
             value, hint = getattr(self, spec.name), hints[spec.name]
             if isinstance(hint, type) and issubclass(hint, _Section):
@@ -409,10 +415,11 @@ class TrackingConfig(_Section):
         le=1000,
         description="While faces are tracked, motion elsewhere runs the detector at most every this many "
         "frames: a newcomer is boxed within 0.5 s at 30 fps, and a moving background (a car window, "
-        "trees) does not cost a detection per frame. 15 keeps res10 on a Raspberry Pi 4 (~150 ms a run) "
-        "to ~0.3 s of detector time per second at 30 fps (talking-head clip: 5 -> 5.9x, 10 -> 8-10x, 15 -> 10-13x the "
-        "per-frame loop); 10 boxes newcomers sooner for ~35 % more detector runs. While someone on screen "
-        "still shows 'analysing...', every classify_every_frames frames instead, so labels are not delayed.",
+        "trees) does not cost a detection per frame. 15 keeps res10 on a Raspberry Pi 4 (~150 ms a "
+        "run) to ~0.3 s of detector time per second at 30 fps (talking-head clip: 5 -> 5.9x, 10 -> "
+        "8-10x, 15 -> 10-13x the per-frame loop); 10 boxes newcomers sooner for ~35 % more detector "
+        "runs. While someone on screen still shows 'analysing...', every classify_every_frames frames "
+        "instead, so labels are not delayed.",
     )
     detect_every_frames: int = setting(
         default=15,
