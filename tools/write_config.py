@@ -28,25 +28,20 @@ HEADER = """\
 
 
 def _yaml_value(value) -> str:
-    if isinstance(value, tuple):
-        value = list(value)
-    if isinstance(value, list) and value and isinstance(value[0], (list, tuple)):
-        value = [list(v) for v in value]
     text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
     return text[:-4].strip() if text.endswith("\n...") else text.replace("\n...", "")
 
 
 def render(config: Config) -> str:
     out = [HEADER]
+    values = config.to_dict()  # plain lists, as YAML writes them
     for section_field in dataclasses.fields(config):
         section_name = section_field.name
-        section = getattr(config, section_name)
         out.append(f"\n{section_name}:")
-        for field in dataclasses.fields(section):
-            key = field.name
+        for field in dataclasses.fields(getattr(config, section_name)):
             for line in textwrap.wrap(field.metadata["description"], width=94):
                 out.append(f"  # {line}")
-            out.append(f"  {key}: {_yaml_value(getattr(section, key))}")
+            out.append(f"  {field.name}: {_yaml_value(values[section_name][field.name])}")
     return "\n".join(out) + "\n"
 
 
