@@ -183,7 +183,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(options.source, config.capture))
         info = source.info
-        analyzer = analyzer or build_analyzer(config, None)
+        analyzer = analyzer or build_analyzer(config, None, photos=info.kind in ("image", "folder"))
         # From here on a stop request ends the run at a frame boundary (before: at once, as
         # Ctrl-C does, e.g. during a model download).
         stop = stack.enter_context(_StopSignals().installed())

