@@ -36,9 +36,11 @@ sys.path.insert(0, str(REPO))
 
 from streamer import app as app_module  # noqa: E402
 from streamer.capture import CaptureSource  # noqa: E402
+from streamer.classify import LEVI_MEAN_BGR, LEVI_SCALE, LEVI_SIZE, LEVI_SWAP_RB, LeviHassnerGenderAge  # noqa: E402
 from streamer.cli import DEFAULT_CONFIG, MODES  # noqa: E402
 from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
 from streamer.pipeline import build_analyzer  # noqa: E402
+from streamer.types import Detections, GenderAge  # noqa: E402
 from streamer.worker import Worker  # noqa: E402
 
 SHARED = Path(os.environ.get("STREAMER_SHARED", REPO.parent / "shared")).resolve()
@@ -55,6 +57,11 @@ WEBCAM_WH = (640, 480)
 POLL_S = 0.005  # how often the parent looks for the first events line (start-up time resolution)
 CHILD_TIMEOUT_S = 1800.0
 BASELINE_STAGES = ("decode", "detect", "classify", "draw", "encode")
+# The original design's script (original_main): res10 on a 300x300 squash, the Levi-Hassner pair
+# at 227x227 on each face cropped with a 20 px margin, as the well-known OpenCV age/gender demo.
+ORIGINAL_DETECT_PX = 300
+ORIGINAL_CROP_PAD_PX = 20
+OPENCV4_PYTHON_ENV = "STREAMER_OPENCV4_PYTHON"
 
 
 # -- set-up --------------------------------------------------------------------------------------
@@ -253,6 +260,26 @@ def run_baseline(clip: Path, config_path: Path, workdir: Path) -> Dict[str, obje
     return {**json.loads(out_json.read_text(encoding="utf-8")), **process}
 
 
+def run_original(clip: Path, python: Path, score: float, workdir: Path) -> Dict[str, object]:
+    """The original design's script (``original_main``) on ``clip``, run by ``python`` (an
+    interpreter with OpenCV 4.x: OpenCV 5 cannot read Caffe models) in a fresh process."""
+    tag = f"{clip.stem}_original"
+    out_json, first = workdir / f"{tag}.json", workdir / f"{tag}_first.txt"
+    argv = [str(python), str(Path(__file__).resolve()), "_original", str(clip), str(score),
+            str(workdir / f"{tag}.mp4"), str(first), str(out_json)]
+    process = measure_child(argv, first, workdir, tag)
+    return {**json.loads(out_json.read_text(encoding="utf-8")), **process}
+
+
+def opencv4_python(given: Optional[Path]) -> Optional[Path]:
+    """The interpreter for the original design's script: ``given``, else $STREAMER_OPENCV4_PYTHON,
+    else the repository's .venv-opencv4 (where CI runs the Caffe tests); None when none exists."""
+    for candidate in (given, os.environ.get(OPENCV4_PYTHON_ENV), REPO / ".venv-opencv4" / "bin" / "python"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
 # -- the baseline: the seed's loop ---------------------------------------------------------------
 
 
@@ -264,6 +291,55 @@ def baseline_main(clip: str, config_path: str, output: str, first_path: str, out
     """Child process: read -> detect -> classify each face -> draw -> write, one thread, timed."""
     t_start = time.monotonic()
     analyzer = build_analyzer(load_config(Path(config_path)))
+    # The seed's way: each face on its own through each network (no batching).
+    return _timed_loop(clip, output, first_path, out_json, "baseline", t_start, analyzer.detector.detect,
+                       lambda bgr, detections, i: analyzer.classifier.predict(bgr, detections[np.array([i])]))
+
+
+def original_main(clip: str, score: str, output: str, first_path: str, out_json: str) -> int:
+    """Child process, on OpenCV 4.x: the original design's script. res10 (Caffe) on the frame
+    squashed to 300x300, then the Levi-Hassner gender and age networks (Caffe, 227x227) on each
+    face, every frame, one thread. The Levi-Hassner weights are the random ones of ../shared (the
+    real ones could not be obtained): same architecture, so the same speed, meaningless labels."""
+    t_start = time.monotonic()
+    res10 = SHARED / "models" / "res10_ssd_caffe"
+    levi = SHARED / "models" / "levi_hassner_age_gender"
+    detector = cv2.dnn.readNetFromCaffe(str(res10 / "deploy.prototxt"),
+                                        str(res10 / "res10_300x300_ssd_iter_140000.caffemodel"))
+    gender_net = cv2.dnn.readNetFromCaffe(str(levi / "deploy_gender.prototxt"),
+                                          str(levi / "random_weights" / "gender_net_random_fp16.caffemodel"))
+    age_net = cv2.dnn.readNetFromCaffe(str(levi / "deploy_age.prototxt"),
+                                       str(levi / "random_weights" / "age_net_random_fp16.caffemodel"))
+    min_score = float(score)
+
+    def detect(bgr: np.ndarray) -> Detections:
+        h, w = bgr.shape[:2]
+        detector.setInput(cv2.dnn.blobFromImage(cv2.resize(bgr, (ORIGINAL_DETECT_PX, ORIGINAL_DETECT_PX)), 1.0,
+                                                (ORIGINAL_DETECT_PX, ORIGINAL_DETECT_PX), (104.0, 177.0, 123.0)))
+        rows = detector.forward().reshape(-1, 7)
+        rows = rows[rows[:, 2] >= min_score]
+        xyxy = np.clip(rows[:, 3:7] * np.array([w, h, w, h], np.float32), 0, [w, h, w, h]).astype(np.float32)
+        keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        return Detections(xyxy[keep], rows[keep, 2].astype(np.float32))
+
+    def classify(bgr: np.ndarray, detections: Detections, i: int) -> GenderAge:
+        x1, y1, x2, y2 = (int(v) for v in detections.xyxy[i])
+        pad = ORIGINAL_CROP_PAD_PX
+        face = bgr[max(0, y1 - pad):min(y2 + pad, bgr.shape[0]), max(0, x1 - pad):min(x2 + pad, bgr.shape[1])]
+        blob = cv2.dnn.blobFromImage(face, LEVI_SCALE, (LEVI_SIZE, LEVI_SIZE), LEVI_MEAN_BGR, LEVI_SWAP_RB)
+        gender_net.setInput(blob)
+        gender = gender_net.forward().reshape(1, -1)
+        age_net.setInput(blob)
+        age = age_net.forward().reshape(1, -1)
+        return LeviHassnerGenderAge._postprocess(gender, age)
+
+    return _timed_loop(clip, output, first_path, out_json, "original", t_start, detect, classify)
+
+
+def _timed_loop(clip: str, output: str, first_path: str, out_json: str, mode: str, t_start: float,
+                detect, classify) -> int:
+    """read -> ``detect(bgr)`` -> ``classify(bgr, detections, i)`` for each face -> draw -> write,
+    one thread, each stage timed; the result goes to ``out_json``."""
     capture = cv2.VideoCapture(clip, cv2.CAP_FFMPEG)
     fps = capture.get(cv2.CAP_PROP_FPS) or LIVE_FPS
     writer: Optional[cv2.VideoWriter] = None
@@ -278,10 +354,9 @@ def baseline_main(clip: str, config_path: str, output: str, first_path: str, out
             t1 = time.perf_counter()
             if not ok:
                 break
-            detections = analyzer.detector.detect(bgr)
+            detections = detect(bgr)
             t2 = time.perf_counter()
-            # The seed's way: each face on its own through each network (no batching).
-            labels = [analyzer.classifier.predict(bgr, detections[np.array([i])]) for i in range(len(detections))]
+            labels = [classify(bgr, detections, i) for i in range(len(detections))]
             t3 = time.perf_counter()
             for i, label in enumerate(labels):
                 x1, y1, x2, y2 = (int(v) for v in detections.xyxy[i])
@@ -306,7 +381,7 @@ def baseline_main(clip: str, config_path: str, output: str, first_path: str, out
             writer.release()
     elapsed = time.monotonic() - t_loop
     result = {
-        "mode": "baseline",
+        "mode": mode,
         "frames": frames,
         "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0,
         "elapsed_s": round(elapsed, 3),
@@ -315,6 +390,7 @@ def baseline_main(clip: str, config_path: str, output: str, first_path: str, out
         "detector_runs_per_frame": 1.0,
         "classified_per_frame": round(faces / frames, 3) if frames else 0.0,
         "first_output_s": None if first_output_s is None else round(first_output_s, 3),
+        "opencv": cv2.__version__,
         "stages": {name: percentiles_ms(values) for name, values in stage_ms.items()},
     }
     Path(out_json).write_text(json.dumps(result), encoding="utf-8")
@@ -454,6 +530,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "_baseline":
         return baseline_main(*argv[1:])
+    if argv and argv[0] == "_original":
+        return original_main(*argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", nargs="*", default=list(CLIP_FILES), help="short names (carphone, tears, "
                         "caminandes) or paths; none: skip the real clips")
