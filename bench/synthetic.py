@@ -8,8 +8,9 @@ mask onto a blurred frame of Caminandes (which has no human faces) and moves alo
 path: crossing, entering and leaving the frame, pausing, coming closer, and a queue where one
 person steps into the spot another has just left. Everything is deterministic from the seed.
 
-Ground truth per frame: for every person whose face box is at least partly in the frame, its id,
-the face box (``xyxy``, frame pixels, clipped to the frame), the pasted region, and ``visible``:
+Ground truth per frame: for every person pasted at least partly in the frame, its id, the face
+box (``xyxy``, frame pixels, clipped to the frame: empty when only the shoulders are in), the
+pasted region, and ``visible``:
 at least half of the face box is in the frame and not covered by a person pasted in front.
 Each person also carries its source file, and age and gender where the source has labels
 (UTKFace; the photos have none), for the age/gender work of issue 16.
@@ -22,7 +23,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -215,16 +215,25 @@ class Sprite:
 
 
 def load_sprite(person: Person, shared: Path = SHARED) -> Sprite:
-    """Crop the face of ``person`` with SPRITE_MARGIN context (cut at the image edge)."""
+    """Crop the face of ``person`` with SPRITE_MARGIN context."""
     image = cv2.imread(str(shared / person.source), cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(f"synthetic person {person.id}: cannot read {shared / person.source}")
     x1, y1, x2, y2 = person.face_box_px
     mx, my = SPRITE_MARGIN * (x2 - x1), SPRITE_MARGIN * (y2 - y1)
     h, w = image.shape[:2]
-    cx1, cy1 = max(0, int(x1 - mx)), max(0, int(y1 - my))
-    cx2, cy2 = min(w, int(x2 + mx)), min(h, int(y2 + my))
-    crop = image[cy1:cy2, cx1:cx2]
+    cx1, cy1, cx2, cy2 = int(x1 - mx), int(y1 - my), int(x2 + mx), int(y2 + my)
+    if person.age is None:
+        # A photo face near the image edge (the meeting photo's top) gets its missing margin by
+        # repeating the edge, so it stays centred in the elliptical mask.
+        pads = (max(0, -cy1), max(0, cy2 - h), max(0, -cx1), max(0, cx2 - w))
+    else:
+        # A UTKFace chip is all face: no context to add, and a smeared border would look like none.
+        cx1, cy1, cx2, cy2 = max(0, cx1), max(0, cy1), min(w, cx2), min(h, cy2)
+        pads = (0, 0, 0, 0)
+    crop = image[max(0, cy1):min(h, cy2), max(0, cx1):min(w, cx2)]
+    if any(pads):
+        crop = cv2.copyMakeBorder(crop, *pads, cv2.BORDER_REPLICATE)
     face = (x1 - cx1, y1 - cy1, x2 - cx1, y2 - cy1)
     # Scenarios show faces up to ~160 px; resizing a 600 px face down every frame would cost more
     # than everything else.
@@ -359,14 +368,14 @@ class SyntheticClip:
         w, h = FRAME_WH
         faces = []
         for i, (face, paste) in sorted(boxes.items()):
-            clipped = _clip(face, w, h)
-            if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-                continue  # face wholly off frame (only shoulders or nothing in view)
+            clipped, pasted = _clip(face, w, h), _clip(paste, w, h)
+            if pasted[2] <= pasted[0] or pasted[3] <= pasted[1]:
+                continue  # wholly off frame
             x1, y1, x2, y2 = (int(round(v)) for v in clipped)
             full_area = (face[2] - face[0]) * (face[3] - face[1])
             own = float((owner[y1:y2, x1:x2] == i).sum())
             faces.append(GtFace(self.people[i].id, tuple(round(v, 1) for v in clipped),
-                                tuple(round(v, 1) for v in _clip(paste, w, h)),
+                                tuple(round(v, 1) for v in pasted),
                                 own >= VISIBLE_FRACTION * full_area))
         return faces
 
@@ -438,8 +447,8 @@ def write_clip(clip: SyntheticClip, out_dir: Path) -> Tuple[Path, Path]:
         writer.release()
     if not tmp_video.is_file() or tmp_video.stat().st_size == 0:
         raise OSError(f"{tmp_video}: the video writer produced no file")
-    fd, tmp_json = tempfile.mkstemp(prefix=f".{clip.name}.", suffix=".json", dir=out_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    tmp_json = out_dir / f".{clip.name}.tmp.json"
+    with open(tmp_json, "w", encoding="utf-8") as handle:
         json.dump({**clip.metadata(), "truth": frames}, handle)
     os.replace(tmp_video, video)
     os.replace(tmp_json, truth)
