@@ -2,7 +2,7 @@
 
     python3 bench/tracking.py [--synthetic crossing enter_pause_leave queue group] [--seed 0]
         [--clips carphone tears whitehouse caminandes] [--modes all gated tracked]
-        [--detector res10|yunet] [--opencv4-python PATH] [--quick] [--json out/tracking.json]
+        [--detectors centerface res10 ...] [--opencv4-python PATH] [--quick] [--json out/tracking.json]
 
 Every mode is a fresh ``run.py --source CLIP --mode M --no-window --events ...`` process (the app's
 public path, via run_bench.run_mode), so the figures hold for whatever detector and tracker the
@@ -49,7 +49,8 @@ from run_bench import (  # noqa: E402
 )
 
 from streamer.cli import MODES  # noqa: E402
-from streamer.config import MODELS_DIR_ENV, override  # noqa: E402
+from streamer.config import DETECTOR_NAMES, MODELS_DIR_ENV, override  # noqa: E402
+from streamer.detect import Res10Detector, YuNetDetector  # noqa: E402
 from streamer.models import ModelStore  # noqa: E402
 from streamer.pipeline import build_detector  # noqa: E402
 
@@ -81,7 +82,8 @@ def synthetic_truth(frames: List[List[synthetic.GtFace]]) -> Truth:
 def reference_truth(clip: Path, config) -> Tuple[Truth, dict]:
     """YuNet at full resolution on every frame of ``clip``; boxes linked into people by overlap
     with the same person's box in the last REFERENCE_LINK_GAP frames."""
-    config = override(config, {"detector.name": REFERENCE_DETECTOR, "detector.max_side_px": REFERENCE_MAX_SIDE_PX})
+    config = override(config, {"detector.name": REFERENCE_DETECTOR, "detector.max_side_px": REFERENCE_MAX_SIDE_PX,
+                               "detector.score": None, "detector.fallback": None})
     detector = build_detector(config, ModelStore.from_config(config.models))
     capture = cv2.VideoCapture(str(clip))
     truth: Truth = []
@@ -105,7 +107,7 @@ def reference_truth(clip: Path, config) -> Tuple[Truth, dict]:
             truth.append(faces)
     finally:
         capture.release()
-    return truth, {"reference": f"{REFERENCE_DETECTOR} full resolution, every frame, score >= {config.detector.score}"}
+    return truth, {"reference": f"{REFERENCE_DETECTOR} full resolution, every frame"}
 
 
 # -- scoring -------------------------------------------------------------------------------------
@@ -204,25 +206,30 @@ def _runs(values: List[int]) -> List[List[int]]:
 # -- runs ----------------------------------------------------------------------------------------
 
 
-def measure_clip(name: str, clip: Path, truth: Truth, truth_info: dict, modes: Sequence[str], config_path: Path,
-                 workdir: Path, original: Optional[Path], score_threshold: float) -> List[Dict[str, object]]:
+def measure_clip(name: str, clip: Path, truth: Truth, truth_info: dict, modes: Sequence[str],
+                 configs: Dict[str, Path], workdir: Path, original: Optional[Path]) -> List[Dict[str, object]]:
+    """Every mode of every detector (``configs``: detector -> config file) on ``clip``, scored
+    against ``truth``; the original design's script once, for the speed ratios."""
     rows = []
     original_fps = None
     if original is not None:
-        original_fps = run_original(clip, original, score_threshold, workdir)["fps"]
+        original_fps = run_original(clip, original, Res10Detector.DEFAULT_SCORE, workdir)["fps"]
         print(f"{name}: original design {original_fps} fps", file=sys.stderr)
-    for mode in modes:
-        run = run_mode(clip, mode, config_path, workdir)
-        frames, new_ids = read_events(workdir / f"{clip.stem}_{mode}.jsonl")
-        row: Dict[str, object] = {"clip": name, "mode": mode, **truth_info, "fps": run["fps"],
-                                  "detector_runs_per_frame": run["detector_runs_per_frame"],
-                                  "original_fps": original_fps,
-                                  "x_original": round(run["fps"] / original_fps, 2) if original_fps else None}
-        row.update(score(truth, frames, new_ids if mode == "tracked" else None))
-        row.update(flicker([record["faces"] for record in frames], tracked=mode == "tracked"))
-        rows.append(row)
-        print(f"{name}: {mode} precision {row['precision']:.3f} recall {row['recall']:.3f} "
-              f"switches {row['id_switches']} {run['fps']} fps", file=sys.stderr)
+    for detector, config_path in configs.items():
+        for mode in modes:
+            run_dir = workdir / detector
+            run_dir.mkdir(exist_ok=True)
+            run = run_mode(clip, mode, config_path, run_dir)
+            frames, new_ids = read_events(run_dir / f"{clip.stem}_{mode}.jsonl")
+            row: Dict[str, object] = {"clip": name, "detector": detector, "mode": mode, **truth_info,
+                                      "fps": run["fps"], "detector_runs_per_frame": run["detector_runs_per_frame"],
+                                      "original_fps": original_fps,
+                                      "x_original": round(run["fps"] / original_fps, 2) if original_fps else None}
+            row.update(score(truth, frames, new_ids if mode == "tracked" else None))
+            row.update(flicker([record["faces"] for record in frames], tracked=mode == "tracked"))
+            rows.append(row)
+            print(f"{name}: {detector} {mode} precision {row['precision']:.3f} recall {row['recall']:.3f} "
+                  f"switches {row['id_switches']} {run['fps']} fps", file=sys.stderr)
     return rows
 
 
@@ -232,13 +239,13 @@ def _fmt(value, spec: str = "") -> str:
 
 def table(rows: List[Dict[str, object]]) -> str:
     lines = [
-        "| clip | mode | frames | precision | recall | false boxes (on stale frames) | mean IoU | id switches "
+        "| clip | detector | mode | frames | precision | recall | false boxes (on stale frames) | mean IoU | id switches "
         "| ids per person (max) | people reported / true | flicker | detect runs/frame | fps | x original |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['clip']} | {r['mode']} | {r['frames']} | {r['precision']:.3f} | {r['recall']:.3f} "
+            f"| {r['clip']} | {r['detector']} | {r['mode']} | {r['frames']} | {r['precision']:.3f} | {r['recall']:.3f} "
             f"| {r['false_boxes']} ({r['false_boxes_on_stale_frames']}) | {_fmt(r['mean_iou'], '.2f')} "
             f"| {_fmt(r['id_switches'])} | {_fmt(r['ids_per_person_mean'], '.2f')} ({_fmt(r['ids_per_person_max'])}) "
             f"| {_fmt(r['reported_people'])} / {r['true_people']} | {r['flicker_rate']:.1%} "
@@ -256,7 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--clips", nargs="*", help="real clips: short names (" + ", ".join(REAL_CLIPS) + ") or paths; "
                         "none: skip (default: all, --quick: carphone)")
     parser.add_argument("--modes", nargs="+", default=["all", "gated", "tracked"], choices=sorted(MODES))
-    parser.add_argument("--detector", choices=["res10", "yunet"], help="override detector.name")
+    parser.add_argument("--detectors", nargs="+", choices=DETECTOR_NAMES, help="run the modes with each of "
+                        "these detector.name (default: config.yaml's)")
     parser.add_argument("--threads", type=int, help="override dnn.threads")
     parser.add_argument("--opencv4-python", type=Path, help="interpreter with OpenCV 4.x for the original design's "
                         "script (default: $STREAMER_OPENCV4_PYTHON, then .venv-opencv4)")
@@ -271,7 +279,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.clips = ["carphone"] if args.quick else list(REAL_CLIPS)
     frames_limit = args.frames or (QUICK_FRAMES if args.quick else None)
     os.environ[MODELS_DIR_ENV] = models_env()[MODELS_DIR_ENV]  # the in-process reference detector
-    config = bench_config(args.detector, args.threads)
+    configs = {name: bench_config(name, args.threads) for name in (args.detectors or [None])}
+    configs = {config.detector.name: config for config in configs.values()}
     original = None if args.no_original else opencv4_python(args.opencv4_python)
     if original is None and not args.no_original:
         print("no OpenCV 4.x interpreter found (--opencv4-python): skipping the original design's speed run",
@@ -280,26 +289,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="streamer_tracking_") as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        config_path = write_config(config, workdir / "tracking_config.yaml")
+        paths = {name: write_config(config, workdir / f"tracking_{name}.yaml") for name, config in configs.items()}
         for scenario in args.synthetic:
             clip = synthetic.SyntheticClip(scenario, args.seed, frames_limit)
             video, truth_path = synthetic.write_clip(clip, workdir)
             _, gt = synthetic.read_truth(truth_path)
             rows += measure_clip(clip.name, video, synthetic_truth(gt), {"truth": "synthetic"}, args.modes,
-                                 config_path, workdir, original, config.detector.score)
+                                 paths, workdir, original)
         for name in args.clips:
             clip_file = clip_path(name, args.media) if name not in REAL_CLIPS else args.media / REAL_CLIPS[name]
-            truth, info = reference_truth(clip_file, config)
+            truth, info = reference_truth(clip_file, next(iter(configs.values())))
             rows += measure_clip(clip_file.stem, clip_file, truth, {"truth": info["reference"]}, args.modes,
-                                 config_path, workdir, original, config.detector.score)
-    print(f"machine: {machine()}; detector {config.detector.name}; faces >= {MIN_FACE_PX} px, IoU >= {MATCH_IOU}; "
-          f"real clips against {REFERENCE_DETECTOR} at full resolution on every frame (score >= "
-          f"{config.detector.score}); x original: fps over the original design's script "
-          f"(res10 300x300 + Levi-Hassner 227x227 per face, OpenCV 4.x) on the same clip\n")
+                                 paths, workdir, original)
+    print(f"machine: {machine()}; detectors {', '.join(configs)} (config.yaml settings otherwise); "
+          f"faces >= {MIN_FACE_PX} px, IoU >= {MATCH_IOU}; real clips against {REFERENCE_DETECTOR} at full "
+          f"resolution on every frame (score >= {YuNetDetector.DEFAULT_SCORE}); x original: fps over the original "
+          f"design's script (res10 300x300 + Levi-Hassner 227x227 per face, OpenCV 4.x) on the same clip\n")
     print(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine(), "detector": config.detector.name, "rows": rows},
+        args.json.write_text(json.dumps({"machine": machine(), "detectors": list(configs), "rows": rows},
                                         indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -141,7 +141,7 @@ def test_tracking_script_quick_on_a_tiny_synthetic_clip(shared, tmp_path, models
         cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| clip | mode |" in proc.stdout
+    assert "| clip | detector | mode |" in proc.stdout
     rows = {row["mode"]: row for row in json.loads(out.read_text(encoding="utf-8"))["rows"]}
     assert set(rows) == {"all", "gated", "tracked"}
     for row in rows.values():
