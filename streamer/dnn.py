@@ -63,6 +63,28 @@ def read_caffe(prototxt: Path, caffemodel: Path, what: str) -> "cv2.dnn.Net":
         ) from None
 
 
+def read_tflite(model: Path, what: str) -> "cv2.dnn.Net":
+    """Load a TFLite network (OpenCV >= 4.8) with every output reachable by name.
+
+    OpenCV 5's new engine exposes only one output of a multi-output TFLite graph (BlazeFace's
+    classifier is lost), so the classic engine is asked for where one can choose; 4.x has only that
+    engine. Both give identical outputs on BlazeFace.
+    """
+    if not hasattr(cv2.dnn, "readNetFromTFLite"):
+        raise ModelError(
+            f"{what} is a TFLite model, and OpenCV {cv2.__version__} has no TFLite importer; "
+            "install OpenCV 4.8 or newer (pip install 'opencv-python>=4.8')"
+        )
+    engine = {"engine": cv2.dnn.ENGINE_CLASSIC} if hasattr(cv2.dnn, "ENGINE_CLASSIC") else {}
+    try:
+        return cv2.dnn.readNetFromTFLite(str(model), **engine)
+    except cv2.error as error:
+        raise ModelError(
+            f"{what}: OpenCV could not load {model} ({error.err}); "
+            "check it with `python run.py models verify` or delete it and run `python run.py models fetch`"
+        ) from None
+
+
 def read_onnx(model: Union[Path, bytes], what: str) -> "cv2.dnn.Net":
     """Load an ONNX network from a file or from bytes (a converted one) with a clear error."""
     if isinstance(model, bytes):

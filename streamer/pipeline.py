@@ -14,6 +14,9 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from .blazeface import MODEL_ID as BLAZEFACE_MODEL_ID
+from .blazeface import VARIANTS as BLAZEFACE_VARIANTS
+from .blazeface import BlazeFaceDetector
 from .centerface import CenterFaceDetector
 from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
 from .config import Config
@@ -91,6 +94,9 @@ def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector
             config.detector,
             config.dnn,
         )
+    if name == "blazeface":
+        weights = BLAZEFACE_VARIANTS[config.detector.blazeface_model].weights
+        return BlazeFaceDetector(store.path(BLAZEFACE_MODEL_ID, weights), config.detector, config.dnn)
     return YuNetDetector(
         store.path("yunet_2023mar", "face_detection_yunet_2023mar.onnx"), config.detector, config.dnn
     )
