@@ -171,8 +171,9 @@ class BlazeFaceDetector:
 
     def __init__(self, weights: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
         self.variant = VARIANTS[cfg.blazeface_model]
-        # The input side is fixed by the graph; max_side_px has nothing to set.
+        # The graph fixes the side the frame is scaled to (as the other detectors' max_side_px).
         self.score, _ = detector_settings(cfg, self.DEFAULT_SCORE, self.variant.input_side_px)
+        self.max_side_px = self.variant.input_side_px
         self.nms_iou = cfg.nms_iou
         self.anchors = ssd_anchors(self.variant)
         self.net = apply_dnn_config(read_tflite(weights, f"face detector blazeface {cfg.blazeface_model}"), dnn)
