@@ -20,6 +20,7 @@ from typing import Iterator, Optional, Sequence
 
 from .capture import open_source
 from .config import Config
+from .flow import BoxFlow
 from .motion import MotionGate
 from .pipeline import FaceAnalyzer, build_analyzer
 from .sinks import (
@@ -191,7 +192,9 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         tracker = Tracker(config.tracking, config.classifier.age_groups) if stream and config.tracking.enabled else None
         if options.report is not None and tracker is None:
             log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
-        worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream, tracker)
+        flow = BoxFlow() if tracker is not None and config.tracking.flow else None
+        worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream, tracker,
+                        flow, config.tracking.region_grow)
         outputs = _Outputs(stack, info.kind, info.fps, options.output or _default_output(info.kind, info.name),
                            options.events, config.output.codecs, lambda ms: worker.stats.add_ms("encode", ms))
         window = _open_window(stack, config, options)

@@ -412,12 +412,13 @@ class TrackingConfig(_Section):
         "further than that is more likely a neighbour.",
     )
     max_missed: int = setting(
-        default=5,
+        default=2,
         ge=0,
         le=1000,
-        description="Detector runs in a row without a match during which a track still shows its "
-        "(predicted) box. 5: covers a blink of the detector on a turned or blurred face without "
-        "leaving a ghost box for long.",
+        description="Checks in a row that may find no face where a track is before its box is hidden: a "
+        "full-frame detector run without a match, then a look at the track's region on each following "
+        "frame. 2: a face that left or was covered loses its box within about three frames; one that "
+        "comes back within max_age_s keeps its id.",
     )
     max_age_s: float = setting(
         default=3.0,
@@ -432,14 +433,42 @@ class TrackingConfig(_Section):
         default=2,
         ge=1,
         le=100,
-        description="Matched detections before a track is confirmed ('new' record, counted as a "
-        "person); a tentative track that misses once is dropped. 2: a one-frame false detection "
-        "(a poster, a patterned shirt) does not become a person.",
+        description="Detections (full-frame or in the track's region on the next frames) before a track "
+        "is confirmed: shown, a 'new' record, counted as a person; a tentative track that is not found "
+        "again is dropped. 2: a one-frame false detection does not become a person.",
     )
-    coast_velocity: bool = setting(
+    flow: bool = setting(
         default=True,
-        description="Shift a box by the track's recent velocity on frames without a matching "
-        "detection (and when matching), so crossing faces keep their ids.",
+        description="Between detector runs, move each box with the optical flow of points inside the face "
+        "(Lucas-Kanade), and look for the face in its region with the detector when the flow is lost. "
+        "false: boxes stay where the face was last detected.",
+    )
+    verify_every_frames: int = setting(
+        default=5,
+        ge=1,
+        le=1000,
+        description="A box followed by flow is checked by a look at its region when its face was last "
+        "detected this many frames ago: flow can cling to a patch the face has left (a dark wall), and "
+        "5 frames (1/6 s at 30 fps) bounds how long such a box can stay, for one small detector run per "
+        "face per 5 frames.",
+    )
+    region_grow: float = setting(
+        default=0.75,
+        ge=0.1,
+        le=5.0,
+        description="A look for a track's face runs the detector on its box grown by this share of its "
+        "size on every side: 0.75 covers a face that moved most of its width since the last frame, at a "
+        "small fraction of a full-frame run.",
+    )
+    max_appearance_distance: float = setting(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="A detection whose colour histogram differs from a track's by more than this "
+        "(Hellinger distance, 0 same, 1 disjoint) never takes its id, however close: someone stepping "
+        "into the spot another person just left is a new person. 0.7: above the worst distance measured "
+        "between detections of one face (0.58), near the median between two people (0.73). 1.0 turns "
+        "the check off.",
     )
     detect_min_frames: int = setting(
         default=15,

@@ -16,10 +16,12 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .appearance import appearance_distance
+from .boxes import box_area as _area, box_iou
 from .config import TrackingConfig
 from .errors import SinkError
 from .types import GENDERS, Detections, age_group_index, age_group_labels
@@ -27,11 +29,19 @@ from .types import GENDERS, Detections, age_group_index, age_group_labels
 logger = logging.getLogger(__name__)
 
 # Velocity is a running mean of per-frame box motion; 0.5 follows a change of direction within two
-# detections while halving detector jitter.
+# updates while halving detector jitter.
 _VELOCITY_ALPHA = 0.5
-# A face's motion is predictable for a fraction of a second; past this many frames a coasting box
-# would drift off a person who stopped.
+# Where a hidden face is looked for: its motion is predictable for a fraction of a second; past
+# this many frames it may have stopped or turned back.
 _MAX_EXTRAPOLATION_FRAMES = 10
+# How fast a track's colour histogram follows new detections: a few detections (a second or two)
+# to adapt to a light change, while one odd frame (a hand in front) moves it little.
+_APPEARANCE_ALPHA = 0.3
+# A detection that overlaps a track's box this much is that face, whatever else says otherwise.
+_SAME_FACE_IOU = 0.5
+# A detection and a track whose box areas differ by more than this factor are not the same face
+# in consecutive looks (a face a metre nearer is ~1.5x the side, ~2.3x the area).
+_MAX_AREA_RATIO = 3.0
 # Beyond this shorter side a crop is downscaled to the classifier input and carries no more detail,
 # so a huge face does not outweigh every other sample.
 _FULL_WEIGHT_FACE_PX = 128.0
@@ -45,32 +55,23 @@ def _group_index(age_years: float, groups: AgeGroups) -> int:
     return int(age_group_index(age_years, groups))
 
 
-def _area(xyxy: np.ndarray) -> np.ndarray:
-    """Areas of ``(..., 4)`` boxes; degenerate boxes give 0."""
-    return np.clip(xyxy[..., 2] - xyxy[..., 0], 0, None) * np.clip(xyxy[..., 3] - xyxy[..., 1], 0, None)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``(len(a), len(b))`` of two ``(N, 4)`` / ``(M, 4)`` xyxy arrays."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    union = _area(a)[:, None] + _area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
 class Track:
     """One face followed over frames, with its smoothed labels.
 
-    Geometry: ``id`` (int from 1), ``xyxy`` float32 ``(4,)`` current box (detected this frame, or
-    predicted while coasting), ``first_frame``/``first_t_s`` and ``last_frame``/``last_t_s`` of the
-    first and latest matched detection, ``hits`` matched detections, ``missed`` detector runs in a row
-    without a match, ``confirmed`` once ``hits`` reached ``min_hits``.
+    Geometry: ``id`` (int from 1), ``xyxy`` float32 ``(4,)`` current box (detected on this frame,
+    or moved there by optical flow: never extrapolated), ``first_frame``/``first_t_s`` and
+    ``last_frame``/``last_t_s`` of the first and latest detection, ``hits`` detections, ``missed``
+    checks in a row that found no face where the track is (a full-frame detector run without a
+    match, then a look at its region), ``confirmed`` once ``hits`` reached ``min_hits``.
+    ``detection``: this frame's detection of the face (one row, with landmarks when the detector
+    gives them), None when it was not detected on this frame. ``score``: the latest detection's
+    confidence. ``appearance``: a running colour histogram of the face (``appearance.py``).
 
     Labels: ``samples`` classifier results added; ``p_male`` and ``age_years`` their weighted means
     (None before the first); ``gender`` ("female"/"male"), ``gender_p`` (probability of that label)
     and ``age_group`` (e.g. "30-39") are the *shown* labels with hysteresis, None until
-    ``label_ready``. Owned and mutated by the :class:`Tracker`; use :meth:`to_record` for a copy.
+    ``label_ready``. Owned and driven by the :class:`Tracker` (``hit``, ``moved``, ``miss``); use
+    :meth:`to_record` for a copy.
     """
 
     def __init__(
@@ -89,6 +90,9 @@ class Track:
         self.hits = 1
         self.missed = 0
         self.confirmed = False
+        self.detection: Optional[Detections] = None
+        self.score = 0.0
+        self.appearance: Optional[np.ndarray] = None
         self.samples = 0
         self.p_male: Optional[float] = None
         self.age_years: Optional[float] = None
@@ -99,17 +103,16 @@ class Track:
         self._labels = age_group_labels(groups)
         self._group_index: Optional[int] = None
         self._detected_xyxy = self.xyxy.copy()
+        # Per-frame box motion, from every piece of evidence (detections and flow); used only to
+        # look for a hidden face where it was heading, never to draw a box.
         self._velocity_xyxy = np.zeros(4, np.float32)
+        self._evidence_frame = frame_index
         self._weight_sum = 0.0
         self._p_male_sum = 0.0
         self._age_sum = 0.0
         self._sample_frame: Optional[int] = None
         self._sample_t_s: Optional[float] = None
         self._sample_area = 0.0
-        # Which row of this frame's Detections the track matched (None when it did not), so the
-        # worker can classify with that detection's landmarks; and that detection's score.
-        self.det_index: Optional[int] = None
-        self.score = 0.0
 
     def __repr__(self) -> str:
         box = ", ".join(f"{v:.0f}" for v in self.xyxy)
@@ -209,39 +212,75 @@ class Track:
 
     # --- geometry, driven by the Tracker ---
 
-    def _predicted(self, frame_index: int, use_velocity: bool) -> np.ndarray:
-        if not use_velocity or self.missed > self._cfg.max_missed:
-            return self._detected_xyxy.copy()
-        steps = min(max(frame_index - self.last_frame, 0), _MAX_EXTRAPOLATION_FRAMES)
-        return (self._detected_xyxy + steps * self._velocity_xyxy).astype(np.float32)
+    @property
+    def shown(self) -> bool:
+        """Drawn and counted on this frame: confirmed and not missed more than ``max_missed``
+        checks in a row."""
+        return self.confirmed and self.missed <= self._cfg.max_missed
 
-    def _match(self, xyxy: np.ndarray, frame_index: int, t_s: float) -> None:
-        if self.missed > self._cfg.max_missed:
-            # Back after being hidden: the gap says nothing about its speed.
-            self._velocity_xyxy[:] = 0.0
-        else:
-            steps = max(frame_index - self.last_frame, 1)
-            measured = (xyxy - self._detected_xyxy) / steps
-            self._velocity_xyxy = (
-                _VELOCITY_ALPHA * measured + (1.0 - _VELOCITY_ALPHA) * self._velocity_xyxy
-            ).astype(np.float32)
-        self._detected_xyxy = np.asarray(xyxy, np.float32).copy()
-        self.xyxy = self._detected_xyxy.copy()
+    def predicted(self, frame_index: int) -> np.ndarray:
+        """Where to look for this face on ``frame_index``: its box moved on by its recent
+        velocity for the frames since the last evidence (at most ``_MAX_EXTRAPOLATION_FRAMES``)."""
+        steps = min(max(frame_index - self._evidence_frame, 0), _MAX_EXTRAPOLATION_FRAMES)
+        return (self.xyxy + steps * self._velocity_xyxy).astype(np.float32)
+
+    def hit(self, detection: Detections, frame_index: int, t_s: float, appearance: Optional[np.ndarray]) -> None:
+        """The face was detected on this frame: ``detection`` is its one row."""
+        xyxy = np.asarray(detection.xyxy[0], np.float32)
+        self._evidence(xyxy, frame_index, reset=self.missed > self._cfg.max_missed)
+        self._detected_xyxy = xyxy.copy()
+        self.detection = detection
+        self.score = float(detection.confidence[0])
         self.last_frame, self.last_t_s = frame_index, t_s
         self.hits += 1
         self.missed = 0
+        if appearance is not None:
+            self.appearance = (
+                appearance if self.appearance is None
+                else (_APPEARANCE_ALPHA * appearance + (1.0 - _APPEARANCE_ALPHA) * self.appearance).astype(np.float32)
+            )
+
+    def moved(self, xyxy: np.ndarray, frame_index: int) -> None:
+        """Optical flow followed the face to ``xyxy`` on this frame."""
+        self._evidence(np.asarray(xyxy, np.float32), frame_index, reset=False)
+
+    def miss(self) -> None:
+        """A check found no face where the track is."""
+        self.missed += 1
+
+    def _evidence(self, xyxy: np.ndarray, frame_index: int, reset: bool) -> None:
+        if reset:
+            # Back after being hidden: the gap says nothing about its speed.
+            self._velocity_xyxy[:] = 0.0
+        else:
+            steps = max(frame_index - self._evidence_frame, 1)
+            measured = (xyxy - self.xyxy) / steps
+            self._velocity_xyxy = (
+                _VELOCITY_ALPHA * measured + (1.0 - _VELOCITY_ALPHA) * self._velocity_xyxy
+            ).astype(np.float32)
+        self.xyxy = xyxy.copy()
+        self._evidence_frame = frame_index
+
+
+Look = Callable[[Track], Optional[Tuple[Detections, Optional[np.ndarray]]]]
+Move = Callable[[Track], Optional[np.ndarray]]
 
 
 class Tracker:
-    """Greedy IoU + centre-distance tracker with classification and detection schedules.
+    """Associates detections with tracks, follows them between detector runs on image evidence,
+    and schedules the detector and the classifiers.
 
     ``Tracker(cfg, age_groups)``: ``age_groups`` are ``ClassifierConfig.age_groups`` (inclusive
     ``[lo, hi]`` years). Per frame the worker calls :meth:`detect_due`; then :meth:`update` with the
-    detections when the detector ran, else :meth:`predict`; then :meth:`needs_classification` per
-    returned track and :meth:`Track.add_sample` with the result. :meth:`pop_new` / :meth:`pop_ended`
-    give the tracks for ``new`` / ``end`` records; :meth:`end_all` closes the run. Tentative tracks
-    (fewer than ``min_hits`` hits) are returned too, with ``confirmed`` False: draw them, but only
-    confirmed tracks get records and count as people.
+    full-frame detections when the detector ran, else :meth:`follow` with the flow's answer (or
+    :meth:`predict` without flow); then :meth:`needs_classification` per returned track and
+    :meth:`Track.add_sample` with the result. Both take ``look``: a callback that runs the detector
+    on a track's region and returns ``(one-row Detections, appearance)`` or None; it is asked for
+    tracks that a full-frame run missed, whose flow was lost, that are in doubt (missed before) or
+    still tentative, so a box that no longer holds a face disappears within ``max_missed`` frames
+    and a newcomer is confirmed on the next frame. :meth:`pop_new` / :meth:`pop_ended` give the
+    tracks for ``new`` / ``end`` records; :meth:`end_all` closes the run. Only confirmed tracks are
+    returned (shown), recorded and counted as people.
     """
 
     def __init__(self, cfg: TrackingConfig, age_groups: AgeGroups) -> None:
@@ -259,53 +298,66 @@ class Tracker:
 
     @property
     def tracks(self) -> List[Track]:
-        """Every track not ended, shown or hidden (hidden: ``missed > max_missed``), by id."""
+        """Every track not ended, shown, hidden or tentative, by id."""
         return list(self._tracks)
 
     def shown_boxes(self, grow: float = 0.0) -> np.ndarray:
-        """``(N, 4)`` float32 boxes of the confirmed tracks on screen, each side pushed out by
-        ``grow`` times the box's width/height (for the motion gate's ignore regions)."""
-        boxes = [tr.xyxy for tr in self._shown() if tr.confirmed]
+        """``(N, 4)`` float32 boxes of the tracks on screen, each side pushed out by ``grow`` times
+        the box's width/height (for the motion gate's ignore regions)."""
+        boxes = [tr.xyxy for tr in self._shown()]
         if not boxes:
             return np.zeros((0, 4), np.float32)
         xyxy = np.stack(boxes).astype(np.float32)
         wh = np.concatenate([xyxy[:, 2:] - xyxy[:, :2]] * 2, axis=1)
         return xyxy + grow * wh * np.array([-1, -1, 1, 1], np.float32)
 
-    def update(self, detections: Detections, frame_index: int, t_s: float) -> List[Track]:
-        """Match this frame's detections to tracks; returns the shown tracks by id.
+    def update(
+        self,
+        detections: Detections,
+        frame_index: int,
+        t_s: float,
+        appearances: Optional[Sequence[Optional[np.ndarray]]] = None,
+        look: Optional[Look] = None,
+        cut: bool = False,
+    ) -> List[Track]:
+        """Match this frame's full-frame detections to tracks; returns the shown tracks by id.
 
-        Shown: matched on this frame, or coasting (``missed <= max_missed``) on a predicted box. A
-        detection that matches no track starts one; a track not matched for ``max_age_s`` ends.
+        ``appearances``: one histogram (or None) per detection. A detection that matches no track
+        starts a tentative one; a track that matches none is looked for in its region (``look``)
+        and counts a miss if not found there; a tentative track that misses is dropped; a track not
+        detected for ``max_age_s`` ends. ``cut``: the whole picture changed (a cut in a film, the
+        camera switched or swung round): every track ends now, and the faces of the new picture
+        start new ones, so that nobody in it takes the id (and the labels) of somebody from the old
+        one. A cut to a closer shot of the same person gives them a new id: the lesser error.
         """
         self._advance(frame_index, t_s)
         boxes = np.asarray(detections.xyxy, np.float32).reshape(-1, 4)
-        matches = self._match(boxes, frame_index)
-        matched_tracks = set()
+        apps = list(appearances) if appearances is not None else [None] * len(boxes)
         matched_dets = set()
-        scores = np.asarray(detections.confidence, np.float32).reshape(-1)
-        for track in self._tracks:
-            track.det_index = None
-        for ti, di in matches:
-            track = self._tracks[ti]
-            track._match(boxes[di], frame_index, t_s)
-            track.det_index, track.score = di, float(scores[di])
+        matched_tracks = set()
+        for ti, di in ([] if cut else self._match(boxes, apps, frame_index)):
+            self._tracks[ti].hit(detections[np.array([di])], frame_index, t_s, apps[di])
             matched_tracks.add(ti)
             matched_dets.add(di)
-            self._maybe_confirm(track)
         kept: List[Track] = []
         for ti, track in enumerate(self._tracks):
-            if ti not in matched_tracks:
-                track.missed += 1
-                if not track.confirmed:
-                    logger.debug("track %s dropped: tentative and missed", track.id)
-                    continue
-                track.xyxy = track._predicted(frame_index, self._cfg.coast_velocity)
-            kept.append(track)
+            if ti in matched_tracks:
+                self._maybe_confirm(track)
+                kept.append(track)
+            elif cut:
+                if track.confirmed:
+                    logger.debug("track %s ended by a cut", track.id)
+                    self._ended.append(track)
+            elif track.confirmed and not track.shown:
+                track.miss()  # hidden: its old box says little of where to look
+                kept.append(track)
+            elif self._check(track, frame_index, t_s, look):
+                self._maybe_confirm(track)
+                kept.append(track)
         for di in range(len(boxes)):
-            if di not in matched_dets:
+            if di not in matched_dets and not self._covered(boxes[di], kept):
                 track = Track(self._next_id, boxes[di], frame_index, t_s, self._cfg, self._groups)
-                track.det_index, track.score = di, float(scores[di])
+                track.detection, track.score, track.appearance = detections[np.array([di])], float(detections.confidence[di]), apps[di]
                 self._next_id += 1
                 self._maybe_confirm(track)
                 kept.append(track)
@@ -313,15 +365,50 @@ class Tracker:
         self._last_detect_frame, self._last_detect_t_s = frame_index, t_s
         return self._shown()
 
-    def predict(self, frame_index: int, t_s: float) -> List[Track]:
-        """For a frame where the detector did not run: the shown tracks by id, boxes shifted by
-        their velocity (``coast_velocity``) or at their last detection. ``missed`` is unchanged."""
+    def follow(self, frame_index: int, t_s: float, move: Move, look: Optional[Look] = None) -> List[Track]:
+        """For a frame where the full-frame detector did not run: each shown or tentative track is
+        moved where ``move`` (optical flow) says, and looked for in its region when the flow is lost,
+        when it is in doubt or tentative, or when it was last detected ``verify_every_frames`` ago
+        (flow can hold on to a patch the face has left). Returns the shown tracks by id."""
         self._advance(frame_index, t_s)
+        kept: List[Track] = []
         for track in self._tracks:
-            track.det_index = None
-            if track.missed <= self._cfg.max_missed:
-                track.xyxy = track._predicted(frame_index, self._cfg.coast_velocity)
+            if not track.shown and track.confirmed:
+                kept.append(track)  # hidden: waits for a full-frame detection, or for max_age_s
+                continue
+            moved = move(track)
+            verified = frame_index - track.last_frame < self._cfg.verify_every_frames
+            if moved is not None and track.missed == 0 and track.confirmed and verified:
+                track.moved(moved, frame_index)
+            else:
+                if moved is not None:
+                    track.moved(moved, frame_index)
+                if not self._check(track, frame_index, t_s, look):
+                    continue
+                self._maybe_confirm(track)
+            kept.append(track)
+        self._tracks = kept
         return self._shown()
+
+    def predict(self, frame_index: int, t_s: float) -> List[Track]:
+        """For a frame where the detector did not run and nothing follows the faces: the shown
+        tracks by id, boxes where they were last seen. ``missed`` is unchanged."""
+        self._advance(frame_index, t_s)
+        return self._shown()
+
+    def _check(self, track: Track, frame_index: int, t_s: float, look: Optional[Look]) -> bool:
+        """Look for a track's face in its region; False when the track is to be dropped (tentative
+        and not found)."""
+        found = look(track) if look is not None else None
+        if found is not None:
+            detection, appearance = found
+            track.hit(detection, frame_index, t_s, appearance)
+            return True
+        track.miss()
+        if not track.confirmed:
+            logger.debug("track %s dropped: tentative and not found again", track.id)
+            return False
+        return True
 
     def detect_due(self, frame_index: int, t_s: float, gate_open: bool) -> bool:
         """Run the detector on this frame? With no face on screen: when the motion gate is open.
@@ -331,8 +418,6 @@ class Tracker:
         shown = self._shown()
         if not shown:
             return gate_open
-        if gate_open and not any(track.confirmed for track in shown):
-            return True  # a face is being confirmed: look again right away
         if gate_open:
             # Motion away from the tracked faces (a moving background, or someone new): detect,
             # but not on every frame while faces are being followed anyway. While someone still
@@ -352,10 +437,10 @@ class Tracker:
     def needs_classification(self, track: Track, frame_index: int, t_s: float) -> bool:
         """Run the classifiers on this track now? At first sight; then every ``classify_every_frames``
         frames or ``classify_every_s`` seconds, or early when its box area grew ``regrow_ratio``
-        times; never after ``max_samples`` samples. Only on a box detected this frame (a coasting box
-        may have slid off the face); otherwise reuse the track's smoothed labels."""
+        times; never after ``max_samples`` samples. Only on a face detected on this frame (a box
+        moved by flow has no landmarks); otherwise reuse the track's smoothed labels."""
         cfg = self._cfg
-        if track.samples >= cfg.max_samples or track.last_frame != frame_index:
+        if track.samples >= cfg.max_samples or track.detection is None or track.last_frame != frame_index:
             return False
         if track._sample_frame is None or track._sample_t_s is None:
             return True
@@ -394,6 +479,7 @@ class Tracker:
         self._last_frame = frame_index
         alive: List[Track] = []
         for track in self._tracks:
+            track.detection = None
             if t_s - track.last_t_s > self._cfg.max_age_s:
                 logger.debug("track %s ended after %.1f s unseen", track.id, t_s - track.last_t_s)
                 if track.confirmed:
@@ -402,8 +488,17 @@ class Tracker:
                 alive.append(track)
         self._tracks = alive
 
+    @staticmethod
+    def _covered(xyxy: np.ndarray, tracks: Sequence[Track]) -> bool:
+        """A detection on a face that a track found on this frame (by its look, while a colour
+        veto kept the two apart) is not a new person."""
+        found = [tr.xyxy for tr in tracks if tr.detection is not None]
+        if not found:
+            return False
+        return bool((box_iou(xyxy, np.stack(found))[0] >= _SAME_FACE_IOU).any())
+
     def _shown(self) -> List[Track]:
-        return [track for track in self._tracks if track.missed <= self._cfg.max_missed]
+        return [track for track in self._tracks if track.shown]
 
     def _maybe_confirm(self, track: Track) -> None:
         if not track.confirmed and track.hits >= self._cfg.min_hits:
@@ -411,20 +506,30 @@ class Tracker:
             self._new.append(track)
             logger.debug("track %s confirmed at frame %s", track.id, track.last_frame)
 
-    def _match(self, boxes: np.ndarray, frame_index: int) -> List[Tuple[int, int]]:
+    def _match(self, boxes: np.ndarray, apps: Sequence[Optional[np.ndarray]], frame_index: int) -> List[Tuple[int, int]]:
         """Greedy assignment, cheapest pair first; shown tracks before hidden ones (DeepSORT's
-        matching cascade: a recently seen face has the better claim on a detection)."""
+        matching cascade: a recently seen face has the better claim on a detection). A pair is
+        allowed when the boxes overlap or their centres are close for their size, their areas are
+        alike, and their colours are not too different (``max_appearance_distance``)."""
         if not self._tracks or not len(boxes):
             return []
-        predicted = np.stack([tr._predicted(frame_index, self._cfg.coast_velocity) for tr in self._tracks])
-        iou = _iou(predicted, boxes)
-        size = np.sqrt(np.maximum(_area(predicted), 1.0))
+        cfg = self._cfg
+        predicted = np.stack([tr.predicted(frame_index) for tr in self._tracks])
+        iou = box_iou(predicted, boxes)
+        area_t, area_d = _area(predicted), _area(boxes)
+        size = np.sqrt(np.maximum(area_t, 1.0))
         centre_t = (predicted[:, :2] + predicted[:, 2:]) / 2
         centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2
         dist = np.linalg.norm(centre_t[:, None, :] - centre_d[None, :, :], axis=2) / size[:, None]
-        allowed = (iou >= max(self._cfg.min_iou, 1e-9)) | (dist <= self._cfg.max_centre_dist)
-        cost = (1.0 - iou) + dist
-        hidden = np.array([tr.missed > self._cfg.max_missed for tr in self._tracks])
+        ratio = np.maximum(area_t[:, None], 1.0) / np.maximum(area_d[None, :], 1.0)
+        looks = np.array([[appearance_distance(tr.appearance, app) for app in apps] for tr in self._tracks])
+        allowed = (
+            ((iou >= max(cfg.min_iou, 1e-9)) | (dist <= cfg.max_centre_dist))
+            & (ratio <= _MAX_AREA_RATIO) & (ratio >= 1.0 / _MAX_AREA_RATIO)
+            & (looks <= cfg.max_appearance_distance)
+        )
+        cost = (1.0 - iou) + dist + looks
+        hidden = np.array([not tr.shown for tr in self._tracks])
         rows, cols = np.nonzero(allowed)
         order = np.lexsort((cost[rows, cols], hidden[rows]))
         used_t, used_d = set(), set()

@@ -79,6 +79,28 @@ class Detections:
     def __len__(self) -> int:
         return int(self.confidence.shape[0])
 
+    @classmethod
+    def concat(cls, parts: Sequence["Detections"]) -> "Detections":
+        """One Detections of all rows of ``parts`` in order (all with landmarks, or none)."""
+        if not parts:
+            return cls.empty()
+        marks = [p.landmarks_xy for p in parts]
+        return cls(
+            xyxy=np.concatenate([p.xyxy for p in parts]).astype(np.float32),
+            confidence=np.concatenate([p.confidence for p in parts]).astype(np.float32),
+            landmarks_xy=None if any(m is None for m in marks) else np.concatenate(marks).astype(np.float32),
+        )
+
+    def translated(self, dx: float, dy: float) -> "Detections":
+        """The same faces with boxes and landmarks shifted by ``(dx, dy)`` pixels (from a crop's
+        pixels to the frame's)."""
+        offset = np.array([dx, dy], np.float32)
+        return Detections(
+            xyxy=(self.xyxy + np.tile(offset, 2)).astype(np.float32),
+            confidence=self.confidence,
+            landmarks_xy=None if self.landmarks_xy is None else (self.landmarks_xy + offset).astype(np.float32),
+        )
+
     def __getitem__(self, keep: np.ndarray) -> "Detections":
         """Select rows with a boolean mask or an index array."""
         return Detections(

@@ -13,11 +13,14 @@ from typing import Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .appearance import appearance_of
+from .boxes import box_iou
 from .draw import draw_faces, draw_hud
-from .motion import MotionGate
+from .flow import BoxFlow
+from .motion import CutDetector, MotionGate
 from .pipeline import FaceAnalyzer
 from .track import Track, Tracker
-from .types import Face, Frame, FrameResult, GateDecision
+from .types import Detections, Face, Frame, FrameResult, GateDecision
 
 # The HUD's fps is over the last couple of seconds of frames, so it follows changes quickly.
 _FPS_WINDOW = 60
@@ -27,6 +30,9 @@ _STAGE_SAMPLES = 10_000
 # A tracked face's box grown by this share of its size per side still counts as "that face
 # moving" for the motion gate: a head turn or nod stays within it.
 _TRACKED_MOTION_MARGIN = 0.25
+# A face found by a look at a track's region is that track's face only if it overlaps its box this
+# much; less is a neighbour or a newcomer, left to the next full-frame run.
+_LOOK_MIN_IOU = 0.2
 
 
 @dataclass
@@ -103,11 +109,20 @@ class Worker:
     """
 
     def __init__(
-        self, analyzer: FaceAnalyzer, gate: Optional[MotionGate], hud: bool, tracker: Optional[Tracker] = None
+        self,
+        analyzer: FaceAnalyzer,
+        gate: Optional[MotionGate],
+        hud: bool,
+        tracker: Optional[Tracker] = None,
+        flow: Optional[BoxFlow] = None,
+        region_grow: float = 0.75,
     ) -> None:
         self.analyzer = analyzer
         self.gate = gate
         self.tracker = tracker
+        self.flow = flow
+        self.region_grow = region_grow
+        self._cuts = CutDetector()
         self.hud = hud
         self.stats = RunStats()
         self.ended_tracks: List[Track] = []
@@ -134,7 +149,8 @@ class Worker:
             timings["gate"] = (time.perf_counter() - t0) * 1000.0
             gate_open = decision.analyse
         if self.tracker is not None:
-            faces, analysed = self._tracked(frame, gate_open, timings)
+            cut = self._cuts.update(frame.bgr) or (decision is not None and decision.reason == "recalibrate")
+            faces, analysed = self._tracked(frame, gate_open, cut, timings)
         elif gate_open or self._last_analysed_index is None:
             faces, model_ms = self.analyzer.analyse(frame.bgr)
             timings.update(model_ms)
@@ -163,41 +179,59 @@ class Worker:
         )
         return result, annotated
 
-    def _tracked(self, frame: Frame, gate_open: bool, timings: Dict[str, float]) -> Tuple[Tuple[Face, ...], bool]:
-        """Faces from the tracker; True when the detector ran on this frame."""
-        tracker, analyzer = self.tracker, self.analyzer
+    def _tracked(
+        self, frame: Frame, gate_open: bool, cut: bool, timings: Dict[str, float]
+    ) -> Tuple[Tuple[Face, ...], bool]:
+        """Faces from the tracker; True when the full-frame detector ran on this frame. ``cut``:
+        the whole picture changed (the gate's "recalibrate")."""
+        tracker, analyzer, flow = self.tracker, self.analyzer, self.flow
         assert tracker is not None
         # File time when there is one: decoding faster than real time must not shrink the
         # tracker's seconds-based limits.
         t_s = frame.pos_s if frame.pos_s is not None else frame.t_s
-        detected = tracker.detect_due(frame.index, t_s, gate_open)
+        bgr = frame.bgr
+        if flow is not None:
+            t0 = time.perf_counter()
+            flow.next_frame(bgr)
+            timings["flow"] = (time.perf_counter() - t0) * 1000.0
+
+        def look(track: Track) -> Optional[Tuple[Detections, Optional[np.ndarray]]]:
+            t0 = time.perf_counter()
+            found = analyzer.detect_near(bgr, track.xyxy, self.region_grow)
+            timings["look"] = timings.get("look", 0.0) + (time.perf_counter() - t0) * 1000.0
+            if not len(found):
+                return None
+            best = int(np.argmax(box_iou(track.xyxy, found.xyxy)[0]))
+            if box_iou(track.xyxy, found.xyxy[best])[0, 0] < _LOOK_MIN_IOU:
+                return None  # a face nearby, but not this one (a neighbour, or someone new)
+            row = found[np.array([best])]
+            return row, appearance_of(bgr, row.xyxy[0])
+
+        detected = cut or tracker.detect_due(frame.index, t_s, gate_open)
         if detected:
             t0 = time.perf_counter()
-            detections = analyzer.detector.detect(frame.bgr)
+            detections = analyzer.detect(bgr)
             timings["detect"] = (time.perf_counter() - t0) * 1000.0
-            tracks = tracker.update(detections, frame.index, t_s)
-            due = [
-                tr for tr in tracks
-                if tr.det_index is not None and tracker.needs_classification(tr, frame.index, t_s)
-            ]
-            if due:
-                rows = np.asarray([tr.det_index for tr in due], np.int64)
-                big = analyzer.classifiable(detections[rows])
-                due, rows = [tr for tr, ok in zip(due, big) if ok], rows[big]
-            if due:
-                t0 = time.perf_counter()
-                labels = analyzer.classifier.predict(frame.bgr, detections[rows])
-                timings["classify"] = (time.perf_counter() - t0) * 1000.0
-                self.stats.faces_classified += len(due)
-                for i, track in enumerate(due):
-                    x1, y1, x2, y2 = track.xyxy
-                    track.add_sample(
-                        float(labels.p_male[i]), float(labels.age_years[i]), float(min(x2 - x1, y2 - y1)), track.score
-                    )
+            appearances = [appearance_of(bgr, xyxy) for xyxy in detections.xyxy]
+            tracks = tracker.update(
+                detections, frame.index, t_s, appearances, look if flow is not None else None, cut=cut
+            )
+        elif flow is not None:
+            tracks = tracker.follow(frame.index, t_s, lambda track: flow.follow(track.id, track.xyxy), look)
         else:
             tracks = tracker.predict(frame.index, t_s)
+        if flow is not None:
+            alive = set()
+            for track in tracker.tracks:
+                alive.add(track.id)
+                if track.detection is not None:
+                    flow.seed(track.id, track.xyxy)
+            for key in flow.keys():
+                if key not in alive:
+                    flow.forget(key)
+        self._classify_due(bgr, frame.index, t_s, timings)
         self._collect_records(frame, t_s)
-        h, w = frame.bgr.shape[:2]
+        h, w = bgr.shape[:2]
         faces = []
         for track in tracks:
             x1, y1, x2, y2 = (float(v) for v in track.xyxy)
@@ -218,6 +252,31 @@ class Worker:
                 )
             )
         return tuple(faces), detected
+
+    def _classify_due(self, bgr: np.ndarray, frame_index: int, t_s: float, timings: Dict[str, float]) -> None:
+        """Classify the tracks detected on this frame whose schedule says so, in one batch."""
+        tracker, analyzer = self.tracker, self.analyzer
+        assert tracker is not None
+        due = [
+            track for track in tracker.tracks
+            if track.detection is not None and tracker.needs_classification(track, frame_index, t_s)
+        ]
+        if not due:
+            return
+        detections = Detections.concat([track.detection for track in due])
+        big = analyzer.classifiable(detections)
+        if not big.any():
+            return
+        due, detections = [track for track, ok in zip(due, big) if ok], detections[big]
+        t0 = time.perf_counter()
+        labels = analyzer.classify(bgr, detections)
+        timings["classify"] = (time.perf_counter() - t0) * 1000.0
+        self.stats.faces_classified += len(due)
+        for i, track in enumerate(due):
+            x1, y1, x2, y2 = detections.xyxy[i]
+            track.add_sample(
+                float(labels.p_male[i]), float(labels.age_years[i]), float(min(x2 - x1, y2 - y1)), track.score
+            )
 
     def _collect_records(self, frame: Frame, t_s: float) -> None:
         tracker = self.tracker

@@ -99,12 +99,11 @@ def test_live_recording_plays_in_real_time_with_a_slow_worker(tmp_path, monkeypa
 class _NoFaces:
     """An analyzer stand-in: this test is about time, not faces."""
 
-    class detector:
-        @staticmethod
-        def detect(bgr):
-            from streamer.types import Detections
+    @staticmethod
+    def detect(bgr):
+        from streamer.types import Detections
 
-            return Detections.empty()
+        return Detections.empty()
 
     def analyse(self, bgr):
         return (), {"detect": 0.0, "classify": 0.0}
