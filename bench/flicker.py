@@ -102,7 +102,7 @@ def read_events(path: Path) -> Tuple[List[List[dict]], List[int]]:
 
 def measure(clip: Path, mode: str, config, analyzer, workdir: Path) -> Dict[str, object]:
     events = workdir / f"{clip.stem}_{mode}.jsonl"
-    options = app_module.RunOptions(source=str(clip), output=workdir / f"{clip.stem}_{mode}.mp4", events=events,
+    options = app_module.RunOptions(source=str(clip), output=workdir / f"{clip.stem}_{mode}.mp4", events=events, overwrite=True,
                                     window=False, progress=False)
     summary = app_module.run(override(config, MODES[mode]), options, analyzer=analyzer)
     frames, new_ids = read_events(events)

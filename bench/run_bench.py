@@ -232,7 +232,7 @@ def run_mode(clip: Path, mode: str, config_path: Path, workdir: Path) -> Dict[st
     events, summary_path = workdir / f"{tag}.jsonl", workdir / f"{tag}_summary.json"
     argv = [sys.executable, str(REPO / "run.py"), "--source", str(clip), "--config", str(config_path),
             "--mode", mode, "--no-window", "--no-progress", "--output", str(workdir / f"{tag}.mp4"),
-            "--events", str(events), "--summary", str(summary_path)]
+            "--events", str(events), "--summary", str(summary_path), "--overwrite"]
     process = measure_child(argv, events, workdir, tag)
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     frames = summary["frames_out"]
@@ -451,7 +451,7 @@ def run_latency(clip: Path, duration_s: float, config: Config, mode: str, workdi
         return CaptureSource(reader, kind="live", name=spec, cfg=cfg)
 
     analyzer = build_analyzer(config)
-    options = app_module.RunOptions(source=f"paced:{clip.name}", output=workdir / "live.mp4", window=False,
+    options = app_module.RunOptions(source=f"paced:{clip.name}", output=workdir / "live.mp4", window=False, overwrite=True,
                                     progress=False)
     with mock.patch.object(app_module, "open_source", fake_open), mock.patch.object(app_module, "Worker", AgeWorker):
         summary = app_module.run(config, options, analyzer=analyzer)

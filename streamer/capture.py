@@ -165,6 +165,11 @@ class ImageSource(FrameSource):
         return None
 
     @property
+    def paths(self) -> Tuple[Path, ...]:
+        """The image files this source will read (unreadable ones are skipped when read)."""
+        return tuple(self._paths)
+
+    @property
     def stats(self) -> CaptureStats:
         return CaptureStats(frames_read=self._next)
 

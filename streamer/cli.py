@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -34,7 +35,13 @@ sources:
 models:
   python run.py models list|fetch|verify [MODEL ...]
 
-exit status: 0 on success or a user stop (q, Esc, Ctrl-C); 2 on bad input or config.
+outputs:
+  every output file is written under a temporary name and appears only when complete; an existing
+  file is never replaced without --overwrite; live recordings are written in segments of
+  output.segment_s seconds (rec_00001.mp4, rec_00002.mp4, ...) so a power cut loses at most one.
+
+exit status: 0 on success or a user stop (q, Esc, Ctrl-C); 2 with a one-line error on bad input,
+  bad config, or an output that could not be written (the summary then says what is on disk).
 """
 
 
@@ -68,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report", type=Path, help="tracked mode: write the people report to PATH.json and PATH.csv"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace existing output files (without it, a run whose output exists stops before starting)",
+    )
     parser.add_argument("--no-window", action="store_true", help="never open a preview window")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar for file sources")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -81,6 +92,10 @@ def _setup_logging(verbose: bool) -> None:
         format="streamer: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:
+        # FFmpeg's own log ("moov atom not found", one line per damaged packet) repeats what our
+        # one-line errors and warnings say; AV_LOG_QUIET unless --verbose. Read on first use.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
     # OpenCV's own warnings (backend probing, "can't capture by name") repeat what our errors say
@@ -99,7 +114,7 @@ def _load(config_path: Optional[Path]) -> Config:
 def _format_summary(summary: dict) -> str:
     lines = [
         f"source        {summary['source']} ({summary['kind']}), stopped by {summary['stopped_by']}",
-        f"frames        read {summary['frames_read']}, written {summary['frames_out']}, "
+        f"frames        read {summary['frames_read']}, out {summary['frames_out']}, "
         f"analysed {summary['analysed']}, skipped {summary['skipped']}, dropped {summary['dropped']}, "
         f"reconnects {summary['reconnects']}",
         f"speed         {summary['fps']} fps over {summary['elapsed_s']} s; first frame out after "
@@ -112,8 +127,13 @@ def _format_summary(summary: dict) -> str:
         genders = ", ".join(f"{k} {v}" for k, v in people["by_gender"].items() if v)
         groups = ", ".join(f"{k} {v}" for k, v in people["by_age_group"].items() if v)
         lines.append(f"people        {people['people']} ({genders}; ages {groups})")
-    if summary.get("output"):
-        lines.append(f"output        {summary['output']}")
+    if summary.get("segments"):
+        segments = summary["segments"]
+        lines.append(f"output        {summary.get('frames_recorded', 0)} frames in {len(segments)} segment(s) "
+                     f"{segments[0]}{' ... ' + segments[-1] if len(segments) > 1 else ''}")
+    elif summary.get("output"):
+        lines.append(f"output        {summary['output']} ({summary.get('frames_recorded', 0)} frames)"
+                     if summary["kind"] in ("file", "live") else f"output        {summary['output']}")
     if summary.get("events"):
         lines.append(f"events        {summary['events']}")
     return "\n".join(lines)
@@ -159,11 +179,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary_json=args.summary,
             progress=False if args.no_progress else None,
             report=args.report,
+            overwrite=args.overwrite,
         )
         summary = run(config, options)
         sys.stdout.write(_format_summary(summary) + "\n")
         return 0
     except StreamerError as error:
+        summary = getattr(error, "summary", None)
+        if summary is not None:
+            sys.stdout.write(_format_summary(summary) + "\n")
         log.error("%s", error)
         return error.exit_code
     except KeyboardInterrupt:

@@ -563,6 +563,18 @@ class OutputConfig(_Section):
     window_name: str = setting(default="streamer", min_length=1, description="Preview window title.")
     hud: bool = setting(default=True, description="Draw fps / model ms / skipped / drops in the corner.")
     summary_json: Optional[str] = setting(default=None, description="Also write the end-of-run summary here.")
+    overwrite: bool = setting(
+        default=False,
+        description="Replace existing output files (video, images, events, summary, report); false: a run "
+        "whose output exists stops before the first frame. --overwrite sets it.",
+    )
+    segment_s: float = setting(
+        default=10.0,
+        ge=0,
+        le=86400,
+        description="Live recordings are written as finished files of this many seconds (rec_00001.mp4, ...), "
+        "so a power cut loses at most the last one; 0: one file, finished only when the run ends.",
+    )
 
 
 @section

@@ -88,11 +88,16 @@ def test_live_recording_plays_in_real_time_with_a_slow_worker(tmp_path, monkeypa
     summary = run(config, RunOptions(source="fake-camera", output=out, window=False, progress=False),
                   analyzer=_NoFaces())
     assert summary["kind"] == "live" and summary["dropped"] > 30 and summary["frames_out"] < 45
-    cap = cv2.VideoCapture(str(out))
-    written = sum(1 for _ in iter(lambda: cap.read()[0], False))
-    cap.release()
-    # ~3 s at 30 fps; within a few frames of the camera's own count.
+    # A live recording is written in segments (output.segment_s, 10 s: one here).
+    assert summary["segments"] == [str(tmp_path / "live_00001.avi")] and not out.exists()
+    written = 0
+    for segment in summary["segments"]:
+        cap = cv2.VideoCapture(segment)
+        written += sum(1 for _ in iter(lambda: cap.read()[0], False))
+        cap.release()
+    # ~3 s at 30 fps; within a few frames of the camera's own count. The summary says both.
     assert 80 <= written <= 95, written
+    assert summary["frames_recorded"] == written
     assert camera.released
 
 

@@ -52,9 +52,12 @@ def test_video_sink_resizes_odd_frames_and_rejects_after_close(tmp_path):
 
 
 def test_video_sink_unopenable_names_codecs(tmp_path):
-    (tmp_path / "file").write_text("x")
     with pytest.raises(SinkError, match="XXXX"):
-        VideoFileSink(tmp_path / "file" / "cannot.mp4", 10, (64, 48), ["XXXX"])
+        VideoFileSink(tmp_path / "cannot.mp4", 10, (64, 48), ["XXXX"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SinkError, match="a file is in the way"):
+        VideoFileSink(tmp_path / "file" / "cannot.mp4", 10, (64, 48), ["mp4v"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], "nothing left behind"
 
 
 def test_events_sink_flushes_each_line(tmp_path):
@@ -162,3 +165,50 @@ def test_input_rate_counts_dropped_frames_and_ignores_the_frame_read_at_open():
         stats.mark_in(3 * k, k / 10.0)  # the worker takes every third frame of a 30 fps camera
     assert stats.fps_in == pytest.approx(30.0)
     assert stats.frames_in == 11
+
+
+def _no_space(*_args, **_kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullDisk:
+    f_bavail = 0
+
+
+def _fill_video(tmp_path):
+    with VideoFileSink(tmp_path / "o.mp4", 10, (160, 120), ["mp4v"]) as sink:
+        for bgr in _frames(30):
+            sink.write(bgr)
+
+
+def _fill_events(tmp_path):
+    with EventsSink("/dev/full") as sink:  # a real ENOSPC, no root needed
+        frame = Frame(bgr=np.zeros((4, 4, 3), np.uint8), index=0, t_s=0.0, source="x.mp4", pos_s=0.0)
+        sink.write(FrameResult(frame=frame, faces=()))
+
+
+def _fill_image(tmp_path):
+    write_image(tmp_path / "o.png", np.zeros((8, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "fill, patch, needle",
+    [
+        (_fill_video, ("statvfs", lambda path: _FullDisk()), "after 25 frames"),
+        (_fill_events, None, "after 0 lines"),
+        (_fill_image, ("fsync", _no_space), "output image"),
+    ],
+)
+def test_a_full_disk_is_a_sink_error_and_leaves_no_partial_file(fill, patch, needle, tmp_path, monkeypatch):
+    """Without root (no tmpfs) the disk fills by a fake: the error says so, and nothing is left."""
+    from streamer import sinks
+
+    if patch is not None:
+        monkeypatch.setattr(sinks.os, patch[0], patch[1])
+    with pytest.raises(SinkError, match="disk is full") as failure:
+        fill(tmp_path)
+    assert needle in str(failure.value) and "\n" not in str(failure.value)
+    assert list(tmp_path.iterdir()) == []
