@@ -13,7 +13,7 @@ dlib's 68-point mean face (the one dlib's 5-point template was derived from).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Tuple
 
 import cv2
 import numpy as np
@@ -21,6 +21,10 @@ import numpy as np
 from .types import Detections
 
 Border = Literal["replicate", "constant"]
+# A crop jitter for test-time augmentation: shift right and down (fractions of the chip's side)
+# and zoom (> 1: the face fills more of the chip). NO_JITTER is the plain chip.
+Jitter = Tuple[float, float, float]
+NO_JITTER: Jitter = (0.0, 0.0, 1.0)
 
 # dlib's mean face (interpolation.h, points 17-67, unit square) at YuNet's landmarks, in YuNet's
 # order: right eye (mean of corners 36, 39), left eye (mean of 42, 45), nose tip (30), right
@@ -46,9 +50,13 @@ _MAX_OVERSAMPLE = 8
 _CV_BORDER = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 
 
-def template_points(size: int, padding: float) -> np.ndarray:
-    """Where the YuNet landmarks land in an aligned ``size`` chip: ``(5, 2)`` float64 pixels."""
-    return (padding + MEAN_FACE_YUNET) / (1.0 + 2.0 * padding) * size
+def template_points(size: int, padding: float, jitter: Jitter = NO_JITTER) -> np.ndarray:
+    """Where the YuNet landmarks land in an aligned ``size`` chip: ``(5, 2)`` float64 pixels;
+    ``jitter`` moves and zooms them about the chip centre."""
+    points = (padding + MEAN_FACE_YUNET) / (1.0 + 2.0 * padding) * size
+    dx, dy, zoom = jitter
+    centre = size / 2.0
+    return centre + zoom * (points - centre) + np.array([dx, dy]) * size
 
 
 def similarity_transform(src_xy: np.ndarray, dst_xy: np.ndarray) -> np.ndarray:
@@ -98,7 +106,12 @@ def _warp(bgr: np.ndarray, matrix: np.ndarray, size: int, border: Border) -> np.
 
 
 def aligned_chip(
-    bgr: np.ndarray, landmarks_xy: np.ndarray, size: int, padding: float, border: Border = "constant"
+    bgr: np.ndarray,
+    landmarks_xy: np.ndarray,
+    size: int,
+    padding: float,
+    border: Border = "constant",
+    jitter: Jitter = NO_JITTER,
 ) -> np.ndarray:
     """A ``(size, size, 3)`` uint8 BGR chip with the face's 5 YuNet landmarks on dlib's mean face.
 
@@ -112,17 +125,24 @@ def aligned_chip(
 
 
 def square_crop(
-    bgr: np.ndarray, xyxy: np.ndarray, size: int, padding: float, border: Border = "replicate"
+    bgr: np.ndarray,
+    xyxy: np.ndarray,
+    size: int,
+    padding: float,
+    border: Border = "replicate",
+    jitter: Jitter = NO_JITTER,
 ) -> np.ndarray:
     """A ``(size, size, 3)`` uint8 BGR chip of the square around a box's centre.
 
     The square's side is the box's longer side times ``1 + 2 * padding`` (``padding`` of it added
     on every side). Parts outside the frame are filled by ``border``; a box fully outside the
-    frame gives a chip of replicated edge pixels (or black).
+    frame gives a chip of replicated edge pixels (or black). ``jitter``: see ``Jitter``.
     """
     x1, y1, x2, y2 = (float(v) for v in np.asarray(xyxy).reshape(4))
-    side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + 2.0 * padding)
-    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    dx, dy, zoom = jitter
+    side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + 2.0 * padding) / zoom
+    # The face moves right in the chip when the crop window moves left.
+    cx, cy = (x1 + x2) / 2.0 - dx * side, (y1 + y2) / 2.0 - dy * side
     left, top = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
     n = max(int(round(side)), 1)
     height, width = bgr.shape[:2]
@@ -143,6 +163,7 @@ def face_chips(
     padding: float,
     align: bool,
     border: Border = "replicate",
+    jitter: Jitter = NO_JITTER,
 ) -> np.ndarray:
     """Chips for every detection: ``(N, size, size, 3)`` uint8 BGR, in detection order.
 
@@ -152,7 +173,7 @@ def face_chips(
     use_landmarks = align and detections.landmarks_xy is not None
     for i in range(len(detections)):
         if use_landmarks:
-            chips[i] = aligned_chip(bgr, detections.landmarks_xy[i], size, padding, border)
+            chips[i] = aligned_chip(bgr, detections.landmarks_xy[i], size, padding, border, jitter)
         else:
-            chips[i] = square_crop(bgr, detections.xyxy[i], size, padding, border)
+            chips[i] = square_crop(bgr, detections.xyxy[i], size, padding, border, jitter)
     return chips

@@ -13,7 +13,7 @@ from typing import Protocol, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .align import face_chips
+from .align import NO_JITTER, Jitter, face_chips
 from .config import ClassifierConfig, DnnConfig
 from .dnn import OnnxRunner, apply_dnn_config, read_caffe
 from .types import Detections, GenderAge, age_group_index, age_group_labels
@@ -68,14 +68,37 @@ class CydralGenderAge:
         self._age_net = OnnxRunner(Path(age_onnx), CYDRAL_INPUT, [CYDRAL_OUTPUT], dnn, "Cydral age network")
         self._gender_net = OnnxRunner(Path(gender_onnx), CYDRAL_INPUT, [CYDRAL_OUTPUT], dnn, "Cydral gender network")
 
-    def _preprocess(self, bgr: np.ndarray, detections: Detections, size: int) -> np.ndarray:
+    def _preprocess(
+        self, bgr: np.ndarray, detections: Detections, size: int, jitters: Sequence[Jitter] = (NO_JITTER,),
+        flip: bool = False,
+    ) -> np.ndarray:
+        """One NCHW blob of ``N * V`` chips, face-major: for each face, each jitter, then (when
+        ``flip``) its mirror image, so ``V = len(jitters) * (2 if flip else 1)``."""
         align = self._cfg.align and detections.landmarks_xy is not None
         padding = self._cfg.align_padding if align else self._cfg.square_padding
-        chips = face_chips(bgr, detections, size, padding, align, self._cfg.border)
+        views = []
+        for jitter in jitters:
+            chips = face_chips(bgr, detections, size, padding, align, self._cfg.border, jitter)
+            views.append(chips)
+            if flip:
+                views.append(chips[:, :, ::-1])
+        stacked = np.stack(views, axis=1).reshape(-1, size, size, 3)
         # blobFromImages subtracts the mean after swapping to RGB, so the mean is given in RGB.
         return cv2.dnn.blobFromImages(
-            list(chips), CYDRAL_SCALE, (size, size), CYDRAL_MEAN_RGB, CYDRAL_SWAP_RB, False
+            list(stacked), CYDRAL_SCALE, (size, size), CYDRAL_MEAN_RGB, CYDRAL_SWAP_RB, False
         )
+
+    def view_probabilities(
+        self, bgr: np.ndarray, detections: Detections, jitters: Sequence[Jitter] = (NO_JITTER,), flip: bool = False
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Gender ``(N, V, 2)`` [female, male] and age ``(N, V, 81)`` probabilities of every view
+        of every face (views ordered as in ``_preprocess``), one batched forward per network."""
+        views = len(jitters) * (2 if flip else 1)
+        gender, age = self.forward(
+            self._preprocess(bgr, detections, CYDRAL_GENDER_SIZE, jitters, flip),
+            self._preprocess(bgr, detections, CYDRAL_AGE_SIZE, jitters, flip),
+        )
+        return gender.reshape(len(detections), views, -1), age.reshape(len(detections), views, -1)
 
     def forward(self, gender_blob: np.ndarray, age_blob: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Gender ``(N, 2)`` and age ``(N, 81)`` probabilities for NCHW float32 blobs."""
