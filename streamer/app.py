@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .capture import open_source
 from .config import Config
+from .draw import LabelStyle
 from .errors import SinkError, StreamerError
 from .flow import BoxFlow
 from .motion import MotionGate
@@ -397,7 +398,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                 log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
             flow = BoxFlow() if tracker is not None and config.tracking.flow else None
             worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream,
-                            tracker, flow, config.tracking.region_grow)
+                            tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier))
             outputs = _Outputs(stack, info.kind, info.fps, output, options.events, config.output.codecs,
                                lambda ms: worker.stats.add_ms("encode", ms), overwrite, config.output.segment_s)
             window = _open_window(stack, config, options)

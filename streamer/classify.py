@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from .align import NO_JITTER, Jitter, face_chips
+from .calibration import LabelCalibration
 from .config import ClassifierConfig, DnnConfig
 from .dnn import OnnxRunner, apply_dnn_config, read_caffe
 from .types import Detections, GenderAge, age_group_index, age_group_labels
@@ -61,10 +62,15 @@ def _forward(net: "cv2.dnn.Net", blob: np.ndarray) -> np.ndarray:
 
 class CydralGenderAge:
     """The CC0 dlib/Cydral age (81-way, 64 px) and gender (32 px) networks, run by cv2.dnn or
-    onnxruntime (``dnn.engine``)."""
+    onnxruntime (``dnn.engine``), with test-time mirror images (``classifier.flip_age`` /
+    ``flip_gender``) and a label calibration (None: uncalibrated)."""
 
-    def __init__(self, age_onnx: Path, gender_onnx: Path, cfg: ClassifierConfig, dnn: DnnConfig) -> None:
+    def __init__(
+        self, age_onnx: Path, gender_onnx: Path, cfg: ClassifierConfig, dnn: DnnConfig,
+        calibration: LabelCalibration | None = None,
+    ) -> None:
         self._cfg = cfg
+        self._calibration = calibration or LabelCalibration.identity()
         self._age_net = OnnxRunner(Path(age_onnx), CYDRAL_INPUT, [CYDRAL_OUTPUT], dnn, "Cydral age network")
         self._gender_net = OnnxRunner(Path(gender_onnx), CYDRAL_INPUT, [CYDRAL_OUTPUT], dnn, "Cydral gender network")
 
@@ -105,13 +111,20 @@ class CydralGenderAge:
         return self._gender_net.run(gender_blob)[0], self._age_net.run(age_blob)[0]
 
     def predict(self, bgr: np.ndarray, detections: Detections) -> GenderAge:
-        """Classify all faces: one forward of each network on a batch of N chips."""
+        """Classify all faces: one forward of each network on a batch of N chips (2N with its
+        flip on), the mirrored views' probabilities averaged with the plain ones."""
         if len(detections) == 0:
             return GenderAge.empty()
+        n = len(detections)
         gender_prob, age_prob = self.forward(
-            self._preprocess(bgr, detections, CYDRAL_GENDER_SIZE), self._preprocess(bgr, detections, CYDRAL_AGE_SIZE)
+            self._preprocess(bgr, detections, CYDRAL_GENDER_SIZE, flip=self._cfg.flip_gender),
+            self._preprocess(bgr, detections, CYDRAL_AGE_SIZE, flip=self._cfg.flip_age),
         )
-        return self._postprocess(gender_prob, age_prob, self._cfg.age_groups)
+        return self._postprocess(
+            gender_prob.reshape(n, -1, len(CYDRAL_GENDER_LABELS)).mean(axis=1),
+            age_prob.reshape(n, -1, len(CYDRAL_AGE_WEIGHTS)).mean(axis=1),
+            self._cfg.age_groups, self._calibration, self._cfg.age_range_coverage,
+        )
 
     def predict_chips(self, bgr_chips: np.ndarray) -> GenderAge:
         """Classify ready-made face chips ``(N, S, S, 3)`` uint8 BGR (each resized to the
@@ -125,19 +138,36 @@ class CydralGenderAge:
             )
             for size in (CYDRAL_GENDER_SIZE, CYDRAL_AGE_SIZE)
         ]
-        return self._postprocess(*self.forward(*blobs), self._cfg.age_groups)
+        return self._postprocess(
+            *self.forward(*blobs), self._cfg.age_groups, self._calibration, self._cfg.age_range_coverage
+        )
 
     @staticmethod
     def _postprocess(
-        gender_prob: np.ndarray, age_prob: np.ndarray, groups: Sequence[Tuple[int, int]]
+        gender_prob: np.ndarray,
+        age_prob: np.ndarray,
+        groups: Sequence[Tuple[int, int]],
+        calibration: LabelCalibration | None = None,
+        coverage: float = 0.8,
     ) -> GenderAge:
         """``gender_prob``: ``(N, 2)`` [female, male]; ``age_prob``: ``(N, 81)`` over ages
-        0.25, 1, ..., 80. Age is the expected value; its group comes from ``groups``."""
+        0.25, 1, ..., 80. The raw age is the expected value; ``calibration`` maps it (and p_male)
+        and gives the range at ``coverage``; the group comes from ``groups``."""
+        calibration = calibration or LabelCalibration.identity()
         gender_prob = np.asarray(gender_prob, np.float32).reshape(-1, len(CYDRAL_GENDER_LABELS))
         age_prob = np.asarray(age_prob, np.float32).reshape(-1, len(CYDRAL_AGE_WEIGHTS))
-        p_male = gender_prob[:, CYDRAL_GENDER_LABELS.index("male")]
-        age_years = (age_prob @ CYDRAL_AGE_WEIGHTS).astype(np.float32)
-        return GenderAge(p_male.astype(np.float32), age_years, age_group_of(age_years, groups))
+        p_male_raw = gender_prob[:, CYDRAL_GENDER_LABELS.index("male")].astype(np.float32)
+        age_raw = (age_prob @ CYDRAL_AGE_WEIGHTS).astype(np.float32)
+        age_years = calibration.age(age_raw)
+        return GenderAge(
+            p_male=calibration.p_male(p_male_raw),
+            age_years=age_years,
+            age_group=age_group_of(age_years, groups),
+            p_male_raw=p_male_raw,
+            age_raw=age_raw,
+            age_range=calibration.age_range(age_years, coverage),
+            age_spread=calibration.age_spread(age_prob, CYDRAL_AGE_WEIGHTS),
+        )
 
 
 class LeviHassnerGenderAge:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from .config import ClassifierConfig
 from .types import Face
 
 # Colours (BGR) chosen to read on both bright and dark scenes and apart for colour-blind viewers
@@ -18,20 +20,43 @@ TEXT_COLOR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def label_for(face: Face) -> str:
-    """The text shown over a face, e.g. ``"#3 female 92% | 34y (30-39)"``."""
-    return " | ".join(label_lines(face))
+@dataclass(frozen=True)
+class LabelStyle:
+    """When a label admits doubt: below ``min_gender_p`` the gender reads "female?"; an age range
+    wider than ``max_age_range_years`` is shown alone ("age 24-49"), without a single age."""
+
+    min_gender_p: float = 0.8
+    max_age_range_years: float = 20.0
+
+    @classmethod
+    def from_config(cls, cfg: ClassifierConfig) -> "LabelStyle":
+        return cls(cfg.label_min_gender_p, cfg.label_max_age_range_years)
 
 
-def label_lines(face: Face) -> List[str]:
+def label_for(face: Face, style: LabelStyle = LabelStyle()) -> str:
+    """The text shown over a face, e.g. ``"#3 female 92% | 34y (29-40)"``."""
+    return " | ".join(label_lines(face, style))
+
+
+def label_lines(face: Face, style: LabelStyle = LabelStyle()) -> List[str]:
     """The label as drawn: identity and gender on the first line, age on the second, so that it
-    stays about as wide as the face box."""
+    stays about as wide as the face box. The age line shows the age range when there is one (the
+    age group otherwise)."""
     prefix = f"#{face.track} " if face.track is not None else ""
     if face.too_small:
         return [prefix + "face (too small)"]
     if not face.classified or face.gender is None:
         return [prefix + ("face" if face.track is None else "analysing...")]
-    return [f"{prefix}{face.gender} {face.gender_p * 100:.0f}%", f"{face.age:.0f}y ({face.age_group})"]
+    if face.gender_p is not None and face.gender_p < style.min_gender_p:
+        gender = f"{prefix}{face.gender}?"
+    else:
+        gender = f"{prefix}{face.gender} {face.gender_p * 100:.0f}%"
+    if face.age_range is None:
+        return [gender, f"{face.age:.0f}y ({face.age_group})"]
+    lo, hi = (int(round(v)) for v in face.age_range)
+    if hi - lo > style.max_age_range_years:
+        return [gender, f"age {lo}-{hi}"]
+    return [gender, f"{face.age:.0f}y ({lo}-{hi})"]
 
 
 def _text_scale(shape_hw: Tuple[int, int]) -> Tuple[float, int]:
@@ -88,8 +113,11 @@ def _draw_label(canvas: np.ndarray, lines: Sequence[str], rect, color, scale: fl
                     thickness, cv2.LINE_AA)
 
 
-def draw_faces(bgr: np.ndarray, faces: Sequence[Face], stale: bool = False) -> np.ndarray:
-    """A copy of ``bgr`` ((H, W, 3) uint8 BGR) with a box and label per face.
+def draw_faces(
+    bgr: np.ndarray, faces: Sequence[Face], stale: bool = False, style: LabelStyle = LabelStyle()
+) -> np.ndarray:
+    """A copy of ``bgr`` ((H, W, 3) uint8 BGR) with a box and label per face (``style``: when
+    labels admit doubt).
 
     Stale results (reused while the motion gate is closed) are drawn with thinner boxes. Labels
     are placed after all boxes so that none hides another.
@@ -108,7 +136,7 @@ def draw_faces(bgr: np.ndarray, faces: Sequence[Face], stale: bool = False) -> n
     taken: List[Tuple[int, int, int, int]] = []
     for face, color in zip(faces, colors):
         box = tuple(int(round(v)) for v in face.xyxy)
-        lines = label_lines(face)
+        lines = label_lines(face, style)
         line_h, width, text_heights = _measure(lines, scale, thickness)
         rect = _place_label(canvas.shape[:2], line_h * len(lines) + max(2, thickness), width, box, taken)
         taken.append(rect)

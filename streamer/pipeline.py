@@ -17,13 +17,14 @@ import numpy as np
 from .blazeface import MODEL_ID as BLAZEFACE_MODEL_ID
 from .blazeface import VARIANTS as BLAZEFACE_VARIANTS
 from .blazeface import BlazeFaceDetector
+from .calibration import calibration_for
 from .centerface import CenterFaceDetector
 from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
 from .config import Config
 from .detect import FaceDetector, clip_and_filter, Res10Detector, Res10OnnxDetector, YuNetDetector
 from .dnn import has_caffe_importer
 from .errors import ModelError
-from .models import ModelStore
+from .models import MANIFEST_PATH, ModelStore, load_manifest
 from .types import GENDERS, Detections, Face, GenderAge
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def faces_from(detections: Detections, labels: GenderAge, classified: np.ndarray
             continue
         p_male = float(labels.p_male[label_row])
         gender = GENDERS[1] if p_male >= 0.5 else GENDERS[0]
+        age_range = labels.age_range[label_row]
         faces.append(
             Face(
                 xyxy=box,
@@ -55,6 +57,8 @@ def faces_from(detections: Detections, labels: GenderAge, classified: np.ndarray
                 age=float(labels.age_years[label_row]),
                 age_group=labels.age_group[label_row],
                 classified=True,
+                age_raw=float(labels.age_raw[label_row]),
+                age_range=None if np.isnan(age_range).any() else (float(age_range[0]), float(age_range[1])),
             )
         )
         label_row += 1
@@ -159,13 +163,18 @@ def build_detector(config: Config, store: ModelStore) -> FaceDetector:
 
 
 def build_classifier(config: Config, store: ModelStore) -> GenderAgeModel:
-    """The configured gender/age model."""
+    """The configured gender/age model, with its label calibration (models/age_calibration.json,
+    checksum from the manifest) when ``classifier.calibrate``."""
     if config.classifier.name == "cydral":
+        calibration = calibration_for(
+            "cydral_age_gender", MANIFEST_PATH.parent, load_manifest(), config.classifier.calibrate
+        )
         return CydralGenderAge(
             store.path("cydral_age_gender", "age-v1.onnx"),
             store.path("cydral_age_gender", "gender-v1.onnx"),
             config.classifier,
             config.dnn,
+            calibration,
         )
     return LeviHassnerGenderAge(
         store.path("levi_hassner_age_gender", "deploy_age.prototxt"),

@@ -114,13 +114,37 @@ class Detections:
 class GenderAge:
     """Classifier outputs for N faces.
 
-    ``p_male``: ``(N,)`` float32 probability the face is male; ``age_years``: ``(N,)`` float32
-    expected age; ``age_group_index``: ``(N,)`` int index into the estimator's group labels.
+    ``p_male``: ``(N,)`` float32 probability the face is male (calibrated when a calibration is
+    loaded); ``age_years``: ``(N,)`` float32 age (calibrated likewise); ``age_group``: the group
+    label of each age. The rest default to "unknown" when a model cannot give them:
+    ``p_male_raw`` / ``age_raw``: ``(N,)`` float32 the network's own values (equal to the
+    calibrated ones when uncalibrated); ``age_range``: ``(N, 2)`` float32 [lo, hi] years meant to
+    hold the true age for ``classifier.age_range_coverage`` of faces (NaN: none);
+    ``age_spread``: ``(N,)`` float32 standard deviation of the network's age distribution in
+    years (NaN: none), larger for blurred or turned faces, so a per-person fusion can weight by it.
     """
 
     p_male: np.ndarray
     age_years: np.ndarray
     age_group: Tuple[str, ...]
+    p_male_raw: Optional[np.ndarray] = None
+    age_raw: Optional[np.ndarray] = None
+    age_range: Optional[np.ndarray] = None
+    age_spread: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        n = len(self.p_male)
+        defaults = {
+            "p_male_raw": self.p_male, "age_raw": self.age_years,
+            "age_range": np.full((n, 2), np.nan, np.float32), "age_spread": np.full((n,), np.nan, np.float32),
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            value = np.asarray(default if value is None else value, np.float32)
+            expected = (n, 2) if name == "age_range" else (n,)
+            if value.shape != expected:
+                raise ValueError(f"GenderAge.{name} must have shape {expected}, got {value.shape}")
+            object.__setattr__(self, name, value)
 
     @classmethod
     def empty(cls) -> "GenderAge":
@@ -138,7 +162,9 @@ class Face:
     ``gender_p`` the probability of that label; ``age`` expected age in years; ``age_group`` a
     label such as "25-32". All four are None when ``classified`` is False: ``too_small`` (shorter
     side below ``classifier.min_face_px``, never classified) or not yet analysed (a new track
-    gathering samples). ``track`` is a track id when tracking is on.
+    gathering samples). ``track`` is a track id when tracking is on. ``age_raw`` is the network's
+    own age before calibration; ``age_range`` ``(lo, hi)`` years meant to hold the true age for
+    ``classifier.age_range_coverage`` of faces (None when unknown).
     """
 
     xyxy: Tuple[float, float, float, float]
@@ -150,6 +176,8 @@ class Face:
     classified: bool = False
     track: Optional[int] = None
     too_small: bool = False
+    age_raw: Optional[float] = None
+    age_range: Optional[Tuple[float, float]] = None
 
     def to_event(self) -> dict:
         """The JSON object of this face in the events file (schema in README)."""
@@ -162,6 +190,8 @@ class Face:
             "age_group": self.age_group,
             "classified": self.classified,
             "too_small": self.too_small,
+            "age_raw": None if self.age_raw is None else round(float(self.age_raw), 1),
+            "age_range": None if self.age_range is None else [round(float(v), 1) for v in self.age_range],
         }
         if self.track is not None:
             event["track"] = self.track

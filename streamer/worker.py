@@ -15,7 +15,7 @@ import numpy as np
 
 from .appearance import appearance_of
 from .boxes import box_iou
-from .draw import draw_faces, draw_hud
+from .draw import LabelStyle, draw_faces, draw_hud
 from .flow import BoxFlow
 from .motion import CutDetector, MotionGate
 from .pipeline import FaceAnalyzer
@@ -116,8 +116,10 @@ class Worker:
         tracker: Optional[Tracker] = None,
         flow: Optional[BoxFlow] = None,
         region_grow: float = 0.75,
+        label_style: LabelStyle = LabelStyle(),
     ) -> None:
         self.analyzer = analyzer
+        self.label_style = label_style
         self.gate = gate
         self.tracker = tracker
         self.flow = flow
@@ -168,7 +170,7 @@ class Worker:
         if "detect" in timings:
             self._last_model_ms = timings["detect"] + timings.get("classify", 0.0)
         t0 = time.perf_counter()
-        annotated = draw_faces(frame.bgr, faces, stale=stale)
+        annotated = draw_faces(frame.bgr, faces, stale=stale, style=self.label_style)
         if self.hud:
             draw_hud(annotated, self.hud_lines(dropped))
         timings["draw"] = (time.perf_counter() - t0) * 1000.0

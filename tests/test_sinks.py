@@ -63,7 +63,8 @@ def test_video_sink_unopenable_names_codecs(tmp_path):
 def test_events_sink_flushes_each_line(tmp_path):
     path = tmp_path / "ev" / "events.jsonl"
     frame = Frame(bgr=np.zeros((4, 4, 3), np.uint8), index=7, t_s=1.5, source="x.mp4", pos_s=0.28)
-    face = Face(xyxy=(1, 2, 3, 4), score=0.9, gender="female", gender_p=0.8, age=31.2, age_group="30-39", classified=True)
+    face = Face(xyxy=(1, 2, 3, 4), score=0.9, gender="female", gender_p=0.8, age=31.2, age_group="30-39", classified=True,
+                age_raw=29.04, age_range=(24.0, 38.45))
     sink = EventsSink(path)
     sink.write(FrameResult(frame=frame, faces=(face,)))
     # Readable before close: a crash after this line loses nothing.
@@ -73,6 +74,7 @@ def test_events_sink_flushes_each_line(tmp_path):
     assert line["faces"][0] == {
         "xyxy": [1.0, 2.0, 3.0, 4.0], "score": 0.9, "gender": "female", "gender_p": 0.8,
         "age": 31.2, "age_group": "30-39", "classified": True, "too_small": False,
+        "age_raw": 29.0, "age_range": [24.0, 38.5],
     }
 
 
@@ -91,7 +93,7 @@ def test_write_image_checks_extension(tmp_path):
         (Face((0, 0, 1, 1), 0.9, track=3), "#3 analysing..."),
         (Face((0, 0, 1, 1), 0.9, too_small=True), "face (too small)"),
         (Face((0, 0, 1, 1), 0.9, track=4, too_small=True), "#4 face (too small)"),
-        (Face((0, 0, 1, 1), 0.9, "female", 0.6, 4.0, "3-9", True, track=2), "#2 female 60% | 4y (3-9)"),
+        (Face((0, 0, 1, 1), 0.9, "female", 0.6, 4.0, "3-9", True, track=2), "#2 female? | 4y (3-9)"),  # below label_min_gender_p
     ],
 )
 def test_label_text(face, text):

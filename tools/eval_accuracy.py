@@ -30,6 +30,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ TTA_CHOICES: Dict[str, Tuple[int, ...]] = {
     "flip+all": tuple(range(14)),
 }
 RANGE_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+# Calibrated ages where the range is tabulated: about 100 UTKFace faces are predicted between
+# neighbours, enough for the 5 % / 95 % error quantiles.
+RANGE_AGES = (3.0, 10.0, 20.0, 32.0, 45.0, 60.0, 75.0)
 FOLDS = 5
 
 
@@ -153,8 +157,11 @@ def collect(name: str, samples: Sequence[Sample], padded: bool, detector_name: s
     """Raw outputs per sample: ``found`` (N,), ``score`` (N,), ``face_px`` (N,), ``p_male``
     (N, V), ``age_prob`` (N, V, 81); cached in ``cache`` keyed on files, detector and views."""
     config = override(Config(), {"detector.name": detector_name, "detector.fallback": None})
+    # Only what changes the chips: label settings (flips, calibration, thresholds) reuse the cache.
+    chip_keys = ("name", "min_face_px", "age_groups", "align", "align_padding", "square_padding", "border")
+    chip_settings = {k: v for k, v in config.classifier.to_dict().items() if k in chip_keys}
     key = json.dumps({"files": [s.path.name for s in samples], "detector": config.detector.to_dict(),
-                      "classifier": config.classifier.to_dict(), "jitters": JITTERS, "padded": padded})
+                      "classifier": chip_settings, "jitters": JITTERS, "padded": padded})
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if cache.is_file() and not recollect:
         data = dict(np.load(cache))
@@ -226,7 +233,16 @@ class Pooled:
     age_raw: np.ndarray
 
 
-def pool(sets: Dict[str, Tuple[Sequence[Sample], Dict[str, np.ndarray]]], views: Sequence[int]) -> Pooled:
+def runtime_views() -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """The views the pipeline averages by default: (age views, gender views)."""
+    cfg = Config().classifier
+    return (0, 1) if cfg.flip_age else (0,), (0, 1) if cfg.flip_gender else (0,)
+
+
+def pool(sets: Dict[str, Tuple[Sequence[Sample], Dict[str, np.ndarray]]], views: Sequence[int],
+         gender_views: Optional[Sequence[int]] = None) -> Pooled:
+    """``views`` averaged for the age network, ``gender_views`` (default: the same) for gender."""
+    gender_views = views if gender_views is None else gender_views
     parts: Dict[str, List[np.ndarray]] = {k: [] for k in ("dataset", "lo", "hi", "male", "group", "age_prob", "p_raw")}
     for name, (samples, data) in sets.items():
         found = data["found"]
@@ -237,25 +253,24 @@ def pool(sets: Dict[str, Tuple[Sequence[Sample], Dict[str, np.ndarray]]], views:
         parts["male"].append(np.array([s.male for s in kept]))
         parts["group"].append(np.array([s.group for s in kept], np.int64))
         parts["age_prob"].append(data["age_prob"][found][:, list(views)].mean(axis=1).astype(np.float64))
-        parts["p_raw"].append(data["p_male"][found][:, list(views)].mean(axis=1).astype(np.float64))
+        parts["p_raw"].append(data["p_male"][found][:, list(gender_views)].mean(axis=1).astype(np.float64))
     joined = {k: np.concatenate(v) for k, v in parts.items()}
     return Pooled(**joined, age_raw=joined["age_prob"] @ CYDRAL_AGE_WEIGHTS.astype(np.float64))
 
 
 def fit(p: Pooled, mask: np.ndarray, age_fit: str) -> LabelCalibration:
-    """A calibration fitted on the samples of ``mask``; ``age_fit`` "utkface" fits the age map on
-    exact ages only, "both" also on FairFace's groups (interval-censored)."""
-    age_mask = mask & ((p.dataset == "utkface") if age_fit == "utkface" else True)
+    """A calibration fitted on the samples of ``mask``. ``age_fit`` "utkface" fits the age map on
+    exact ages only, "both" also on FairFace's groups (interval-censored). The range table needs
+    exact ages (a group says nothing about how far inside it the truth lies): UTKFace only."""
+    exact = mask & (p.dataset == "utkface")
+    age_mask = exact if age_fit == "utkface" else mask
     knots_raw, knots = label_fit.isotonic_interval_l1(p.age_raw[age_mask], p.lo[age_mask], p.hi[age_mask])
     if len(knots_raw) < 2:  # everything pooled into one block: a constant map
         knots_raw, knots = np.array([0.0, 80.0]), np.array([knots[0], knots[0]])
     a, b = label_fit.fit_platt(p.p_raw[mask], p.male[mask])
-    ones = np.ones(len(RANGE_LEVELS))
-    draft = LabelCalibration(knots_raw, knots, np.array(RANGE_LEVELS), ones, a, b, "draft")
-    age = draft.age(p.age_raw[mask])
-    spread = draft.age_spread(p.age_prob[mask], CYDRAL_AGE_WEIGHTS)
-    ks = label_fit.conformal_scale(age, spread, p.lo[mask], p.hi[mask], RANGE_LEVELS)
-    return LabelCalibration(knots_raw, knots, np.array(RANGE_LEVELS), np.maximum.accumulate(ks), a, b, "fitted")
+    age = np.interp(p.age_raw[exact], knots_raw, knots)
+    lower, upper = label_fit.range_table(age, p.lo[exact], RANGE_AGES, RANGE_LEVELS)
+    return LabelCalibration(knots_raw, knots, np.array(RANGE_LEVELS), np.array(RANGE_AGES), lower, upper, a, b, "fitted")
 
 
 @dataclass
@@ -267,8 +282,7 @@ class Predicted:
 
 def apply(cal: LabelCalibration, p: Pooled, rows: np.ndarray, coverage: float) -> Predicted:
     age = cal.age(p.age_raw[rows]).astype(np.float64)
-    spread = cal.age_spread(p.age_prob[rows], CYDRAL_AGE_WEIGHTS)
-    return Predicted(age, cal.p_male(p.p_raw[rows]).astype(np.float64), cal.age_range(age, spread, coverage))
+    return Predicted(age, cal.p_male(p.p_raw[rows]).astype(np.float64), cal.age_range(age, coverage))
 
 
 def cross_validated(p: Pooled, age_fit: str, coverage: float) -> Predicted:
@@ -376,22 +390,41 @@ def print_coverage(p: Pooled, pred_by_level: Dict[float, Predicted]) -> None:
         print(f"| {level:.0%} | {_pct(fu['coverage'])} | {fu['width']:.1f} | {_pct(ff['coverage'])} | {ff['width']:.1f} |")
 
 
-def calibration_json(cal: LabelCalibration, detector: str, tta: str, n: Dict[str, int],
+def _knots(cal: LabelCalibration) -> Tuple[List[float], List[float]]:
+    """The age map's knots rounded for the file, dropping any that rounding made coincide."""
+    xs, ys = [], []
+    for x, y in zip(cal.age_knots_raw, cal.age_knots):
+        x, y = round(float(x), 5), round(float(y), 3)
+        if xs and x <= xs[-1]:
+            continue
+        xs.append(x)
+        ys.append(max(y, ys[-1]) if ys else y)
+    return xs, ys
+
+
+def calibration_json(cal: LabelCalibration, detector: str, tta: str, age_fit: str, n: Dict[str, int],
                      measured: Dict[str, Dict[str, float]]) -> str:
+    fitted_on = "utkface_dev (exact ages)" if age_fit == "utkface" else "utkface_dev and fairface_dev (groups as intervals)"
+    raw_knots, knots = _knots(cal)
     doc = {
         "schema_version": CALIBRATION_SCHEMA,
-        "about": "Label calibration for the cydral_age_gender networks (streamer/calibration.py applies it). "
-                 "Fitted by tools/eval_accuracy.py --write-calibration on utkface_dev (exact ages) and "
-                 "fairface_dev (age groups, interval-censored), both in ../shared/datasets; numbers only, no images.",
+        "about": "Label calibration for the cydral_age_gender networks, applied by streamer/calibration.py. Written by "
+                 f"tools/eval_accuracy.py --write-calibration: age map fitted on {fitted_on}, age ranges on "
+                 "utkface_dev, gender scaling on both (../shared/datasets); numbers only, no images. Refit when the "
+                 "detector, crop or test-time flips change, and update its sha256 in models/manifest.json.",
         "fitted_with": {"detector": detector, "crop": "aligned on 5 landmarks, padding 0.2", "tta": tta,
                         "faces": n, "measured_cross_validated": measured},
-        "age": {"raw_knots": [round(float(v), 4) for v in cal.age_knots_raw],
-                "knots": [round(float(v), 4) for v in cal.age_knots]},
-        "age_range": {"spread": "std of the 81-way age distribution after the age map", "levels": list(RANGE_LEVELS),
-                      "k": [round(float(v), 4) for v in cal.range_k]},
+        "age": {"raw_knots": raw_knots, "knots": knots},
+        "age_range": {"about": "[age + lower, age + upper]: quantiles of (true - calibrated age) among "
+                               "utkface_dev faces given a similar calibrated age; rows: levels, columns: ages",
+                      "levels": list(RANGE_LEVELS), "ages": list(RANGE_AGES),
+                      "lower": [[round(float(v), 3) for v in row] for row in cal.range_lower],
+                      "upper": [[round(float(v), 3) for v in row] for row in cal.range_upper]},
         "gender": {"platt_a": round(cal.gender_a, 6), "platt_b": round(cal.gender_b, 6)},
     }
-    return json.dumps(doc, indent=1) + "\n"
+    text = json.dumps(doc, indent=1)
+    # Lists of numbers on one line each: the file stays readable in a diff.
+    return re.sub(r"\[\s*([-0-9.,\s]+?)\s*\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -399,8 +432,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--utkface", type=Path, default=SHARED / "datasets" / "utkface_dev")
     parser.add_argument("--fairface", type=Path, default=SHARED / "datasets" / "fairface_dev")
     parser.add_argument("--detector", default=Config().detector.name, help="detector name (default: config's)")
-    parser.add_argument("--tta", choices=sorted(TTA_CHOICES), default="none", help="test-time views to average")
-    parser.add_argument("--age-fit", choices=("both", "utkface"), default="both",
+    parser.add_argument("--tta", choices=["runtime"] + sorted(TTA_CHOICES), default="runtime",
+                        help="test-time views to average (runtime: the config's flip_age / flip_gender)")
+    parser.add_argument("--age-fit", choices=("both", "utkface"), default="utkface",
                         help="fit the age map on both sets (FairFace groups as intervals) or on UTKFace only")
     parser.add_argument("--coverage", type=float, default=0.8, help="stated coverage of the age range")
     parser.add_argument("--cache", type=Path, default=REPO / "out" / "eval_cache")
@@ -417,7 +451,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         data = collect(name, samples, padded, args.detector, args.cache / f"{name}_{args.detector}.npz", args.recollect)
         sets[name] = (samples, data)
         detected[name] = (int(data["found"].sum()), len(samples))
-    p = pool(sets, TTA_CHOICES[args.tta])
+    p = pool(sets, *runtime_views()) if args.tta == "runtime" else pool(sets, TTA_CHOICES[args.tta])
     preds = {"raw": uncalibrated(p, args.coverage), "calibrated (CV)": cross_validated(p, args.age_fit, args.coverage)}
     print(f"## Detector {args.detector}, TTA {args.tta}, age map fitted on {args.age_fit}")
     print_overall(p, preds, detected, args.coverage)
@@ -429,13 +463,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.compare:
         ms = time_views(args.detector)
         print("\n### Test-time views (cross-validated calibration each)\n")
-        print("| views | n | ms/face | utk MAE | utk gender | ff gender | ff within 1 | ff exact | range width utk/ff |")
+        print("| views | age+gender views | ms/face | utk MAE | utk gender | ff gender | ff within 1 | ff exact | range width utk/ff |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for choice, views in TTA_CHOICES.items():
-            q = pool(sets, views)
+        rows = [(choice, views, views) for choice, views in TTA_CHOICES.items()]
+        rows += [("flip age only", (0, 1), (0,)), ("flip gender only", (0,), (0, 1))]
+        for choice, views, gender_views in rows:
+            q = pool(sets, views, gender_views)
             pred = cross_validated(q, args.age_fit, args.coverage)
             fu, ff = figures(q, pred, q.dataset == "utkface"), figures(q, pred, q.dataset == "fairface")
-            print(f"| {choice} | {len(views)} | {ms[choice]:.2f} | {fu['mae']:.2f} | {_pct(fu['gender'])} | {_pct(ff['gender'])} | "
+            cost = f"{ms[choice]:.2f}" if choice in ms else "-"
+            print(f"| {choice} | {len(views)}+{len(gender_views)} | {cost} | {fu['mae']:.2f} | {_pct(fu['gender'])} | {_pct(ff['gender'])} | "
                   f"{_pct(ff['group_within1'])} | {_pct(ff['group_exact'])} | {fu['width']:.1f}/{ff['width']:.1f} |")
         print("\n### Age map fitted on (cross-validated)\n")
         print("| fitted on | utk MAE | ff group exact | ff within 1 |")
@@ -452,7 +489,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f = figures(p, preds["calibrated (CV)"], p.dataset == name)
             measured[name] = {k: round(v, 4) for k, v in f.items()}
         counts = {name: int((p.dataset == name).sum()) for name in ("utkface", "fairface")}
-        text = calibration_json(cal, args.detector, args.tta, counts, measured)
+        text = calibration_json(cal, args.detector, args.tta, args.age_fit, counts, measured)
         tmp = args.write_calibration.with_suffix(".part")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(args.write_calibration)

@@ -67,17 +67,27 @@ def interval_distance(pred: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.nd
     return np.maximum(lo - pred, 0.0) + np.maximum(pred - hi, 0.0)
 
 
-def conformal_scale(pred: np.ndarray, spread: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                    levels: Sequence[float]) -> np.ndarray:
-    """For each coverage level, the k such that [pred - k*spread, pred + k*spread] reaches the
-    truth interval for that share of samples (split-conformal quantile with the (n+1) correction)."""
-    scores = np.sort(interval_distance(pred, lo, hi) / np.maximum(spread, 1e-6))
-    n = len(scores)
-    ks = []
-    for level in levels:
-        rank = min(int(np.ceil((n + 1) * level)), n) - 1
-        ks.append(scores[max(rank, 0)])
-    return np.array(ks)
+def range_table(pred: np.ndarray, truth: np.ndarray, ages: Sequence[float],
+                levels: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+    """Quantiles of the error ``truth - pred`` among faces predicted near each of ``ages``:
+    ``(lower, upper)``, each ``(len(levels), len(ages))``, the ``(1 - level) / 2`` and
+    ``(1 + level) / 2`` quantiles over the faces whose prediction lies between the neighbouring
+    ages (a window as wide as the table's spacing there). Ranges widen with the level."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    error = truth - pred
+    centres = np.asarray(ages, np.float64)
+    lower = np.zeros((len(levels), len(centres)))
+    upper = np.zeros_like(lower)
+    for j, centre in enumerate(centres):
+        left = centres[j - 1] if j > 0 else -np.inf
+        right = centres[j + 1] if j + 1 < len(centres) else np.inf
+        window = error[(pred >= left) & (pred <= right)]
+        if len(window) < 10:
+            raise ValueError(f"only {len(window)} faces predicted near age {centre:g}; use fewer table ages")
+        for i, level in enumerate(levels):
+            lower[i, j] = np.quantile(window, (1 - level) / 2)
+            upper[i, j] = np.quantile(window, (1 + level) / 2)
+    return np.minimum.accumulate(lower, axis=0), np.maximum.accumulate(upper, axis=0)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
