@@ -222,7 +222,7 @@ class DetectorConfig(_Section):
         gt=0.0,
         lt=1.0,
         description="Minimum detector confidence; null: the detector's own (centerface 0.5, res10 0.6, "
-        "yunet 0.6, blazeface 0.5 as MediaPipe), each measured on the test photos and clips.",
+        "yunet 0.6, blazeface 0.6), each measured on the test photos and clips.",
     )
     nms_iou: float = setting(default=0.3, gt=0.0, le=1.0, description="Overlap above which boxes merge.")
     max_side_px: Optional[int] = setting(
