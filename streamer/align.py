@@ -59,6 +59,19 @@ def template_points(size: int, padding: float, jitter: Jitter = NO_JITTER) -> np
     return centre + zoom * (points - centre) + np.array([dx, dy]) * size
 
 
+def yaw_ratio(landmarks_xy: np.ndarray) -> np.ndarray:
+    """How far each face is turned: the nose tip's offset from the midpoint of the eyes, along the
+    eye line, in eye distances. ``landmarks_xy``: ``(N, 5, 2)`` in YuNet's order. About 0 for a
+    frontal face, ~0.5 at a three-quarter view, beyond 1 in profile; the sign says which way.
+    Returns ``(N,)`` float32 (0 where the eyes coincide)."""
+    marks = np.asarray(landmarks_xy, np.float64).reshape(-1, 5, 2)
+    eye_line = marks[:, 1] - marks[:, 0]
+    distance = np.linalg.norm(eye_line, axis=1)
+    safe = np.maximum(distance, 1e-6)
+    offset = np.einsum("ij,ij->i", marks[:, 2] - (marks[:, 0] + marks[:, 1]) / 2, eye_line / safe[:, None])
+    return np.where(distance > 1e-6, offset / safe, 0.0).astype(np.float32)
+
+
 def similarity_transform(src_xy: np.ndarray, dst_xy: np.ndarray) -> np.ndarray:
     """Least-squares rotation + uniform scale + translation mapping ``src_xy`` onto ``dst_xy``.
 

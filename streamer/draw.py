@@ -45,6 +45,8 @@ def label_lines(face: Face, style: LabelStyle = LabelStyle()) -> List[str]:
     prefix = f"#{face.track} " if face.track is not None else ""
     if face.too_small:
         return [prefix + "face (too small)"]
+    if face.turned and not face.classified:
+        return [prefix + "face (turned)"]
     if not face.classified or face.gender is None:
         return [prefix + ("face" if face.track is None else "analysing...")]
     if face.gender_p is not None and face.gender_p < style.min_gender_p:

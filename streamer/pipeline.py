@@ -19,6 +19,7 @@ from .blazeface import VARIANTS as BLAZEFACE_VARIANTS
 from .blazeface import BlazeFaceDetector
 from .calibration import calibration_for
 from .centerface import CenterFaceDetector
+from .align import yaw_ratio
 from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
 from .config import Config
 from .detect import FaceDetector, clip_and_filter, Res10Detector, Res10OnnxDetector, YuNetDetector
@@ -35,15 +36,19 @@ log = logging.getLogger(__name__)
 REGION_INPUT_PX = 128
 
 
-def faces_from(detections: Detections, labels: GenderAge, classified: np.ndarray) -> Tuple[Face, ...]:
-    """Join detections with the labels of the classified subset (``classified`` is a bool mask)."""
+def faces_from(
+    detections: Detections, labels: GenderAge, classified: np.ndarray, turned: Optional[np.ndarray] = None
+) -> Tuple[Face, ...]:
+    """Join detections with the labels of the classified subset (``classified`` is a bool mask);
+    the others are too small or, where ``turned`` says so, turned away."""
     faces = []
     label_row = 0
     for i in range(len(detections)):
         box = tuple(float(v) for v in detections.xyxy[i])
         score = float(detections.confidence[i])
         if not classified[i]:
-            faces.append(Face(xyxy=box, score=score, too_small=True))
+            away = turned is not None and bool(turned[i])
+            faces.append(Face(xyxy=box, score=score, too_small=not away, turned=away))
             continue
         p_male = float(labels.p_male[label_row])
         gender = GENDERS[1] if p_male >= 0.5 else GENDERS[0]
@@ -68,10 +73,13 @@ def faces_from(detections: Detections, labels: GenderAge, classified: np.ndarray
 class FaceAnalyzer:
     """Detector + gender/age model. ``analyse`` takes a ``(H, W, 3)`` uint8 BGR frame."""
 
-    def __init__(self, detector: FaceDetector, classifier: GenderAgeModel, min_face_px: int) -> None:
+    def __init__(
+        self, detector: FaceDetector, classifier: GenderAgeModel, min_face_px: int, max_yaw: Optional[float] = None
+    ) -> None:
         self.detector = detector
         self.classifier = classifier
         self.min_face_px = min_face_px
+        self.max_yaw = max_yaw
 
     def detect(self, bgr: np.ndarray) -> Detections:
         """Faces in a whole ``(H, W, 3)`` uint8 BGR frame."""
@@ -108,10 +116,16 @@ class FaceAnalyzer:
         """Gender and age of every face in ``detections`` (boxes and landmarks in ``bgr``'s pixels)."""
         return self.classifier.predict(bgr, detections)
 
+    def turned(self, detections: Detections) -> np.ndarray:
+        """Bool mask of faces turned further than ``max_yaw`` (all False without landmarks)."""
+        if self.max_yaw is None or detections.landmarks_xy is None:
+            return np.zeros(len(detections), bool)
+        return np.abs(yaw_ratio(detections.landmarks_xy)) > self.max_yaw
+
     def classifiable(self, detections: Detections) -> np.ndarray:
-        """Bool mask of faces big enough to classify (shorter box side >= min_face_px)."""
+        """Bool mask of faces worth classifying: shorter box side >= min_face_px, not turned away."""
         sides = np.minimum(detections.xyxy[:, 2] - detections.xyxy[:, 0], detections.xyxy[:, 3] - detections.xyxy[:, 1])
-        return sides >= self.min_face_px
+        return (sides >= self.min_face_px) & ~self.turned(detections)
 
     def analyse(self, bgr: np.ndarray) -> Tuple[Tuple[Face, ...], Dict[str, float]]:
         """Faces with labels, and the milliseconds spent in ``detect`` and ``classify``."""
@@ -122,7 +136,7 @@ class FaceAnalyzer:
         labels = self.classifier.predict(bgr, detections[mask]) if mask.any() else GenderAge.empty()
         t2 = time.perf_counter()
         timings = {"detect": (t1 - t0) * 1000.0, "classify": (t2 - t1) * 1000.0}
-        return faces_from(detections, labels, mask), timings
+        return faces_from(detections, labels, mask, self.turned(detections)), timings
 
 
 def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector:
@@ -196,4 +210,7 @@ def build_analyzer(config: Config, store: Optional[ModelStore] = None, photos: b
         )
     if config.dnn.threads:
         cv2.setNumThreads(config.dnn.threads)
-    return FaceAnalyzer(build_detector(config, store), build_classifier(config, store), config.classifier.min_face_px)
+    return FaceAnalyzer(
+        build_detector(config, store), build_classifier(config, store), config.classifier.min_face_px,
+        config.classifier.max_yaw,
+    )

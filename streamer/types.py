@@ -161,9 +161,10 @@ class Face:
     ``xyxy`` frame pixels; ``score`` detector confidence; ``gender`` is "male"/"female" and
     ``gender_p`` the probability of that label; ``age`` expected age in years; ``age_group`` a
     label such as "25-32". All four are None when ``classified`` is False: ``too_small`` (shorter
-    side below ``classifier.min_face_px``, never classified) or not yet analysed (a new track
-    gathering samples). ``track`` is a track id when tracking is on. ``age_raw`` is the network's
-    own age before calibration; ``age_range`` ``(lo, hi)`` years meant to hold the true age for
+    side below ``classifier.min_face_px``, never classified), ``turned`` (turned further than
+    ``classifier.max_yaw``: a label would be a guess) or not yet analysed (a new track gathering
+    samples). ``track`` is a track id when tracking is on. ``age_raw`` is the network's own age
+    before calibration; ``age_range`` ``(lo, hi)`` years meant to hold the true age for
     ``classifier.age_range_coverage`` of faces (None when unknown).
     """
 
@@ -178,6 +179,7 @@ class Face:
     too_small: bool = False
     age_raw: Optional[float] = None
     age_range: Optional[Tuple[float, float]] = None
+    turned: bool = False
 
     def to_event(self) -> dict:
         """The JSON object of this face in the events file (schema in README)."""
@@ -192,6 +194,7 @@ class Face:
             "too_small": self.too_small,
             "age_raw": None if self.age_raw is None else round(float(self.age_raw), 1),
             "age_range": None if self.age_range is None else [round(float(v), 1) for v in self.age_range],
+            "turned": self.turned,
         }
         if self.track is not None:
             event["track"] = self.track

@@ -125,6 +125,7 @@ class Worker:
         self.flow = flow
         self.region_grow = region_grow
         self._cuts = CutDetector()
+        self._turned: Dict[int, bool] = {}  # track id -> its latest detection was turned away
         self.hud = hud
         self.stats = RunStats()
         self.ended_tracks: List[Track] = []
@@ -251,18 +252,21 @@ class Worker:
                     classified=ready,
                     track=track.id,
                     too_small=small,
+                    turned=not ready and self._turned.get(track.id, False),
                 )
             )
         return tuple(faces), detected
 
     def _classify_due(self, bgr: np.ndarray, frame_index: int, t_s: float, timings: Dict[str, float]) -> None:
-        """Classify the tracks detected on this frame whose schedule says so, in one batch."""
+        """Classify the tracks detected on this frame whose schedule says so, in one batch, except
+        faces too small or turned away (a turned face's label would be a guess: it waits)."""
         tracker, analyzer = self.tracker, self.analyzer
         assert tracker is not None
-        due = [
-            track for track in tracker.tracks
-            if track.detection is not None and tracker.needs_classification(track, frame_index, t_s)
-        ]
+        detected = [track for track in tracker.tracks if track.detection is not None]
+        if detected:
+            turned = analyzer.turned(Detections.concat([track.detection for track in detected]))
+            self._turned.update((track.id, bool(away)) for track, away in zip(detected, turned))
+        due = [track for track in detected if tracker.needs_classification(track, frame_index, t_s)]
         if not due:
             return
         detections = Detections.concat([track.detection for track in due])
@@ -287,6 +291,7 @@ class Worker:
         for track in tracker.pop_new():
             self._records.append({"event": "new", **base, "track": track.id})
         for track in tracker.pop_ended():
+            self._turned.pop(track.id, None)
             self.ended_tracks.append(track)
             self._records.append({"event": "end", **base, **track.to_record()})
 

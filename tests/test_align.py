@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.align import face_chips, aligned_chip, similarity_transform, square_crop, template_points
+from streamer.align import face_chips, aligned_chip, similarity_transform, square_crop, template_points, yaw_ratio
 from streamer.types import Detections
 
 H, W = 120, 160
@@ -170,3 +170,16 @@ def test_face_chips_aligns_only_with_landmarks_and_keeps_order():
 def test_face_chips_of_no_detections_is_empty_with_the_chip_shape():
     chips = face_chips(quadrant_frame(), Detections.empty(), 32, 0.2, align=True)
     assert chips.shape == (0, 32, 32, 3) and chips.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "nose_x, expected",
+    [(50.0, 0.0), (60.0, 0.25), (40.0, -0.25), (90.0, 1.0)],  # eyes at x 30 and 70: distance 40
+)
+def test_yaw_ratio_is_the_nose_offset_in_eye_distances(nose_x, expected):
+    marks = np.array([[[30, 40], [70, 40], [nose_x, 60], [35, 80], [65, 80]]], np.float32)
+    assert yaw_ratio(marks)[0] == pytest.approx(expected, abs=1e-6)
+    # Rotation does not change it: the same face turned 90 degrees in the picture.
+    rotated = marks[..., ::-1].copy()
+    assert abs(yaw_ratio(rotated)[0]) == pytest.approx(abs(expected), abs=1e-6)
+    assert yaw_ratio(np.zeros((1, 5, 2), np.float32))[0] == 0.0

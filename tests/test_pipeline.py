@@ -180,3 +180,31 @@ def test_tracked_small_face_is_marked_too_small_and_never_classified():
     assert small.too_small and not small.classified and small.gender is None
     assert big.classified and not big.too_small and big.gender == "male"
     assert classifier.batches and all(n == 1 for n in classifier.batches), "only the big face is classified"
+
+
+def test_turned_faces_are_marked_and_not_classified():
+    class TwoFaces:
+        name = "two"
+
+        def detect(self, bgr):
+            frontal = [[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]]
+            profile = [[130, 40], [150, 40], [185, 60], [135, 80], [155, 80]]  # nose 1.75 eye distances out
+            return Detections(
+                np.array([[10, 10, 90, 100], [110, 10, 190, 100]], np.float32), np.array([0.9, 0.9], np.float32),
+                np.array([frontal, profile], np.float32),
+            )
+
+    class Labels:
+        calls = []
+
+        def predict(self, bgr, detections):
+            self.calls.append(len(detections))
+            return GenderAge(np.full(len(detections), 0.8, np.float32), np.full(len(detections), 30, np.float32),
+                             ("30-39",) * len(detections))
+
+    labels = Labels()
+    faces, _ = FaceAnalyzer(TwoFaces(), labels, min_face_px=10, max_yaw=0.45).analyse(np.zeros((120, 200, 3), np.uint8))
+    assert labels.calls == [1]
+    assert faces[0].classified and not faces[0].turned
+    assert faces[1].turned and not faces[1].classified and not faces[1].too_small and faces[1].gender is None
+    assert faces[1].to_event()["turned"] is True

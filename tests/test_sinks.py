@@ -74,7 +74,7 @@ def test_events_sink_flushes_each_line(tmp_path):
     assert line["faces"][0] == {
         "xyxy": [1.0, 2.0, 3.0, 4.0], "score": 0.9, "gender": "female", "gender_p": 0.8,
         "age": 31.2, "age_group": "30-39", "classified": True, "too_small": False,
-        "age_raw": 29.0, "age_range": [24.0, 38.5],
+        "age_raw": 29.0, "age_range": [24.0, 38.5], "turned": False,
     }
 
 
@@ -93,6 +93,7 @@ def test_write_image_checks_extension(tmp_path):
         (Face((0, 0, 1, 1), 0.9, track=3), "#3 analysing..."),
         (Face((0, 0, 1, 1), 0.9, too_small=True), "face (too small)"),
         (Face((0, 0, 1, 1), 0.9, track=4, too_small=True), "#4 face (too small)"),
+        (Face((0, 0, 1, 1), 0.9, track=4, turned=True), "#4 face (turned)"),
         (Face((0, 0, 1, 1), 0.9, "female", 0.6, 4.0, "3-9", True, track=2), "#2 female? | 4y (3-9)"),  # below label_min_gender_p
     ],
 )
