@@ -300,22 +300,23 @@ class ClassifierConfig(_Section):
     )
     # Test-time flips and label calibration, measured with tools/eval_accuracy.py on the dev sets (README).
     flip_age: bool = setting(
-        default=True,
-        description="Average the age network over the chip and its mirror image (one batch of two): "
-        "age error 7.00 -> 6.71 years on utkface_dev, FairFace age group within one 77.8 -> 79.3 %, "
-        "for about 1.75x the classifier time per face. Crop jitter gained nothing and is not offered.",
+        default=False,
+        description="Average the age network over the chip and its mirror image (one batch of two), "
+        "for about 1.75x the classifier time per face. With CenterFace's landmarks it gained only "
+        "0.06 years on utkface_dev (6.87 -> 6.81, within noise) and nothing on fairface_dev, so off; "
+        "with YuNet's it gained 0.29 (7.00 -> 6.71). Crop jitter gained nothing and is not offered.",
     )
     flip_gender: bool = setting(
         default=False,
-        description="The same for the gender network: +1.4 points on in-the-wild faces (fairface_dev) "
-        "but -0.6 on utkface_dev, so off; it costs little (the gender network is the small one).",
+        description="The same for the gender network: +0.2 points on utkface_dev, -1.1 on "
+        "fairface_dev with CenterFace, so off.",
     )
     calibrate: bool = setting(
         default=True,
         description="Apply models/age_calibration.json (checksum pinned in models/manifest.json): a "
         "monotone age map fitted on the dev sets, age ranges and calibrated gender probabilities. "
         "A missing or damaged file logs a warning and leaves the network's own values. Fitted for "
-        "the cydral networks with flip_age on and flip_gender off.",
+        "the cydral networks on CenterFace's aligned chips, flip_age and flip_gender off.",
     )
     age_range_coverage: float = setting(
         default=0.8,

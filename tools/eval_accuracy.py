@@ -489,7 +489,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             f = figures(p, preds["calibrated (CV)"], p.dataset == name)
             measured[name] = {k: round(v, 4) for k, v in f.items()}
         counts = {name: int((p.dataset == name).sum()) for name in ("utkface", "fairface")}
-        text = calibration_json(cal, args.detector, args.tta, args.age_fit, counts, measured)
+        cfg = Config().classifier
+        tta = f"flip_age {cfg.flip_age}, flip_gender {cfg.flip_gender}" if args.tta == "runtime" else args.tta
+        text = calibration_json(cal, args.detector, tta, args.age_fit, counts, measured)
         tmp = args.write_calibration.with_suffix(".part")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(args.write_calibration)
