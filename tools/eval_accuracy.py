@@ -20,7 +20,8 @@ refreshes them). Calibration is scored out-of-fold: 5 folds stratified by data s
 gender, fitted on four and applied to the fifth. ``--write-calibration`` then fits on everything
 and writes the file the pipeline ships (its sha256 goes into models/manifest.json).
 
-Figures count detected faces; the detection rate is reported beside them.
+Figures count the faces the pipeline classifies (detected, at least classifier.min_face_px, not
+turned further than classifier.max_yaw); how many were detected and classified is reported beside them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 import label_fit  # noqa: E402
+from streamer.align import yaw_ratio  # noqa: E402
 from streamer.calibration import CALIBRATION_SCHEMA, LabelCalibration  # noqa: E402
 from streamer.classify import CYDRAL_AGE_WEIGHTS, CydralGenderAge  # noqa: E402
 from streamer.config import Config, override  # noqa: E402
@@ -154,14 +156,15 @@ def _classifier(config: Config, store: ModelStore) -> CydralGenderAge:
 
 def collect(name: str, samples: Sequence[Sample], padded: bool, detector_name: str, cache: Path,
             recollect: bool) -> Dict[str, np.ndarray]:
-    """Raw outputs per sample: ``found`` (N,), ``score`` (N,), ``face_px`` (N,), ``p_male``
-    (N, V), ``age_prob`` (N, V, 81); cached in ``cache`` keyed on files, detector and views."""
+    """Raw outputs per sample: ``found`` (N,), ``score`` (N,), ``face_px`` (N,), ``landmarks``
+    (N, 5, 2) (NaN without), ``p_male`` (N, V), ``age_prob`` (N, V, 81); cached in ``cache``
+    keyed on files, detector and views."""
     config = override(Config(), {"detector.name": detector_name, "detector.fallback": None})
     # Only what changes the chips: label settings (flips, calibration, thresholds) reuse the cache.
     chip_keys = ("name", "min_face_px", "age_groups", "align", "align_padding", "square_padding", "border")
     chip_settings = {k: v for k, v in config.classifier.to_dict().items() if k in chip_keys}
     key = json.dumps({"files": [s.path.name for s in samples], "detector": config.detector.to_dict(),
-                      "classifier": chip_settings, "jitters": JITTERS, "padded": padded})
+                      "classifier": chip_settings, "jitters": JITTERS, "padded": padded, "cache": 2})
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if cache.is_file() and not recollect:
         data = dict(np.load(cache))
@@ -173,6 +176,7 @@ def collect(name: str, samples: Sequence[Sample], padded: bool, detector_name: s
     n, views = len(samples), len(JITTERS) * 2
     out = {
         "found": np.zeros(n, bool), "score": np.zeros(n, np.float32), "face_px": np.zeros(n, np.float32),
+        "landmarks": np.full((n, 5, 2), np.nan, np.float32),
         "p_male": np.full((n, views), np.nan, np.float32), "age_prob": np.full((n, views, 81), np.nan, np.float32),
     }
     started = time.monotonic()
@@ -182,6 +186,8 @@ def collect(name: str, samples: Sequence[Sample], padded: bool, detector_name: s
         if face is not None:
             x1, y1, x2, y2 = face.xyxy[0]
             out["found"][i], out["score"][i], out["face_px"][i] = True, face.confidence[0], min(x2 - x1, y2 - y1)
+            if face.landmarks_xy is not None:
+                out["landmarks"][i] = face.landmarks_xy[0]
             gender, age = classifier.view_probabilities(frame, face, JITTERS, flip=True)
             out["p_male"][i], out["age_prob"][i] = gender[0, :, 1], age[0]
         if (i + 1) % 100 == 0 or i + 1 == n:
@@ -233,6 +239,16 @@ class Pooled:
     age_raw: np.ndarray
 
 
+def classified_mask(data: Dict[str, np.ndarray]) -> np.ndarray:
+    """Faces the pipeline classifies: detected, large enough, not turned away (classifier.max_yaw)."""
+    cfg = Config().classifier
+    marks = data["landmarks"]
+    has_marks = ~np.isnan(marks).any(axis=(1, 2))
+    yaw = np.zeros(len(marks), np.float32)
+    yaw[has_marks] = yaw_ratio(marks[has_marks])
+    return data["found"] & (data["face_px"] >= cfg.min_face_px) & (np.abs(yaw) <= cfg.max_yaw)
+
+
 def runtime_views() -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """The views the pipeline averages by default: (age views, gender views)."""
     cfg = Config().classifier
@@ -245,7 +261,7 @@ def pool(sets: Dict[str, Tuple[Sequence[Sample], Dict[str, np.ndarray]]], views:
     gender_views = views if gender_views is None else gender_views
     parts: Dict[str, List[np.ndarray]] = {k: [] for k in ("dataset", "lo", "hi", "male", "group", "age_prob", "p_raw")}
     for name, (samples, data) in sets.items():
-        found = data["found"]
+        found = classified_mask(data)
         kept = [s for s, f in zip(samples, found) if f]
         parts["dataset"].append(np.array([name] * len(kept)))
         parts["lo"].append(np.array([s.age_lo for s in kept]))
@@ -326,17 +342,18 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def print_overall(p: Pooled, preds: Dict[str, Predicted], detected: Dict[str, Tuple[int, int]], coverage: float) -> None:
-    print(f"\n### Overall (detected faces; age range at {coverage:.0%} stated coverage)\n")
-    print("| set | labels | detected | age MAE (y) | gender | group exact | group within 1 | gender ECE | range covers | range width (y) |")
+def print_overall(p: Pooled, preds: Dict[str, Predicted], detected: Dict[str, Tuple[int, int, int]],
+                  coverage: float) -> None:
+    print(f"\n### Overall (classified faces; age range at {coverage:.0%} stated coverage)\n")
+    print("| set | labels | detected, classified | age MAE (y) | gender | group exact | group within 1 | gender ECE | range covers | range width (y) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in ("utkface", "fairface"):
         rows = p.dataset == name
-        found, total = detected[name]
+        found, classified, total = detected[name]
         for label, pred in preds.items():
             f = figures(p, pred, rows)
             mae = f"{f['mae']:.2f}" if name == "utkface" else f"({f['mae']:.2f})"
-            print(f"| {name}_dev | {label} | {found}/{total} | {mae} | {_pct(f['gender'])} | {_pct(f['group_exact'])} | "
+            print(f"| {name}_dev | {label} | {found}, {classified} of {total} | {mae} | {_pct(f['gender'])} | {_pct(f['group_exact'])} | "
                   f"{_pct(f['group_within1'])} | {f['ece']:.3f} | {_pct(f['coverage'])} | {f['width']:.1f} |")
     print("\n(FairFace has age groups only: its 'MAE' in brackets is the distance to the true group's years.)")
 
@@ -450,7 +467,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         samples = load_samples(folder)
         data = collect(name, samples, padded, args.detector, args.cache / f"{name}_{args.detector}.npz", args.recollect)
         sets[name] = (samples, data)
-        detected[name] = (int(data["found"].sum()), len(samples))
+        detected[name] = (int(data["found"].sum()), int(classified_mask(data).sum()), len(samples))
     p = pool(sets, *runtime_views()) if args.tta == "runtime" else pool(sets, TTA_CHOICES[args.tta])
     preds = {"raw": uncalibrated(p, args.coverage), "calibrated (CV)": cross_validated(p, args.age_fit, args.coverage)}
     print(f"## Detector {args.detector}, TTA {args.tta}, age map fitted on {args.age_fit}")
