@@ -496,6 +496,7 @@ def _summary(info, capture_stats, worker: Worker, stopped_by: str, elapsed: floa
         "skipped": stats.skipped,
         "dropped": capture_stats.dropped,
         "reconnects": capture_stats.reconnects,
+        "undecodable": capture_stats.undecodable,
         "elapsed_s": round(elapsed, 3),
         "fps": round(stats.frames_out / elapsed, 2) if elapsed > 0 else 0.0,
         # From the start of the run (source opened, models loaded) to the first frame written.

@@ -38,6 +38,11 @@ DEFAULT_FPS = 30.0  # what a webcam or stream usually runs at, used when the con
 MAX_SANE_FPS = 1000.0  # above this the container reports a time base (90000 for RTP), not a rate
 POLL_S = 0.1  # every blocking queue call wakes this often to look at the stop event
 JOIN_GRACE_S = 2.0  # stop() waits this long beyond the read timeout for the thread to finish
+# A damaged stretch inside a file: OpenCV's read() gives up on a frame after a number of packets
+# that do not decode (OPENCV_FFMPEG_DECODE_ATTEMPTS, 64), but the next read() goes on past them.
+# 64 KB of garbage in a 10 s clip cost up to 88 failed reads in a row; at the real end of a file
+# a failed read takes microseconds, so trying this many more costs nothing noticeable.
+MAX_FILE_READ_FAILURES = 1000
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 IMAGE_SUFFIXES = frozenset(
@@ -63,13 +68,14 @@ class SourceInfo:
 @dataclass(frozen=True)
 class CaptureStats:
     """Counters since the source opened: frames read from the source, frames dropped because the
-    consumer was slower than a live source, successful reconnects, and seconds without frames
-    between losing a stream and getting it back."""
+    consumer was slower than a live source, successful reconnects, seconds without frames
+    between losing a stream and getting it back, and frames of a file that could not be decoded."""
 
     frames_read: int = 0
     dropped: int = 0
     reconnects: int = 0
     gap_s: float = 0.0
+    undecodable: int = 0  # frames of a file that could not be decoded (announced minus read)
 
 
 class FrameSource:
@@ -267,7 +273,10 @@ class CaptureSource(FrameSource):
         self._dropped = 0
         self._reconnects = 0
         self._gap_s = 0.0
+        self._undecodable = 0
+        self._damaged_after: List[Tuple[int, float]] = []  # (last good frame, its position s) per bad stretch
         self._last_t_s = time.monotonic()
+        self._last_pos_s = 0.0
         try:
             ok, image = capture.read()
         except cv2.error as error:
@@ -300,7 +309,7 @@ class CaptureSource(FrameSource):
     @property
     def stats(self) -> CaptureStats:
         with self._stats_lock:
-            return CaptureStats(self._frames_read, self._dropped, self._reconnects, self._gap_s)
+            return CaptureStats(self._frames_read, self._dropped, self._reconnects, self._gap_s, self._undecodable)
 
     # -- consumer side ---------------------------------------------------------------------
     def read(self) -> Optional[Frame]:
@@ -358,6 +367,8 @@ class CaptureSource(FrameSource):
                 return
             while not self._stop_event.is_set():
                 ok, image = self._cap.read()
+                if (not ok or image is None) and self._kind == "file":
+                    ok, image = self._read_past_damage()
                 if not ok or image is None:
                     if self._stop_event.is_set():
                         return
@@ -375,6 +386,18 @@ class CaptureSource(FrameSource):
         finally:
             self._cap.release()
 
+    def _read_past_damage(self) -> Tuple[bool, Optional[np.ndarray]]:
+        """After a failed read in a file: read on through undecodable packets (bounded); the next
+        good frame, or (False, None) at the end of the file."""
+        for _ in range(MAX_FILE_READ_FAILURES):
+            if self._stop_event.is_set():
+                break
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                self._damaged_after.append((self.stats.frames_read - 1, self._last_pos_s))
+                return True, image
+        return False, None
+
     def _emit(self, image: np.ndarray, t_s: float) -> bool:
         self._last_t_s = t_s
         with self._stats_lock:
@@ -384,6 +407,7 @@ class CaptureSource(FrameSource):
         if self._kind == "file":
             pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
             pos_s = pos_ms / 1000.0 if (pos_ms > 0 or index == 0) else index / self.info.fps
+            self._last_pos_s = pos_s
         frame = Frame(bgr=_as_bgr(image), index=index, t_s=t_s, source=self._name, pos_s=pos_s)
         return self._put(frame)
 
@@ -407,12 +431,29 @@ class CaptureSource(FrameSource):
     def _log_end(self) -> None:
         expected = self.info.frame_count
         read = self.stats.frames_read
-        if self._kind == "file" and expected is not None and read < expected:
+        lost = max(0, expected - read) if (self._kind == "file" and expected is not None) else 0
+        with self._stats_lock:
+            self._undecodable = lost
+        if self._damaged_after:
+            where = ", ".join(f"after frame {frame} ({pos_s:.1f} s)" for frame, pos_s in self._damaged_after[:3])
+            more = f" and {len(self._damaged_after) - 3} more places" if len(self._damaged_after) > 3 else ""
             logger.warning(
-                "%s: read %d of the %d frames the container announces; the file is probably truncated",
+                "%s: %s frames could not be decoded (damaged data %s%s); the other %d frames were read",
                 self._name,
+                lost if expected is not None else "some",
+                where,
+                more,
                 read,
-                expected,
+            )
+        elif lost:
+            logger.warning(
+                "%s: %d frames could not be decoded at the end (after frame %d, %.1f s): the file is cut short "
+                "or damaged there; the %d frames before were read",
+                self._name,
+                lost,
+                read - 1,
+                self._last_pos_s,
+                read,
             )
         else:
             logger.info("%s: end of stream after %d frames", self._name, read)

@@ -116,7 +116,8 @@ def _format_summary(summary: dict) -> str:
         f"source        {summary['source']} ({summary['kind']}), stopped by {summary['stopped_by']}",
         f"frames        read {summary['frames_read']}, out {summary['frames_out']}, "
         f"analysed {summary['analysed']}, skipped {summary['skipped']}, dropped {summary['dropped']}, "
-        f"reconnects {summary['reconnects']}",
+        f"reconnects {summary['reconnects']}"
+        + (f", undecodable {summary['undecodable']}" if summary.get("undecodable") else ""),
         f"speed         {summary['fps']} fps over {summary['elapsed_s']} s; first frame out after "
         f"{summary['first_output_s']} s",
     ]

@@ -133,7 +133,8 @@ def test_truncated_avi_reads_what_is_there_and_warns(tmp_path: Path, caplog: pyt
     assert 0 < len(values) < 60
     assert values == list(range(len(values)))
     assert source.info.frame_count == 60
-    assert f"read {len(values)} of the 60 frames" in caplog.text
+    assert f"{60 - len(values)} frames could not be decoded at the end" in caplog.text
+    assert source.stats.undecodable == 60 - len(values)
 
 
 def test_file_end_and_truncation_warning_with_fake(caplog: pytest.LogCaptureFixture) -> None:
@@ -144,7 +145,9 @@ def test_file_end_and_truncation_warning_with_fake(caplog: pytest.LogCaptureFixt
         with CaptureSource(FakeCapture(end_at=10, frame_count=20), kind="file", name="short", cfg=CaptureConfig()) as s:
             assert sum(1 for _ in s) == 10
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["short: read 10 of the 20 frames the container announces; the file is probably truncated"]
+    assert warnings == ["short: 10 frames could not be decoded at the end (after frame 9, 0.3 s): the file is cut "
+                        "short or damaged there; the 10 frames before were read"]
+    assert s.stats.undecodable == 10
 
 
 # -- live: newest frame, drops counted -----------------------------------------------------

