@@ -649,9 +649,41 @@ def _open_camera(spec: str, cfg: CaptureConfig) -> FrameSource:
     )
 
 
+def _interruptible(open_capture: Callable[[], Optional["cv2.VideoCapture"]]) -> Optional["cv2.VideoCapture"]:
+    """Run a blocking open (up to capture.open_timeout_s inside FFmpeg) on a helper thread, so that
+    Ctrl-C, which Python only sees between bytecodes of the main thread, stops the run at once
+    instead of after the timeout. An abandoned open releases what it opened when it returns."""
+    done = threading.Event()
+    abandoned = threading.Event()
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["capture"] = open_capture()
+        except BaseException as error:  # noqa: BLE001 - re-raised on the caller's thread
+            result["error"] = error
+        finally:
+            done.set()
+            if abandoned.is_set() and result.get("capture") is not None:
+                result["capture"].release()
+
+    threading.Thread(target=target, name="open", daemon=True).start()
+    try:
+        while not done.wait(POLL_S):
+            pass
+    except BaseException:
+        abandoned.set()
+        if done.is_set() and result.get("capture") is not None:
+            result["capture"].release()
+        raise
+    if "error" in result:
+        raise result["error"]
+    return result.get("capture")
+
+
 def _open_url(url: str, cfg: CaptureConfig) -> FrameSource:
     name = _redact(url)
-    capture = _open_network(url, cfg)
+    capture = _interruptible(lambda: _open_network(url, cfg))
     if capture is None:
         raise SourceError(
             f"{name}: could not open the stream within capture.open_timeout_s={cfg.open_timeout_s:g} s; "
@@ -704,14 +736,26 @@ def open_source(spec: str, cfg: CaptureConfig) -> FrameSource:
         source = _open_camera(spec, cfg)
     else:
         path = Path(spec).expanduser()
-        if not path.exists():
+        try:
+            path.stat()
+        except PermissionError:
+            raise SourceError(f"{path}: cannot be reached by this user (permission denied on a folder on the "
+                              "way); check the folders' permissions (ls -ld) or run as a user who can") from None
+        except OSError:
             where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-            raise SourceError(f"{path}: no such file or folder; check the path{where}")
-        if path.is_dir():
-            source = _open_folder(path)
-        elif path.stat().st_size == 0:
-            raise SourceError(f"{path}: the file is empty (0 bytes); re-copy or re-record it")
-        else:
-            source = _open_file(path, cfg)
+            raise SourceError(f"{path}: no such file or folder; check the path{where}") from None
+        if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+            raise SourceError(f"{path}: not readable by this user (permission denied); check its permissions "
+                              "(ls -l) or run as a user who can read it")
+        try:
+            if path.is_dir():
+                source = _open_folder(path)
+            elif path.stat().st_size == 0:
+                raise SourceError(f"{path}: the file is empty (0 bytes); re-copy or re-record it")
+            else:
+                source = _open_file(path, cfg)
+        except OSError as error:
+            raise SourceError(f"{path}: cannot read it ({error.strerror or error}); check its permissions "
+                              "and that the disk is readable") from None
     logger.info("opened %s", source.info)
     return source

@@ -156,8 +156,8 @@ def _models_main(argv: List[str]) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
-    _setup_logging(verbose)
     try:
+        _setup_logging(verbose)  # imports OpenCV: a Ctrl-C here is a stop like any other
         if argv and argv[0] == "models":
             return _models_main([a for a in argv[1:] if a not in ("-v", "--verbose")])
         args = build_parser().parse_args(argv)

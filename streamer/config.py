@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
@@ -22,6 +23,11 @@ import yaml
 from .errors import ConfigError
 
 MODELS_DIR_ENV = "STREAMER_MODELS_DIR"
+# A config is a few hundred values. YAML aliases can make a few lines expand to billions (an
+# "alias bomb"), which would take minutes and gigabytes to check: refuse anything above this.
+MAX_CONFIG_VALUES = 10_000
+_SHORT = reprlib.Repr()  # bad values are quoted this short in messages (an alias bomb is billions long)
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 2, 6, 60, 60
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -262,6 +268,7 @@ class ClassifierConfig(_Section):
     )
     age_groups: List[Tuple[int, int]] = setting(
         default=[(0, 2), (3, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 120)],
+        min_length=1,
         description="Inclusive [lo, hi] year ranges that name the age group of a continuous age.",
     )
     align: bool = setting(
@@ -627,6 +634,13 @@ class OutputConfig(_Section):
     )
 
 
+    def _check(self) -> None:
+        for codec in self.codecs:
+            if len(codec) != 4:
+                raise _BadValue("codecs", f"a FourCC code is 4 characters, got {len(codec)} in '{codec[:12]}'",
+                                self.codecs)
+
+
 @section
 class Config(_Section):
     models: ModelsConfig = dataclasses.field(default_factory=ModelsConfig)
@@ -650,7 +664,7 @@ def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
     except _UnknownKey as error:
         raise ConfigError(f"{path}: {error}") from None
     except _BadValue as error:
-        raise ConfigError(f"{path}: bad value for '{error.key}': {error.message} (got {error.got!r}); "
+        raise ConfigError(f"{path}: bad value for '{error.key}': {error.message} (got {_SHORT.repr(error.got)}); "
                           f"see the comment on '{error.key}' in config.yaml") from None
 
 
@@ -663,9 +677,32 @@ def load_config(path: Optional[Path]) -> Config:
         raise ConfigError(f"config file not found: {path}; pass --config with an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+                          "save the config as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config ({error.strerror or error})") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {str(error)[:300]}") from None
+    if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeating "
+                          "lists?); a config holds a few hundred: write the values out")
     return parse_config(data, path)
+
+
+def _count_values(data: Any, limit: int) -> int:
+    """Values in parsed YAML with every alias expanded, counting stops just past ``limit`` (so an
+    alias bomb costs microseconds here, not the minutes a full walk would)."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return count
 
 
 def override(config: Config, changes: Dict[str, Any]) -> Config:

