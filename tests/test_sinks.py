@@ -215,3 +215,18 @@ def test_a_full_disk_is_a_sink_error_and_leaves_no_partial_file(fill, patch, nee
         fill(tmp_path)
     assert needle in str(failure.value) and "\n" not in str(failure.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_video_sink_says_once_when_frames_change_size(tmp_path, caplog):
+    import logging
+
+    from streamer.sinks import frames_in_file
+
+    with caplog.at_level(logging.WARNING, logger="streamer.sinks"):
+        with VideoFileSink(tmp_path / "o.avi", 10, (64, 48), ["MJPG"]) as sink:
+            sink.write(np.zeros((48, 64, 3), np.uint8))
+            for _ in range(3):
+                sink.write(np.zeros((100, 100, 3), np.uint8))
+    warnings = [r.getMessage() for r in caplog.records if "change size" in r.getMessage()]
+    assert len(warnings) == 1 and "from 64x48 to 100x100 at frame 1" in warnings[0]
+    assert frames_in_file(tmp_path / "o.avi") == 4
