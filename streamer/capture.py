@@ -43,6 +43,10 @@ JOIN_GRACE_S = 2.0  # stop() waits this long beyond the read timeout for the thr
 # 64 KB of garbage in a 10 s clip cost up to 88 failed reads in a row; at the real end of a file
 # a failed read takes microseconds, so trying this many more costs nothing noticeable.
 MAX_FILE_READ_FAILURES = 1000
+# A network read that took this share of capture.read_timeout_s was cut by the timeout. Measured on
+# a silent RTSP stall (server stopped, connection kept): such reads still return the frames the
+# H.264 decoder was holding, one per timeout, before the first failure; those frames are stale.
+STALLED_READ_SHARE = 0.9
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 IMAGE_SUFFIXES = frozenset(
@@ -372,7 +376,14 @@ class CaptureSource(FrameSource):
             if not self._emit(image, t_s):
                 return
             while not self._stop_event.is_set():
+                t_read = time.monotonic()
                 ok, image = self._cap.read()
+                if self._reopen is not None and (
+                    time.monotonic() - t_read >= STALLED_READ_SHARE * self._cfg.read_timeout_s
+                ):
+                    # Honour the read timeout once: what a timed-out read returns is a frame the
+                    # decoder still held, not news from the camera; reconnect now.
+                    ok, image = False, None
                 if (not ok or image is None) and self._kind == "file":
                     ok, image = self._read_past_damage()
                 if not ok or image is None:

@@ -315,3 +315,43 @@ def test_cli_on_rtsp_survives_a_camera_restart(rtsp_server: RtspServer, tmp_path
         cap.release()
     assert recorded == report["frames_recorded"] >= written
     assert "rtsp://" in stderr and "reconnect" in stderr.lower()
+
+
+def test_silent_rtsp_stall_is_declared_after_one_read_timeout_without_stale_frames(
+    rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server stops sending but keeps the connection (SIGSTOP): no frame is emitted between
+    the stall and its detection (the decoder's leftovers are stale), and the logged gap covers
+    at least the whole pause."""
+    import os
+    import re
+    import signal
+    import threading
+    import time
+
+    cfg = CaptureConfig(open_timeout_s=2.0, read_timeout_s=2.0, reconnect_retries=40, reconnect_backoff_s=0.2,
+                        reconnect_backoff_max_s=0.5)
+    paused = {}
+
+    def resume_once_declared() -> None:
+        deadline = time.monotonic() + 60
+        while "stream stopped after frame" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        paused["declared_at"] = time.monotonic()
+        time.sleep(1.0)  # a reconnect attempt or two against the frozen server
+        paused["resumed_at"] = time.monotonic()
+        os.kill(rtsp_server.proc.pid, signal.SIGCONT)
+
+    with caplog.at_level(logging.INFO, logger="streamer.capture"), open_source(rtsp_server.url, cfg) as source:
+        take(source, 10)
+        os.kill(rtsp_server.proc.pid, signal.SIGSTOP)
+        paused["stopped_at"] = time.monotonic()
+        threading.Thread(target=resume_once_declared, daemon=True).start()
+        after = take(source, 20)
+        stats = source.stats
+    assert stats.reconnects == 1
+    # Frames already in flight arrive at once; nothing more until the reconnect.
+    stale = [f for f in after if paused["stopped_at"] + 0.5 < f.t_s < paused["declared_at"]]
+    assert not stale, [round(f.t_s - paused["stopped_at"], 2) for f in stale]
+    (gap,) = [float(m) for m in re.findall(r"reconnected on attempt \d+ after a ([\d.]+) s gap", caplog.text)]
+    assert gap >= paused["resumed_at"] - paused["stopped_at"]
