@@ -130,10 +130,10 @@ def aligned_chip(
 
     ``landmarks_xy``: ``(5, 2)`` frame pixels in YuNet's order. ``padding`` as in dlib (0.2: the
     mean face spans the middle 1/1.4 of the chip). Parts outside the frame are filled by
-    ``border`` ("constant" is black, as dlib's ``extract_image_chip``).
+    ``border`` ("constant" is black, as dlib's ``extract_image_chip``). ``jitter``: see ``Jitter``.
     """
     landmarks = np.asarray(landmarks_xy, np.float64).reshape(5, 2)
-    matrix = similarity_transform(landmarks, template_points(size, padding))
+    matrix = similarity_transform(landmarks, template_points(size, padding, jitter))
     return _warp(bgr, matrix, size, border)
 
 

@@ -14,7 +14,7 @@ The numbers come from ``models/age_calibration.json`` (fitted by ``tools/eval_ac
   age itself (1-2 years for toddlers, 10-14 for adults) than on the spread of the network's
   distribution: at the same measured coverage, ranges from the spread were 1.6x wider (YuNet chips).
 - gender: Platt scaling, ``sigmoid(a * logit(p_male) + b)``; the raw network says >= 95 % for
-  72 % of the dev-set faces and is right for 92 % of those, and for 54-66 % of the rest.
+  73 % of the dev-set faces and is right for 93 % of those, and for 52-66 % of the rest.
 
 ``age_spread`` (standard deviation of the 81-way distribution, in calibrated years) is per face:
 the range does not use it, but it does tell a blurred or turned view of a person from a clear one,

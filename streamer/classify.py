@@ -31,6 +31,11 @@ CYDRAL_AGE_SIZE = 64
 CYDRAL_GENDER_LABELS = ("female", "male")
 CYDRAL_AGE_WEIGHTS = np.array([0.25] + list(range(1, 81)), np.float32)
 CYDRAL_INPUT, CYDRAL_OUTPUT = "images", "probabilities"
+# Test-time crop jitters (classifier.tta_jitter): shifts by 3 % of the chip (~2 px at 64 px, about
+# a detector's landmark noise on a webcam face) and zooms by 6 %, each averaged with the plain chip.
+SHIFT_JITTERS: Tuple[Jitter, ...] = ((0.03, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.0, 0.03, 1.0), (0.0, -0.03, 1.0))
+ZOOM_JITTERS: Tuple[Jitter, ...] = ((0.0, 0.0, 1.06), (0.0, 0.0, 1 / 1.06))
+TTA_JITTERS = {"off": (NO_JITTER,), "zoom": (NO_JITTER, *ZOOM_JITTERS), "shift": (NO_JITTER, *SHIFT_JITTERS)}
 
 # Levi-Hassner Caffe pair (the seed's): BGR, mean-subtracted, scale 1, 227x227.
 LEVI_MEAN_BGR = (78.4263377603, 87.7689143744, 114.895847746)
@@ -74,6 +79,12 @@ class CydralGenderAge:
         self._age_net = OnnxRunner(Path(age_onnx), CYDRAL_INPUT, [CYDRAL_OUTPUT], dnn, "Cydral age network")
         self._gender_net = OnnxRunner(Path(gender_onnx), CYDRAL_INPUT, [CYDRAL_OUTPUT], dnn, "Cydral gender network")
 
+    @property
+    def calibration(self) -> LabelCalibration:
+        """The label calibration in use (identity when uncalibrated): a per-person fusion can map
+        a fused raw age with ``calibration.age`` and state its range with ``age_range``."""
+        return self._calibration
+
     def _preprocess(
         self, bgr: np.ndarray, detections: Detections, size: int, jitters: Sequence[Jitter] = (NO_JITTER,),
         flip: bool = False,
@@ -111,14 +122,16 @@ class CydralGenderAge:
         return self._gender_net.run(gender_blob)[0], self._age_net.run(age_blob)[0]
 
     def predict(self, bgr: np.ndarray, detections: Detections) -> GenderAge:
-        """Classify all faces: one forward of each network on a batch of N chips (2N with its
-        flip on), the mirrored views' probabilities averaged with the plain ones."""
+        """Classify all faces: one forward of each network on a batch of N chips times the views
+        (``tta_jitter`` crops, each mirrored too with the network's flip on), the views'
+        probabilities averaged per face."""
         if len(detections) == 0:
             return GenderAge.empty()
         n = len(detections)
+        jitters = TTA_JITTERS[self._cfg.tta_jitter]
         gender_prob, age_prob = self.forward(
-            self._preprocess(bgr, detections, CYDRAL_GENDER_SIZE, flip=self._cfg.flip_gender),
-            self._preprocess(bgr, detections, CYDRAL_AGE_SIZE, flip=self._cfg.flip_age),
+            self._preprocess(bgr, detections, CYDRAL_GENDER_SIZE, jitters, flip=self._cfg.flip_gender),
+            self._preprocess(bgr, detections, CYDRAL_AGE_SIZE, jitters, flip=self._cfg.flip_age),
         )
         return self._postprocess(
             gender_prob.reshape(n, -1, len(CYDRAL_GENDER_LABELS)).mean(axis=1),

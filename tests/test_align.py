@@ -183,3 +183,14 @@ def test_yaw_ratio_is_the_nose_offset_in_eye_distances(nose_x, expected):
     rotated = marks[..., ::-1].copy()
     assert abs(yaw_ratio(rotated)[0]) == pytest.approx(abs(expected), abs=1e-6)
     assert yaw_ratio(np.zeros((1, 5, 2), np.float32))[0] == 0.0
+
+
+@pytest.mark.parametrize("jitter", [(0.05, 0.0, 1.0), (0.0, -0.05, 1.0), (0.0, 0.0, 1.1)])
+def test_jitter_moves_the_aligned_chip_and_the_square_crop(jitter):
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (200, 200, 3), np.uint8)
+    marks = np.array([[80, 90], [120, 90], [100, 110], [85, 130], [115, 130]], np.float64)
+    assert not np.array_equal(aligned_chip(frame, marks, 64, 0.2), aligned_chip(frame, marks, 64, 0.2, jitter=jitter))
+    box = np.array([70, 70, 130, 140], np.float32)
+    assert not np.array_equal(square_crop(frame, box, 64, 0.0), square_crop(frame, box, 64, 0.0, jitter=jitter))
+    np.testing.assert_allclose(template_points(64, 0.2, (0.0, 0.0, 1.0)), template_points(64, 0.2))

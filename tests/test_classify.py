@@ -292,3 +292,16 @@ def test_cydral_blob_is_rgb_minus_mean_over_256(cydral):
     assert blob.shape == (1, 3, 32, 32) and blob.dtype == np.float32
     expected_rgb = (np.array([250, 20, 10], np.float32) - np.array([122.781998, 117.000999, 104.297997])) / 256
     np.testing.assert_allclose(blob[0, :, 16, 16], expected_rgb, atol=1e-6)
+
+
+@pytest.mark.parametrize("tta", [{"flip_age": True}, {"flip_gender": True}, {"tta_jitter": "zoom"},
+                                 {"tta_jitter": "shift", "flip_age": True, "flip_gender": True}])
+def test_cydral_test_time_views_average_to_nearby_labels(cydral, cydral_onnx, astronaut, tta):
+    faces = Detections(np.repeat(ASTRONAUT_XYXY, 2, 0), np.array([0.9, 0.9], np.float32),
+                       np.repeat(ASTRONAUT_LANDMARKS, 2, 0))
+    plain = cydral.predict(astronaut, faces)
+    views = CydralGenderAge(cydral_onnx["age"], cydral_onnx["gender"], ClassifierConfig(**tta), DnnConfig())
+    averaged = views.predict(astronaut, faces)
+    assert len(averaged) == 2 and averaged.age_years[0] == pytest.approx(averaged.age_years[1], abs=1e-3)
+    assert abs(float(averaged.age_years[0] - plain.age_years[0])) < 8
+    assert (averaged.p_male >= 0.5).tolist() == (plain.p_male >= 0.5).tolist()

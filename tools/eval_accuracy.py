@@ -48,7 +48,10 @@ sys.path.insert(0, str(REPO / "tools"))
 import label_fit  # noqa: E402
 from streamer.align import yaw_ratio  # noqa: E402
 from streamer.calibration import CALIBRATION_SCHEMA, LabelCalibration  # noqa: E402
-from streamer.classify import CYDRAL_AGE_WEIGHTS, CydralGenderAge  # noqa: E402
+from streamer.align import NO_JITTER  # noqa: E402
+from streamer.classify import (  # noqa: E402
+    CYDRAL_AGE_WEIGHTS, SHIFT_JITTERS, TTA_JITTERS, ZOOM_JITTERS, CydralGenderAge,
+)
 from streamer.config import Config, override  # noqa: E402
 from streamer.models import ModelStore, file_sha256  # noqa: E402
 from streamer.pipeline import build_detector  # noqa: E402
@@ -61,10 +64,8 @@ FRAME_SCALE = 2.0
 # FairFace's groups (also the default classifier.age_groups); 70+ is closed at 100 for fitting.
 GROUPS: Tuple[Tuple[int, int], ...] = ((0, 2), (3, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 100))
 DECADES: Tuple[Tuple[int, int], ...] = tuple((d, d + 9) for d in range(0, 80, 10)) + ((80, 120),)
-# Test-time views: crop jitters (shift right, shift down as fractions of the chip, zoom), each also
-# mirrored. 0.03 of a 64 px chip is ~2 px, about the landmark noise of a detector on a webcam face.
-JITTERS = ((0.0, 0.0, 1.0), (0.03, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.0, 0.03, 1.0), (0.0, -0.03, 1.0),
-           (0.0, 0.0, 1.06), (0.0, 0.0, 1 / 1.06))
+# Test-time views: the pipeline's crop jitters (streamer/classify.py), each also mirrored.
+JITTERS = (NO_JITTER, *SHIFT_JITTERS, *ZOOM_JITTERS)
 # View subsets scored from the cache: view index = 2 * jitter index + mirrored.
 TTA_CHOICES: Dict[str, Tuple[int, ...]] = {
     "none": (0,),
@@ -164,7 +165,7 @@ def collect(name: str, samples: Sequence[Sample], padded: bool, detector_name: s
     chip_keys = ("name", "min_face_px", "age_groups", "align", "align_padding", "square_padding", "border")
     chip_settings = {k: v for k, v in config.classifier.to_dict().items() if k in chip_keys}
     key = json.dumps({"files": [s.path.name for s in samples], "detector": config.detector.to_dict(),
-                      "classifier": chip_settings, "jitters": JITTERS, "padded": padded, "cache": 2})
+                      "classifier": chip_settings, "jitters": JITTERS, "padded": padded, "cache": 3})
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if cache.is_file() and not recollect:
         data = dict(np.load(cache))
@@ -252,7 +253,10 @@ def classified_mask(data: Dict[str, np.ndarray]) -> np.ndarray:
 def runtime_views() -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """The views the pipeline averages by default: (age views, gender views)."""
     cfg = Config().classifier
-    return (0, 1) if cfg.flip_age else (0,), (0, 1) if cfg.flip_gender else (0,)
+    jitters = [JITTERS.index(j) for j in TTA_JITTERS[cfg.tta_jitter]]
+    plain = tuple(2 * j for j in jitters)
+    mirrored = tuple(sorted(plain + tuple(v + 1 for v in plain)))
+    return mirrored if cfg.flip_age else plain, mirrored if cfg.flip_gender else plain
 
 
 def pool(sets: Dict[str, Tuple[Sequence[Sample], Dict[str, np.ndarray]]], views: Sequence[int],
@@ -507,7 +511,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             measured[name] = {k: round(v, 4) for k, v in f.items()}
         counts = {name: int((p.dataset == name).sum()) for name in ("utkface", "fairface")}
         cfg = Config().classifier
-        tta = f"flip_age {cfg.flip_age}, flip_gender {cfg.flip_gender}" if args.tta == "runtime" else args.tta
+        tta = (f"flip_age {cfg.flip_age}, flip_gender {cfg.flip_gender}, tta_jitter {cfg.tta_jitter}"
+               if args.tta == "runtime" else args.tta)
         text = calibration_json(cal, args.detector, tta, args.age_fit, counts, measured)
         tmp = args.write_calibration.with_suffix(".part")
         tmp.write_text(text, encoding="utf-8")
