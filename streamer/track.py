@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -47,6 +48,39 @@ _MAX_AREA_RATIO = 3.0
 _FULL_WEIGHT_FACE_PX = 128.0
 # A sample from a zero-score detection still counts a little, so weights never sum to zero.
 _MIN_SCORE_WEIGHT = 0.01
+_MIN_QUALITY = 0.05
+# Robust fusion: samples further than this many MADs (scaled to a standard deviation) from the
+# weighted median age are left out, but never closer than _OUTLIER_MIN_YEARS: a single view's
+# error is ~7 years (README, Accuracy), so agreeing views can differ by that much.
+_OUTLIER_MADS = 2.5
+_OUTLIER_MIN_YEARS = 8.0
+_MIN_SAMPLES_FOR_OUTLIERS = 3
+# A person is settled (no more classifier runs) when the fused age's standard error is below this
+# and gender is this far from 0.5.
+_SETTLED_AGE_SE_YEARS = 1.5
+_SETTLED_GENDER_MARGIN = 0.3
+# Someone else in the box: a sample this sure of the other gender while the person is this sure
+# of theirs, or an age this far (or 1.5 person-ranges) from theirs, _SPLIT_AFTER times in a row.
+# One contradicting view is common (a blurred frame); two in a row, a second apart, rarely are.
+_SURE_P = 0.85
+_AGE_JUMP_YEARS = 20.0
+_SPLIT_AFTER = 2
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """One classifier result for a track: its labels, its weight, the classifier's age range."""
+
+    p_male: float
+    age_years: float
+    weight: float
+    age_range: Optional[Tuple[float, float]]
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
 
 AgeGroups = Sequence[Tuple[int, int]]
 
@@ -107,9 +141,11 @@ class Track:
         # look for a hidden face where it was heading, never to draw a box.
         self._velocity_xyxy = np.zeros(4, np.float32)
         self._evidence_frame = frame_index
-        self._weight_sum = 0.0
-        self._p_male_sum = 0.0
-        self._age_sum = 0.0
+        self._samples: List[_Sample] = []
+        self._contradicting: List[_Sample] = []
+        self._age_se: Optional[float] = None
+        self.age_range: Optional[Tuple[float, float]] = None
+        self.outliers = 0
         self._sample_frame: Optional[int] = None
         self._sample_t_s: Optional[float] = None
         self._sample_area = 0.0
@@ -138,18 +174,33 @@ class Track:
         """Seconds between the first and the latest matched detection."""
         return self.last_t_s - self.first_t_s
 
-    def add_sample(self, p_male: float, age_years: float, face_px: float, score: float) -> None:
-        """Fold one classifier result into the smoothed labels.
+    def add_sample(
+        self,
+        p_male: float,
+        age_years: float,
+        face_px: float,
+        score: float,
+        *,
+        quality: float = 1.0,
+        age_range: Optional[Tuple[float, float]] = None,
+    ) -> None:
+        """Fold one classifier result into the person's labels.
 
         ``p_male`` in [0, 1]; ``age_years`` >= 0; ``face_px`` the shorter side of the classified crop
-        (> 0); ``score`` the detector confidence in [0, 1]. The sample is weighted by face size (capped)
-        times score: a small or doubtful face moves the means less. Counts as taken on the track's
-        latest detection (``last_frame``, ``last_t_s``, current box) for the classification schedule.
+        (> 0); ``score`` the detector confidence in [0, 1]; ``quality`` in (0, 1]: what else makes
+        this view reliable (sharpness, frontalness: see ``worker.sample_quality``); ``age_range``
+        the classifier's ``(lo, hi)`` for this view. The sample weighs face size (capped) x score x
+        quality. The person's age is the weighted mean of the samples within a robust band around
+        their weighted median (one blurred or turned view does not drag it), gender the weighted
+        mean of p_male. Counts as taken on the track's latest detection (``last_frame``,
+        ``last_t_s``, current box) for the classification schedule. A sample that contradicts a
+        settled person (see ``changed_person``) is counted, not folded in.
         """
         for name, value, lo, hi in (
             ("p_male", p_male, 0.0, 1.0),
             ("age_years", age_years, 0.0, math.inf),
             ("score", score, 0.0, 1.0),
+            ("quality", quality, 0.0, 1.0),
         ):
             if not (lo <= float(value) <= hi):
                 raise ValueError(
@@ -160,17 +211,89 @@ class Track:
             raise ValueError(
                 f"Track.add_sample face_px: expected the crop's shorter side in pixels > 0, got {face_px!r}"
             )
-        weight = max(float(score), _MIN_SCORE_WEIGHT) * min(float(face_px), _FULL_WEIGHT_FACE_PX)
-        self._weight_sum += weight
-        self._p_male_sum += weight * float(p_male)
-        self._age_sum += weight * float(age_years)
-        self.samples += 1
-        self.p_male = self._p_male_sum / self._weight_sum
-        self.age_years = self._age_sum / self._weight_sum
+        weight = (
+            max(float(score), _MIN_SCORE_WEIGHT) * min(float(face_px), _FULL_WEIGHT_FACE_PX)
+            * max(float(quality), _MIN_QUALITY)
+        )
+        sample = _Sample(float(p_male), float(age_years), weight, age_range)
         self._sample_frame, self._sample_t_s = self.last_frame, self.last_t_s
         self._sample_area = float(_area(self._detected_xyxy))
+        if self.label_ready and self._contradicts(sample):
+            self._contradicting.append(sample)
+            return
+        self._contradicting.clear()
+        self._samples.append(sample)
+        self.samples += 1
+        self._fuse()
         if self.label_ready:
             self._update_shown_labels()
+
+    @property
+    def changed_person(self) -> bool:
+        """True when the last ``_SPLIT_AFTER`` samples all contradicted the person's settled
+        labels (a confident opposite gender, or an age far outside the person's range): someone
+        else stepped into the box. The tracker then ends the track and starts another."""
+        return len(self._contradicting) >= _SPLIT_AFTER
+
+    def take_contradicting(self) -> List["_Sample"]:
+        """The samples that contradicted this person, handed to the track that replaces it."""
+        taken, self._contradicting = self._contradicting, []
+        return taken
+
+    def adopt(self, samples: Sequence["_Sample"]) -> None:
+        """Start this track's labels from another track's contradicting samples."""
+        for sample in samples:
+            self._samples.append(sample)
+            self.samples += 1
+        self._fuse()
+        if self.label_ready:
+            self._update_shown_labels()
+
+    @property
+    def settled(self) -> bool:
+        """Enough agreeing samples that more would not change the labels: at least twice
+        ``min_samples``, gender clear of 0.5 by ``_SETTLED_GENDER_MARGIN`` and the fused age's
+        standard error under ``_SETTLED_AGE_SE_YEARS``. The schedule then stops classifying."""
+        if self.samples < 2 * self._cfg.min_samples or self.p_male is None or self._age_se is None:
+            return False
+        return abs(self.p_male - 0.5) >= _SETTLED_GENDER_MARGIN and self._age_se <= _SETTLED_AGE_SE_YEARS
+
+    def _contradicts(self, sample: "_Sample") -> bool:
+        assert self.p_male is not None and self.age_years is not None
+        gender_flip = (self.p_male >= _SURE_P and sample.p_male <= 1 - _SURE_P) or (
+            self.p_male <= 1 - _SURE_P and sample.p_male >= _SURE_P
+        )
+        spread = _AGE_JUMP_YEARS
+        if self.age_range is not None:
+            spread = max(spread, 1.5 * (self.age_range[1] - self.age_range[0]))
+        return gender_flip or abs(sample.age_years - self.age_years) > spread
+
+    def _fuse(self) -> None:
+        ages = np.array([s.age_years for s in self._samples], np.float64)
+        weights = np.array([s.weight for s in self._samples], np.float64)
+        median = _weighted_median(ages, weights)
+        mad = _weighted_median(np.abs(ages - median), weights)
+        keep = np.abs(ages - median) <= max(_OUTLIER_MADS * 1.4826 * mad, _OUTLIER_MIN_YEARS)
+        if len(ages) < _MIN_SAMPLES_FOR_OUTLIERS:
+            keep[:] = True  # two views that disagree: no telling which is wrong
+        w = weights[keep]
+        self.age_years = float(np.sum(w * ages[keep]) / np.sum(w))
+        self.outliers = int((~keep).sum())
+        n_eff = float(np.sum(w) ** 2 / np.sum(w**2))
+        if n_eff > 1.0:
+            var = float(np.sum(w * (ages[keep] - self.age_years) ** 2) / np.sum(w))
+            self._age_se = math.sqrt(var / (n_eff - 1.0))
+        else:
+            self._age_se = None
+        p_male = np.array([s.p_male for s in self._samples], np.float64)
+        self.p_male = float(np.sum(weights * p_male) / np.sum(weights))
+        ranges = [(s.age_range, s.weight) for s, k in zip(self._samples, keep) if k and s.age_range is not None]
+        if ranges:
+            # Views of one face make correlated errors, so averaging them narrows the range little:
+            # the person's range is the samples' mean width, centred on the fused age.
+            total = sum(wt for _, wt in ranges)
+            half = sum(wt * (hi - lo) for (lo, hi), wt in ranges) / total / 2.0
+            self.age_range = (max(0.0, self.age_years - half), self.age_years + half)
 
     def _update_shown_labels(self) -> None:
         assert self.p_male is not None and self.age_years is not None
@@ -208,6 +331,8 @@ class Track:
             "gender_p": None if gender_p is None else round(gender_p, 4),
             "age": None if not self.label_ready or self.age_years is None else round(self.age_years, 1),
             "age_group": self.age_group,
+            "age_range": None if not self.label_ready or self.age_range is None
+            else [round(v, 1) for v in self.age_range],
         }
 
     # --- geometry, driven by the Tracker ---
@@ -437,10 +562,13 @@ class Tracker:
     def needs_classification(self, track: Track, frame_index: int, t_s: float) -> bool:
         """Run the classifiers on this track now? At first sight; then every ``classify_every_frames``
         frames or ``classify_every_s`` seconds, or early when its box area grew ``regrow_ratio``
-        times; never after ``max_samples`` samples. Only on a face detected on this frame (a box
+        times; never after ``max_samples`` samples or once the person is ``settled``. Only on a face
+        detected on this frame (a box
         moved by flow has no landmarks); otherwise reuse the track's smoothed labels."""
         cfg = self._cfg
         if track.samples >= cfg.max_samples or track.detection is None or track.last_frame != frame_index:
+            return False
+        if track.settled and not track._contradicting:
             return False
         if track._sample_frame is None or track._sample_t_s is None:
             return True
@@ -449,6 +577,22 @@ class Tracker:
         if t_s - track._sample_t_s >= cfg.classify_every_s:
             return True
         return track._sample_area > 0 and float(_area(track.xyxy)) >= cfg.regrow_ratio * track._sample_area
+
+    def split(self, track: Track, frame_index: int, t_s: float) -> Track:
+        """Someone else is in ``track``'s box (``Track.changed_person``): end it and start a new,
+        confirmed track on the same box, labelled from the samples that gave the change away."""
+        self._tracks.remove(track)
+        if track.confirmed:
+            self._ended.append(track)
+        new = Track(self._next_id, track.xyxy, frame_index, t_s, self._cfg, self._groups)
+        self._next_id += 1
+        new.detection, new.score, new.appearance = track.detection, track.score, None
+        new.hits = max(new.hits, self._cfg.min_hits)
+        new.adopt(track.take_contradicting())
+        self._maybe_confirm(new)
+        self._tracks = sorted(self._tracks + [new], key=lambda tr: tr.id)
+        logger.debug("track %s split: %s is someone else", track.id, new.id)
+        return new
 
     def pop_new(self) -> List[Track]:
         """Tracks confirmed since the last call (for ``new`` records), by id."""
@@ -563,7 +707,7 @@ def summarise(tracks: Sequence[Track], age_groups: Optional[AgeGroups] = None) -
 
 _CSV_COLUMNS = (
     "track", "first_frame", "last_frame", "first_t_s", "last_t_s", "seen_s",
-    "hits", "samples", "gender", "gender_p", "age", "age_group",
+    "hits", "samples", "gender", "gender_p", "age", "age_group", "age_lo", "age_hi",
 )  # fmt: skip
 
 
@@ -588,7 +732,10 @@ def write_report(
                 else:
                     writer = csv.DictWriter(handle, fieldnames=_CSV_COLUMNS)
                     writer.writeheader()
-                    writer.writerows(summary["tracks"])
+                    for row in summary["tracks"]:
+                        low, high = row["age_range"] or (None, None)
+                        writer.writerow({**{k: v for k, v in row.items() if k != "age_range"},
+                                         "age_lo": low, "age_hi": high})
         except OSError as error:
             raise SinkError(
                 f"track report {kind} file {path}: cannot write ({error.strerror or error}); "

@@ -11,8 +11,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Tuple
 
+import cv2
 import numpy as np
 
+from .align import yaw_ratio
 from .appearance import appearance_of
 from .boxes import box_iou
 from .draw import LabelStyle, draw_faces, draw_hud
@@ -30,6 +32,11 @@ _STAGE_SAMPLES = 10_000
 # A tracked face's box grown by this share of its size per side still counts as "that face
 # moving" for the motion gate: a head turn or nod stays within it.
 _TRACKED_MOTION_MARGIN = 0.25
+# A face at 64 px whose Laplacian varies this much is sharp (a webcam face in focus measures
+# 100-400); motion blur or defocus drops it towards 10.
+_SHARP_LAPLACIAN_VAR = 100.0
+# A sample from a face turned as far as classifier.max_yaw counts this much of a frontal one.
+_TURNED_QUALITY = 0.3
 # A face found by a look at a track's region is that track's face only if it overlaps its box this
 # much; less is a neighbour or a newcomer, left to the next full-frame run.
 _LOOK_MIN_IOU = 0.2
@@ -96,6 +103,26 @@ class RunStats:
                 "n": self.stage_runs[stage],
             }
         return table
+
+
+def sample_quality(bgr: np.ndarray, detections: Detections, max_yaw: Optional[float]) -> np.ndarray:
+    """How much to trust a classifier sample of each face, ``(N,)`` in (0, 1]: sharpness (the
+    variance of the Laplacian of the face at 64 px, full marks from _SHARP_LAPLACIAN_VAR) times
+    frontalness (1 for a frontal face, falling to _TURNED_QUALITY at ``max_yaw``)."""
+    quality = np.ones(len(detections), np.float32)
+    h, w = bgr.shape[:2]
+    for i, (x1, y1, x2, y2) in enumerate(detections.xyxy):
+        left, top, right, bottom = int(max(0, x1)), int(max(0, y1)), int(min(w, x2)), int(min(h, y2))
+        if right - left < 4 or bottom - top < 4:
+            continue
+        grey = cv2.cvtColor(cv2.resize(bgr[top:bottom, left:right], (64, 64), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_BGR2GRAY)
+        sharpness = float(cv2.Laplacian(grey, cv2.CV_32F).var())
+        quality[i] = min(1.0, max(sharpness / _SHARP_LAPLACIAN_VAR, 0.1))
+    if max_yaw is not None and detections.landmarks_xy is not None and len(detections):
+        turn = np.clip(np.abs(yaw_ratio(detections.landmarks_xy)) / max_yaw, 0.0, 1.0)
+        quality *= 1.0 - (1.0 - _TURNED_QUALITY) * turn
+    return quality
 
 
 class Worker:
@@ -278,11 +305,16 @@ class Worker:
         labels = analyzer.classify(bgr, detections)
         timings["classify"] = (time.perf_counter() - t0) * 1000.0
         self.stats.faces_classified += len(due)
+        quality = sample_quality(bgr, detections, analyzer.max_yaw)
         for i, track in enumerate(due):
             x1, y1, x2, y2 = detections.xyxy[i]
+            low, high = (float(v) for v in labels.age_range[i])
             track.add_sample(
-                float(labels.p_male[i]), float(labels.age_years[i]), float(min(x2 - x1, y2 - y1)), track.score
+                float(labels.p_male[i]), float(labels.age_years[i]), float(min(x2 - x1, y2 - y1)), track.score,
+                quality=float(quality[i]), age_range=None if np.isnan(low) else (low, high),
             )
+            if track.changed_person:
+                tracker.split(track, frame_index, t_s)
 
     def _collect_records(self, frame: Frame, t_s: float) -> None:
         tracker = self.tracker

@@ -364,20 +364,20 @@ def test_age_group_follows_a_real_change() -> None:
     for _ in range(3):
         track.add_sample(0.5, 24.0, 60, 0.9)
     assert track.age_group == "20-29"
-    for _ in range(30):
-        track.add_sample(0.5, 48.0, 60, 0.9)
+    for _ in range(30):  # 18 years on: within one person's spread, not someone else
+        track.add_sample(0.5, 42.0, 60, 0.9)
         if track.age_group == "30-39":
             assert track.age_years >= 32.0
-    assert track.age_group == "40-49"
+    assert track.age_group == "40-49" and track.samples == 33
 
 
 def test_samples_are_weighted_by_face_size_and_score() -> None:
     tracker = make_tracker(min_hits=1, min_samples=1)
     (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
     track.add_sample(0.9, 40.0, 100, 1.0)  # weight 100
-    track.add_sample(0.1, 20.0, 50, 0.5)  # weight 25
+    track.add_sample(0.3, 20.0, 50, 0.5)  # weight 25
     assert track.age_years == pytest.approx((100 * 40 + 25 * 20) / 125)
-    assert track.p_male == pytest.approx((100 * 0.9 + 25 * 0.1) / 125)
+    assert track.p_male == pytest.approx((100 * 0.9 + 25 * 0.3) / 125)
 
 
 @pytest.mark.parametrize("min_samples", [1, 3, 5])
@@ -476,3 +476,51 @@ def test_a_cut_ends_every_track() -> None:
         (a,) = tracker.update(dets([box(200, 200)]), frame, frame / FPS)
     (b,) = tracker.update(dets([box(200, 200)]), 3, 0.3, cut=True)
     assert b.id != a.id and [tr.id for tr in tracker.pop_ended()] == [a.id]
+
+
+def test_fusion_rejects_an_outlier_and_weighs_a_better_view_more() -> None:
+    tracker = make_tracker(min_hits=1, min_samples=3, max_samples=100)
+    tracker.update(dets([box(200, 200)]), 0, 0.0)
+    (track,) = tracker.tracks
+    for age in (30.0, 32.0, 31.0, 29.0):
+        track.add_sample(0.9, age, 100, 0.9)
+    track.add_sample(0.9, 45.0, 100, 0.9)  # a blurred view: 15 years off, not a new person
+    assert track.outliers == 1 and track.age_years == pytest.approx(30.5)
+    sharp, blurred = make_tracker(min_hits=1, min_samples=1), make_tracker(min_hits=1, min_samples=1)
+    for tr in (sharp, blurred):
+        tr.update(dets([box(200, 200)]), 0, 0.0)
+    a, b = sharp.tracks[0], blurred.tracks[0]
+    a.add_sample(0.7, 30.0, 100, 0.9, quality=1.0)
+    a.add_sample(0.7, 40.0, 100, 0.9, quality=0.2)
+    b.add_sample(0.7, 30.0, 100, 0.9, quality=0.2)
+    b.add_sample(0.7, 40.0, 100, 0.9, quality=1.0)
+    assert a.age_years < 35.0 < b.age_years
+
+
+def test_a_different_person_in_the_box_splits_the_track() -> None:
+    tracker = make_tracker(min_hits=1, min_samples=2)
+    tracker.update(dets([box(200, 200)]), 0, 0.0)
+    (first,) = tracker.tracks
+    for _ in range(4):
+        first.add_sample(0.95, 8.0, 100, 0.9)  # a boy
+    first.add_sample(0.05, 60.0, 100, 0.9)  # one odd view: counted, not folded in
+    assert not first.changed_person and first.age_years == pytest.approx(8.0)
+    first.add_sample(0.04, 62.0, 100, 0.9)  # again: someone else
+    assert first.changed_person
+    second = tracker.split(first, 1, 0.1)
+    assert second.id != first.id and second.confirmed and second.samples == 2
+    assert second.age_years == pytest.approx(61.0) and second.p_male < 0.1
+    assert [tr.id for tr in tracker.pop_ended()] == [first.id]
+    assert [tr.id for tr in tracker.tracks] == [second.id]
+
+
+def test_a_settled_person_is_not_classified_again() -> None:
+    tracker = make_tracker(min_hits=1, min_samples=2, classify_every_frames=1, max_samples=50)
+    taken = 0
+    for frame in range(40):
+        tracker.update(dets([box(200, 200)]), frame, frame / FPS)
+        (track,) = tracker.tracks
+        if tracker.needs_classification(track, frame, frame / FPS):
+            track.add_sample(0.95, 30.0 + (frame % 2), 100, 0.9)
+            taken += 1
+    assert track.settled and 4 <= taken < 10
