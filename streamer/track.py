@@ -373,6 +373,11 @@ class Track:
         """A check found no face where the track is."""
         self.missed += 1
 
+    def hide(self) -> None:
+        """Stop showing the track now (its box is on another track's face); it can still be
+        matched again until ``max_age_s``."""
+        self.missed = max(self.missed + 1, self._cfg.max_missed + 1)
+
     def _evidence(self, xyxy: np.ndarray, frame_index: int, reset: bool) -> None:
         if reset:
             # Back after being hidden: the gap says nothing about its speed.
@@ -488,6 +493,7 @@ class Tracker:
                 kept.append(track)
         self._tracks = sorted(kept, key=lambda tr: tr.id)
         self._last_detect_frame, self._last_detect_t_s = frame_index, t_s
+        self._resolve_overlaps()
         return self._shown()
 
     def follow(self, frame_index: int, t_s: float, move: Move, look: Optional[Look] = None) -> List[Track]:
@@ -513,6 +519,7 @@ class Tracker:
                 self._maybe_confirm(track)
             kept.append(track)
         self._tracks = kept
+        self._resolve_overlaps()
         return self._shown()
 
     def predict(self, frame_index: int, t_s: float) -> List[Track]:
@@ -525,7 +532,7 @@ class Tracker:
         """Look for a track's face in its region; False when the track is to be dropped (tentative
         and not found)."""
         found = look(track) if look is not None else None
-        if found is not None:
+        if found is not None and not self._claimed(found[0].xyxy[0], track):
             detection, appearance = found
             track.hit(detection, frame_index, t_s, appearance)
             return True
@@ -631,6 +638,27 @@ class Tracker:
             else:
                 alive.append(track)
         self._tracks = alive
+
+    def _claimed(self, xyxy: np.ndarray, track: Track) -> bool:
+        """The face at ``xyxy`` belongs to another track detected on this frame: when one face
+        passes in front of another, the hidden one's look finds the front one."""
+        others = [tr.xyxy for tr in self._tracks if tr is not track and tr.detection is not None]
+        return bool(others) and bool((box_iou(xyxy, np.stack(others))[0] >= _SAME_FACE_IOU).any())
+
+    def _resolve_overlaps(self) -> None:
+        """Two shown boxes on one face (flow points of a face going behind another follow the
+        one in front): the track not detected on this frame (else the one detected longer ago)
+        hides until its own face comes out, instead of taking the other's place and trading ids."""
+        shown = self._shown()
+        if len(shown) < 2:
+            return
+        iou = box_iou(np.stack([tr.xyxy for tr in shown]), np.stack([tr.xyxy for tr in shown]))
+        for i, j in zip(*np.nonzero(np.triu(iou, k=1) >= _SAME_FACE_IOU)):
+            a, b = shown[i], shown[j]
+            if not (a.shown and b.shown) or (a.detection is not None and b.detection is not None):
+                continue  # two detections: two faces, however close
+            loser = a if (a.detection is None, -a.last_frame, -a.hits) > (b.detection is None, -b.last_frame, -b.hits) else b
+            loser.hide()
 
     @staticmethod
     def _covered(xyxy: np.ndarray, tracks: Sequence[Track]) -> bool:
