@@ -536,6 +536,15 @@ class TrackingConfig(_Section):
         "between detections of one face (0.58), near the median between two people (0.73). 1.0 turns "
         "the check off.",
     )
+    reappear_appearance_distance: float = setting(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="The same limit for a face that comes back to a hidden track (after a gap): at a "
+        "counter the next person steps into the same spot. 0.25: one face before and after a gap of "
+        "a second measured 0.01-0.2; consecutive people in a synthetic queue of labelled faces "
+        "0.26-0.88. A person who turns away and back may get a new id: the lesser error.",
+    )
     detect_min_frames: int = setting(
         default=15,
         ge=1,

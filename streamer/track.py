@@ -40,6 +40,10 @@ _MAX_EXTRAPOLATION_FRAMES = 10
 _APPEARANCE_ALPHA = 0.3
 # A detection that overlaps a track's box this much is that face, whatever else says otherwise.
 _SAME_FACE_IOU = 0.5
+# A newly confirmed face overlapping a hidden track's last box this much has taken its place.
+_DISPLACED_IOU = 0.3
+# A look at consecutive frames does not find a face this much larger or smaller than the box.
+_MAX_LOOK_AREA_RATIO = 1.6
 # A detection and a track whose box areas differ by more than this factor are not the same face
 # in consecutive looks (a face a metre nearer is ~1.5x the side, ~2.3x the area).
 _MAX_AREA_RATIO = 3.0
@@ -51,10 +55,12 @@ _MIN_SCORE_WEIGHT = 0.01
 _MIN_QUALITY = 0.05
 # Robust fusion: samples further than this many MADs (scaled to a standard deviation) from the
 # weighted median age are left out, but never closer than _OUTLIER_MIN_YEARS: a single view's
-# error is ~7 years (README, Accuracy), so agreeing views can differ by that much.
+# error has a standard deviation of ~10 years (README, Accuracy), so views of one face 15 years
+# apart are common and neither is an outlier; with fewer than _MIN_SAMPLES_FOR_OUTLIERS views the
+# median itself is not to be trusted.
 _OUTLIER_MADS = 2.5
-_OUTLIER_MIN_YEARS = 8.0
-_MIN_SAMPLES_FOR_OUTLIERS = 3
+_OUTLIER_MIN_YEARS = 15.0
+_MIN_SAMPLES_FOR_OUTLIERS = 4
 # A person is settled (no more classifier runs) when the fused age's standard error is below this
 # and gender is this far from 0.5.
 _SETTLED_AGE_SE_YEARS = 1.5
@@ -425,6 +431,7 @@ class Tracker:
         self._last_frame: Optional[int] = None
         self._last_detect_frame: Optional[int] = None
         self._last_detect_t_s: Optional[float] = None
+        self._gone: set = set()  # ids ended while the track list was being walked
 
     @property
     def tracks(self) -> List[Track]:
@@ -493,6 +500,7 @@ class Tracker:
                 kept.append(track)
         self._tracks = sorted(kept, key=lambda tr: tr.id)
         self._last_detect_frame, self._last_detect_t_s = frame_index, t_s
+        self._drop_gone()
         self._resolve_overlaps()
         return self._shown()
 
@@ -519,6 +527,7 @@ class Tracker:
                 self._maybe_confirm(track)
             kept.append(track)
         self._tracks = kept
+        self._drop_gone()
         self._resolve_overlaps()
         return self._shown()
 
@@ -532,7 +541,7 @@ class Tracker:
         """Look for a track's face in its region; False when the track is to be dropped (tentative
         and not found)."""
         found = look(track) if look is not None else None
-        if found is not None and not self._claimed(found[0].xyxy[0], track):
+        if found is not None and self._plausible(track, *found):
             detection, appearance = found
             track.hit(detection, frame_index, t_s, appearance)
             return True
@@ -598,6 +607,7 @@ class Tracker:
         new.adopt(track.take_contradicting())
         self._maybe_confirm(new)
         self._tracks = sorted(self._tracks + [new], key=lambda tr: tr.id)
+        self._drop_gone()
         logger.debug("track %s split: %s is someone else", track.id, new.id)
         return new
 
@@ -639,11 +649,19 @@ class Tracker:
                 alive.append(track)
         self._tracks = alive
 
-    def _claimed(self, xyxy: np.ndarray, track: Track) -> bool:
-        """The face at ``xyxy`` belongs to another track detected on this frame: when one face
-        passes in front of another, the hidden one's look finds the front one."""
-        others = [tr.xyxy for tr in self._tracks if tr is not track and tr.detection is not None]
-        return bool(others) and bool((box_iou(xyxy, np.stack(others))[0] >= _SAME_FACE_IOU).any())
+    def _plausible(self, track: Track, detection: Detections, appearance: Optional[np.ndarray]) -> bool:
+        """Is the face a look found near ``track`` that track's face? Not when it is about the
+        size of another shown track's box there (one face passing in front of another: the hidden
+        one's look finds the front one), when its size jumped (a look compares consecutive frames),
+        or when its colours veto it."""
+        xyxy = detection.xyxy[0]
+        others = [tr.xyxy for tr in self._shown() if tr is not track]
+        if others and (box_iou(xyxy, np.stack(others))[0] >= _SAME_FACE_IOU).any():
+            return False
+        ratio = float(_area(xyxy)) / max(float(_area(track.xyxy)), 1.0)
+        if not 1.0 / _MAX_LOOK_AREA_RATIO <= ratio <= _MAX_LOOK_AREA_RATIO:
+            return False
+        return appearance_distance(track.appearance, appearance) <= self._cfg.max_appearance_distance
 
     def _resolve_overlaps(self) -> None:
         """Two shown boxes on one face (flow points of a face going behind another follow the
@@ -677,6 +695,23 @@ class Tracker:
             track.confirmed = True
             self._new.append(track)
             logger.debug("track %s confirmed at frame %s", track.id, track.last_frame)
+            self._end_displaced(track)
+
+    def _end_displaced(self, newcomer: Track) -> None:
+        """Hidden tracks whose spot a newly confirmed person now holds end: at a counter, the
+        one who left is gone once the next one stands there, and must not come back as them."""
+        for track in self._tracks:
+            if track is newcomer or track.shown or not track.confirmed:
+                continue
+            if track.id not in self._gone and box_iou(track.xyxy, newcomer.xyxy)[0, 0] >= _DISPLACED_IOU:
+                logger.debug("track %s ended: its spot is taken by track %s", track.id, newcomer.id)
+                self._ended.append(track)
+                self._gone.add(track.id)
+
+    def _drop_gone(self) -> None:
+        if self._gone:
+            self._tracks = [track for track in self._tracks if track.id not in self._gone]
+            self._gone.clear()
 
     def _match(self, boxes: np.ndarray, apps: Sequence[Optional[np.ndarray]], frame_index: int) -> List[Tuple[int, int]]:
         """Greedy assignment, cheapest pair first; shown tracks before hidden ones (DeepSORT's
@@ -695,10 +730,15 @@ class Tracker:
         dist = np.linalg.norm(centre_t[:, None, :] - centre_d[None, :, :], axis=2) / size[:, None]
         ratio = np.maximum(area_t[:, None], 1.0) / np.maximum(area_d[None, :], 1.0)
         looks = np.array([[appearance_distance(tr.appearance, app) for app in apps] for tr in self._tracks])
+        # A face seen without a break may change colour (light, a turn); one that comes back after
+        # a gap must look like the person who left, or it is the next one in the queue.
+        limit = np.array([
+            cfg.max_appearance_distance if tr.shown else cfg.reappear_appearance_distance for tr in self._tracks
+        ])
         allowed = (
             ((iou >= max(cfg.min_iou, 1e-9)) | (dist <= cfg.max_centre_dist))
             & (ratio <= _MAX_AREA_RATIO) & (ratio >= 1.0 / _MAX_AREA_RATIO)
-            & (looks <= cfg.max_appearance_distance)
+            & (looks <= limit[:, None])
         )
         cost = (1.0 - iou) + dist + looks
         hidden = np.array([not tr.shown for tr in self._tracks])

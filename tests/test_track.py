@@ -459,7 +459,7 @@ def test_summarise_nothing() -> None:
 def test_someone_stepping_into_the_spot_another_left_is_a_new_person() -> None:
     # A queue at a counter: A leaves, B steps into the same spot a moment later. Their faces'
     # colours differ (appearance distance ~1): B must not inherit A's id and labels.
-    tracker = make_tracker(min_hits=1, max_missed=0, max_age_s=5.0)
+    tracker = make_tracker(min_hits=1, max_missed=0, max_age_s=5.0, reappear_appearance_distance=0.25)
     red, blue = np.zeros(72, np.float32), np.zeros(72, np.float32)
     red[0], blue[40] = 1.0, 1.0
     for frame in range(3):
@@ -467,7 +467,8 @@ def test_someone_stepping_into_the_spot_another_left_is_a_new_person() -> None:
     assert tracker.update(dets([]), 3, 0.3) == []
     (b,) = tracker.update(dets([box(202, 199)]), 4, 0.4, appearances=[blue])
     assert b.id != a.id
-    assert [tr.id for tr in tracker.tracks] == [a.id, b.id]  # A hidden, kept for max_age_s
+    # B holds A's spot: A is gone for good (no coming back as whoever stands there next).
+    assert [tr.id for tr in tracker.tracks] == [b.id] and [tr.id for tr in tracker.pop_ended()] == [a.id]
 
 
 def test_a_cut_ends_every_track() -> None:
@@ -484,7 +485,7 @@ def test_fusion_rejects_an_outlier_and_weighs_a_better_view_more() -> None:
     (track,) = tracker.tracks
     for age in (30.0, 32.0, 31.0, 29.0):
         track.add_sample(0.9, age, 100, 0.9)
-    track.add_sample(0.9, 45.0, 100, 0.9)  # a blurred view: 15 years off, not a new person
+    track.add_sample(0.9, 48.0, 100, 0.9)  # a blurred view: 18 years off, not a new person
     assert track.outliers == 1 and track.age_years == pytest.approx(30.5)
     sharp, blurred = make_tracker(min_hits=1, min_samples=1), make_tracker(min_hits=1, min_samples=1)
     for tr in (sharp, blurred):
@@ -524,3 +525,22 @@ def test_a_settled_person_is_not_classified_again() -> None:
             track.add_sample(0.95, 30.0 + (frame % 2), 100, 0.9)
             taken += 1
     assert track.settled and 4 <= taken < 10
+
+
+def test_a_face_back_after_a_gap_must_look_like_the_one_who_left() -> None:
+    tracker = make_tracker(min_hits=1, max_missed=0, max_age_s=5.0)
+    a_colours = np.zeros(72, np.float32)
+    a_colours[:4] = 0.25
+    similar, other = a_colours.copy(), np.zeros(72, np.float32)
+    similar[:2], similar[2:4] = 0.3, 0.2  # a little lighter: distance ~0.05
+    other[2:6] = 0.25  # half the colours shared: distance ~0.7, under the shown-track veto
+    tracker.update(dets([box(200, 200)]), 0, 0.0, appearances=[a_colours])
+    (a,) = tracker.update(dets([box(200, 200)]), 1, 0.1, appearances=[a_colours])
+    tracker.update(dets([]), 2, 0.2)  # hidden
+    (b,) = tracker.update(dets([box(200, 200)]), 3, 0.3, appearances=[other])
+    assert b.id != a.id
+    tracker2 = make_tracker(min_hits=1, max_missed=0, max_age_s=5.0)
+    tracker2.update(dets([box(200, 200)]), 0, 0.0, appearances=[a_colours])
+    tracker2.update(dets([]), 1, 0.1)
+    (back,) = tracker2.update(dets([box(201, 200)]), 2, 0.2, appearances=[similar])
+    assert back.id == 1
