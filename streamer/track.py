@@ -228,8 +228,11 @@ class Track:
             self._contradicting.append(sample)
             return
         self._contradicting.clear()
-        self._samples.append(sample)
-        self.samples += 1
+        self._fold([sample])
+
+    def _fold(self, samples: Sequence["_Sample"]) -> None:
+        self._samples.extend(samples)
+        self.samples += len(samples)
         self._fuse()
         if self.label_ready:
             self._update_shown_labels()
@@ -248,12 +251,7 @@ class Track:
 
     def adopt(self, samples: Sequence["_Sample"]) -> None:
         """Start this track's labels from another track's contradicting samples."""
-        for sample in samples:
-            self._samples.append(sample)
-            self.samples += 1
-        self._fuse()
-        if self.label_ready:
-            self._update_shown_labels()
+        self._fold(samples)
 
     @property
     def settled(self) -> bool:
