@@ -65,3 +65,10 @@ def test_carphone_driver_keeps_one_id(models_env, tmp_path):
             seen[face["track"]] += 1
     main_id, count = max(seen.items(), key=lambda kv: kv[1])
     assert count >= 0.9 * len(frames), (ids, seen)
+
+
+def test_a_still_background_is_never_a_person(models_env, tmp_path):
+    # Caminandes: a cartoon llama, a road, a fence and no people, 10 s.
+    frames, records, summary, _ = _run_tracked("blender_caminandes_10s.mp4", tmp_path)
+    assert records == [] and summary["people"]["people"] == 0
+    assert all(frame["faces"] == [] for frame in frames)
