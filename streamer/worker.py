@@ -279,6 +279,7 @@ class Worker:
                     classified=ready,
                     track=track.id,
                     too_small=small,
+                    age_range=track.age_range if ready else None,
                     turned=not ready and self._turned.get(track.id, False),
                 )
             )

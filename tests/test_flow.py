@@ -137,3 +137,23 @@ def test_without_flow_a_moving_face_box_is_left_behind():
         result, _ = worker.process(Frame(frame_with_face(*position), index, index / 30.0, "s", index / 30.0))
         last = result.faces
     assert last and box_iou(np.array(last[0].xyxy), face_box(*positions[-1]))[0, 0] < 0.3
+
+
+def test_tracked_faces_carry_the_persons_age_range():
+    class RangedLabels(FixedLabels):
+        def predict(self, bgr, detections):
+            n = len(detections)
+            return GenderAge(np.full(n, 0.9, np.float32), np.full(n, 30.0, np.float32), ("30-39",) * n,
+                             age_range=np.tile(np.array([[24.0, 38.0]], np.float32), (n, 1)))
+
+    cfg = TrackingConfig(classify_every_frames=1, min_samples=2)
+    analyzer = FaceAnalyzer(SquareDetector(), RangedLabels(), min_face_px=10)
+    worker = Worker(analyzer, None, hud=False, tracker=Tracker(cfg, ClassifierConfig().age_groups), flow=BoxFlow())
+    faces = ()
+    for index in range(8):
+        result, _ = worker.process(Frame(frame_with_face(60, 60), index, index / 30.0, "s", index / 30.0))
+        faces = result.faces
+    (face,) = faces
+    assert face.classified and face.age == pytest.approx(30.0)
+    assert face.age_range == pytest.approx((23.0, 37.0))  # the samples' width, centred on the fused age
+    assert face.to_event()["age_range"] == [23.0, 37.0]
