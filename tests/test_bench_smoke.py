@@ -221,3 +221,40 @@ def _dets(boxes):
 def test_bakeoff_matching_counts(found, reference, expect):
     detectors = _load("detectors")
     assert detectors.match(_dets(found), _dets(reference)) == expect
+
+
+def _load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "samples, slope",
+    [
+        ([(0, 100.0), (60, 120.0), (120, 121.0), (180, 122.0), (240, 123.0)], 60.0),  # +1 MB a minute after warm-up
+        ([(60, 130.0), (120, 130.0), (180, 130.0)], 0.0),
+        ([(60, 130.0), (120, 131.0)], None),  # too few samples to fit
+    ],
+)
+def test_soak_slope_leaves_out_the_warm_up(samples, slope):
+    fitted = _load_bench("soak").slope_mb_per_h(samples, warmup_s=60.0)
+    assert fitted == (None if slope is None else pytest.approx(slope, abs=1e-6))
+
+
+@pytest.mark.integration
+def test_soak_script_samples_a_live_rtsp_run(tmp_path, models_env):
+    if subprocess.run(["/usr/bin/python3", str(REPO / "tests" / "rtsp_server.py"), "--check"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("GStreamer's RTSP server is not installed (bash .ci/run installs it)")
+    out = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "soak.py"), "--minutes", "0.25", "--sample-s", "1", "--warmup-s", "3",
+         "--json", str(out)],
+        cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert len(figures["samples"]) >= 10 and figures["peak_mb"] > 50 and figures["frames_read"] > 100
+    assert figures["slope_mb_per_h"] is not None and "MB/h" in result.stdout
