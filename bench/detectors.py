@@ -40,10 +40,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from streamer.cli import DEFAULT_CONFIG  # noqa: E402
 from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
-from streamer.detect import FaceDetector, pairwise_iou  # noqa: E402
+from run_bench import _letterbox as letterbox, read_frames  # noqa: E402
+from streamer.boxes import box_iou  # noqa: E402
+from streamer.detect import FaceDetector  # noqa: E402
 from streamer.errors import ConfigError, ModelError  # noqa: E402
 from streamer.models import ModelStore  # noqa: E402
 from streamer.pipeline import build_detector  # noqa: E402
@@ -119,7 +122,7 @@ def match(found: Detections, reference: Detections) -> Dict[str, int]:
     ``tp``: found faces >= MIN_FACE_PX matching a reference face; ``fp``: found faces >= MIN_FACE_PX
     matching none; ``ref``: reference faces >= MIN_FACE_PX; ``hit``: those matched.
     """
-    iou = pairwise_iou(found.xyxy, reference.xyxy)
+    iou = box_iou(found.xyxy, reference.xyxy)
     found_matched = np.zeros(len(found), bool)
     ref_matched = np.zeros(len(reference), bool)
     if iou.size:
@@ -144,33 +147,6 @@ def _ratio(num: int, den: int) -> Optional[float]:
 
 
 # -- measurements --------------------------------------------------------------------------------
-
-
-def read_clip(path: Path, limit: Optional[int]) -> List[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames: List[np.ndarray] = []
-    try:
-        while limit is None or len(frames) < limit:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(bgr)
-    finally:
-        capture.release()
-    if not frames:
-        raise SystemExit(f"no frames decoded from {path}; check the file and OpenCV's FFmpeg support")
-    return frames
-
-
-def letterbox(bgr: np.ndarray, size_wh: Sequence[int]) -> np.ndarray:
-    """``bgr`` scaled to fit ``size_wh`` with its aspect kept, centred on black."""
-    w, h = size_wh
-    scale = min(w / bgr.shape[1], h / bgr.shape[0])
-    small = cv2.resize(bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    out = np.zeros((h, w, 3), np.uint8)
-    y, x = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
-    out[y : y + small.shape[0], x : x + small.shape[1]] = small
-    return out
 
 
 def time_detect(detector: FaceDetector, bgr: np.ndarray, runs: int, threads: int) -> float:
@@ -203,7 +179,7 @@ def memory_child(label: str) -> int:
     contender = next(c for c in CONTENDERS if c.label == label)
     config = base_config()
     clip, index = SPEED_FRAME
-    bgr = letterbox(read_clip(SHARED / "media" / CLIPS[clip], index + 1)[index], SPEED_WH)
+    bgr = letterbox(read_frames(SHARED / "media" / CLIPS[clip], index + 1)[index], SPEED_WH)
     before = vm_rss_kb()
     detector = build(contender, config)
     for _ in range(MEMORY_FRAMES):
@@ -297,7 +273,7 @@ def _matched_any(found: Detections, reference: Detections) -> int:
     """How many found boxes overlap some reference box at IoU >= MATCH_IOU (any size)."""
     if len(found) == 0 or len(reference) == 0:
         return 0
-    return int((pairwise_iou(found.xyxy, reference.xyxy).max(axis=1) >= MATCH_IOU).sum())
+    return int((box_iou(found.xyxy, reference.xyxy).max(axis=1) >= MATCH_IOU).sum())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -322,9 +298,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, bgr in photos.items():
         if bgr is None:
             raise SystemExit(f"photo {name}: could not read {SHARED / 'media' / PHOTOS[name][0]}; set STREAMER_SHARED")
-    clips = {name: read_clip(SHARED / "media" / CLIPS[name], args.max_frames) for name in args.clips}
+    clips = {name: read_frames(SHARED / "media" / CLIPS[name], args.max_frames) for name in args.clips}
     clip, index = SPEED_FRAME
-    speed_bgr = letterbox(read_clip(SHARED / "media" / CLIPS[clip], index + 1)[index], SPEED_WH)
+    speed_bgr = letterbox(read_frames(SHARED / "media" / CLIPS[clip], index + 1)[index], SPEED_WH)
 
     reference_detector = build(REFERENCE, config)
     reference = {

@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 
 from .align import MEAN_FACE_YUNET, similarity_transform
+from .boxes import box_iou
 from .config import DetectorConfig, DnnConfig
-from .detect import MIN_FRAME_SIDE_PX, clip_and_filter, detector_settings, pairwise_iou
+from .detect import MIN_FRAME_SIDE_PX, clip_and_filter, detector_settings
 from .dnn import apply_dnn_config, read_tflite
 from .errors import ModelError
 from .types import Detections
@@ -124,7 +125,7 @@ def weighted_nms(
     out_boxes, out_points, out_scores = [], [], []
     while order.size:
         best = order[0]
-        in_cluster = pairwise_iou(xyxy[best], xyxy[order])[0] > iou_threshold
+        in_cluster = box_iou(xyxy[best], xyxy[order])[0] > iou_threshold
         in_cluster[0] = True  # a degenerate best box still stands for itself
         members = order[in_cluster]
         weights = scores[members].astype(np.float64)

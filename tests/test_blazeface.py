@@ -20,7 +20,8 @@ from streamer.blazeface import (
     weighted_nms,
 )
 from streamer.config import Config, override
-from streamer.detect import YuNetDetector, pairwise_iou
+from streamer.boxes import box_iou
+from streamer.detect import YuNetDetector
 from streamer.models import ModelStore
 from streamer.pipeline import build_detector
 from streamer.types import Detections
@@ -208,7 +209,7 @@ def test_astronaut_one_face_with_landmarks_where_yunet_puts_them(variant):
     yunet = YuNetDetector(YUNET_ONNX, config.detector, config.dnn).detect(bgr)
     # Same points to within a tenth of the face (measured: ~6 px on a ~100 px face).
     np.testing.assert_allclose(det.landmarks_xy[0], yunet.landmarks_xy[0], atol=0.1 * (x2 - x1))
-    assert pairwise_iou(det.xyxy, yunet.xyxy)[0, 0] > 0.6
+    assert box_iou(det.xyxy, yunet.xyxy)[0, 0] > 0.6
 
 
 @pytest.mark.integration
@@ -221,7 +222,7 @@ def test_group_photo_full_range_finds_the_four_clear_faces_and_nothing_else():
     if YUNET_ONNX.is_file():
         config = override(Config(), {"detector.max_side_px": 1280})
         yunet = YuNetDetector(YUNET_ONNX, config.detector, config.dnn).detect(bgr)
-        assert (pairwise_iou(det.xyxy, yunet.xyxy).max(axis=1) >= 0.4).all()
+        assert (box_iou(det.xyxy, yunet.xyxy).max(axis=1) >= 0.4).all()
 
 
 @pytest.mark.integration
