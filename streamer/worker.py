@@ -255,8 +255,9 @@ class Worker:
             timings["look"] = timings.get("look", 0.0) + (time.perf_counter() - t0) * 1000.0
             if not len(found):
                 return None
-            best = int(np.argmax(box_iou(track.xyxy, found.xyxy)[0]))
-            if box_iou(track.xyxy, found.xyxy[best])[0, 0] < _LOOK_MIN_IOU:
+            overlap = box_iou(track.xyxy, found.xyxy)[0]
+            best = int(np.argmax(overlap))
+            if overlap[best] < _LOOK_MIN_IOU:
                 return None  # a face nearby, but not this one (a neighbour, or someone new)
             row = found[np.array([best])]
             return row, appearance_of(bgr, row.xyxy[0])
