@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .capture import open_source
+from .sources import open_source
 from .config import Config
 from .draw import LabelStyle
 from .errors import SinkError, StreamerError

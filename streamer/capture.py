@@ -1,8 +1,9 @@
-"""Frame sources: webcams, RTSP/HTTP streams, video files, images and folders of images.
+"""The capture thread: frames from an opened ``cv2.VideoCapture`` read ahead on their own thread.
 
-``open_source(spec, cfg)`` returns a :class:`FrameSource`, a context manager that iterates
-:class:`~streamer.types.Frame` objects (BGR uint8 ``(H, W, 3)``). Video files and live sources are
-read by a capture thread into a bounded queue:
+:class:`CaptureSource` is the :class:`FrameSource` of video files and live sources (what a
+``--source`` string means and how it is opened is :mod:`streamer.sources`). Frames are
+:class:`~streamer.types.Frame` objects (BGR uint8 ``(H, W, 3)``) read by a capture thread into a
+bounded queue:
 
 - live sources (webcams, streams) keep only the newest frame: a slow consumer gets the latest
   picture and the frames it could not take are dropped and counted, never queued up;
@@ -16,14 +17,11 @@ backoff; the gap is logged and counted in ``stats``.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable, Iterator, List, Optional, Tuple, TypeVar
 
 import cv2
 import numpy as np
@@ -47,12 +45,6 @@ MAX_FILE_READ_FAILURES = 1000
 # a silent RTSP stall (server stopped, connection kept): such reads still return the frames the
 # H.264 decoder was holding, one per timeout, before the first failure; those frames are stale.
 STALLED_READ_SHARE = 0.9
-FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
-IMAGE_SUFFIXES = frozenset(
-    ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .avif .pbm .pgm .ppm .pxm .pnm .pfm .sr .ras "
-    ".tiff .tif .exr .hdr .pic".split()
-)
 
 
 @dataclass(frozen=True)
@@ -114,7 +106,7 @@ class FrameSource:
         self.stop()
 
 
-def _as_bgr(image: np.ndarray) -> np.ndarray:
+def as_bgr(image: np.ndarray) -> np.ndarray:
     """Backends may hand back grey or BGRA frames; the contract is 3-channel BGR."""
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
@@ -123,75 +115,6 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     return image
-
-
-class ImageSource(FrameSource):
-    """One Frame per image file, in the given order; ``Frame.source`` is the image path."""
-
-    def __init__(self, paths: Sequence[Path], kind: str, name: str) -> None:
-        self._paths = list(paths)
-        self._next = 0
-        self._decoded = 0
-        self._unreadable = 0
-        self._stopped = False
-        self._pending: Optional[np.ndarray] = None
-        while self._pending is None:
-            try:
-                self._pending = self._load(self._paths[0])
-            except SourceError as error:
-                if kind != "folder" or len(self._paths) == 1:
-                    raise
-                logger.warning("skipping %s", error)
-                self._unreadable += 1
-                self._paths.pop(0)
-        height, width = self._pending.shape[:2]
-        self.info = SourceInfo(kind, name, DEFAULT_FPS, (int(width), int(height)), len(self._paths))
-
-    @staticmethod
-    def _load(path: Path) -> np.ndarray:
-        # IMREAD_COLOR turns grey, palette and RGBA images into 3-channel BGR.
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise SourceError(
-                f"{path}: expected a readable image, got data OpenCV cannot decode; "
-                "check that the file is complete and really an image, or remove it"
-            )
-        return image
-
-    def read(self) -> Optional[Frame]:
-        while not self._stopped and self._next < len(self._paths):
-            path = self._paths[self._next]
-            index = self._next
-            self._next += 1
-            try:
-                image = self._pending if self._pending is not None else self._load(path)
-            except SourceError as error:
-                if self.info.kind != "folder":
-                    raise
-                # One bad file must not end a batch of photos: say which, go on.
-                logger.warning("skipping %s", error)
-                self._unreadable += 1
-                continue
-            finally:
-                self._pending = None
-            self._decoded += 1
-            # A photo has no time axis: its position is 0, its capture time when it was read.
-            return Frame(bgr=image, index=index, t_s=time.monotonic(), source=str(path), pos_s=0.0)
-        return None
-
-    @property
-    def paths(self) -> Tuple[Path, ...]:
-        """The image files this source will read (unreadable ones are skipped when read)."""
-        return tuple(self._paths)
-
-    @property
-    def stats(self) -> CaptureStats:
-        """Images decoded so far, and images that could not be (skipped, each with a warning)."""
-        return CaptureStats(frames_read=self._decoded, undecodable=self._unreadable)
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._pending = None
 
 
 _END = object()  # the capture thread's last item when the source ended normally
@@ -425,7 +348,7 @@ class CaptureSource(FrameSource):
             pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
             pos_s = pos_ms / 1000.0 if (pos_ms > 0 or index == 0) else index / self.info.fps
             self._last_pos_s = pos_s
-        frame = Frame(bgr=_as_bgr(image), index=index, t_s=t_s, source=self._name, pos_s=pos_s)
+        frame = Frame(bgr=as_bgr(image), index=index, t_s=t_s, source=self._name, pos_s=pos_s)
         return self._put(frame)
 
     def _put(self, item: object) -> bool:
@@ -527,283 +450,46 @@ def backoff_delays(cfg: CaptureConfig) -> List[float]:
     return delays
 
 
-# -- opening -------------------------------------------------------------------------------
+
+T = TypeVar("T")
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+def interruptible(call: Callable[[], T], release: Callable[[T], None]) -> T:
+    """``call()``, run on a helper thread while this thread waits in short steps.
 
-
-def _ffmpeg_options(transport: str) -> str:
-    """OPENCV_FFMPEG_CAPTURE_OPTIONS with ``rtsp_transport`` set and the user's other options kept."""
-    raw = os.environ.get(FFMPEG_OPTIONS_ENV, "")
-    kept = [pair for pair in raw.split("|") if pair and not pair.startswith("rtsp_transport;")]
-    return "|".join([f"rtsp_transport;{transport}"] + kept)
-
-
-def _open_network(url: str, cfg: CaptureConfig) -> Optional["cv2.VideoCapture"]:
-    if url.lower().startswith("rtsp"):
-        # OpenCV reads this variable on every FFmpeg open; UDP loses packets behind NAT and Wi-Fi.
-        os.environ[FFMPEG_OPTIONS_ENV] = _ffmpeg_options(cfg.rtsp_transport)
-    params = [
-        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-        int(cfg.open_timeout_s * 1000),
-        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-        int(cfg.read_timeout_s * 1000),
-    ]
-    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-    if not capture.isOpened():
-        capture.release()
-        return None
-    return capture
-
-
-def has_gstreamer() -> bool:
-    """True when this OpenCV build can open GStreamer pipelines."""
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GStreamer:"):
-            return "YES" in line.split(":", 1)[1]
-    return False
-
-
-def _mp4_truncation(path: Path) -> Optional[str]:
-    """Why an MP4/MOV file looks cut short, or None when its top-level boxes are whole."""
-    size = path.stat().st_size
-    boxes: List[bytes] = []
-    offset = 0
-    with path.open("rb") as handle:
-        while offset + 8 <= size:
-            handle.seek(offset)
-            header = handle.read(16)
-            box_size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
-            if box_size == 1 and len(header) >= 16:
-                box_size = int.from_bytes(header[8:16], "big")
-            elif box_size == 0:
-                box_size = size - offset
-            if box_size < 8 or (not boxes and box_type != b"ftyp"):
-                return None
-            boxes.append(box_type)
-            if offset + box_size > size:
-                return f"its '{box_type.decode('latin-1')}' box runs past the end of the file"
-            offset += box_size
-    if boxes and b"moov" not in boxes:
-        return "it has no 'moov' index (cut short or still being written)"
-    return None
-
-
-# ISO-BMFF brands of HEIF/HEIC/AVIF still images: the same container as MP4, but no 'moov' index.
-_HEIF_BRANDS = frozenset(b"heic heix hevc hevx heim heis mif1 msf1 avif avis".split())
-
-
-def _heif_brand(path: Path) -> Optional[str]:
-    """The brand of a HEIF/HEIC/AVIF image ("heic"), None for anything else."""
-    with path.open("rb") as handle:
-        head = handle.read(12)
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        return head[8:12].decode("ascii")
-    return None
-
-
-def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
-    # By content as well as by name: a JPEG saved as .heic is a photo, not a one-frame video.
-    if path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path)):
-        return ImageSource([path], "image", str(path))
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if capture.isOpened():
-        return CaptureSource(
-            capture,
-            kind="file",
-            name=str(path),
-            cfg=cfg,
-            no_frame_hint="the file may be truncated or use a codec this OpenCV build cannot decode",
-        )
-    capture.release()
-    brand = _heif_brand(path)
-    if brand is not None:
-        raise SourceError(
-            f"{path}: a HEIF/HEIC/AVIF image (brand '{brand}'), which this OpenCV build cannot decode; "
-            "convert it to JPEG or PNG (e.g. heif-convert) and pass that"
-        )
-    reason = _mp4_truncation(path)
-    if reason is not None:
-        raise SourceError(
-            f"{path}: expected a playable video, but the file is truncated: {reason}; re-copy or "
-            "re-export it (an MP4 needs its index, written when recording finishes)"
-        )
-    raise SourceError(
-        f"{path}: not a video or image OpenCV can open ({path.stat().st_size} bytes); "
-        "pass a video file (mp4, avi, mkv, ...), an image, a folder of images, a camera index or a stream URL"
-    )
-
-
-def _open_folder(folder: Path) -> FrameSource:
-    images, skipped, subfolders = [], [], []
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
-            images.append(entry)
-        elif entry.is_file():
-            skipped.append(entry.name)
-        elif entry.is_dir():
-            subfolders.append(entry.name)
-    if subfolders:
-        logger.warning(
-            "%s: not looking inside %d subfolder(s): %s%s; pass each folder as its own --source",
-            folder,
-            len(subfolders),
-            ", ".join(subfolders[:5]),
-            " ..." if len(subfolders) > 5 else "",
-        )
-    if skipped:
-        logger.warning(
-            "%s: skipping %d non-image file(s): %s%s",
-            folder,
-            len(skipped),
-            ", ".join(skipped[:5]),
-            " ..." if len(skipped) > 5 else "",
-        )
-    if not images:
-        raise SourceError(
-            f"{folder}: expected a folder of images ({', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...), found none; "
-            "pass a folder that holds images, or a video file"
-        )
-    return ImageSource(images, "folder", str(folder))
-
-
-def _open_camera(spec: str, cfg: CaptureConfig) -> FrameSource:
-    index_or_path = int(spec) if spec.isdigit() else spec
-    if isinstance(index_or_path, str) and not Path(spec).exists():
-        raise SourceError(
-            f"camera device {spec} does not exist; list cameras with `ls /dev/video*` and pass one that does"
-        )
-    capture = cv2.VideoCapture(index_or_path)
-    if not capture.isOpened():
-        capture.release()
-        raise SourceError(
-            f"no camera at {'index ' if spec.isdigit() else ''}{spec}: cv2.VideoCapture did not open it; "
-            "list cameras with `ls /dev/video*` (index N is /dev/videoN) and check no other program holds it"
-        )
-    return CaptureSource(
-        capture, kind="live", name=spec, cfg=cfg, no_frame_hint="check the camera is not in use by another program"
-    )
-
-
-def _interruptible(open_capture: Callable[[], Optional["cv2.VideoCapture"]]) -> Optional["cv2.VideoCapture"]:
-    """Run a blocking open (up to capture.open_timeout_s inside FFmpeg) on a helper thread, so that
-    Ctrl-C, which Python only sees between bytecodes of the main thread, stops the run at once
-    instead of after the timeout. An abandoned open releases what it opened when it returns."""
+    For blocking calls inside OpenCV (an FFmpeg open waits up to capture.open_timeout_s, a first
+    read up to capture.read_timeout_s): Python only sees Ctrl-C between bytecodes of the main
+    thread, so a call made there stops the run only after its timeout. Here KeyboardInterrupt (or
+    any exception) reaches the caller at once; the abandoned call finishes on its own and hands what
+    it returned to ``release`` (close the capture it opened), since nobody else will.
+    """
     done = threading.Event()
-    abandoned = threading.Event()
+    lock = threading.Lock()
+    abandoned = False
     result: dict = {}
 
     def target() -> None:
         try:
-            result["capture"] = open_capture()
+            result["value"] = call()
         except BaseException as error:  # noqa: BLE001 - re-raised on the caller's thread
             result["error"] = error
-        finally:
+        with lock:
             done.set()
-            if abandoned.is_set() and result.get("capture") is not None:
-                result["capture"].release()
+            orphan = abandoned and "value" in result
+        if orphan:
+            release(result["value"])
 
-    threading.Thread(target=target, name="open", daemon=True).start()
+    threading.Thread(target=target, name="interruptible", daemon=True).start()
     try:
         while not done.wait(POLL_S):
             pass
     except BaseException:
-        abandoned.set()
-        if done.is_set() and result.get("capture") is not None:
-            result["capture"].release()
+        with lock:
+            abandoned = True
+            finished = done.is_set() and "value" in result
+        if finished:
+            release(result["value"])
         raise
     if "error" in result:
         raise result["error"]
-    return result.get("capture")
-
-
-def _open_url(url: str, cfg: CaptureConfig) -> FrameSource:
-    name = _redact(url)
-    capture = _interruptible(lambda: _open_network(url, cfg))
-    if capture is None:
-        raise SourceError(
-            f"{name}: could not open the stream within capture.open_timeout_s={cfg.open_timeout_s:g} s; "
-            "check the URL, that the camera or server is up and reachable, and its credentials"
-            + (f" (RTSP transport: {cfg.rtsp_transport})" if url.lower().startswith("rtsp") else "")
-        )
-    return CaptureSource(
-        capture,
-        kind="live",
-        name=name,
-        cfg=cfg,
-        reopen=lambda: _open_network(url, cfg),
-        no_frame_hint=f"no frame within capture.read_timeout_s={cfg.read_timeout_s:g} s; check the stream plays",
-    )
-
-
-def _open_gstreamer(pipeline: str, cfg: CaptureConfig) -> FrameSource:
-    if not has_gstreamer():
-        raise SourceError(
-            f"GStreamer pipeline '{pipeline}': this OpenCV build has no GStreamer (cv2.getBuildInformation() "
-            "says GStreamer: NO); pass the camera or stream URL directly (FFmpeg reads rtsp/http), or use an "
-            "OpenCV built with -DWITH_GSTREAMER=ON (e.g. Debian's python3-opencv)"
-        )
-    capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-    if not capture.isOpened():
-        capture.release()
-        raise SourceError(
-            f"GStreamer pipeline '{pipeline}' did not start; test it with `gst-launch-1.0 {pipeline}` "
-            "and end it with `! videoconvert ! appsink`"
-        )
-    return CaptureSource(capture, kind="live", name=pipeline, cfg=cfg)
-
-
-def open_source(spec: str, cfg: CaptureConfig) -> FrameSource:
-    """Open a frame source from its command-line spelling.
-
-    ``spec``: a webcam index ("0") or device (/dev/video0), a video file, an image file, a folder
-    of images (sorted by name; other files skipped with a warning), an rtsp/http(s)/... URL, or a
-    GStreamer pipeline (contains '!'). Raises SourceError with a one-line reason and fix.
-    """
-    spec = spec.strip()
-    if not spec:
-        raise SourceError("empty input: pass a camera index, a file, a folder, a URL or a GStreamer pipeline")
-    scheme = urlsplit(spec).scheme.lower() if "://" in spec else ""
-    if scheme in NETWORK_SCHEMES:
-        source = _open_url(spec, cfg)
-    elif "!" in spec:
-        source = _open_gstreamer(spec, cfg)
-    elif spec.isdigit() or spec.startswith("/dev/video"):
-        source = _open_camera(spec, cfg)
-    else:
-        path = Path(spec).expanduser()
-        try:
-            path.stat()
-        except PermissionError:
-            raise SourceError(f"{path}: cannot be reached by this user (permission denied on a folder on the "
-                              "way); check the folders' permissions (ls -ld) or run as a user who can") from None
-        except OSError:
-            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-            raise SourceError(f"{path}: no such file or folder; check the path{where}") from None
-        if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
-            raise SourceError(f"{path}: not readable by this user (permission denied); check its permissions "
-                              "(ls -l) or run as a user who can read it")
-        try:
-            if path.is_dir():
-                source = _open_folder(path)
-            elif not path.is_file():
-                raise SourceError(f"{path}: a device or FIFO, not a file; pass a video file, an image, a folder of "
-                                  "images, a camera (/dev/videoN or its index) or a stream URL")
-            elif path.stat().st_size == 0:
-                raise SourceError(f"{path}: the file is empty (0 bytes); re-copy or re-record it")
-            else:
-                source = _open_file(path, cfg)
-        except OSError as error:
-            raise SourceError(f"{path}: cannot read it ({error.strerror or error}); check its permissions "
-                              "and that the disk is readable") from None
-    logger.info("opened %s", source.info)
-    return source
+    return result["value"]

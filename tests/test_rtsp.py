@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.capture import FrameSource, open_source
+from streamer.capture import FrameSource
+from streamer.sources import open_source
 from streamer.config import CaptureConfig
 from streamer.errors import SourceError
 
@@ -156,7 +157,7 @@ def test_rtsp_server_that_never_returns_gives_a_source_error(rtsp_server: RtspSe
     message = str(info.value)
     assert message.startswith(f"{rtsp_server.url}: stream stopped and 2 reconnect attempts over")
     assert "check that the camera or server is up" in message and "capture.reconnect_retries" in message
-    assert not source._thread.is_alive()
+    assert not [thread for thread in threading.enumerate() if thread.name == f"capture:{rtsp_server.url}"]
 
 
 # -- HTTP MJPEG ----------------------------------------------------------------------------
