@@ -4,16 +4,18 @@ commands other modules add (``serve``, ``report``). ``python run.py ...`` is the
 Commands that live in their own module are registered here by name (``EXTRA_COMMANDS``); such a
 module offers two functions and nothing else is asked of it:
 
-    def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-        \"\"\"Add the command: ``subparsers.add_parser("serve", help=..., parents=parents)``.\"\"\"
+    def add_parser(subparsers) -> argparse.ArgumentParser:
+        # return subparsers.add_parser("serve", help="...") with the command's own arguments added
     def main(args: argparse.Namespace) -> int:
-        \"\"\"Run it; return the exit status. Raise StreamerError for a one-line error (exit 2).\"\"\"
+        # run the command; return the exit status; raise StreamerError for a one-line error (exit 2)
 
 ``subparsers.add_parser`` is wrapped so that every command gets the common options (``--config``,
 ``-v``) without asking: ``main`` finds the loaded config as ``args.config_obj`` (a Config) and
 ``args.config`` (the path given, or None). Logging is set up before ``main`` is called. The module
 is imported only when its command is used or help is asked for, so keep its import cheap (import
-OpenCV, servers and such inside ``main``).
+OpenCV, servers and such inside ``main``). A command that runs a source like ``run`` does adds
+the same options with ``add_run_arguments(parser)`` and gets the config and ``app.RunOptions``
+from ``run_options(args)`` (``print_summary`` prints the summary as ``run`` does).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import __version__
 from .config import REPO_ROOT, Config, load_config, override
 from .errors import StreamerError
+
+if TYPE_CHECKING:
+    from .app import RunOptions
 
 log = logging.getLogger("streamer")
 
@@ -278,8 +283,10 @@ def _format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _run_main(args: argparse.Namespace) -> int:
-    from .app import RunOptions, run
+def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
+    """The config and RunOptions a command line asks for: a command that runs a source like ``run``
+    (``serve``) adds the run options with ``add_run_arguments(parser)`` and calls this."""
+    from .app import RunOptions
     from .models import ModelStore
 
     config: Config = args.config_obj
@@ -300,14 +307,31 @@ def _run_main(args: argparse.Namespace) -> int:
         report=args.report,
         overwrite=args.overwrite,
     )
+    return config, options
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``run``'s options (``--source`` required, ``--output``, ``--events``, ...) to a command's parser."""
+    _add_run_arguments(parser, top_level=False)
+
+
+def print_summary(summary: dict) -> None:
+    """The end-of-run summary as ``run`` prints it, on stdout."""
+    sys.stdout.write(_format_summary(summary) + "\n")
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    from .app import run
+
+    config, options = run_options(args)
     try:
         summary = run(config, options)
     except StreamerError as error:
         partial = getattr(error, "summary", None)
         if partial is not None:
-            sys.stdout.write(_format_summary(partial) + "\n")
+            print_summary(partial)
         raise
-    sys.stdout.write(_format_summary(summary) + "\n")
+    print_summary(summary)
     return 0
 
 
