@@ -659,6 +659,122 @@ class OutputConfig(_Section):
                                 self.codecs)
 
 
+MQTT_PASSWORD_ENV = "STREAMER_MQTT_PASSWORD"
+
+
+@section
+class MqttConfig(_Section):
+    enabled: bool = setting(
+        default=False,
+        description="Publish events, people counts, stats and Home Assistant discovery to an MQTT broker "
+        "(pip install 'streamer[mqtt]'). --mqtt HOST[:PORT] turns it on for one run.",
+    )
+    host: str = setting(default="localhost", min_length=1, description="Broker host name or address.")
+    port: int = setting(default=1883, ge=1, le=65535, description="Broker port (1883 plain, 8883 usually TLS).")
+    client_id: Optional[str] = setting(
+        default=None,
+        description="MQTT client id; null: '<topic_prefix>-<camera>'. Two clients with one id throw "
+        "each other off the broker: give each box its own camera name or id.",
+    )
+    topic_prefix: str = setting(
+        default="streamer", min_length=1, description="First level of every topic: <prefix>/available, "
+        "<prefix>/<camera>/events, ...",
+    )
+    camera: Optional[str] = setting(
+        default=None,
+        description="Camera name in topics and Home Assistant ids; null: from the source (file name, "
+        "device name or the stream's host, without credentials), lowercased, other characters as '_'.",
+    )
+    qos: int = setting(
+        default=1,
+        ge=0,
+        le=2,
+        description="QoS of the events (new/update/end). 1: each reaches the broker at least once, also "
+        "across a broker restart (within queue_size). Retained state topics always use 1, stats 0.",
+    )
+    keepalive_s: int = setting(
+        default=60,
+        ge=5,
+        le=3600,
+        description="MQTT keepalive; the broker publishes the 'offline' Last Will about 1.5x this long "
+        "after the box goes silent (a crash that leaves the connection open, a pulled plug).",
+    )
+    username: Optional[str] = setting(default=None, description="Login user name; null: anonymous.")
+    password_file: Optional[str] = setting(
+        default=None,
+        description=f"File holding the login password (its first line). The environment variable "
+        f"{MQTT_PASSWORD_ENV} takes precedence. The password is never logged.",
+    )
+    tls: bool = setting(
+        default=False, description="Connect with TLS (the broker's TLS port, usually 8883)."
+    )
+    tls_ca_file: Optional[str] = setting(
+        default=None, description="CA certificate (PEM) that signed the broker's; null: the system's CAs."
+    )
+    tls_cert_file: Optional[str] = setting(
+        default=None, description="Client certificate (PEM) for brokers that require one; with tls_key_file."
+    )
+    tls_key_file: Optional[str] = setting(default=None, description="Private key (PEM) of tls_cert_file.")
+    stats_interval_s: float = setting(
+        default=60.0,
+        ge=0.5,
+        le=86400,
+        description="Seconds between <prefix>/<camera>/stats messages (also sent once when the run ends).",
+    )
+    discovery: bool = setting(
+        default=True,
+        description="Publish Home Assistant MQTT discovery configs (people count, per-gender counts, fps, "
+        "source status), again whenever Home Assistant announces itself online.",
+    )
+    discovery_prefix: str = setting(
+        default="homeassistant", min_length=1, description="Home Assistant's discovery prefix."
+    )
+    required: bool = setting(
+        default=False,
+        description="true: stop with an error when the broker cannot be reached within connect_timeout_s at "
+        "start (or refuses the login); false: run on, publish once the broker appears.",
+    )
+    connect_timeout_s: float = setting(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="Seconds one connection attempt (TCP, TLS, the broker's answer) may take.",
+    )
+    reconnect_min_s: float = setting(
+        default=1.0, gt=0, le=600, description="Delay before the first reconnect attempt; it doubles after each."
+    )
+    reconnect_max_s: float = setting(
+        default=30.0, gt=0, le=3600, description="Longest delay between reconnect attempts."
+    )
+    queue_size: int = setting(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Messages held while the broker is away; beyond this the oldest are dropped and "
+        "counted (mqtt.dropped in the summary). 1000 covers ~15 minutes of a busy door with default stats.",
+    )
+    flush_timeout_s: float = setting(
+        default=5.0,
+        ge=0,
+        le=120,
+        description="At the end of a run, seconds to wait for queued messages and 'offline' to reach "
+        "a connected broker.",
+    )
+
+    def _check(self) -> None:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise _BadValue("reconnect_max_s", f"must be >= reconnect_min_s ({self.reconnect_min_s:g})",
+                            self.reconnect_max_s)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise _BadValue("tls_key_file", "tls_cert_file and tls_key_file go together: set both or neither",
+                            self.tls_key_file)
+        for name in ("topic_prefix", "discovery_prefix"):
+            value = getattr(self, name)
+            if any(ch in value for ch in "+#\x00") or value.startswith("/") or value.endswith("/"):
+                raise _BadValue(name, "a topic level may not hold '+', '#' or a NUL, nor start or end with '/'",
+                                value)
+
+
 @section
 class Config(_Section):
     models: ModelsConfig = dataclasses.field(default_factory=ModelsConfig)
@@ -669,6 +785,7 @@ class Config(_Section):
     motion: MotionConfig = dataclasses.field(default_factory=MotionConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
 
 
 def parse_config(data: Any, path: Path = Path("<config>")) -> Config:

@@ -23,3 +23,7 @@ class ModelError(StreamerError):
 
 class SinkError(StreamerError):
     """An output (video file, events file, window) cannot be opened or written."""
+
+
+class MqttError(StreamerError):
+    """The MQTT output cannot work: paho-mqtt missing, or a required broker unreachable or refusing."""

@@ -1,0 +1,280 @@
+"""MQTT output (issue 12): pure pieces on synthetic data, then the sink against a real Mosquitto
+broker started on 127.0.0.1 (tests/mqtt_broker.py): faults at start, the bounded queue, and
+whole runs on the Tears of Steel clip (events, counts, stats, discovery, a broker restart, the
+Last Will on SIGKILL)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from streamer.config import Config, override, parse_config
+from streamer.errors import ConfigError, MqttError
+from streamer.mqtt import (
+    MqttSink,
+    PeopleCounts,
+    Topics,
+    camera_name,
+    cli_overrides,
+    discovery_configs,
+    parse_address,
+    read_password,
+    topic_level,
+)
+from streamer.types import Face
+
+from mqtt_broker import Broker, Subscriber, free_port, mosquitto_missing
+
+paho = pytest.importorskip("paho.mqtt.client", reason="pip install 'streamer[mqtt]'")
+needs_broker = pytest.mark.skipif(mosquitto_missing() is not None, reason=str(mosquitto_missing()))
+
+AGE_GROUPS = Config().classifier.age_groups
+
+
+# --- pure pieces ---
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("localhost", ("localhost", None)),
+        ("10.0.0.2:1884", ("10.0.0.2", 1884)),
+        ("[::1]:1883", ("::1", 1883)),
+        ("[::1]", ("::1", None)),
+        ("::1", ("::1", None)),
+        ("broker.lan:99999", ConfigError),
+        ("broker.lan:x", ConfigError),
+        (":1883", ConfigError),
+        ("", ConfigError),
+    ],
+)
+def test_parse_address(text, expected):
+    if expected is ConfigError:
+        with pytest.raises(ConfigError, match="HOST"):
+            parse_address(text)
+    else:
+        assert parse_address(text) == expected
+
+
+def test_cli_overrides_validate_through_the_config():
+    config = override(Config(), cli_overrides("broker.lan:1884"))
+    assert (config.mqtt.enabled, config.mqtt.host, config.mqtt.port) == (True, "broker.lan", 1884)
+    assert override(Config(), cli_overrides("broker.lan")).mqtt.port == 1883
+
+
+@pytest.mark.parametrize(
+    "source, camera",
+    [
+        ("/media/blender_tears_of_steel_10s.mp4", "blender_tears_of_steel_10s"),
+        ("0", "webcam0"),
+        ("/dev/video2", "video2"),
+        ("rtsp://admin:secret@cam.local:554/Stream 1", "cam_local_stream_1"),
+        ("photos/", "photos"),
+        ("v4l2src ! videoconvert ! appsink", "gstreamer"),
+        ("%%%", "camera"),
+    ],
+)
+def test_camera_name(source, camera):
+    assert camera_name(source) == camera
+    assert "secret" not in camera_name(source)
+
+
+def test_topic_level_has_no_wildcards():
+    assert topic_level("70+") == "70plus"
+    assert topic_level("a/b#") == "a_b_"
+
+
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"topic_prefix": "a/#"}, "mqtt.topic_prefix"),
+        ({"topic_prefix": "/streamer"}, "mqtt.topic_prefix"),
+        ({"discovery_prefix": "ha/+"}, "mqtt.discovery_prefix"),
+        ({"tls_cert_file": "c.pem"}, "mqtt.tls_key_file"),
+        ({"reconnect_min_s": 10, "reconnect_max_s": 5}, "mqtt.reconnect_max_s"),
+        ({"qos": 3}, "mqtt.qos"),
+        ({"port": 0}, "mqtt.port"),
+        ({"colour": "red"}, "mqtt.colour"),
+    ],
+)
+def test_config_rejects(changes, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_config({"mqtt": changes})
+
+
+def test_password_from_environment_or_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("STREAMER_MQTT_PASSWORD", raising=False)
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-file\nignored\n")
+    config = parse_config({"mqtt": {"password_file": str(secret)}}).mqtt
+    assert read_password(config) == "s3cret-file"
+    monkeypatch.setenv("STREAMER_MQTT_PASSWORD", "s3cret-env")
+    assert read_password(config) == "s3cret-env"
+    monkeypatch.delenv("STREAMER_MQTT_PASSWORD")
+    assert read_password(parse_config({}).mqtt) is None
+    secret.chmod(0)
+    missing = parse_config({"mqtt": {"password_file": str(tmp_path / "nope")}}).mqtt
+    with pytest.raises(MqttError, match="password_file") as caught:
+        read_password(missing)
+    assert "s3cret" not in str(caught.value)
+
+
+def _face(track=None, gender=None, group=None):
+    return Face((10.0, 10.0, 50.0, 60.0), 0.9, gender=gender, age_group=group, track=track)
+
+
+def test_people_counts_follow_new_and_end_records():
+    counts = PeopleCounts(AGE_GROUPS)
+    assert counts.counts()[""] == 0
+    assert set(counts.counts()) >= {"female", "male", "unknown", "age/70plus", "age/unknown"}
+    counts.observe_faces([_face(1)])  # shown before its 'new' record (same frame): not counted yet
+    assert counts.counts()[""] == 0
+    counts.observe_records([{"event": "new", "track": 1}])
+    assert (counts.counts()[""], counts.counts()["unknown"], counts.counts()["age/unknown"]) == (1, 1, 1)
+    counts.observe_faces([_face(1, "female", "30-39"), _face(2)])
+    counts.observe_records([{"event": "new", "track": 2}])
+    c = counts.counts()
+    assert (c[""], c["female"], c["unknown"], c["age/30-39"], c["age/unknown"]) == (2, 1, 1, 1, 1)
+    counts.observe_faces([])  # a hidden face still counts until its track ends
+    assert counts.counts()[""] == 2
+    counts.observe_records([{"event": "update", "track": 2, "gender": "male", "age_group": "70+"}])
+    c = counts.counts()
+    assert (c["male"], c["age/70plus"], c["unknown"]) == (1, 1, 0)
+    counts.observe_records([{"event": "end", "track": 1}, {"event": "end", "track": 2}])
+    assert all(value == 0 for value in counts.counts().values())
+
+
+def test_people_counts_without_tracking_are_the_latest_frame():
+    counts = PeopleCounts(AGE_GROUPS)
+    counts.observe_faces([_face(None, "male", "20-29"), _face(None)])
+    c = counts.counts()
+    assert (c[""], c["male"], c["unknown"], c["age/20-29"]) == (2, 1, 1, 1)
+    counts.observe_faces([])
+    assert counts.counts()[""] == 0
+
+
+def test_discovery_configs_are_what_home_assistant_expects():
+    topics = Topics("streamer", "door", "homeassistant")
+    configs = discovery_configs(topics)
+    assert len({payload["unique_id"] for _, payload in configs}) == len(configs) == 5
+    for topic, payload in configs:
+        component, node, object_id, tail = topic.split("/")[1:]
+        assert topic.startswith("homeassistant/") and tail == "config"
+        assert component in ("sensor", "binary_sensor") and node == "streamer_door"
+        assert payload["state_topic"].startswith("streamer/door/")
+        assert payload["availability"][0]["topic"] == "streamer/available"
+        assert payload["device"]["identifiers"] == ["streamer_door"]
+        json.dumps(payload)
+    by_object = {topic.split("/")[3]: payload for topic, payload in configs}
+    assert by_object["people"]["state_topic"] == topics.people
+    assert by_object["people_female"]["state_topic"] == "streamer/door/people/female"
+    assert by_object["source"]["payload_on"] == "up"
+    assert by_object["fps"]["value_template"] == "{{ value_json.fps }}"
+
+
+# --- the sink against a real broker ---
+
+
+class FakeRun:
+    """What a sink may read of a run (sinks.RunView): a source name and a snapshot."""
+
+    def __init__(self, name="/media/door.mp4"):
+        self.info = types.SimpleNamespace(name=name, kind="file", fps=25.0, size_wh=(640, 360), frame_count=100)
+        self.source_up = True
+
+    def snapshot(self) -> dict:
+        return {"frames_read": 1, "fps": 25.0, "source_up": self.source_up, "stages": {"detect": {"p50_ms": 3.0}}}
+
+
+def _mqtt(port, **changes):
+    base = {"enabled": True, "host": "127.0.0.1", "port": port, "connect_timeout_s": 2.0,
+            "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "flush_timeout_s": 5.0}
+    return parse_config({"mqtt": {**base, **changes}}).mqtt
+
+
+class SilentServer:
+    """A TCP port that accepts and never answers: a wrong port (another service)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.clients = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.clients.append(client)
+
+    def close(self):
+        self.sock.close()
+        for client in self.clients:
+            client.close()
+
+
+@needs_broker
+def test_required_broker_faults_each_say_their_cause(tmp_path, monkeypatch):
+    """Broker absent, a port that is not MQTT, a wrong password, TLS to a plain port: one clear
+    error each, within the connection timeout, and no thread left behind."""
+    monkeypatch.setenv("STREAMER_MQTT_PASSWORD", "wrong-password")
+    silent = SilentServer()
+    with Broker(tmp_path / "auth", users={"cam": "right-password"}) as auth, Broker(tmp_path / "plain") as plain:
+        cases = [
+            (_mqtt(free_port(), required=True), "connection refused"),
+            (_mqtt(silent.port, required=True), "no MQTT answer"),
+            (_mqtt(auth.port, required=True, username="cam"), "refused the login .*check mqtt.username \\('cam'\\) and the password"),
+            (_mqtt(auth.port, required=True), "refused the login .*does not allow anonymous"),
+            (_mqtt(plain.port, required=True, tls=True), "TLS handshake"),
+        ]
+        for config, message in cases:
+            threads = set(threading.enumerate())
+            sink = MqttSink(config, AGE_GROUPS)
+            t0 = time.monotonic()
+            with pytest.raises(MqttError, match=message) as caught:
+                sink.start(FakeRun())
+            assert time.monotonic() - t0 < config.connect_timeout_s + 5, "bounded wait"
+            assert "wrong-password" not in str(caught.value)
+            assert "mqtt.required" in str(caught.value)
+            sink.close()
+            time.sleep(0.1)
+            assert not [t for t in set(threading.enumerate()) - threads if t.is_alive()], message
+    silent.close()
+
+
+@needs_broker
+def test_broker_absent_at_start_then_appearing(tmp_path, caplog):
+    """Not required: the run goes on, says so once, connects when the broker appears and delivers
+    what was queued, the oldest dropped beyond the queue bound and counted."""
+    broker = Broker(tmp_path / "late", persistent=True).start()
+    Subscriber(broker.port, persistent=True).close()  # a session that will wait for the messages
+    broker.stop()
+    sink = MqttSink(_mqtt(broker.port, queue_size=5), AGE_GROUPS)
+    caplog.set_level(logging.INFO, logger="streamer.mqtt")
+    sink.start(FakeRun())
+    for i in range(12):
+        sink.write_records([{"event": "new", "track": i, "frame": i, "t_s": i / 25}])
+    time.sleep(1.0)  # several refused attempts
+    refused = [r for r in caplog.records if "connection refused" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+    with broker.start(), Subscriber(broker.port, persistent=True) as sub:
+        events = "streamer/door/events"
+        assert sub.wait_for(lambda ms: len([m for m in ms if m.topic == events]) >= 5, 15)
+        sink.close()
+        assert sub.wait_for(lambda ms: any(m.topic == "streamer/available" and m.text == "offline" for m in ms), 5)
+        tracks = [m.json()["track"] for m in sub.on(events)]
+    assert tracks == list(range(7, 12))
+    assert sink.stats()["dropped"] == 7 and sink.stats()["unsent"] == 0
+    assert any("connected to 127.0.0.1" in r.getMessage() for r in caplog.records)
