@@ -751,14 +751,15 @@ class MqttConfig(_Section):
         ge=1,
         le=1_000_000,
         description="Messages held while the broker is away; beyond this the oldest are dropped and "
-        "counted (mqtt.dropped in the summary). 1000 covers ~15 minutes of a busy door with default stats.",
+        "counted (mqtt.dropped in the summary). 1000: about 16 hours of stats at the default interval, "
+        "or the new and end events of 500 people.",
     )
     flush_timeout_s: float = setting(
         default=5.0,
         ge=0,
         le=120,
         description="At the end of a run, seconds to wait for queued messages and 'offline' to reach "
-        "a connected broker.",
+        "the broker (one that is away may come back meanwhile).",
     )
 
     def _check(self) -> None:
