@@ -72,6 +72,7 @@ class CaptureStats:
     reconnects: int = 0
     gap_s: float = 0.0
     undecodable: int = 0  # frames of a file that could not be decoded (announced minus read)
+    reconnecting: bool = False  # a live stream is lost and being reopened right now
 
 
 class FrameSource:
@@ -206,6 +207,7 @@ class CaptureSource(FrameSource):
         self._dropped = 0
         self._reconnects = 0
         self._gap_s = 0.0
+        self._reconnecting = False
         self._undecodable = 0
         self._damaged_after: List[Tuple[int, float]] = []  # (last good frame, its position s) per bad stretch
         self._last_t_s = time.monotonic()
@@ -242,7 +244,8 @@ class CaptureSource(FrameSource):
     @property
     def stats(self) -> CaptureStats:
         with self._stats_lock:
-            return CaptureStats(self._frames_read, self._dropped, self._reconnects, self._gap_s, self._undecodable)
+            return CaptureStats(self._frames_read, self._dropped, self._reconnects, self._gap_s, self._undecodable,
+                                self._reconnecting)
 
     # -- consumer side ---------------------------------------------------------------------
     def read(self) -> Optional[Frame]:
@@ -410,6 +413,14 @@ class CaptureSource(FrameSource):
             retries,
         )
         self._cap.release()
+        self._reconnecting = True
+        try:
+            return self._reopen_with_backoff(lost_at, retries)
+        finally:
+            self._reconnecting = False
+
+    def _reopen_with_backoff(self, lost_at: float, retries: int) -> Optional[np.ndarray]:
+        assert self._reopen is not None
         for attempt, delay in enumerate(backoff_delays(self._cfg), start=1):
             if self._stop_event.wait(delay):
                 return None

@@ -1,15 +1,13 @@
 """The worker: motion gate -> analysis (or reuse, marked stale) -> overlay, for one frame at a time.
 
 It owns no thread and no window: ``app.run`` feeds it frames from the capture queue and hands its
-output to the sinks. ``RunStats`` collects what the HUD and the end-of-run summary report.
+output to the sinks. Its ``RunStats`` (``streamer.stats``) collect what the HUD and the summary report.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -21,35 +19,10 @@ from .draw import LabelStyle, draw_faces, draw_hud
 from .flow import BoxFlow
 from .motion import CutDetector, MotionGate
 from .pipeline import FaceAnalyzer
+from .stats import RunStats
 from .track import Track, Tracker
 from .types import Detections, Face, Frame, FrameResult, GateDecision
 
-# The HUD's fps is over the last couple of seconds of frames, so it follows changes quickly.
-_FPS_WINDOW = 60
-# Per-stage timings kept for the summary's p50/p95: the most recent ones only, so that a camera
-# watched for days does not grow memory by a float per stage per frame (~5 min at 30 fps). Kept
-# in a preallocated float32 ring (40 KB a stage) rather than a deque of Python floats (~32 bytes
-# each): the deques took the first 5.5 minutes of a live run to fill, ~1.4 MB of resident growth
-# that a soak run (bench/soak.py) read as a leak.
-_STAGE_SAMPLES = 10_000
-
-
-class _Ring:
-    """The last ``size`` values appended, in a fixed float32 buffer."""
-
-    def __init__(self, size: int) -> None:
-        self._buffer = np.empty(size, np.float32)
-        self._count = 0
-
-    def append(self, value: float) -> None:
-        self._buffer[self._count % len(self._buffer)] = value
-        self._count += 1
-
-    def values(self) -> np.ndarray:
-        return self._buffer[: min(self._count, len(self._buffer))]
-
-    def __len__(self) -> int:
-        return min(self._count, len(self._buffer))
 # A tracked face's box grown by this share of its size per side still counts as "that face
 # moving" for the motion gate: a head turn or nod stays within it.
 _TRACKED_MOTION_MARGIN = 0.25
@@ -61,72 +34,6 @@ _TURNED_QUALITY = 0.3
 # A face found by a look at a track's region is that track's face only if it overlaps its box this
 # much; less is a neighbour or a newcomer, left to the next full-frame run.
 _LOOK_MIN_IOU = 0.2
-
-
-@dataclass
-class RunStats:
-    """Counters and per-stage times (ms) for the HUD and the summary."""
-
-    frames_in: int = 0
-    frames_out: int = 0
-    analysed: int = 0
-    skipped: int = 0
-    faces_classified: int = 0
-    stage_ms: Dict[str, _Ring] = field(default_factory=dict)
-    stage_runs: Dict[str, int] = field(default_factory=dict)
-    first_output_s: Optional[float] = None
-    _in_times: Deque[Tuple[int, float]] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
-    _out_times: Deque[float] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
-
-    def add_ms(self, stage: str, ms: float) -> None:
-        ring = self.stage_ms.get(stage)
-        if ring is None:
-            ring = self.stage_ms[stage] = _Ring(_STAGE_SAMPLES)
-        ring.append(ms)
-        self.stage_runs[stage] = self.stage_runs.get(stage, 0) + 1
-
-    def mark_in(self, index: int, t_s: float) -> None:
-        self.frames_in += 1
-        # The first frame of a video or stream is read when the source opens, before the models
-        # load: its timestamp would make the input rate look like a fraction of a frame a second.
-        if index > 0:
-            self._in_times.append((index, t_s))
-
-    def mark_out(self) -> None:
-        self.frames_out += 1
-        now = time.monotonic()
-        if self.first_output_s is None:
-            self.first_output_s = now
-        self._out_times.append(now)
-
-    @property
-    def fps_in(self) -> float:
-        """Frames the source delivered per second, counting the ones a live source dropped
-        (frame indices count every frame read)."""
-        samples = self._in_times
-        if len(samples) < 2 or samples[-1][1] <= samples[0][1]:
-            return 0.0
-        return (samples[-1][0] - samples[0][0]) / (samples[-1][1] - samples[0][1])
-
-    @property
-    def fps_out(self) -> float:
-        """Frames the worker finished per second."""
-        times = self._out_times
-        if len(times) < 2 or times[-1] <= times[0]:
-            return 0.0
-        return (len(times) - 1) / (times[-1] - times[0])
-
-    def percentiles(self) -> Dict[str, Dict[str, float]]:
-        """Per stage: p50 and p95 in ms (over the last _STAGE_SAMPLES runs), and how often it ran."""
-        table = {}
-        for stage, values in self.stage_ms.items():
-            arr = values.values().astype(np.float64)
-            table[stage] = {
-                "p50_ms": round(float(np.percentile(arr, 50)), 2),
-                "p95_ms": round(float(np.percentile(arr, 95)), 2),
-                "n": self.stage_runs[stage],
-            }
-        return table
 
 
 def sample_quality(bgr: np.ndarray, detections: Detections, max_yaw: Optional[float]) -> np.ndarray:
@@ -181,6 +88,8 @@ class Worker:
         self.stats = RunStats()
         self.ended_tracks: List[Track] = []
         self._records: List[dict] = []
+        self._record_base: dict = {}  # source, frame and t_s of the latest frame, for end-of-run records
+        self._labels_sent: Dict[int, Tuple[Optional[str], Optional[str]]] = {}  # track id -> labels in its last record
         self._last_faces: Tuple[Face, ...] = ()
         self._last_analysed_index: Optional[int] = None
         self._last_model_ms = 0.0  # shown on the HUD until the models run again
@@ -346,25 +255,36 @@ class Worker:
         tracker = self.tracker
         assert tracker is not None
         base = {"source": frame.source, "frame": frame.index, "t_s": round(t_s, 4)}
+        self._record_base = base
         for track in tracker.pop_new():
             self._records.append({"event": "new", **base, "track": track.id})
+        for track in tracker.tracks:
+            # "update": a person's shown labels settled or changed (what a dashboard shows).
+            labels = (track.gender, track.age_group)
+            if track.shown and track.label_ready and self._labels_sent.get(track.id) != labels:
+                self._labels_sent[track.id] = labels
+                self._records.append({"event": "update", **base, **track.to_record()})
         for track in tracker.pop_ended():
-            self._turned.pop(track.id, None)
-            self.ended_tracks.append(track)
-            self._records.append({"event": "end", **base, **track.to_record()})
+            self._end(track, base)
+
+    def _end(self, track: Track, base: dict) -> None:
+        self._turned.pop(track.id, None)
+        self._labels_sent.pop(track.id, None)
+        self.ended_tracks.append(track)
+        self._records.append({"event": "end", **base, **track.to_record()})
 
     def pop_records(self) -> List[dict]:
-        """Track ``new`` / ``end`` records since the last call, for the events file."""
+        """Track ``new`` / ``update`` / ``end`` records since the last call (events schema)."""
         records, self._records = self._records, []
         return records
 
     def finish(self) -> List[dict]:
-        """End every open track (end of run); their ``end`` records."""
+        """End every open track (end of run); their ``end`` records, stamped with the last frame
+        seen, like those of tracks that end mid-run."""
         if self.tracker is None:
             return []
         for track in self.tracker.end_all():
-            self.ended_tracks.append(track)
-            self._records.append({"event": "end", "track": track.id, **track.to_record()})
+            self._end(track, self._record_base)
         return self.pop_records()
 
     def hud_lines(self, dropped: int) -> List[str]:

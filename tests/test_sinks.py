@@ -10,7 +10,8 @@ import pytest
 
 from streamer.draw import draw_faces, draw_hud, label_for
 from streamer.errors import SinkError
-from streamer.sinks import BackgroundVideoWriter, EventsSink, VideoFileSink, write_image
+from streamer.recording import BackgroundVideoWriter, VideoFileSink
+from streamer.sinks import EventsSink, write_image
 from streamer.types import Face, Frame, FrameResult
 
 
@@ -149,7 +150,7 @@ def test_background_writer_reraises_encoder_errors_on_the_caller(tmp_path):
 
 
 def test_run_stats_keep_bounded_samples_but_count_every_run():
-    from streamer.worker import _STAGE_SAMPLES, RunStats
+    from streamer.stats import _STAGE_SAMPLES, RunStats
 
     stats = RunStats()
     for i in range(_STAGE_SAMPLES * 2):
@@ -160,7 +161,7 @@ def test_run_stats_keep_bounded_samples_but_count_every_run():
 
 
 def test_input_rate_counts_dropped_frames_and_ignores_the_frame_read_at_open():
-    from streamer.worker import RunStats
+    from streamer.stats import RunStats
 
     stats = RunStats()
     stats.mark_in(0, -5.0)  # read when the source opened, seconds before the models were ready
@@ -220,9 +221,9 @@ def test_a_full_disk_is_a_sink_error_and_leaves_no_partial_file(fill, patch, nee
 def test_video_sink_says_once_when_frames_change_size(tmp_path, caplog):
     import logging
 
-    from streamer.sinks import frames_in_file
+    from streamer.recording import frames_in_file
 
-    with caplog.at_level(logging.WARNING, logger="streamer.sinks"):
+    with caplog.at_level(logging.WARNING, logger="streamer.recording"):
         with VideoFileSink(tmp_path / "o.avi", 10, (64, 48), ["MJPG"]) as sink:
             sink.write(np.zeros((48, 64, 3), np.uint8))
             for _ in range(3):
