@@ -42,7 +42,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from streamer.cli import DEFAULT_CONFIG  # noqa: E402
 from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
 from run_bench import _letterbox as letterbox, read_frames  # noqa: E402
 from streamer.boxes import box_iou  # noqa: E402
@@ -95,7 +94,7 @@ REFERENCE = Contender("yunet_fullres", {"detector.name": "yunet", "detector.max_
 def base_config() -> Config:
     """config.yaml with nothing fetched: a detector whose files are absent is reported, not downloaded."""
     os.environ.setdefault(MODELS_DIR_ENV, os.pathsep.join([str(SHARED / "models"), str(REPO / "models")]))
-    config = load_config(DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load_config(REPO / "config.yaml")  # the checkout's documented defaults
     return override(config, {"models.auto_fetch": False})
 
 

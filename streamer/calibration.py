@@ -1,9 +1,9 @@
 """Label calibration at run time: calibrated age, an age range that covers what it claims, and a
 gender probability that means what it says.
 
-The numbers come from ``models/age_calibration.json`` (fitted by ``tools/eval_accuracy.py
+The numbers come from ``streamer/data/age_calibration.json`` (fitted by ``tools/eval_accuracy.py
 --write-calibration`` on the dev sets, cross-validated; its sha256 is pinned in
-``models/manifest.json`` under ``calibrations``). This module only applies them:
+``streamer/data/manifest.json`` under ``calibrations``). This module only applies them:
 
 - age: a monotone (isotonic) map from the network's expected age to age in years. The network's
   0-80 output regresses to the middle (children read old, old people read young); the map undoes
@@ -169,7 +169,7 @@ def load_calibration(path: Path, sha256: Optional[str]) -> LabelCalibration:
     got = hashlib.sha256(raw).hexdigest()
     if sha256 is not None and got != sha256:
         raise ModelError(f"label calibration {path}: sha256 mismatch, expected {sha256}, got {got}; the file is "
-                         "damaged or was refitted without updating models/manifest.json (calibrations)")
+                         "damaged or was refitted without updating streamer/data/manifest.json (calibrations)")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
@@ -192,7 +192,7 @@ def calibration_for(classifier_id: str, models_dir: Path, manifest: Dict[str, An
         return LabelCalibration.identity()
     entry = calibration_entry(manifest, classifier_id)
     if entry is None:
-        log.warning("no label calibration pinned for %s in models/manifest.json: ages and gender "
+        log.warning("no label calibration pinned for %s in streamer/data/manifest.json: ages and gender "
                     "probabilities are the network's own (uncalibrated)", classifier_id)
         return LabelCalibration.identity()
     try:

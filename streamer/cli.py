@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import __version__
-from .config import REPO_ROOT, Config, load_config, override
+from .config import LOCAL_CONFIG, Config, config_path, load_config, override
 from .errors import StreamerError
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ MODES = {
     "gated": {"motion.enabled": True, "tracking.enabled": False},
     "tracked": {"motion.enabled": True, "tracking.enabled": True},
 }
-DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
 EXTRA_COMMANDS = {"serve": "streamer.web", "report": "streamer.report"}
@@ -84,7 +83,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, top_level: bool) -> N
         "--config",
         type=Path,
         default=None if top_level else argparse.SUPPRESS,
-        help=f"YAML config (default: {DEFAULT_CONFIG.name} in the repository, if present)",
+        help=f"YAML config (default: ./{LOCAL_CONFIG} if present, else the packaged defaults)",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", default=False if top_level else argparse.SUPPRESS,
@@ -248,10 +247,8 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _load(config_path: Optional[Path]) -> Config:
-    if config_path is None and DEFAULT_CONFIG.is_file():
-        config_path = DEFAULT_CONFIG
-    return load_config(config_path)
+def _load(explicit: Optional[Path]) -> Config:
+    return load_config(config_path(explicit))
 
 
 def _format_summary(summary: dict) -> str:

@@ -1,6 +1,8 @@
-"""Typed, strict configuration: one place for every setting, validated once at load.
+"""Typed, strict configuration: one place for every setting, validated once at load; and where the
+config and the models are read from.
 
-``config.yaml`` at the repository root documents each key; this module is the schema. Unknown
+``config.yaml`` (in the package, ``streamer/data/config.yaml``, and its copy at the repository
+root) documents each key; this module is the schema. Unknown
 keys and out-of-range values are rejected with the YAML path of the key (``detector.score``).
 
 Sections are frozen dataclasses checked against their type hints and bounds (a few dozen lines
@@ -28,7 +30,46 @@ MODELS_DIR_ENV = "STREAMER_MODELS_DIR"
 MAX_CONFIG_VALUES = 10_000
 _SHORT = reprlib.Repr()  # bad values are quoted this short in messages (an alias bomb is billions long)
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 2, 6, 60, 60
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Package data: the model manifest, the label calibration and the documented default config.
+DATA_DIR = PACKAGE_DIR / "data"
+PACKAGED_CONFIG = DATA_DIR / "config.yaml"
+# With no --config, a config.yaml in the working directory is read if there is one.
+LOCAL_CONFIG = Path("config.yaml")
+# Where the package sits; a source checkout when checkout_root() says so.
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def checkout_root() -> Optional[Path]:
+    """The source checkout this package runs from (``pip install -e .``, ``python run.py``), or None
+    when it is installed (a wheel in site-packages has no pyproject.toml and no models/ beside it)."""
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "models").is_dir():
+        return REPO_ROOT
+    return None
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/streamer``, else ``~/.cache/streamer`` (the XDG base directory rules: a
+    relative XDG_CACHE_HOME is ignored)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
+    return root / "streamer"
+
+
+def default_models_dir() -> Path:
+    """The checkout's ``models/`` when run from a checkout, else the per-user cache's ``models``."""
+    root = checkout_root()
+    return root / "models" if root is not None else user_cache_dir() / "models"
+
+
+def config_path(explicit: Optional[Path] = None) -> Optional[Path]:
+    """The config file a run reads: ``explicit`` (--config), else ``./config.yaml`` if present, else
+    the packaged defaults (None if the installation lacks them: the built-in defaults, the same values)."""
+    if explicit is not None:
+        return Path(explicit)
+    if LOCAL_CONFIG.is_file():
+        return LOCAL_CONFIG
+    return PACKAGED_CONFIG if PACKAGED_CONFIG.is_file() else None
 
 
 class _BadValue(ValueError):
@@ -174,19 +215,23 @@ section = dataclasses.dataclass(frozen=True)
 
 @section
 class ModelsConfig(_Section):
-    dir: str = setting(
-        default="models",
-        description="Where model files live and are fetched to; relative paths are from the "
-        f"repository root. The environment variable {MODELS_DIR_ENV} overrides it with one or more "
-        "directories separated by os.pathsep (':'): each is searched in order, and fetched files go "
-        "to the first writable one.",
+    dir: Optional[str] = setting(
+        default=None,
+        description="Where model files live and are fetched to. null: the checkout's models/ when run "
+        "from a source checkout, else the per-user cache ($XDG_CACHE_HOME/streamer/models, "
+        "~/.cache/streamer/models). Relative paths are from the working directory. The environment "
+        f"variable {MODELS_DIR_ENV} overrides it with one or more directories separated by os.pathsep "
+        "(':'): each is searched in order, and fetched files go to the first writable one.",
     )
     auto_fetch: bool = setting(default=True, description="Fetch a missing model once at start-up.")
 
     def resolved_dirs(self) -> List[Path]:
+        """The models directories, in search order, as absolute paths."""
         raw = os.environ.get(MODELS_DIR_ENV) or self.dir
+        if not raw:
+            return [default_models_dir()]
         paths = [Path(part).expanduser() for part in raw.split(os.pathsep) if part]
-        return [path if path.is_absolute() else (REPO_ROOT / path) for path in paths]
+        return [path if path.is_absolute() else Path.cwd() / path for path in paths] or [default_models_dir()]
 
 
 @section
@@ -329,7 +374,7 @@ class ClassifierConfig(_Section):
     )
     calibrate: bool = setting(
         default=True,
-        description="Apply models/age_calibration.json (checksum pinned in models/manifest.json): a "
+        description="Apply streamer/data/age_calibration.json (checksum pinned in streamer/data/manifest.json): a "
         "monotone age map fitted on the dev sets, age ranges and calibrated gender probabilities. "
         "A missing or damaged file logs a warning and leaves the network's own values. Fitted for "
         "the cydral networks on CenterFace's aligned chips, flip_age and flip_gender off.",

@@ -15,7 +15,7 @@ from typing import Dict, Optional, Protocol, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .caffe2onnx import PriorBoxSpec, SsdSpec, convert_ssd
+from .caffe2onnx import PriorBoxSpec, SsdSpec, convert_ssd, convert_ssd_cached
 from .config import DetectorConfig, DnnConfig
 from .dnn import OnnxRunner, apply_dnn_config, backend_target, read_caffe
 from .errors import ModelError
@@ -243,10 +243,14 @@ class Res10OnnxDetector(Res10Detector):
     Same input and same output blob as ``Res10Detector``, so the rest is shared.
     """
 
-    def __init__(self, prototxt: Path, caffemodel: Path, cfg: DetectorConfig, dnn: DnnConfig) -> None:
+    def __init__(
+        self, prototxt: Path, caffemodel: Path, cfg: DetectorConfig, dnn: DnnConfig, cache_dirs: Sequence[Path] = ()
+    ) -> None:
+        """``cache_dirs``: where the conversion may be cached and found (``convert_ssd_cached``);
+        empty: converted in memory at every load."""
         self.score, self.max_side_px = detector_settings(cfg, self.DEFAULT_SCORE, self.DEFAULT_MAX_SIDE_PX)
         self.nms_iou = cfg.nms_iou
-        converted = convert_ssd(prototxt, caffemodel)
+        converted = convert_ssd_cached(prototxt, caffemodel, cache_dirs) if cache_dirs else convert_ssd(prototxt, caffemodel)
         spec = converted.spec
         self.head = SsdHead(spec)
         self.runner = OnnxRunner(converted.onnx, converted.input_name, spec.loc_outputs + spec.conf_outputs, dnn, "face detector res10")
@@ -286,7 +290,7 @@ class YuNetDetector:
         except cv2.error as error:
             raise ModelError(
                 f"face detector yunet: OpenCV could not load {onnx} ({error.err}); "
-                "check it with `python run.py models verify`"
+                "check it with `streamer models verify`"
             ) from None
         self._input_wh: Optional[Tuple[int, int]] = None
 

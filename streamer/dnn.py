@@ -59,7 +59,7 @@ def read_caffe(prototxt: Path, caffemodel: Path, what: str) -> "cv2.dnn.Net":
     except cv2.error as error:
         raise ModelError(
             f"{what}: OpenCV could not load {prototxt} + {caffemodel} ({error.err}); "
-            "check both files with `python run.py models verify`"
+            "check both files with `streamer models verify`"
         ) from None
 
 
@@ -81,7 +81,7 @@ def read_tflite(model: Path, what: str) -> "cv2.dnn.Net":
     except cv2.error as error:
         raise ModelError(
             f"{what}: OpenCV could not load {model} ({error.err}); "
-            "check it with `python run.py models verify` or delete it and run `python run.py models fetch`"
+            "check it with `streamer models verify` or delete it and run `streamer models fetch`"
         ) from None
 
 
@@ -96,7 +96,7 @@ def read_onnx(model: Union[Path, bytes], what: str) -> "cv2.dnn.Net":
     except cv2.error as error:
         raise ModelError(
             f"{what}: OpenCV could not load {where} ({error.err}); "
-            "check it with `python run.py models verify` or delete it and run `python run.py models fetch`"
+            "check it with `streamer models verify` or delete it and run `streamer models fetch`"
         ) from None
 
 
@@ -156,6 +156,6 @@ def _ort_session(model: Union[Path, bytes], dnn: DnnConfig, what: str) -> "objec
     except Exception as error:  # onnxruntime raises its own exception types
         where = "the converted network" if isinstance(model, bytes) else str(model)
         raise ModelError(
-            f"{what}: onnxruntime could not load {where} ({error}); check it with `python run.py models verify` "
+            f"{what}: onnxruntime could not load {where} ({error}); check it with `streamer models verify` "
             "or set dnn.engine: opencv"
         ) from None

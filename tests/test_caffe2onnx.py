@@ -8,6 +8,7 @@ converted graph, run by cv2.dnn and by onnxruntime, with cv2.dnn running the Caf
 from __future__ import annotations
 
 import logging
+import shutil
 import struct
 import sys
 
@@ -22,7 +23,9 @@ from streamer.caffe2onnx import (
     _read_varint,
     _str_field,
     _varint,
+    cache_paths,
     convert_ssd,
+    convert_ssd_cached,
     parse_prototxt,
     read_caffemodel_blobs,
 )
@@ -327,3 +330,133 @@ def test_onnxruntime_missing_falls_back_to_opencv_with_a_warning(monkeypatch, ca
         )
         assert caplog.text.count("pip install onnxruntime") == 1  # said once per run, not per network
     assert len(detector.detect(cv2.imread(str(SHARED_MEDIA / "skimage_astronaut.png")))) == 1
+
+
+# --- the conversion, cached ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_copy(tmp_path, tiny_ssd):
+    """The tiny SSD's two files in a folder of this test's own."""
+    folder = tmp_path / "res10_ssd_caffe"
+    folder.mkdir()
+    for path in tiny_ssd:
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder / "deploy.prototxt", folder / "tiny.caffemodel"
+
+
+@pytest.fixture
+def conversions(monkeypatch):
+    """Counts the real conversions run (the converter itself runs unchanged)."""
+    import streamer.caffe2onnx as module
+
+    calls = []
+    real = module._convert
+
+    def counted(net, blobs):
+        calls.append(1)
+        return real(net, blobs)
+
+    monkeypatch.setattr(module, "_convert", counted)
+    return calls
+
+
+def _same(a, b):
+    assert a.onnx == b.onnx and a.spec == b.spec and a.input_name == b.input_name
+
+
+def test_conversion_runs_once_and_is_reused(tiny_copy, conversions):
+    prototxt, caffemodel = tiny_copy
+    first = convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    onnx, sidecar = cache_paths(caffemodel, caffemodel.parent)
+    assert onnx.is_file() and sidecar.is_file() and oct(onnx.stat().st_mode & 0o777) == "0o644"
+    again = convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    assert len(conversions) == 1
+    _same(again, first)
+    _same(first, convert_ssd(prototxt, caffemodel))
+    assert isinstance(again.spec.priors[0].variance, tuple)
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "sidecar garbage", "sidecar gone", "other converter"])
+def test_damaged_cache_is_rebuilt(tiny_copy, conversions, damage):
+    prototxt, caffemodel = tiny_copy
+    good = convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    onnx, sidecar = cache_paths(caffemodel, caffemodel.parent)
+    data = bytearray(onnx.read_bytes())
+    if damage == "flip a byte":
+        data[len(data) // 2] ^= 0x10
+        onnx.write_bytes(bytes(data))
+    elif damage == "truncate":
+        onnx.write_bytes(bytes(data[: len(data) // 3]))
+    elif damage == "sidecar garbage":
+        sidecar.write_text("{not json")
+    elif damage == "sidecar gone":
+        sidecar.unlink()
+    else:
+        sidecar.write_text(sidecar.read_text().replace('"converter": 1', '"converter": 0'))
+    rebuilt = convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    assert len(conversions) == 2
+    _same(rebuilt, good)
+    assert onnx.read_bytes() == good.onnx
+    convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    assert len(conversions) == 2, "the rebuilt cache is used again"
+
+
+def test_changed_weights_are_converted_again(tiny_copy, conversions):
+    prototxt, caffemodel = tiny_copy
+    old = convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    weights = _tiny_weights()
+    weights["conv3"][1] = weights["conv3"][1] + 1.0
+    caffemodel.write_bytes(_caffemodel(weights))
+    new = convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    assert len(conversions) == 2 and new.onnx != old.onnx
+    _same(new, convert_ssd(prototxt, caffemodel))
+
+
+def test_touched_but_same_weights_reuse_the_cache(tiny_copy, conversions):
+    prototxt, caffemodel = tiny_copy
+    convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    caffemodel.write_bytes(caffemodel.read_bytes())  # new mtime, same bytes: the sha256 decides
+    convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent])
+    assert len(conversions) == 1
+
+
+def test_read_only_model_folder_caches_in_the_next_one(tiny_copy, tmp_path, conversions):
+    prototxt, caffemodel = tiny_copy
+    writable = tmp_path / "cache" / "res10_ssd_caffe"
+    caffemodel.parent.chmod(0o555)
+    try:
+        convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent, writable])
+        assert not cache_paths(caffemodel, caffemodel.parent)[0].exists()
+        assert cache_paths(caffemodel, writable)[0].is_file()
+        convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent, writable])
+        assert len(conversions) == 1
+        # Nowhere to write: converted in memory each time, nothing written, no error.
+        shutil.rmtree(writable)
+        writable.parent.chmod(0o555)
+        convert_ssd_cached(prototxt, caffemodel, [caffemodel.parent, writable])
+        assert len(conversions) == 2 and not writable.exists()
+    finally:
+        caffemodel.parent.chmod(0o755)
+        writable.parent.chmod(0o755)
+
+
+def test_res10_detector_through_the_pipeline_uses_the_cache(tmp_path, monkeypatch, conversions):
+    """OpenCV 5 (or onnxruntime): the first build converts and caches in the writable models
+    folder (../shared is read-only), the second loads the cache; same detections."""
+    from streamer.config import Config, override
+    from streamer.models import ModelStore
+    from streamer.pipeline import build_detector
+
+    if has_caffe_importer():
+        pytest.skip("OpenCV 4 runs the Caffe original, no conversion")
+    writable = tmp_path / "models"
+    store = ModelStore([SHARED_MODELS, writable], auto_fetch=False)
+    config = override(Config(), {"detector.name": "res10"})
+    bgr = cv2.imread(str(SHARED_MEDIA / "skimage_astronaut.png"))
+    first = build_detector(config, store).detect(bgr)
+    assert cache_paths(RES10 / "res10_300x300_ssd_iter_140000.caffemodel", writable / "res10_ssd_caffe")[0].is_file()
+    second = build_detector(config, store).detect(bgr)
+    assert len(conversions) == 1
+    assert len(first) == 1
+    np.testing.assert_array_equal(first.xyxy, second.xyxy)

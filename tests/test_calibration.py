@@ -34,7 +34,7 @@ GROUPS = ClassifierConfig().age_groups
 
 def shipped() -> tuple:
     entry = calibration_entry(load_manifest(), "cydral_age_gender")
-    assert entry is not None, "models/manifest.json must pin calibrations.cydral_age_gender (file, sha256)"
+    assert entry is not None, "streamer/data/manifest.json must pin calibrations.cydral_age_gender (file, sha256)"
     return MANIFEST_PATH.parent / entry[0], entry[1]
 
 

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from streamer.config import REPO_ROOT, Config, MotionConfig, load_config, override, parse_config
+from streamer.config import (
+    PACKAGED_CONFIG,
+    REPO_ROOT,
+    Config,
+    ModelsConfig,
+    MotionConfig,
+    config_path,
+    default_models_dir,
+    load_config,
+    override,
+    parse_config,
+    user_cache_dir,
+)
 from streamer.errors import ConfigError
 
 CONFIG_YAML = REPO_ROOT / "config.yaml"
@@ -106,3 +120,59 @@ def _in_section(lines, index, section):
         if re.match(r"^\S", line) and not line.startswith("#"):
             return line.startswith(f"{section}:")
     return False
+
+
+def test_packaged_and_repository_config_are_the_generated_defaults():
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    try:
+        from write_config import render
+    finally:
+        sys.path.remove(str(REPO_ROOT / "tools"))
+    expected = render(Config())
+    assert PACKAGED_CONFIG.read_text(encoding="utf-8") == expected, "run `python tools/write_config.py --write`"
+    assert CONFIG_YAML.read_text(encoding="utf-8") == expected, "run `python tools/write_config.py --write`"
+
+
+def test_config_path_explicit_then_working_directory_then_packaged(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config_path(None) == PACKAGED_CONFIG
+    assert load_config(config_path(None)) == Config()
+    (tmp_path / "config.yaml").write_text("detector:\n  score: 0.4\n")
+    assert load_config(config_path(None)).detector.score == 0.4
+    assert config_path(tmp_path / "other.yaml") == tmp_path / "other.yaml"
+
+
+@pytest.mark.parametrize(
+    "env, configured, expected",
+    [
+        ({}, None, "default"),
+        ({"STREAMER_MODELS_DIR": "/a:/b"}, "/c", ["/a", "/b"]),
+        ({}, "/c", ["/c"]),
+        ({}, "rel/models", ["{cwd}/rel/models"]),
+        ({"STREAMER_MODELS_DIR": "~/m"}, None, ["{home}/m"]),
+    ],
+)
+def test_models_dirs_env_first_then_config_then_default(env, configured, expected, tmp_path, monkeypatch):
+    monkeypatch.delenv("STREAMER_MODELS_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    dirs = ModelsConfig(dir=configured).resolved_dirs()
+    if expected == "default":
+        assert dirs == [default_models_dir()]
+    else:
+        assert dirs == [Path(e.format(cwd=tmp_path, home=tmp_path / "home")) for e in expected]
+
+
+def test_checkout_uses_its_models_folder():
+    # These tests run from a checkout: pyproject.toml and models/ beside the package.
+    assert default_models_dir() == REPO_ROOT / "models"
+
+
+@pytest.mark.parametrize("xdg, expected", [("/x/cache", "/x/cache/streamer"), ("relative/cache", "{home}/.cache/streamer"),
+                                           ("", "{home}/.cache/streamer")])
+def test_user_cache_follows_xdg(xdg, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    assert user_cache_dir() == Path(expected.format(home=tmp_path))

@@ -171,16 +171,17 @@ def test_ctrl_c_during_a_network_open_stops_at_once(models_env, tmp_path):
 
 
 def test_fetched_model_files_are_readable_by_other_users(tmp_path):
-    from streamer import models
+    from streamer.fetch import write_checked
 
-    dest = tmp_path / "m" / "net.onnx"
-    old = os.umask(0o022)
+    dest = tmp_path / "m" / "sub" / "net.onnx"
+    old = os.umask(0o077)  # a private umask (a hardened root shell): the files are still for everyone
     try:
-        models._write_checked([b"weights"], dest, [], "test")
+        write_checked([b"weights"], dest, [], "test")
     finally:
         os.umask(old)
     assert dest.read_bytes() == b"weights"
     assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+    assert stat.S_IMODE(dest.parent.stat().st_mode) == stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o755
 
 
 # -- sources that are not what their name says -------------------------------------------------

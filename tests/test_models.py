@@ -31,8 +31,8 @@ from streamer.models import (
     file_git_blob,
     file_sha256,
     load_manifest,
-    pip_download_wheel,
 )
+from streamer.fetch import pip_download_wheel
 
 from conftest import SHARED_MODELS
 
@@ -169,7 +169,7 @@ def test_verify_flags_one_changed_byte(tmp_path: Path, monkeypatch: pytest.Monke
     assert report.status == FAILED
     assert expected_sha256(*YUNET) in report.detail
     assert hashlib.sha256(data).hexdigest() in report.detail
-    assert "run.py models fetch" in report.detail
+    assert "streamer models fetch" in report.detail
     monkeypatch.setenv("STREAMER_MODELS_DIR", str(tmp_path))
     assert main(["models", "verify", YUNET[0]]) == 1
     assert "failed" in capsys.readouterr().out
@@ -259,7 +259,7 @@ def test_unreachable_url_names_file_and_fix(tmp_path: Path) -> None:
     message = str(error.value)
     assert YUNET[1] in message
     assert str(tmp_path.joinpath(*YUNET)) in message
-    assert "python run.py models fetch yunet_2023mar" in message
+    assert "streamer models fetch yunet_2023mar" in message
     assert files_under(tmp_path) == []
 
 

@@ -2,7 +2,7 @@
 sets, per age group, cross-validated wherever something is fitted (a script, not a test).
 
     STREAMER_MODELS_DIR=../shared/models:models python tools/eval_accuracy.py --detector yunet
-    python tools/eval_accuracy.py --detector yunet --write-calibration models/age_calibration.json
+    python tools/eval_accuracy.py --detector yunet --write-calibration streamer/data/age_calibration.json
 
 Data sets (labels.csv in each folder, columns ``file,age,gender,age_group``):
 
@@ -18,7 +18,7 @@ test-time view: jittered crops and their mirror images) are cached in ``out/eval
 report and every fitting experiment reuse them without running a network (``--recollect``
 refreshes them). Calibration is scored out-of-fold: 5 folds stratified by data set x age group x
 gender, fitted on four and applied to the fifth. ``--write-calibration`` then fits on everything
-and writes the file the pipeline ships (its sha256 goes into models/manifest.json).
+and writes the file the pipeline ships (its sha256 goes into streamer/data/manifest.json).
 
 Figures count the faces the pipeline classifies (detected, at least classifier.min_face_px, not
 turned further than classifier.max_yaw); how many were detected and classified is reported beside them.
@@ -432,7 +432,7 @@ def calibration_json(cal: LabelCalibration, detector: str, tta: str, age_fit: st
         "about": "Label calibration for the cydral_age_gender networks, applied by streamer/calibration.py. Written by "
                  f"tools/eval_accuracy.py --write-calibration: age map fitted on {fitted_on}, age ranges on "
                  "utkface_dev, gender scaling on both (../shared/datasets); numbers only, no images. Refit when the "
-                 "detector, crop or test-time flips change, and update its sha256 in models/manifest.json.",
+                 "detector, crop or test-time flips change, and update its sha256 in streamer/data/manifest.json.",
         "fitted_with": {"detector": detector, "crop": "aligned on 5 landmarks, padding 0.2", "tta": tta,
                         "faces": n, "measured_cross_validated": measured},
         "age": {"raw_knots": raw_knots, "knots": knots},

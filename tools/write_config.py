@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Regenerate config.yaml from the schema in streamer/config.py (defaults + descriptions).
+"""Regenerate the documented default config from the schema in streamer/config.py (defaults +
+descriptions): the packaged one (streamer/data/config.yaml, read when there is no ./config.yaml and
+no --config) and its copy at the repository root.
 
-    python tools/write_config.py > config.yaml
+    python tools/write_config.py --write      # both files
+    python tools/write_config.py > my.yaml    # a copy to edit
 
-The schema is the one source of truth; tests/test_config.py checks config.yaml matches it.
+The schema is the one source of truth; tests/test_config.py checks both files match it.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamer.config import Config  # noqa: E402
+from streamer.config import PACKAGED_CONFIG, REPO_ROOT, Config  # noqa: E402
+
+TARGETS = (PACKAGED_CONFIG, REPO_ROOT / "config.yaml")
 
 HEADER = """\
 # streamer configuration. Every key is optional: a missing key takes the default shown here.
 # Unknown keys and out-of-range values are rejected at start-up with the key's path.
-# Command-line flags (--no-window, --output, ...) override these. Regenerate this file from the
-# schema with `python tools/write_config.py > config.yaml`.
+# Command-line flags (--no-window, --output, ...) override these. With no --config, streamer reads
+# ./config.yaml if there is one, else these defaults (packaged with it). Generated from the schema
+# in streamer/config.py (`python tools/write_config.py --write` in a checkout).
 """
 
 
@@ -46,4 +52,10 @@ def render(config: Config) -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render(Config()))
+    text = render(Config())
+    if sys.argv[1:] == ["--write"]:
+        for target in TARGETS:
+            target.write_text(text, encoding="utf-8")
+            sys.stderr.write(f"wrote {target}\n")
+    else:
+        sys.stdout.write(text)
