@@ -19,11 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run_bench import CLIP_FILES, SHARED, bench_config, clip_path, models_env  # noqa: E402
 
 from streamer import app as app_module  # noqa: E402
+from streamer.boxes import box_iou  # noqa: E402
 from streamer.cli import MODES  # noqa: E402
 from streamer.config import DETECTOR_NAMES, MODELS_DIR_ENV, override  # noqa: E402
 from streamer.pipeline import build_analyzer  # noqa: E402
@@ -34,15 +37,9 @@ TARGET_FLICKER = 0.01
 # a third seen briefly).
 EXPECTED_PEOPLE = {"carphone": (1, 1), "tears": (2, 3), "caminandes": (0, 0)}
 
-Box = Tuple[float, float, float, float]
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two ``xyxy`` boxes (events-file lists)."""
+    return float(box_iou(np.asarray(a), np.asarray(b))[0, 0])
 
 
 def pair_by_iou(prev: List[dict], cur: List[dict], min_iou: float = MATCH_IOU) -> List[Tuple[dict, dict]]:

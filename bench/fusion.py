@@ -104,7 +104,7 @@ def evaluate(people: Sequence[Person], analyzer: FaceAnalyzer, config: Config, s
             if ages:
                 single[who].append(float(ages[0]))
     worker.finish()
-    tracks = [track for track in worker.ended_tracks if track.age_years is not None and track.label_ready]
+    tracks = [track for track in worker.ended_tracks if track.labels.age_years is not None and track.labels.label_ready]
     rows = []
     for i, person in enumerate(people):
         # The person's track: the labelled one that was in view while they were.
@@ -134,7 +134,7 @@ def _fused_age(tracks, index: int, people: Sequence[Person], seed: int) -> Optio
         shared = min(track.last_frame, span[1]) - max(track.first_frame, span[0])
         if shared > overlap:
             best, overlap = track, shared
-    return None if best is None else float(best.age_years)
+    return None if best is None else float(best.labels.age_years)
 
 
 def _spans(people: Sequence[Person], seed: int) -> List[Tuple[int, int]]:

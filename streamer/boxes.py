@@ -16,6 +16,22 @@ def box_area(xyxy: np.ndarray) -> np.ndarray:
     return np.clip(xyxy[..., 2] - xyxy[..., 0], 0, None) * np.clip(xyxy[..., 3] - xyxy[..., 1], 0, None)
 
 
+def short_side(xyxy: np.ndarray) -> np.ndarray:
+    """The shorter side of ``(..., 4)`` boxes, in pixels (0 for degenerate boxes)."""
+    xyxy = np.asarray(xyxy)
+    return np.minimum(np.clip(xyxy[..., 2] - xyxy[..., 0], 0, None), np.clip(xyxy[..., 3] - xyxy[..., 1], 0, None))
+
+
+def clipped(xyxy: np.ndarray, shape_hw: Tuple[int, int]) -> np.ndarray:
+    """A float32 copy of ``(..., 4)`` boxes clipped to a frame of ``shape_hw``: what of a box is
+    in the picture (a box partly outside keeps its inside part)."""
+    h, w = shape_hw
+    out = np.array(xyxy, np.float32, copy=True)
+    np.clip(out[..., 0::2], 0, w, out=out[..., 0::2])
+    np.clip(out[..., 1::2], 0, h, out=out[..., 1::2])
+    return out
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix ``(len(a), len(b))`` of two ``(N, 4)`` / ``(M, 4)`` xyxy arrays."""
     a = np.asarray(a, np.float64).reshape(-1, 4)

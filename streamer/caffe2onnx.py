@@ -10,7 +10,7 @@ is refused by name.
 
 The SSD head (PriorBox, Permute/Flatten/Concat, Softmax, DetectionOutput) is not converted: the
 graph outputs each head's raw ``loc`` and ``conf`` maps (NCHW), and ``SsdSpec`` carries the
-PriorBox and DetectionOutput parameters for ``detect.ssd_decode``. The input's height and width
+PriorBox and DetectionOutput parameters for ``detect.SsdHead``. The input's height and width
 are symbolic, so the detector keeps feeding aspect-kept sizes as with Caffe.
 """
 

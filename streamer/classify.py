@@ -17,7 +17,7 @@ from .align import NO_JITTER, Jitter, face_chips
 from .calibration import LabelCalibration
 from .config import ClassifierConfig, DnnConfig
 from .dnn import OnnxRunner, apply_dnn_config, read_caffe
-from .types import Detections, GenderAge, age_group_index, age_group_labels
+from .types import Detections, GenderAge, age_group_of
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,6 @@ class GenderAgeModel(Protocol):
 
     def predict(self, bgr: np.ndarray, detections: Detections) -> GenderAge:
         """``bgr``: the frame, ``(H, W, 3)`` uint8 BGR; one result row per detection, in order."""
-
-
-def age_group_of(age_years: np.ndarray, groups: Sequence[Tuple[int, int]]) -> Tuple[str, ...]:
-    """The label of the group holding each (continuous) age; ages outside all groups clamp to the
-    first or last group. ``age_years``: ``(N,)`` float."""
-    labels = age_group_labels(groups)
-    return tuple(labels[i] for i in age_group_index(age_years, groups).reshape(-1))
 
 
 def _forward(net: "cv2.dnn.Net", blob: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Dict, Optional, Protocol, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .boxes import box_iou, clipped, short_side
 from .caffe2onnx import PriorBoxSpec, SsdSpec, convert_ssd, convert_ssd_cached
 from .config import DetectorConfig, DnnConfig
 from .dnn import OnnxRunner, apply_dnn_config, backend_target, read_caffe
@@ -41,18 +42,11 @@ def nms_xyxy(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.n
     ``xyxy`` is ``(N, 4)`` float, ``scores`` ``(N,)``. Pure numpy; N is small (tens of boxes).
     """
     order = np.argsort(-scores, kind="stable")
-    areas = np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
         keep.append(best)
-        ix1 = np.maximum(xyxy[best, 0], xyxy[rest, 0])
-        iy1 = np.maximum(xyxy[best, 1], xyxy[rest, 1])
-        ix2 = np.minimum(xyxy[best, 2], xyxy[rest, 2])
-        iy2 = np.minimum(xyxy[best, 3], xyxy[rest, 3])
-        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= iou_threshold]
+        order = rest[box_iou(xyxy[best], xyxy[rest])[0] <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -61,12 +55,9 @@ def clip_and_filter(
     xyxy: np.ndarray, scores: np.ndarray, landmarks: Optional[np.ndarray], shape_hw: Tuple[int, int], nms_iou: float
 ) -> Detections:
     """Clip boxes to the frame, drop empty ones, suppress overlaps; shared by every detector."""
-    h, w = shape_hw
-    xyxy = xyxy.astype(np.float32, copy=True)
-    np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
-    np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
+    xyxy = clipped(xyxy, shape_hw)
     # A box squeezed to under one pixel by clipping lies outside the frame: nothing to analyse.
-    ok = ((xyxy[:, 2] - xyxy[:, 0]) >= 1) & ((xyxy[:, 3] - xyxy[:, 1]) >= 1)
+    ok = short_side(xyxy) >= 1
     xyxy, scores = xyxy[ok], scores[ok].astype(np.float32)
     landmarks = None if landmarks is None else landmarks[ok].astype(np.float32)
     keep = nms_xyxy(xyxy, scores, nms_iou)

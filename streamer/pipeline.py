@@ -14,19 +14,20 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from .align import yaw_ratio
 from .blazeface import MODEL_ID as BLAZEFACE_MODEL_ID
 from .blazeface import VARIANTS as BLAZEFACE_VARIANTS
 from .blazeface import BlazeFaceDetector
+from .boxes import short_side
 from .calibration import calibration_for
 from .centerface import CenterFaceDetector
-from .align import yaw_ratio
 from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
 from .config import Config
-from .detect import FaceDetector, clip_and_filter, Res10Detector, Res10OnnxDetector, YuNetDetector
+from .detect import FaceDetector, Res10Detector, Res10OnnxDetector, YuNetDetector, clip_and_filter
 from .dnn import has_caffe_importer
 from .errors import ModelError
 from .models import MANIFEST_PATH, ModelStore, load_manifest
-from .types import GENDERS, Detections, Face, GenderAge
+from .types import Detections, Face, GenderAge, gender_of, gender_p
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +38,29 @@ REGION_INPUT_PX = 128
 
 
 def faces_from(
-    detections: Detections, labels: GenderAge, classified: np.ndarray, turned: Optional[np.ndarray] = None
+    detections: Detections, labels: GenderAge, classified: np.ndarray, turned: Optional[np.ndarray] = None,
+    too_small: Optional[np.ndarray] = None,
 ) -> Tuple[Face, ...]:
     """Join detections with the labels of the classified subset (``classified`` is a bool mask);
-    the others are too small or, where ``turned`` says so, turned away."""
+    ``turned`` and ``too_small`` (bool masks, default all False) say why the others were not."""
     faces = []
     label_row = 0
     for i in range(len(detections)):
         box = tuple(float(v) for v in detections.xyxy[i])
         score = float(detections.confidence[i])
         if not classified[i]:
-            away = turned is not None and bool(turned[i])
-            faces.append(Face(xyxy=box, score=score, too_small=not away, turned=away))
+            faces.append(Face(xyxy=box, score=score, too_small=too_small is not None and bool(too_small[i]),
+                              turned=turned is not None and bool(turned[i])))
             continue
         p_male = float(labels.p_male[label_row])
-        gender = GENDERS[1] if p_male >= 0.5 else GENDERS[0]
+        gender = gender_of(p_male)
         age_range = labels.age_range[label_row]
         faces.append(
             Face(
                 xyxy=box,
                 score=score,
                 gender=gender,
-                gender_p=p_male if gender == "male" else 1.0 - p_male,
+                gender_p=gender_p(gender, p_male),
                 age=float(labels.age_years[label_row]),
                 age_group=labels.age_group[label_row],
                 classified=True,
@@ -122,10 +124,13 @@ class FaceAnalyzer:
             return np.zeros(len(detections), bool)
         return np.abs(yaw_ratio(detections.landmarks_xy)) > self.max_yaw
 
+    def too_small(self, xyxy: np.ndarray) -> np.ndarray:
+        """Bool mask of ``(N, 4)`` boxes too small to label: shorter side below ``min_face_px``."""
+        return short_side(xyxy) < self.min_face_px
+
     def classifiable(self, detections: Detections) -> np.ndarray:
-        """Bool mask of faces worth classifying: shorter box side >= min_face_px, not turned away."""
-        sides = np.minimum(detections.xyxy[:, 2] - detections.xyxy[:, 0], detections.xyxy[:, 3] - detections.xyxy[:, 1])
-        return (sides >= self.min_face_px) & ~self.turned(detections)
+        """Bool mask of faces worth classifying: not too small, not turned away."""
+        return ~self.too_small(detections.xyxy) & ~self.turned(detections)
 
     def analyse(self, bgr: np.ndarray) -> Tuple[Tuple[Face, ...], Dict[str, float]]:
         """Faces with labels, and the milliseconds spent in ``detect`` and ``classify``."""
@@ -136,7 +141,7 @@ class FaceAnalyzer:
         labels = self.classifier.predict(bgr, detections[mask]) if mask.any() else GenderAge.empty()
         t2 = time.perf_counter()
         timings = {"detect": (t1 - t0) * 1000.0, "classify": (t2 - t1) * 1000.0}
-        return faces_from(detections, labels, mask, self.turned(detections)), timings
+        return faces_from(detections, labels, mask, self.turned(detections), self.too_small(detections.xyxy)), timings
 
 
 def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector:

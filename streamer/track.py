@@ -1,9 +1,9 @@
-"""A light face tracker: stable ids, a per-track classification schedule and smoothed labels.
+"""A light face tracker: stable ids, and when each person is classified.
 
-Classifying every face on every frame makes labels flicker and wastes CPU ("Stable labels"). Here a
-face keeps a track id while it stays in view; the classifiers run on a track at first sight and then
-only every few frames (or when the face grew), and the shown gender and age group are running means
-with hysteresis. Pure numpy, no threads: the worker owns the :class:`Tracker` and calls it in order.
+A face keeps a track id while it stays in view (association by IoU, colour and looks at its
+region; scene cuts end every track); the classifiers run on a track at first sight and then only
+every few frames (or when the face grew), and each track's :class:`~streamer.labels.PersonLabels`
+fuses the results. Pure numpy, no threads: the worker owns the :class:`Tracker` and calls it in order.
 
 Boxes are ``xyxy`` float32 frame pixels (x2/y2 exclusive), ``t_s`` seconds (monotonic, or media time
 for files), ``frame_index`` the frame's index in its source. One ``Tracker`` per source.
@@ -14,18 +14,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .appearance import appearance_distance
-from .boxes import box_area as _area, box_iou
+from .boxes import box_area as _area
+from .boxes import box_iou
 from .config import TrackingConfig
 from .errors import SinkError
-from .types import GENDERS, Detections, age_group_index, age_group_labels
+from .labels import AgeGroups, PersonLabels
+from .types import GENDERS, Detections, age_group_labels
 
 logger = logging.getLogger(__name__)
 
@@ -47,56 +47,8 @@ _MAX_LOOK_AREA_RATIO = 1.6
 # A detection and a track whose box areas differ by more than this factor are not the same face
 # in consecutive looks (a face a metre nearer is ~1.5x the side, ~2.3x the area).
 _MAX_AREA_RATIO = 3.0
-# Beyond this shorter side a crop is downscaled to the classifier input and carries no more detail,
-# so a huge face does not outweigh every other sample.
-_FULL_WEIGHT_FACE_PX = 128.0
-# A sample from a zero-score detection still counts a little, so weights never sum to zero.
-_MIN_SCORE_WEIGHT = 0.01
-_MIN_QUALITY = 0.05
-# Robust fusion: samples further than this many MADs (scaled to a standard deviation) from the
-# weighted median age are left out, but never closer than _OUTLIER_MIN_YEARS: a single view's
-# error has a standard deviation of ~10 years (README, Accuracy), so views of one face 15 years
-# apart are common and neither is an outlier; with fewer than _MIN_SAMPLES_FOR_OUTLIERS views the
-# median itself is not to be trusted.
-_OUTLIER_MADS = 2.5
-_OUTLIER_MIN_YEARS = 15.0
-_MIN_SAMPLES_FOR_OUTLIERS = 4
-# A person is settled (no more classifier runs) when the fused age's standard error is below this
-# and gender is this far from 0.5.
-_SETTLED_AGE_SE_YEARS = 1.5
-_SETTLED_GENDER_MARGIN = 0.3
-# Someone else in the box: a sample this sure of the other gender while the person is this sure
-# of theirs, or an age this far (or 1.5 person-ranges) from theirs, _SPLIT_AFTER times in a row.
-# One contradicting view is common (a blurred frame); two in a row, a second apart, rarely are.
-_SURE_P = 0.85
-_AGE_JUMP_YEARS = 20.0
-_SPLIT_AFTER = 2
-
-
-@dataclass(frozen=True)
-class _Sample:
-    """One classifier result for a track: its labels, its weight, the classifier's age range."""
-
-    p_male: float
-    age_years: float
-    weight: float
-    age_range: Optional[Tuple[float, float]]
-
-
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
-
-AgeGroups = Sequence[Tuple[int, int]]
-
-
-def _group_index(age_years: float, groups: AgeGroups) -> int:
-    return int(age_group_index(age_years, groups))
-
-
 class Track:
-    """One face followed over frames, with its smoothed labels.
+    """One face followed over frames, and its person's labels.
 
     Geometry: ``id`` (int from 1), ``xyxy`` float32 ``(4,)`` current box (detected on this frame,
     or moved there by optical flow: never extrapolated), ``first_frame``/``first_t_s`` and
@@ -107,11 +59,9 @@ class Track:
     gives them), None when it was not detected on this frame. ``score``: the latest detection's
     confidence. ``appearance``: a running colour histogram of the face (``appearance.py``).
 
-    Labels: ``samples`` classifier results added; ``p_male`` and ``age_years`` their weighted means
-    (None before the first); ``gender`` ("female"/"male"), ``gender_p`` (probability of that label)
-    and ``age_group`` (e.g. "30-39") are the *shown* labels with hysteresis, None until
-    ``label_ready``. Owned and driven by the :class:`Tracker` (``hit``, ``moved``, ``miss``); use
-    :meth:`to_record` for a copy.
+    ``labels``: the person's :class:`~streamer.labels.PersonLabels` (``add_sample`` adds a view of
+    this track's latest detection). Owned and driven by the :class:`Tracker` (``hit``, ``moved``,
+    ``miss``); use :meth:`to_record` for a copy.
     """
 
     def __init__(
@@ -133,195 +83,36 @@ class Track:
         self.detection: Optional[Detections] = None
         self.score = 0.0
         self.appearance: Optional[np.ndarray] = None
-        self.samples = 0
-        self.p_male: Optional[float] = None
-        self.age_years: Optional[float] = None
-        self.gender: Optional[str] = None
-        self.age_group: Optional[str] = None
+        self.labels = PersonLabels(cfg, groups)
         self._cfg = cfg
-        self._groups = tuple(groups)
-        self._labels = age_group_labels(groups)
-        self._group_index: Optional[int] = None
         self._detected_xyxy = self.xyxy.copy()
         # Per-frame box motion, from every piece of evidence (detections and flow); used only to
         # look for a hidden face where it was heading, never to draw a box.
         self._velocity_xyxy = np.zeros(4, np.float32)
         self._evidence_frame = frame_index
-        self._samples: List[_Sample] = []
-        self._contradicting: List[_Sample] = []
-        self._age_se: Optional[float] = None
-        self.age_range: Optional[Tuple[float, float]] = None
-        self.outliers = 0
-        self._sample_frame: Optional[int] = None
-        self._sample_t_s: Optional[float] = None
-        self._sample_area = 0.0
 
     def __repr__(self) -> str:
         box = ", ".join(f"{v:.0f}" for v in self.xyxy)
         return (
             f"Track(id={self.id}, xyxy=[{box}], hits={self.hits}, missed={self.missed}, "
-            f"samples={self.samples}, gender={self.gender}, age_group={self.age_group})"
+            f"samples={self.labels.samples}, gender={self.labels.gender}, age_group={self.labels.age_group})"
         )
-
-    @property
-    def label_ready(self) -> bool:
-        """True once the track has ``min_samples`` samples; show "analysing..." before."""
-        return self.samples >= self._cfg.min_samples
-
-    @property
-    def gender_p(self) -> Optional[float]:
-        """Averaged probability of the shown gender, or None when none is shown."""
-        if self.gender is None or self.p_male is None:
-            return None
-        return self.p_male if self.gender == "male" else 1.0 - self.p_male
 
     @property
     def seen_s(self) -> float:
         """Seconds between the first and the latest matched detection."""
         return self.last_t_s - self.first_t_s
 
-    def add_sample(
-        self,
-        p_male: float,
-        age_years: float,
-        face_px: float,
-        score: float,
-        *,
-        quality: float = 1.0,
-        age_range: Optional[Tuple[float, float]] = None,
-    ) -> None:
-        """Fold one classifier result into the person's labels.
-
-        ``p_male`` in [0, 1]; ``age_years`` >= 0; ``face_px`` the shorter side of the classified crop
-        (> 0); ``score`` the detector confidence in [0, 1]; ``quality`` in (0, 1]: what else makes
-        this view reliable (sharpness, frontalness: see ``worker.sample_quality``); ``age_range``
-        the classifier's ``(lo, hi)`` for this view. The sample weighs face size (capped) x score x
-        quality. The person's age is the weighted mean of the samples within a robust band around
-        their weighted median (one blurred or turned view does not drag it), gender the weighted
-        mean of p_male. Counts as taken on the track's latest detection (``last_frame``,
-        ``last_t_s``, current box) for the classification schedule. A sample that contradicts a
-        settled person (see ``changed_person``) is counted, not folded in.
-        """
-        for name, value, lo, hi in (
-            ("p_male", p_male, 0.0, 1.0),
-            ("age_years", age_years, 0.0, math.inf),
-            ("score", score, 0.0, 1.0),
-            ("quality", quality, 0.0, 1.0),
-        ):
-            if not (lo <= float(value) <= hi):
-                raise ValueError(
-                    f"Track.add_sample {name}: expected a number in [{lo}, {hi}], got {value!r}; "
-                    "pass the classifier's output for this face"
-                )
-        if not float(face_px) > 0:
-            raise ValueError(
-                f"Track.add_sample face_px: expected the crop's shorter side in pixels > 0, got {face_px!r}"
-            )
-        weight = (
-            max(float(score), _MIN_SCORE_WEIGHT) * min(float(face_px), _FULL_WEIGHT_FACE_PX)
-            * max(float(quality), _MIN_QUALITY)
-        )
-        sample = _Sample(float(p_male), float(age_years), weight, age_range)
-        self._sample_frame, self._sample_t_s = self.last_frame, self.last_t_s
-        self._sample_area = float(_area(self._detected_xyxy))
-        if self.label_ready and self._contradicts(sample):
-            self._contradicting.append(sample)
-            return
-        self._contradicting.clear()
-        self._fold([sample])
-
-    def _fold(self, samples: Sequence["_Sample"]) -> None:
-        self._samples.extend(samples)
-        self.samples += len(samples)
-        self._fuse()
-        if self.label_ready:
-            self._update_shown_labels()
-
-    @property
-    def changed_person(self) -> bool:
-        """True when the last ``_SPLIT_AFTER`` samples all contradicted the person's settled
-        labels (a confident opposite gender, or an age far outside the person's range): someone
-        else stepped into the box. The tracker then ends the track and starts another."""
-        return len(self._contradicting) >= _SPLIT_AFTER
-
-    def take_contradicting(self) -> List["_Sample"]:
-        """The samples that contradicted this person, handed to the track that replaces it."""
-        taken, self._contradicting = self._contradicting, []
-        return taken
-
-    def adopt(self, samples: Sequence["_Sample"]) -> None:
-        """Start this track's labels from another track's contradicting samples."""
-        self._fold(samples)
-
-    @property
-    def settled(self) -> bool:
-        """Enough agreeing samples that more would not change the labels: at least twice
-        ``min_samples``, gender clear of 0.5 by ``_SETTLED_GENDER_MARGIN`` and the fused age's
-        standard error under ``_SETTLED_AGE_SE_YEARS``. The schedule then stops classifying."""
-        if self.samples < 2 * self._cfg.min_samples or self.p_male is None or self._age_se is None:
-            return False
-        return abs(self.p_male - 0.5) >= _SETTLED_GENDER_MARGIN and self._age_se <= _SETTLED_AGE_SE_YEARS
-
-    def _contradicts(self, sample: "_Sample") -> bool:
-        assert self.p_male is not None and self.age_years is not None
-        gender_flip = (self.p_male >= _SURE_P and sample.p_male <= 1 - _SURE_P) or (
-            self.p_male <= 1 - _SURE_P and sample.p_male >= _SURE_P
-        )
-        spread = _AGE_JUMP_YEARS
-        if self.age_range is not None:
-            spread = max(spread, 1.5 * (self.age_range[1] - self.age_range[0]))
-        return gender_flip or abs(sample.age_years - self.age_years) > spread
-
-    def _fuse(self) -> None:
-        ages = np.array([s.age_years for s in self._samples], np.float64)
-        weights = np.array([s.weight for s in self._samples], np.float64)
-        median = _weighted_median(ages, weights)
-        mad = _weighted_median(np.abs(ages - median), weights)
-        keep = np.abs(ages - median) <= max(_OUTLIER_MADS * 1.4826 * mad, _OUTLIER_MIN_YEARS)
-        if len(ages) < _MIN_SAMPLES_FOR_OUTLIERS:
-            keep[:] = True  # two views that disagree: no telling which is wrong
-        w = weights[keep]
-        self.age_years = float(np.sum(w * ages[keep]) / np.sum(w))
-        self.outliers = int((~keep).sum())
-        n_eff = float(np.sum(w) ** 2 / np.sum(w**2))
-        if n_eff > 1.0:
-            var = float(np.sum(w * (ages[keep] - self.age_years) ** 2) / np.sum(w))
-            self._age_se = math.sqrt(var / (n_eff - 1.0))
-        else:
-            self._age_se = None
-        p_male = np.array([s.p_male for s in self._samples], np.float64)
-        self.p_male = float(np.sum(weights * p_male) / np.sum(weights))
-        ranges = [(s.age_range, s.weight) for s, k in zip(self._samples, keep) if k and s.age_range is not None]
-        if ranges:
-            # Views of one face make correlated errors, so averaging them narrows the range little:
-            # the person's range is the samples' mean width, centred on the fused age.
-            total = sum(wt for _, wt in ranges)
-            half = sum(wt * (hi - lo) for (lo, hi), wt in ranges) / total / 2.0
-            self.age_range = (max(0.0, self.age_years - half), self.age_years + half)
-
-    def _update_shown_labels(self) -> None:
-        assert self.p_male is not None and self.age_years is not None
-        margin = self._cfg.gender_hysteresis
-        if self.gender is None:
-            self.gender = GENDERS[int(self.p_male >= 0.5)]
-        elif self.gender == "female" and self.p_male >= 0.5 + margin:
-            self.gender = "male"
-        elif self.gender == "male" and self.p_male <= 0.5 - margin:
-            self.gender = "female"
-
-        index = _group_index(self.age_years, self._groups)
-        if self._group_index is not None and index != self._group_index:
-            lo, hi = self._groups[self._group_index]
-            margin_years = self._cfg.age_hysteresis_years
-            if lo - margin_years <= self.age_years < hi + 1 + margin_years:
-                index = self._group_index
-        self._group_index = index
-        self.age_group = self._labels[index]
+    def add_sample(self, p_male: float, age_years: float, face_px: float, score: float, *,
+                   quality: float = 1.0, age_range: Optional[Tuple[float, float]] = None) -> None:
+        """A classifier result for this track's latest detection (its frame, time and box):
+        ``PersonLabels.add`` says what each argument is and how the view is weighed."""
+        self.labels.add(p_male, age_years, face_px, score, quality=quality, age_range=age_range,
+                        taken_at=(self.last_frame, self.last_t_s, float(_area(self._detected_xyxy))))
 
     def to_record(self) -> dict:
         """The JSON object of a track (the ``end`` record and a report row): final shown labels
         (None when the track never reached ``min_samples``), first/last frame and time, seen seconds."""
-        gender_p = self.gender_p
         return {
             "track": self.id,
             "first_frame": self.first_frame,
@@ -330,13 +121,7 @@ class Track:
             "last_t_s": round(self.last_t_s, 4),
             "seen_s": round(self.seen_s, 3),
             "hits": self.hits,
-            "samples": self.samples,
-            "gender": self.gender,
-            "gender_p": None if gender_p is None else round(gender_p, 4),
-            "age": None if not self.label_ready or self.age_years is None else round(self.age_years, 1),
-            "age_group": self.age_group,
-            "age_range": None if not self.label_ready or self.age_range is None
-            else [round(v, 1) for v in self.age_range],
+            **self.labels.fields(),
         }
 
     # --- geometry, driven by the Tracker ---
@@ -563,7 +348,7 @@ class Tracker:
             # shows "analysing...", as often as their next classifier sample is due (samples are
             # taken on detected boxes only), so labels appear as soon as without the throttle.
             gap = self._cfg.detect_min_frames
-            if not all(track.label_ready for track in shown):
+            if not all(track.labels.label_ready for track in shown):
                 gap = min(gap, self._cfg.classify_every_frames)
             return self._last_detect_frame is None or frame_index - self._last_detect_frame >= gap
         if self._last_detect_frame is None or self._last_detect_t_s is None:
@@ -580,20 +365,22 @@ class Tracker:
         detected on this frame (a box
         moved by flow has no landmarks); otherwise reuse the track's smoothed labels."""
         cfg = self._cfg
-        if track.samples >= cfg.max_samples or track.detection is None or track.last_frame != frame_index:
+        labels = track.labels
+        if labels.samples >= cfg.max_samples or track.detection is None or track.last_frame != frame_index:
             return False
-        if track.settled and not track._contradicting:
+        if labels.settled and not labels.contradicted:
             return False
-        if track._sample_frame is None or track._sample_t_s is None:
+        if labels.last_sample_frame is None or labels.last_sample_t_s is None:
             return True
-        if frame_index - track._sample_frame >= cfg.classify_every_frames:
+        if frame_index - labels.last_sample_frame >= cfg.classify_every_frames:
             return True
-        if t_s - track._sample_t_s >= cfg.classify_every_s:
+        if t_s - labels.last_sample_t_s >= cfg.classify_every_s:
             return True
-        return track._sample_area > 0 and float(_area(track.xyxy)) >= cfg.regrow_ratio * track._sample_area
+        area = float(_area(track.xyxy))
+        return labels.last_sample_area > 0 and area >= cfg.regrow_ratio * labels.last_sample_area
 
     def split(self, track: Track, frame_index: int, t_s: float) -> Track:
-        """Someone else is in ``track``'s box (``Track.changed_person``): end it and start a new,
+        """Someone else is in ``track``'s box (``PersonLabels.changed_person``): end it and start a new,
         confirmed track on the same box, labelled from the samples that gave the change away."""
         self._tracks.remove(track)
         if track.confirmed:
@@ -602,7 +389,7 @@ class Tracker:
         self._next_id += 1
         new.detection, new.score, new.appearance = track.detection, track.score, None
         new.hits = max(new.hits, self._cfg.min_hits)
-        new.adopt(track.take_contradicting())
+        new.labels.adopt(track.labels.take_contradicting())
         self._maybe_confirm(new)
         self._tracks = sorted(self._tracks + [new], key=lambda tr: tr.id)
         self._drop_gone()

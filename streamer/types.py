@@ -20,6 +20,23 @@ def age_group_labels(groups: Sequence[Tuple[int, int]]) -> Tuple[str, ...]:
     return tuple(f"{lo}+" if hi >= 100 else f"{lo}-{hi}" for lo, hi in groups)
 
 
+def age_group_of(age_years: np.ndarray, groups: Sequence[Tuple[int, int]]) -> Tuple[str, ...]:
+    """The label of the group holding each (continuous) age; ages outside all groups clamp to the
+    first or last group. ``age_years``: ``(N,)`` float."""
+    labels = age_group_labels(groups)
+    return tuple(labels[i] for i in age_group_index(age_years, groups).reshape(-1))
+
+
+def gender_of(p_male: float) -> str:
+    """The gender a probability of "male" states: "male" from 0.5 up, else "female"."""
+    return GENDERS[int(p_male >= 0.5)]
+
+
+def gender_p(gender: str, p_male: float) -> float:
+    """The probability of the stated ``gender``, from the probability of "male"."""
+    return p_male if gender == "male" else 1.0 - p_male
+
+
 def age_group_index(age_years, groups: Sequence[Tuple[int, int]]) -> np.ndarray:
     """Index of the group holding each continuous age (group i covers ``[lo_i, hi_i + 1)``); ages
     outside all groups clamp to the first or last. ``age_years``: a float or ``(N,)`` floats."""
@@ -206,7 +223,8 @@ class GateDecision:
     """What the motion gate decided for one frame.
 
     ``analyse``: run the models; ``changed_frac``: share of the working image that changed
-    (0-1); ``reason``: "motion", "still", "refresh", "first", "recalibrate" or "off".
+    (0-1); ``reason``: "motion", "still", "tracked" (motion only on faces already tracked),
+    "refresh", "first", "recalibrate" or "off".
     """
 
     analyse: bool

@@ -14,7 +14,7 @@ import numpy as np
 
 from .align import yaw_ratio
 from .appearance import appearance_of
-from .boxes import box_iou
+from .boxes import box_iou, clipped
 from .draw import LabelStyle, draw_faces, draw_hud
 from .flow import BoxFlow
 from .motion import CutDetector, MotionGate
@@ -195,25 +195,23 @@ class Worker:
                     flow.forget(key)
         self._classify_due(bgr, frame.index, t_s, timings)
         self._collect_records(frame, t_s)
-        h, w = bgr.shape[:2]
+        boxes = clipped(np.array([track.xyxy for track in tracks], np.float32).reshape(-1, 4), bgr.shape[:2])
+        small = analyzer.too_small(boxes)
         faces = []
-        for track in tracks:
-            x1, y1, x2, y2 = (float(v) for v in track.xyxy)
-            box = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h))
-            ready = track.label_ready
-            small = not ready and min(box[2] - box[0], box[3] - box[1]) < analyzer.min_face_px
+        for track, box, box_small in zip(tracks, boxes, small):
+            ready = track.labels.label_ready
             faces.append(
                 Face(
-                    xyxy=box,
+                    xyxy=tuple(float(v) for v in box),
                     score=track.score,
-                    gender=track.gender if ready else None,
-                    gender_p=track.gender_p if ready else None,
-                    age=track.age_years if ready else None,
-                    age_group=track.age_group if ready else None,
+                    gender=track.labels.gender if ready else None,
+                    gender_p=track.labels.gender_p if ready else None,
+                    age=track.labels.age_years if ready else None,
+                    age_group=track.labels.age_group if ready else None,
                     classified=ready,
                     track=track.id,
-                    too_small=small,
-                    age_range=track.age_range if ready else None,
+                    too_small=not ready and bool(box_small),  # a labelled person stays labelled further away
+                    age_range=track.labels.age_range if ready else None,
                     turned=not ready and self._turned.get(track.id, False),
                 )
             )
@@ -248,7 +246,7 @@ class Worker:
                 float(labels.p_male[i]), float(labels.age_years[i]), float(min(x2 - x1, y2 - y1)), track.score,
                 quality=float(quality[i]), age_range=None if np.isnan(low) else (low, high),
             )
-            if track.changed_person:
+            if track.labels.changed_person:
                 tracker.split(track, frame_index, t_s)
 
     def _collect_records(self, frame: Frame, t_s: float) -> None:
@@ -260,8 +258,8 @@ class Worker:
             self._records.append({"event": "new", **base, "track": track.id})
         for track in tracker.tracks:
             # "update": a person's shown labels settled or changed (what a dashboard shows).
-            labels = (track.gender, track.age_group)
-            if track.shown and track.label_ready and self._labels_sent.get(track.id) != labels:
+            labels = (track.labels.gender, track.labels.age_group)
+            if track.shown and track.labels.label_ready and self._labels_sent.get(track.id) != labels:
                 self._labels_sent[track.id] = labels
                 self._records.append({"event": "update", **base, **track.to_record()})
         for track in tracker.pop_ended():

@@ -14,11 +14,10 @@ from streamer.classify import (
     LEVI_AGE_GROUPS,
     CydralGenderAge,
     LeviHassnerGenderAge,
-    age_group_of,
 )
 from streamer.config import ClassifierConfig, Config, DnnConfig
 from streamer.errors import ModelError
-from streamer.types import Detections, GenderAge, age_group_labels
+from streamer.types import Detections, GenderAge, age_group_labels, age_group_of
 
 from conftest import SHARED_MEDIA, SHARED_MODELS
 

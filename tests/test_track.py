@@ -12,8 +12,7 @@ import pytest
 from streamer.config import ClassifierConfig, TrackingConfig
 from streamer.errors import SinkError
 from streamer.track import Track, Tracker, summarise, write_report
-from streamer.types import age_group_labels
-from streamer.types import Detections
+from streamer.types import Detections, age_group_labels
 
 GROUPS = ClassifierConfig().age_groups
 FPS = 10.0
@@ -257,7 +256,7 @@ def test_classification_first_sight_coasting_and_cap() -> None:
         if tracker.needs_classification(track, frame, frame / FPS):
             track.add_sample(0.9, 30.0, 60, 0.9)
             taken += 1
-    assert taken == track.samples == 3
+    assert taken == track.labels.samples == 3
 
 
 @pytest.mark.parametrize(
@@ -319,10 +318,10 @@ def test_noisy_gender_never_flips(centre_p: float, shown: str, seed: int) -> Non
     seen = set()
     for p in probabilities:
         track.add_sample(float(p), 35.0, float(rng.uniform(30, 150)), float(rng.uniform(0.6, 1.0)))
-        if track.label_ready:
-            seen.add(track.gender)
+        if track.labels.label_ready:
+            seen.add(track.labels.gender)
     assert seen == {shown}
-    assert track.gender_p == pytest.approx(track.p_male if shown == "male" else 1 - track.p_male)
+    assert track.labels.gender_p == pytest.approx(track.labels.p_male if shown == "male" else 1 - track.labels.p_male)
 
 
 @pytest.mark.parametrize("male_first", [True, False])
@@ -337,12 +336,12 @@ def test_gender_changes_only_past_the_hysteresis_margin(male_first: bool) -> Non
     history = []
     for p_male in sequence:
         track.add_sample(p_male, 30.0, 60, 1.0)
-        history.append((abs(track.p_male - 0.5), track.p_male, track.gender))
+        history.append((abs(track.labels.p_male - 0.5), track.labels.p_male, track.labels.gender))
     flips = [away for (away, _, g), (_, _, prev) in zip(history[1:], history) if g != prev]
     assert len(flips) == 1 and flips[0] >= 0.1 - 1e-9
     on_other_side = [g for _, p, g in history if (p < 0.5) == male_first]
     assert first in on_other_side, "the mean must linger on the other side for this test to mean anything"
-    assert history[0][2] == first and track.gender == other
+    assert history[0][2] == first and track.labels.gender == other
 
 
 @pytest.mark.parametrize("hysteresis_years, flips", [(2.0, False), (0.0, True)])
@@ -352,7 +351,7 @@ def test_age_near_a_group_boundary(hysteresis_years: float, flips: bool) -> None
     groups_shown = []
     for k in range(40):
         track.add_sample(0.5, 29.0 if k % 2 == 0 else 31.2, 60, 0.9)  # the mean hovers around 30
-        groups_shown.append(track.age_group)
+        groups_shown.append(track.labels.age_group)
     changes = sum(1 for a, b in zip(groups_shown, groups_shown[1:]) if a != b)
     assert (changes >= 2) is flips
     assert set(groups_shown) <= {"20-29", "30-39"}
@@ -363,12 +362,12 @@ def test_age_group_follows_a_real_change() -> None:
     (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
     for _ in range(3):
         track.add_sample(0.5, 24.0, 60, 0.9)
-    assert track.age_group == "20-29"
+    assert track.labels.age_group == "20-29"
     for _ in range(30):  # 18 years on: within one person's spread, not someone else
         track.add_sample(0.5, 42.0, 60, 0.9)
-        if track.age_group == "30-39":
-            assert track.age_years >= 32.0
-    assert track.age_group == "40-49" and track.samples == 33
+        if track.labels.age_group == "30-39":
+            assert track.labels.age_years >= 32.0
+    assert track.labels.age_group == "40-49" and track.labels.samples == 33
 
 
 def test_samples_are_weighted_by_face_size_and_score() -> None:
@@ -376,8 +375,8 @@ def test_samples_are_weighted_by_face_size_and_score() -> None:
     (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
     track.add_sample(0.9, 40.0, 100, 1.0)  # weight 100
     track.add_sample(0.3, 20.0, 50, 0.5)  # weight 25
-    assert track.age_years == pytest.approx((100 * 40 + 25 * 20) / 125)
-    assert track.p_male == pytest.approx((100 * 0.9 + 25 * 0.3) / 125)
+    assert track.labels.age_years == pytest.approx((100 * 40 + 25 * 20) / 125)
+    assert track.labels.p_male == pytest.approx((100 * 0.9 + 25 * 0.3) / 125)
 
 
 @pytest.mark.parametrize("min_samples", [1, 3, 5])
@@ -385,13 +384,13 @@ def test_label_not_ready_before_min_samples(min_samples: int) -> None:
     tracker = make_tracker(min_hits=1, min_samples=min_samples, max_samples=10)
     (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
     for k in range(min_samples):
-        assert not track.label_ready
-        assert track.gender is None and track.age_group is None and track.gender_p is None
+        assert not track.labels.label_ready
+        assert track.labels.gender is None and track.labels.age_group is None and track.labels.gender_p is None
         assert track.to_record()["age"] is None
         track.add_sample(0.8, 33.0, 60, 0.9)
-        assert track.samples == k + 1
-    assert track.label_ready
-    assert (track.gender, track.age_group) == ("male", "30-39")
+        assert track.labels.samples == k + 1
+    assert track.labels.label_ready
+    assert (track.labels.gender, track.labels.age_group) == ("male", "30-39")
 
 
 @pytest.mark.parametrize(
@@ -411,7 +410,7 @@ def test_add_sample_rejects_bad_values(
     (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
     with pytest.raises(ValueError, match=bad):
         track.add_sample(p_male, age_years, face_px, score)
-    assert track.samples == 0
+    assert track.labels.samples == 0
 
 
 # --- report ---
@@ -486,7 +485,7 @@ def test_fusion_rejects_an_outlier_and_weighs_a_better_view_more() -> None:
     for age in (30.0, 32.0, 31.0, 29.0):
         track.add_sample(0.9, age, 100, 0.9)
     track.add_sample(0.9, 48.0, 100, 0.9)  # a blurred view: 18 years off, not a new person
-    assert track.outliers == 1 and track.age_years == pytest.approx(30.5)
+    assert track.labels.outliers == 1 and track.labels.age_years == pytest.approx(30.5)
     sharp, blurred = make_tracker(min_hits=1, min_samples=1), make_tracker(min_hits=1, min_samples=1)
     for tr in (sharp, blurred):
         tr.update(dets([box(200, 200)]), 0, 0.0)
@@ -495,7 +494,7 @@ def test_fusion_rejects_an_outlier_and_weighs_a_better_view_more() -> None:
     a.add_sample(0.7, 40.0, 100, 0.9, quality=0.2)
     b.add_sample(0.7, 30.0, 100, 0.9, quality=0.2)
     b.add_sample(0.7, 40.0, 100, 0.9, quality=1.0)
-    assert a.age_years < 35.0 < b.age_years
+    assert a.labels.age_years < 35.0 < b.labels.age_years
 
 
 def test_a_different_person_in_the_box_splits_the_track() -> None:
@@ -505,12 +504,12 @@ def test_a_different_person_in_the_box_splits_the_track() -> None:
     for _ in range(4):
         first.add_sample(0.95, 8.0, 100, 0.9)  # a boy
     first.add_sample(0.05, 60.0, 100, 0.9)  # one odd view: counted, not folded in
-    assert not first.changed_person and first.age_years == pytest.approx(8.0)
+    assert not first.labels.changed_person and first.labels.age_years == pytest.approx(8.0)
     first.add_sample(0.04, 62.0, 100, 0.9)  # again: someone else
-    assert first.changed_person
+    assert first.labels.changed_person
     second = tracker.split(first, 1, 0.1)
-    assert second.id != first.id and second.confirmed and second.samples == 2
-    assert second.age_years == pytest.approx(61.0) and second.p_male < 0.1
+    assert second.id != first.id and second.confirmed and second.labels.samples == 2
+    assert second.labels.age_years == pytest.approx(61.0) and second.labels.p_male < 0.1
     assert [tr.id for tr in tracker.pop_ended()] == [first.id]
     assert [tr.id for tr in tracker.tracks] == [second.id]
 
@@ -524,7 +523,7 @@ def test_a_settled_person_is_not_classified_again() -> None:
         if tracker.needs_classification(track, frame, frame / FPS):
             track.add_sample(0.95, 30.0 + (frame % 2), 100, 0.9)
             taken += 1
-    assert track.settled and 4 <= taken < 10
+    assert track.labels.settled and 4 <= taken < 10
 
 
 def test_a_face_back_after_a_gap_must_look_like_the_one_who_left() -> None:
