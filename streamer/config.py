@@ -822,6 +822,28 @@ class MqttConfig(_Section):
 
 
 @section
+class ReportConfig(_Section):
+    min_seen_s: float = setting(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="People report (--report DIR, `report` command): people in view for less than this many "
+        "seconds (a glance in passing, a false detection) are left out of the rows and counts, and counted apart.",
+    )
+    dwell_bands_s: List[float] = setting(
+        default=[5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0],
+        min_length=1,
+        description="Upper edges in seconds of the report's dwell-time bands (here: under 5 s, 5-15 s, ..., "
+        "5-10 min, 10 min and more); increasing.",
+    )
+
+    def _check(self) -> None:
+        edges = self.dwell_bands_s
+        if edges[0] <= 0 or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise _BadValue("dwell_bands_s", "band edges must be positive and increasing", edges)
+
+
+@section
 class Config(_Section):
     models: ModelsConfig = dataclasses.field(default_factory=ModelsConfig)
     dnn: DnnConfig = dataclasses.field(default_factory=DnnConfig)
@@ -832,6 +854,7 @@ class Config(_Section):
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
 
 def parse_config(data: Any, path: Path = Path("<config>")) -> Config:

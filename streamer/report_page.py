@@ -1,0 +1,251 @@
+"""The people report's charts (PNG, matplotlib) and its one-page HTML.
+
+The page is self-contained so it can be mailed or opened from a USB stick: charts are embedded as
+``data:`` URIs, the CSS is inline and a Content-Security-Policy forbids every fetch. matplotlib is
+the ``report`` extra (wheels for x86-64 and aarch64), imported on first use with the Agg canvas
+and no pyplot (no global figure state, no display); without it the page shows the same numbers as
+tables. Times on the page are from the first frame of the events (a file's position when the run
+started at its beginning; a live run's time since its start).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+# One colour per gender, kept across charts and table; unknown in grey.
+_COLOURS = {"female": "#c2417a", "male": "#2b7bb9", "unknown": "#a0a0a0"}
+_CHART_SIZE_IN, _CHART_DPI = (6.0, 3.0), 100  # 600x300 px: two charts side by side on a laptop
+# The page lists this many people at most (a months-long run has thousands): all are in people.csv.
+_MAX_TABLE_ROWS = 1000
+
+
+def draw_charts(summary: dict) -> Optional[Dict[str, bytes]]:
+    """``{file name: PNG bytes}`` for the three charts, or None when matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return None
+
+    def new_axes():
+        figure = Figure(figsize=_CHART_SIZE_IN, dpi=_CHART_DPI, layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.spines[["top", "right"]].set_visible(False)
+        return figure, axes
+
+    def png(figure) -> bytes:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", metadata={"Software": None})
+        return buffer.getvalue()
+
+    charts = {}
+    figure, axes = new_axes()
+    table = summary["by_age_group_and_gender"]
+    groups = [group for group, cells in table.items() if group != "unknown" or sum(cells.values())]
+    bottom = [0] * len(groups)
+    for gender, colour in _COLOURS.items():
+        counts = [table[group][gender] for group in groups]
+        if any(counts) or gender != "unknown":
+            axes.bar(groups, counts, bottom=bottom, color=colour, label=gender)
+            bottom = [b + c for b, c in zip(bottom, counts)]
+    axes.set_title("People by age group and gender")
+    axes.set_xlabel("age group (years)")
+    axes.set_ylabel("people")
+    axes.set_ylim(0, max(1, max(bottom, default=0)) * 1.1)
+    axes.legend(frameon=False)
+    charts["age_gender.png"] = png(figure)
+
+    figure, axes = new_axes()
+    in_view, peak = summary["in_view"], summary["peak"]
+    unit, scale = _time_unit(in_view["bin_s"])
+    values = [math.nan if v is None else v for v in in_view["people"]]
+    starts = [i * in_view["bin_s"] / scale for i in range(len(values))]
+    axes.bar(starts, values, width=in_view["bin_s"] / scale, align="edge", color="#4a8c5c",
+             edgecolor="white", linewidth=0.5 if len(values) <= 120 else 0)
+    axes.set_title(f"Most people in view at once, per {unit}")
+    axes.set_xlabel(f"time from the start ({unit}s)")
+    axes.set_ylabel("people in view")
+    axes.set_ylim(0, max(1, peak["people"]) * 1.15)
+    axes.set_xlim(0, max(1, len(values)) * in_view["bin_s"] / scale)
+    if peak["people"] and peak["t_s"] is not None:
+        at = (peak["t_s"] - in_view["start_t_s"]) / scale
+        axes.annotate(f"peak {peak['people']}", (at, peak["people"]), textcoords="offset points",
+                      xytext=(4, 4), fontsize=9)
+    charts["in_view.png"] = png(figure)
+
+    figure, axes = new_axes()
+    bands = summary["dwell"]["bands"]
+    axes.bar([band["label"] for band in bands], [band["people"] for band in bands], color="#7a5ea8")
+    axes.set_title("Time in view per person")
+    axes.set_xlabel("time in view")
+    axes.set_ylabel("people")
+    axes.set_ylim(0, max(1, max((band["people"] for band in bands), default=0)) * 1.1)
+    axes.tick_params(axis="x", labelsize=8 if len(bands) > 6 else 10)
+    charts["dwell.png"] = png(figure)
+    return charts
+
+
+def _time_unit(bin_s: float):
+    if bin_s >= 3600:
+        return "hour", 3600.0
+    if bin_s >= 60:
+        return "minute", 60.0
+    return "second", 1.0
+
+
+def clock(seconds: Optional[float], fine: bool = False) -> str:
+    """``75.25`` -> ``"1:15"`` (``"1:15.3"`` when ``fine``), ``3725`` -> ``"1:02:05"``; None -> ``"-"``."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    whole, fraction = divmod(seconds, 1.0)
+    hours, rest = divmod(int(whole), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return text + (f".{int(fraction * 10)}" if fine else "")
+
+
+def duration(seconds: Optional[float]) -> str:
+    """``4.83`` -> ``"4.8 s"``, ``754`` -> ``"12 min 34 s"``, ``7300`` -> ``"2 h 1 min"``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0;background:#f6f6f4}
+main{max-width:1320px;margin:0 auto;padding:20px 28px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 10px}
+.sub{color:#555;margin:0 0 18px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:10px 16px;min-width:120px}
+.card b{display:block;font-size:28px;line-height:1.2}.card span{color:#555;font-size:13px}
+.charts{display:flex;flex-wrap:wrap;gap:14px}
+figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:8px;padding:6px}
+figure img{display:block;max-width:100%;height:auto}
+figcaption{font-size:13px;color:#555;padding:4px 6px 0}
+table{border-collapse:collapse;background:#fff;font-size:14px}
+th,td{border:1px solid #ddd;padding:4px 10px;text-align:right}th{background:#eee}
+td.l,th.l{text-align:left}
+.note{background:#fff8e1;border:1px solid #e6d28a;border-radius:6px;padding:8px 12px;margin:14px 0}
+.dot{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:6px}
+footer{color:#666;font-size:13px;margin-top:26px}
+"""
+
+
+def render_html(summary: dict, rows: Sequence[dict], charts: Optional[Dict[str, bytes]],
+                events: Optional[Path] = None) -> str:
+    """The whole report page as one HTML string (UTF-8, no external resource)."""
+    e = html.escape
+    t0 = summary["first_t_s"] or 0.0
+    fine = (summary["duration_s"] or 0.0) < 600
+    source = summary["source"] or "unknown source"
+    span = (f"{clock(0.0, fine)} to {clock(summary['duration_s'], fine)} ({duration(summary['duration_s'])})"
+            if summary["duration_s"] is not None else "no frames")
+    by_gender, peak, dwell, left = summary["by_gender"], summary["peak"], summary["dwell"], summary["left_out"]
+    cards = [
+        (summary["people"], "people"),
+        (by_gender["female"], "women"),
+        (by_gender["male"], "men"),
+        (by_gender["unknown"], "gender unknown"),
+        (duration(dwell["median_s"]), "median time in view"),
+        (peak["people"], f"most in view at once (at {clock(None if peak['t_s'] is None else peak['t_s'] - t0, fine)})"),
+        (left["tracks"], f"seen under {left['min_seen_s']:g} s, left out"),
+    ]
+    out: List[str] = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        # Nothing may be fetched: the page must read the same offline and leak nothing when opened.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>People report: {e(Path(source).name)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>People report: {e(Path(source).name)}</h1>",
+        f'<p class="sub" title="{e(source)}">{e(source)} &middot; {e(span)} &middot; {summary["frames"]} frames'
+        + (f" &middot; from {e(str(events))}" if events is not None else "") + "</p>",
+        '<div class="cards">',
+        *(f'<div class="card"><b>{e(str(value))}</b><span>{e(label)}</span></div>' for value, label in cards),
+        "</div>",
+    ]
+    notes = list(summary["warnings"])
+    if summary["without_end_record"]:
+        notes.append(f"{summary['without_end_record']} people were still in view where the events stop; "
+                     "their rows come from the frames (ended: false).")
+    if charts is None:
+        notes.append("Charts not drawn: matplotlib is not installed (pip install 'streamer[report]'); "
+                     "the numbers are in the tables below.")
+    out += [f'<p class="note">{e(note)}</p>' for note in notes]
+    out.append("<h2>Charts</h2>" if charts else "<h2>Counts</h2>")
+    if charts:
+        captions = {
+            "age_gender.png": "People by age group, coloured by gender.",
+            "in_view.png": f"Most people in view at once in each {_time_unit(summary['in_view']['bin_s'])[0]}.",
+            "dwell.png": "How long each person was in view.",
+        }
+        out.append('<div class="charts">')
+        for name, data in charts.items():
+            uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+            out.append(f'<figure><img src="{uri}" alt="{e(captions[name])}"><figcaption>{e(captions[name])}'
+                       "</figcaption></figure>")
+        out.append("</div>")
+    else:
+        out += _count_tables(summary)
+    out += _people_table(rows, t0, fine)
+    out.append("<footer>Gender and age are estimated from the face by a model, per person from several views: "
+               "estimates, not facts (README, Accuracy). Unknown: the person was not seen well enough to label. "
+               "People are counted by face tracks: someone who leaves and comes back later counts again. "
+               "All numbers are also in summary.json and people.csv beside this page.</footer>")
+    out.append("</main></body></html>\n")
+    return "\n".join(out)
+
+
+def _count_tables(summary: dict) -> List[str]:
+    e = html.escape
+    out = ['<table><tr><th class="l">age group</th>'
+           + "".join(f"<th>{e(g)}</th>" for g in _COLOURS) + "<th>all</th></tr>"]
+    for group, cells in summary["by_age_group_and_gender"].items():
+        out.append(f'<tr><td class="l">{e(group)}</td>' + "".join(f"<td>{cells[g]}</td>" for g in _COLOURS)
+                   + f"<td>{sum(cells.values())}</td></tr>")
+    out.append("</table><h2>Time in view</h2><table>")
+    out += [f'<tr><td class="l">{e(band["label"])}</td><td>{band["people"]}</td></tr>'
+            for band in summary["dwell"]["bands"]]
+    out.append("</table>")
+    return out
+
+
+def _people_table(rows: Sequence[dict], t0: float, fine: bool) -> List[str]:
+    e = html.escape
+    out = [f"<h2>People ({len(rows)})</h2>"]
+    if not rows:
+        return out + ["<p>Nobody was in view long enough to count.</p>"]
+    out.append('<table><tr><th>#</th><th>first seen</th><th>last seen</th><th>time in view</th>'
+               '<th class="l">gender</th><th>age</th><th class="l">age group</th><th>views used</th></tr>')
+    for row in rows[:_MAX_TABLE_ROWS]:
+        gender = row["gender"] or "unknown"
+        colour = _COLOURS.get(gender, _COLOURS["unknown"])
+        probability = f" ({row['gender_p'] * 100:.0f} %)" if row["gender_p"] is not None else ""
+        age = "-" if row["age"] is None else f"{row['age']:.0f}"
+        if row["age_range"]:
+            age += f" ({row['age_range'][0]:.0f}-{row['age_range'][1]:.0f})"
+        out.append(
+            f"<tr><td>{row['track']}</td><td>{clock(row['first_t_s'] - t0, fine)}</td>"
+            f"<td>{clock(row['last_t_s'] - t0, fine)}</td><td>{duration(row['seen_s'])}</td>"
+            f'<td class="l"><span class="dot" style="background:{colour}"></span>{e(gender + probability)}'
+            f'</td><td>{e(age)}</td><td class="l">{e(row["age_group"] or "unknown")}</td>'
+            f"<td>{'-' if row['samples'] is None else row['samples']}</td></tr>"
+        )
+    out.append("</table>")
+    if len(rows) > _MAX_TABLE_ROWS:
+        out.append(f"<p>The first {_MAX_TABLE_ROWS} of {len(rows)} people; all are in people.csv.</p>")
+    return out
