@@ -21,13 +21,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence
 
 from .capture import FrameSource, SourceInfo
 from .config import Config
 from .draw import LabelStyle
 from .errors import SinkError, StreamerError
-from .files import part_path, publish, write_bytes
+from .files import write_bytes
 from .flow import BoxFlow
 from .motion import MotionGate
 from .outputs import check_outputs, default_output
@@ -35,7 +35,8 @@ from .pipeline import FaceAnalyzer, build_analyzer
 from .recording import VideoSink
 from .sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
 from .sources import open_source
-from .track import Tracker, summarise, write_report
+from .report import ReportSink, people_counts, report_paths
+from .track import Tracker
 from .types import FrameResult
 from .worker import Worker
 
@@ -52,7 +53,7 @@ class RunOptions:
     window: bool = True
     summary_json: Optional[Path] = None
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
-    report: Optional[Path] = None  # people report: writes <report>.json and <report>.csv (tracking)
+    report: Optional[Path] = None  # people report folder (tracked mode): streamer.report
     overwrite: bool = False  # replace existing output files (else they are refused before the run)
 
 
@@ -118,25 +119,6 @@ def _summary_path(config: Config, options: RunOptions) -> Optional[Path]:
     if options.summary_json is not None:
         return options.summary_json
     return Path(config.output.summary_json) if config.output.summary_json else None
-
-
-def _report_paths(options: RunOptions) -> Tuple[Optional[Path], Optional[Path]]:
-    if options.report is None:
-        return None, None
-    return options.report.with_suffix(".json"), options.report.with_suffix(".csv")
-
-
-def _write_report(tracks, paths: Tuple[Path, Path], age_groups, overwrite: bool) -> None:
-    """The people report through temporary names, so both files appear finished or not at all."""
-    parts = (part_path(paths[0]), part_path(paths[1]))
-    try:
-        write_report(tracks, parts[0], parts[1], age_groups)
-        for part, path in zip(parts, paths):
-            publish(part, path, overwrite)
-    finally:
-        for part in parts:
-            if part.exists():
-                part.unlink()
 
 
 def _first(error: Optional[StreamerError], failure: StreamerError) -> StreamerError:
@@ -215,7 +197,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
     t_run = time.monotonic()
     overwrite = options.overwrite or config.output.overwrite
     summary_path = _summary_path(config, options)
-    report_paths = _report_paths(options)
+    report_files = report_paths(options.report) if options.report is not None else []
     error: Optional[StreamerError] = None
     stop = _StopSignals()
     # Two stacks: the signal handlers (outer) stay until the summary is written, so a late Ctrl-C
@@ -228,7 +210,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             segmented = info.kind == "live" and config.output.segment_s > 0
             check_outputs(info.kind, options.source, getattr(source, "paths", ()), output,
                           [(options.events, "events file"), (summary_path, "summary"),
-                           (report_paths[0], "report"), (report_paths[1], "report")], overwrite, segmented)
+                           *[(path, "report") for path in report_files]], overwrite, segmented)
             analyzer = analyzer or build_analyzer(config, None, photos=info.kind in ("image", "folder"))
             # From here on a stop request ends the run at a frame boundary (before: at once, as
             # Ctrl-C does, e.g. during a model download).
@@ -249,6 +231,10 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                 open_sinks.append(pictures)
             if options.events is not None:
                 open_sinks.append(EventsSink(options.events, overwrite))
+            report = None
+            if options.report is not None and tracker is not None:
+                report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite)
+                open_sinks.append(report)
             window = _open_window(config, options, info, stop)
             if window is not None:
                 open_sinks.append(window)
@@ -302,14 +288,10 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         if isinstance(error, SinkError) and not summary["frames_recorded"]:
             summary["output"] = None  # the output that failed is not there: the summary must not point at it
         if tracker is not None:
-            people = summarise(worker.ended_tracks, config.classifier.age_groups)
-            summary["people"] = {key: people[key] for key in ("people", "by_gender", "by_age_group")}
-            if options.report is not None:
-                try:
-                    _write_report(worker.ended_tracks, report_paths, config.classifier.age_groups, overwrite)
-                    summary["report"] = [str(path) for path in report_paths]
-                except StreamerError as failure:
-                    error = _first(error, failure)
+            summary["people"] = people_counts((track.to_record() for track in worker.ended_tracks), config.report,
+                                              config.classifier.age_groups)
+            if report is not None and report.written is not None:
+                summary["report"] = str(options.report)
         if error is not None:
             summary["error"] = str(error)
         if summary_path is not None:

@@ -53,7 +53,7 @@ HELP_FLAGS = ("-h", "--help")
 
 _USAGE = """
   {prog} [run] --source SRC [--config PATH] [--output PATH] [--events PATH.jsonl] [--no-window]
-         [--mode all|gated|tracked] [--summary PATH.json] [--report PATH] [--overwrite] [-v]
+         [--mode all|gated|tracked] [--summary PATH.json] [--report DIR] [--overwrite] [-v]
   {prog} models list|fetch|verify [MODEL ...]
   {prog} COMMAND --help"""
 
@@ -116,7 +116,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool) -> None
         help="all: analyse every frame; gated: only frames the motion gate lets through; tracked: "
         "gated + face tracking with smoothed labels (default: from config, motion.enabled/tracking.enabled)",
     )
-    add("--report", type=Path, help="tracked mode: write the people report to PATH.json and PATH.csv")
+    add("--report", type=Path, metavar="DIR",
+        help="tracked mode: write the people report (CSV, JSON, charts, report.html) into this folder")
     add(
         "--overwrite", action="store_true",
         help="replace existing output files (without it, a run whose output exists stops before starting)",
@@ -267,7 +268,8 @@ def _format_summary(summary: dict) -> str:
         people = summary["people"]
         genders = ", ".join(f"{k} {v}" for k, v in people["by_gender"].items() if v)
         groups = ", ".join(f"{k} {v}" for k, v in people["by_age_group"].items() if v)
-        lines.append(f"people        {people['people']} ({genders}; ages {groups})")
+        lines.append(f"people        {people['people']} ({genders}; ages {groups})"
+                     + (f"; {people['left_out']} seen too briefly left out" if people.get("left_out") else ""))
     if summary.get("segments"):
         segments = summary["segments"]
         lines.append(f"output        {summary.get('frames_recorded', 0)} frames in {len(segments)} segment(s) "
@@ -277,6 +279,8 @@ def _format_summary(summary: dict) -> str:
                      if summary["kind"] in ("file", "live") else f"output        {summary['output']}")
     if summary.get("events"):
         lines.append(f"events        {summary['events']}")
+    if summary.get("report"):
+        lines.append(f"report        {summary['report']}")
     return "\n".join(lines)
 
 

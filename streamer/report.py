@@ -27,7 +27,8 @@ from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tup
 
 from .config import Config, ReportConfig, override
 from .errors import SinkError, SourceError
-from .sinks import write_bytes
+from .files import write_bytes
+from .sinks import Sink
 from .types import GENDERS, age_group_labels
 
 log = logging.getLogger(__name__)
@@ -461,7 +462,7 @@ def write_report(report: PeopleReport, out_dir: Path, overwrite: bool = False, e
     return {**summary, "files": [str(out_dir / name) for name in written]}
 
 
-class ReportSink:
+class ReportSink(Sink):
     """The people report of a tracked run, fed every frame and track record as the run goes (the
     same objects the events file gets) and written into ``out_dir`` when the run ends, however it
     ends. ``written``: what :func:`write_report` returned, once it has."""

@@ -11,11 +11,8 @@ for files), ``frame_index`` the frame's index in its source. One ``Tracker`` per
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -23,9 +20,8 @@ from .appearance import appearance_distance
 from .boxes import box_area as _area
 from .boxes import box_iou
 from .config import TrackingConfig
-from .errors import SinkError
 from .labels import AgeGroups, PersonLabels
-from .types import GENDERS, Detections, age_group_labels
+from .types import Detections
 
 logger = logging.getLogger(__name__)
 
@@ -539,59 +535,3 @@ class Tracker:
             used_d.add(di)
             pairs.append((ti, di))
         return pairs
-
-
-def summarise(tracks: Sequence[Track], age_groups: Optional[AgeGroups] = None) -> dict:
-    """Counts over tracks (one per distinct person): ``people``, ``by_gender`` (female/male/unknown),
-    ``by_age_group`` (every group of ``age_groups`` when given, then unknown) and ``tracks``, one
-    :meth:`Track.to_record` row per track by id. Unknown: the track never reached ``min_samples``."""
-    by_gender: Dict[str, int] = {g: 0 for g in GENDERS}
-    by_age_group: Dict[str, int] = {label: 0 for label in age_group_labels(age_groups or ())}
-    rows = [track.to_record() for track in sorted(tracks, key=lambda tr: tr.id)]
-    for row in rows:
-        gender = row["gender"] or "unknown"
-        by_gender[gender] = by_gender.get(gender, 0) + 1
-        group = row["age_group"] or "unknown"
-        by_age_group[group] = by_age_group.get(group, 0) + 1
-    by_gender.setdefault("unknown", 0)
-    by_age_group.setdefault("unknown", 0)
-    return {"people": len(rows), "by_gender": by_gender, "by_age_group": by_age_group, "tracks": rows}
-
-
-_CSV_COLUMNS = (
-    "track", "first_frame", "last_frame", "first_t_s", "last_t_s", "seen_s",
-    "hits", "samples", "gender", "gender_p", "age", "age_group", "age_lo", "age_hi",
-)  # fmt: skip
-
-
-def write_report(
-    tracks: Sequence[Track],
-    json_path: Optional[Union[str, Path]],
-    csv_path: Optional[Union[str, Path]],
-    age_groups: Optional[AgeGroups] = None,
-) -> dict:
-    """Write :func:`summarise` as JSON and its per-track rows as CSV (either path may be None);
-    returns the summary. Raises SinkError naming the file when it cannot be written."""
-    summary = summarise(tracks, age_groups)
-    for path, kind in ((json_path, "JSON"), (csv_path, "CSV")):
-        if path is None:
-            continue
-        path = Path(path)
-        try:
-            with path.open("w", encoding="utf-8", newline="") as handle:
-                if kind == "JSON":
-                    json.dump(summary, handle, indent=2)
-                    handle.write("\n")
-                else:
-                    writer = csv.DictWriter(handle, fieldnames=_CSV_COLUMNS)
-                    writer.writeheader()
-                    for row in summary["tracks"]:
-                        low, high = row["age_range"] or (None, None)
-                        writer.writerow({**{k: v for k, v in row.items() if k != "age_range"},
-                                         "age_lo": low, "age_hi": high})
-        except OSError as error:
-            raise SinkError(
-                f"track report {kind} file {path}: cannot write ({error.strerror or error}); "
-                "choose a writable path in an existing directory"
-            ) from None
-    return summary

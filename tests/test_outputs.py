@@ -171,11 +171,12 @@ def test_outputs_that_would_destroy_a_file_are_refused_before_the_run(case, mode
     assert after == before, "nothing written, nothing changed (not even the events file)"
 
 
-@pytest.mark.parametrize("flag, name", [("--events", "e.jsonl"), ("--summary", "s.json"), ("--report", "r.json")])
+@pytest.mark.parametrize("flag, name", [("--events", "e.jsonl"), ("--summary", "s.json"), ("--report", "r/people.csv")])
 def test_existing_side_outputs_are_refused_before_the_first_frame(flag, name, models_env, tmp_path):
     existing = tmp_path / name
+    existing.parent.mkdir(exist_ok=True)
     existing.write_text("keep me\n")
-    value = str(existing.with_suffix("")) if flag == "--report" else str(existing)
+    value = str(existing.parent) if flag == "--report" else str(existing)  # --report DIR: a file in it
     result = run_cli(["--source", str(CLIP), "--output", str(tmp_path / "o.mp4"), flag, value], models_env)
     assert result.returncode == 2 and "already exists" in error_line(result) and "--overwrite" in result.stderr
     assert existing.read_text() == "keep me\n" and not (tmp_path / "o.mp4").exists()

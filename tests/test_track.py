@@ -1,18 +1,15 @@
-"""Tracker, classification/detection schedules, label smoothing and the report, on synthetic boxes."""
+"""Tracker, classification/detection schedules and label smoothing, on synthetic boxes."""
 
 from __future__ import annotations
 
-import csv
-import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
 
 from streamer.config import ClassifierConfig, TrackingConfig
-from streamer.errors import SinkError
-from streamer.track import Track, Tracker, summarise, write_report
-from streamer.types import Detections, age_group_labels
+from streamer.track import Track, Tracker
+from streamer.types import Detections
 
 GROUPS = ClassifierConfig().age_groups
 FPS = 10.0
@@ -411,48 +408,6 @@ def test_add_sample_rejects_bad_values(
     with pytest.raises(ValueError, match=bad):
         track.add_sample(p_male, age_years, face_px, score)
     assert track.labels.samples == 0
-
-
-# --- report ---
-
-
-def test_report_counts_and_files(tmp_path) -> None:
-    tracker = make_tracker(min_hits=1, min_samples=2)
-    faces = {(100, 100): (0.9, 25.0), (300, 100): (0.8, 34.0), (500, 100): (0.1, 36.0), (100, 300): None}
-    tracker.update(dets([box(*xy) for xy in faces]), 0, 0.0)
-    tracks = tracker.update(dets([box(*xy) for xy in faces]), 1, 0.5)
-    for track in tracks:
-        labels = faces[tuple(int(v) for v in np.round(centre(track)))]
-        if labels is not None:
-            for _ in range(2):
-                track.add_sample(labels[0], labels[1], 60, 0.9)
-        else:
-            track.add_sample(0.5, 50.0, 60, 0.9)  # one sample: below min_samples, unknown
-    ended = tracker.end_all()
-    summary = summarise(ended, GROUPS)
-    assert summary["people"] == 4
-    assert summary["by_gender"] == {"female": 1, "male": 2, "unknown": 1}
-    expected_groups = dict.fromkeys(age_group_labels(GROUPS), 0)
-    expected_groups.update({"20-29": 1, "30-39": 2, "unknown": 1})
-    assert summary["by_age_group"] == expected_groups
-    assert [row["track"] for row in summary["tracks"]] == [1, 2, 3, 4]
-    assert summary["tracks"][0]["seen_s"] == pytest.approx(0.5)
-
-    json_path, csv_path = tmp_path / "people.json", tmp_path / "people.csv"
-    assert write_report(ended, json_path, csv_path, GROUPS) == summary
-    assert json.loads(json_path.read_text(encoding="utf-8")) == summary
-    with csv_path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [row["gender"] for row in rows] == ["male", "male", "female", ""]
-    assert [row["age_group"] for row in rows] == ["20-29", "30-39", "30-39", ""]
-
-    with pytest.raises(SinkError, match="missing_dir"):
-        write_report(ended, tmp_path / "missing_dir" / "people.json", None)
-
-
-def test_summarise_nothing() -> None:
-    assert summarise([]) == {"people": 0, "by_gender": {"female": 0, "male": 0, "unknown": 0},
-                             "by_age_group": {"unknown": 0}, "tracks": []}  # fmt: skip
 
 
 def test_someone_stepping_into_the_spot_another_left_is_a_new_person() -> None:

@@ -33,7 +33,8 @@ def test_tracks_match_people_and_labels_do_not_flip(clip, people, max_people, mo
     end_ids = {r["track"] for r in records if r["event"] == "end"}
     assert people - 1 <= len(new_ids) <= max_people, new_ids
     assert new_ids == end_ids, "every confirmed track gets an end record"
-    assert summary["people"]["people"] == len(new_ids)
+    # People seen under report.min_seen_s (1 s) are left out of the count, and counted apart.
+    assert summary["people"]["people"] + summary["people"]["left_out"] == len(new_ids)
 
     shown = defaultdict(list)
     for frame in frames:
@@ -49,10 +50,11 @@ def test_tracks_match_people_and_labels_do_not_flip(clip, people, max_people, mo
     faces_total = sum(len(frame["faces"]) for frame in frames)
     assert summary["faces_classified"] <= 0.25 * faces_total, (summary["faces_classified"], faces_total)
 
-    with open(report.with_suffix(".csv"), newline="") as handle:
+    with open(report / "people.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert {int(r["track"]) for r in rows} == end_ids
-    assert json.loads(report.with_suffix(".json").read_text())["people"] == len(end_ids)
+    assert {int(r["track"]) for r in rows} == {r["track"] for r in records if r["event"] == "end" and r["seen_s"] >= 1}
+    people = json.loads((report / "people.json").read_text())
+    assert (len(people["people"]), people["left_out"]) == (summary["people"]["people"], summary["people"]["left_out"])
 
 
 def test_carphone_driver_keeps_one_id(models_env, tmp_path):
