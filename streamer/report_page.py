@@ -20,6 +20,10 @@ from typing import Dict, List, Optional, Sequence
 # One colour per gender, kept across charts and table; unknown in grey.
 _COLOURS = {"female": "#c2417a", "male": "#2b7bb9", "unknown": "#a0a0a0"}
 _CHART_SIZE_IN, _CHART_DPI = (6.0, 3.0), 100  # 600x300 px: two charts side by side on a laptop
+_IN_VIEW = "#4a8c5c"
+# People in view over time is drawn as bars up to this many time bins (each readable), as a filled
+# step curve beyond.
+_MAX_BARS = 120
 # The page lists this many people at most (a months-long run has thousands): all are in people.csv.
 _MAX_TABLE_ROWS = 1000
 
@@ -67,9 +71,15 @@ def draw_charts(summary: dict) -> Optional[Dict[str, bytes]]:
     in_view, peak = summary["in_view"], summary["peak"]
     unit, scale = _time_unit(in_view["bin_s"])
     values = [math.nan if v is None else v for v in in_view["people"]]
-    starts = [i * in_view["bin_s"] / scale for i in range(len(values))]
-    axes.bar(starts, values, width=in_view["bin_s"] / scale, align="edge", color="#4a8c5c",
-             edgecolor="white", linewidth=0.5 if len(values) <= 120 else 0)
+    width = in_view["bin_s"] / scale
+    if len(values) <= _MAX_BARS:
+        axes.bar([i * width for i in range(len(values))], values, width=width, align="edge", color=_IN_VIEW,
+                 edgecolor="white", linewidth=0.5)
+    else:  # one filled step curve: thousands of bars are slow to draw and read as noise
+        edges = [i * width for i in range(len(values) + 1)]
+        heights = values + values[-1:]
+        axes.fill_between(edges, heights, step="post", color=_IN_VIEW, linewidth=0,
+                          where=[not math.isnan(h) for h in heights])
     axes.set_title(f"Most people in view at once, per {unit}")
     axes.set_xlabel(f"time from the start ({unit}s)")
     axes.set_ylabel("people in view")
