@@ -230,7 +230,8 @@ def _count_tables(summary: dict) -> List[str]:
     out.append("</table><h2>Time in view</h2><table>")
     out += [f'<tr><td class="l">{e(band["label"])}</td><td>{band["people"]}</td></tr>'
             for band in summary["dwell"]["bands"]]
-    out.append("</table>")
+    unit = _time_unit(summary["in_view"]["bin_s"])[0]
+    out.append(f"</table><p>People in view at once, per {unit}: in summary.json (<code>in_view</code>).</p>")
     return out
 
 

@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 import cv2
+import numpy as np
 import pytest
 
+from streamer import report_page
 from streamer.cli import main
 from streamer.config import ClassifierConfig, ReportConfig
 from streamer.errors import SinkError, SourceError
-from streamer.report import REPORT_FILES, PeopleReport, people_counts, read_events, write_report
+from streamer.report import (
+    REPORT_FILES,
+    PeopleReport,
+    people_counts,
+    read_events,
+    write_report,
+)
 from streamer.types import age_group_labels
 
 GROUPS = ClassifierConfig().age_groups
@@ -195,6 +203,23 @@ def test_write_report_files_and_page(tmp_path) -> None:
     assert "default-src 'none'" in page and "http:" not in page and "https:" not in page
     assert "People report: cam.mp4" in page and "People (3)" in page
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary file left"
+
+
+def test_a_long_run_is_charted_as_a_step_curve_with_gaps() -> None:
+    pytest.importorskip("matplotlib")
+    report = fresh()
+    for second in range(600):  # 10 minutes, nobody in view in the middle 2, no frames for 1
+        if 300 <= second < 360:
+            continue
+        report.add({"t_s": float(second), "faces": [] if 240 <= second < 360 else [{"track": 1}]})
+    report.add(end_record(1, 0.0, 599.0))
+    summary = report.summary()
+    assert summary["in_view"]["people"][239:241] == [1, 0] and summary["in_view"]["people"][300] is None
+    image = cv2.imdecode(np.frombuffer(report_page.draw_charts(summary)["in_view.png"], np.uint8), cv2.IMREAD_COLOR)
+    green = np.all(np.abs(image.astype(int) - (0x5C, 0x8C, 0x4A)) <= 6, axis=2)
+    columns = green.any(axis=0)
+    # Filled where someone was in view: about 480 of 600 seconds across the axes' ~520 px.
+    assert 300 < columns.sum() < 480, columns.sum()
 
 
 def test_without_matplotlib_the_numbers_are_written_and_the_page_says_how_to_get_charts(
