@@ -21,6 +21,9 @@ from streamer.sources import open_source
 from conftest import SHARED_MEDIA
 from stamped import SIZE_WH, stamp, unstamp, write_video
 
+# Lifecycle tests: a warning (a thread that died with an exception, a file never closed) is a failure.
+pytestmark = pytest.mark.filterwarnings("error")
+
 
 def capture_threads(name: str) -> List[threading.Thread]:
     """The running capture threads of the source called ``name``."""

@@ -15,7 +15,8 @@ from streamer.capture import CaptureSource
 from streamer.config import Config
 from streamer.errors import SourceError
 
-pytestmark = pytest.mark.integration
+# Lifecycle tests: a warning (a thread that died with an exception, a file or socket never closed) is a failure.
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("error")]
 
 
 class _CameraThatDies:

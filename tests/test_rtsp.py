@@ -34,7 +34,8 @@ INSTALL_HINT = (
     "apt-get update && apt-get install -y --no-install-recommends python3-gi "
     "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad"
 )
-pytestmark = pytest.mark.integration
+# Lifecycle tests: a warning (a thread that died with an exception, a file or socket never closed) is a failure.
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("error")]
 NET = dict(open_timeout_s=5.0, read_timeout_s=3.0)
 
 
@@ -69,14 +70,17 @@ class RtspServer:
             ready = selector.select(timeout=SERVER_START_S)
         line = self.proc.stdout.readline() if ready else ""
         if not line.startswith("READY"):
-            self.kill()
-            errors = self.proc.stderr.read() if self.proc.stderr else ""
+            errors = self.kill()
             pytest.fail(f"RTSP test server did not start on port {self.port}: {line!r} {errors.strip()}")
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def kill(self) -> str:
+        """Stop the server and close its pipes; what it wrote to stderr."""
+        if self.proc is None:
+            return ""
+        if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
+        _, errors = self.proc.communicate(timeout=10)
+        return errors or ""
 
 
 @pytest.fixture(scope="module")

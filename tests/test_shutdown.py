@@ -17,7 +17,8 @@ from streamer import worker as worker_module
 from streamer.app import RunOptions, run
 from streamer.config import Config, override
 
-pytestmark = pytest.mark.integration
+# Lifecycle tests: a warning (a thread that died with an exception, a file or socket never closed) is a failure.
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("error")]
 
 CLIP = SHARED_MEDIA / "blender_tears_of_steel_10s.mp4"
 

