@@ -122,6 +122,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool) -> None
         "--overwrite", action="store_true",
         help="replace existing output files (without it, a run whose output exists stops before starting)",
     )
+    add(
+        "--mqtt", metavar="HOST[:PORT]",
+        help="publish events, people counts and stats to this MQTT broker (turns mqtt.enabled on; the "
+        "rest is in config.yaml's mqtt section; needs pip install 'streamer[mqtt]')",
+    )
     add("--no-window", action="store_true", help="never open a preview window")
     add("--no-progress", action="store_true", help="no progress bar for file sources")
 
@@ -295,6 +300,10 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
         config = override(config, {"output.window": False})
     if args.mode:
         config = override(config, MODES[args.mode])
+    if args.mqtt:
+        from .mqtt import cli_overrides
+
+        config = override(config, cli_overrides(args.mqtt))
     source = args.source
     if source == DEMO_SOURCE:
         source = str(ModelStore.from_config(config.models).path("demo_carphone", "carphone_pristine.mp4"))
@@ -323,10 +332,12 @@ def print_summary(summary: dict) -> None:
 
 def _run_main(args: argparse.Namespace) -> int:
     from .app import run
+    from .mqtt import build_sinks
 
     config, options = run_options(args)
+    sinks = build_sinks(config)
     try:
-        summary = run(config, options)
+        summary = run(config, options, sinks=sinks)
     except StreamerError as error:
         partial = getattr(error, "summary", None)
         if partial is not None:

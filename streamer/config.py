@@ -734,8 +734,8 @@ class MqttConfig(_Section):
         default=1,
         ge=0,
         le=2,
-        description="QoS of the events (new/update/end). 1: each reaches the broker at least once, also "
-        "across a broker restart (within queue_size). Retained state topics always use 1, stats 0.",
+        description="QoS of the events (new/update/end) and stats. 1: each reaches the broker at least once, "
+        "also across a broker restart (within queue_size). Retained state topics always use 1.",
     )
     keepalive_s: int = setting(
         default=60,

@@ -227,7 +227,7 @@ def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS) -> List[
             "name": f"People {gender}", "state_topic": topics.people_gender(gender), "state_class": "measurement",
             "unit_of_measurement": "people", "icon": "mdi:account"}))
     entities.append(("sensor", "fps", {
-        "name": "Frames per second", "state_topic": topics.stats, "value_template": "{{ value_json.fps }}",
+        "name": "Frames per second", "state_topic": topics.stats, "value_template": "{{ value_json.fps_out }}",
         "state_class": "measurement", "unit_of_measurement": "fps", "entity_category": "diagnostic",
         "icon": "mdi:speedometer"}))
     entities.append(("binary_sensor", "source", {
@@ -375,6 +375,8 @@ class MqttSink:
         self._down_since: Optional[float] = None
         self._closed = False
         self._ever_connected = False
+        self._stats_seq = 0
+        self._last_stats: Optional[Tuple[float, int, int]] = None
         self.published = 0
         self.dropped = 0
         self.unsent = 0
@@ -511,15 +513,29 @@ class MqttSink:
             log.debug("MQTT: run snapshot failed: %s", error)
             return
         stages = snapshot.get("stages") or {}
+        now = time.monotonic()
+        # Rates over the last interval (the summary's fps is the whole run's average).
+        last = self._last_stats
+        frames_in, frames_out = snapshot.get("frames_read", 0), snapshot.get("frames_out", 0)
+        if last is not None and now > last[0]:
+            fps_in = round((frames_in - last[1]) / (now - last[0]), 2)
+            fps_out = round((frames_out - last[2]) / (now - last[0]), 2)
+        else:
+            fps_in = fps_out = snapshot.get("fps")
+        self._last_stats = (now, frames_in, frames_out)
+        self._stats_seq += 1
         snapshot.update({
             "camera": self.topics.camera,
+            "seq": self._stats_seq,
             "timestamp": round(time.time(), 3),
             "final": final,
+            "fps_in": fps_in,
+            "fps_out": fps_out,
             "detector_ms": (stages.get("detect") or {}).get("p50_ms"),
             "rss_mb": resident_mb(),
             "mqtt": {"published": self.published, "dropped": self.dropped, "queued": len(self._queue)},
         })
-        self._enqueue(_Message(self.topics.stats, _dumps(snapshot), 0))
+        self._enqueue(_Message(self.topics.stats, _dumps(snapshot), self.config.qos))
 
     # --- paho callbacks (paho's network thread: no waiting here) ---
 

@@ -176,7 +176,7 @@ def test_discovery_configs_are_what_home_assistant_expects():
     assert by_object["people"]["state_topic"] == topics.people
     assert by_object["people_female"]["state_topic"] == "streamer/door/people/female"
     assert by_object["source"]["payload_on"] == "up"
-    assert by_object["fps"]["value_template"] == "{{ value_json.fps }}"
+    assert by_object["fps"]["value_template"] == "{{ value_json.fps_out }}"
 
 
 # --- the sink against a real broker ---
@@ -278,3 +278,212 @@ def test_broker_absent_at_start_then_appearing(tmp_path, caplog):
     assert tracks == list(range(7, 12))
     assert sink.stats()["dropped"] == 7 and sink.stats()["unsent"] == 0
     assert any("connected to 127.0.0.1" in r.getMessage() for r in caplog.records)
+
+
+@needs_broker
+def test_home_assistant_online_gets_discovery_again(tmp_path):
+    with Broker(tmp_path / "b") as broker, Subscriber(broker.port, ["homeassistant/#"]) as sub:
+        sink = MqttSink(_mqtt(broker.port), AGE_GROUPS)
+        sink.start(FakeRun())
+        configs = lambda ms: [m for m in ms if m.topic.endswith("/config")]  # noqa: E731
+        assert sub.wait_for(lambda ms: len(configs(ms)) == 5, 10)
+        publisher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        publisher.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
+        assert sub.wait_for(lambda ms: len(configs(ms)) == 10, 10)
+        publisher.disconnect()
+        publisher.loop_stop()
+        sink.close()
+
+
+# --- whole runs on the Tears of Steel clip ---
+
+TEARS = "blender_tears_of_steel_10s.mp4"
+
+
+@pytest.fixture(scope="module")
+def tears_short(tmp_path_factory):
+    """The first 120 frames (5 s) of the Tears of Steel clip: one person seen and gone (shot 1),
+    one seen until the end (shot 2)."""
+    import cv2
+
+    from conftest import SHARED_MEDIA
+
+    source = SHARED_MEDIA / TEARS
+    if not source.is_file():
+        pytest.fail(f"{source} missing: ../shared/media is needed")
+    path = tmp_path_factory.mktemp("clip") / "tears_short.mp4"
+    capture = cv2.VideoCapture(str(source))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), capture.get(cv2.CAP_PROP_FPS),
+                             (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))))
+    for _ in range(120):
+        ok, frame = capture.read()
+        assert ok
+        writer.write(frame)
+    writer.release()
+    capture.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    """One analyzer for the in-process runs (the models load once)."""
+    import os
+
+    from conftest import models_dirs
+    from streamer.pipeline import build_analyzer
+
+    previous = os.environ.get("STREAMER_MODELS_DIR")
+    os.environ["STREAMER_MODELS_DIR"] = models_dirs()
+    try:
+        yield build_analyzer(Config())
+    finally:
+        if previous is None:
+            os.environ.pop("STREAMER_MODELS_DIR", None)
+        else:
+            os.environ["STREAMER_MODELS_DIR"] = previous
+
+
+def _run(tmp_path, source, port, analyzer, **mqtt_changes):
+    from streamer.app import RunOptions, run
+
+    config = override(Config(), {"output.window": False, **{f"mqtt.{k}": v for k, v in {
+        "enabled": True, "host": "127.0.0.1", "port": port, "stats_interval_s": 0.5, "reconnect_min_s": 0.2,
+        "reconnect_max_s": 0.5, "flush_timeout_s": 10.0, **mqtt_changes}.items()}})
+    sink = MqttSink(config.mqtt, config.classifier.age_groups)
+    options = RunOptions(source=str(source), output=tmp_path / "out.mp4", events=tmp_path / "events.jsonl",
+                         window=False, progress=False, report=tmp_path / "people")
+    summary = run(config, options, analyzer=analyzer, sinks=[sink])
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    return summary, sink, [r for r in records if "event" in r]
+
+
+def _events(sub, camera):
+    return [m.json() for m in sub.on(f"streamer/{camera}/events")]
+
+
+@needs_broker
+@pytest.mark.integration
+def test_run_publishes_events_counts_stats_and_discovery(tmp_path, tears_short, analyzer):
+    camera = "tears_short"
+    with Broker(tmp_path / "b") as broker, Subscriber(broker.port) as sub:
+        summary, sink, records = _run(tmp_path, tears_short, broker.port, analyzer)
+        assert sub.wait_for(lambda ms: any(m.topic == "streamer/available" and m.text == "offline" for m in ms), 10)
+        available = [m.text for m in sub.on("streamer/available")]
+        assert available[0] == "online" and available[-1] == "offline"
+
+        # One new and one end per person, the same records as the events file and the report.
+        published = _events(sub, camera)
+        assert [(e["event"], e["track"]) for e in published] == [(r["event"], r["track"]) for r in records]
+        people = json.loads((tmp_path / "people.json").read_text())
+        tracks = sorted(row["track"] for row in people["tracks"])
+        assert people["people"] >= 1
+        for event in ("new", "end"):
+            assert sorted(e["track"] for e in published if e["event"] == event) == tracks
+        for mine, theirs in zip(published, records):
+            assert {k: mine[k] for k in theirs} == theirs, "an event is the record, with camera and time added"
+            assert mine["camera"] == camera and mine["timestamp"] > 0
+        assert all(len(e["xyxy"]) == 4 for e in published if e["event"] == "new")
+
+        # Counts went up with the people and are back to 0, per gender and age group too.
+        counts = [int(m.text) for m in sub.on(f"streamer/{camera}/people")]
+        assert max(counts) >= 1 and counts[-1] == 0
+        split = [t for t in {m.topic for m in sub.messages} if t.startswith(f"streamer/{camera}/people/")]
+        assert {f"streamer/{camera}/people/male", f"streamer/{camera}/people/age/70plus"} <= set(split)
+        assert all(sub.on(topic)[-1].text == "0" for topic in split)
+
+        # Stats: at every interval and once at the end, with the summary's counters.
+        stats = [m.json() for m in sub.on(f"streamer/{camera}/stats")]
+        assert [s["seq"] for s in stats] == list(range(1, len(stats) + 1))
+        assert stats[-1]["final"] and not any(s["final"] for s in stats[:-1])
+        assert stats[-1]["frames_out"] == summary["frames_out"] == 120
+        assert stats[-1]["rss_mb"] > 50 and stats[-1]["detector_ms"] > 0
+        assert {"fps_in", "fps_out", "analysed", "skipped", "dropped", "reconnects"} <= set(stats[-1])
+        assert (sink.stats()["dropped"], sink.stats()["unsent"]) == (0, 0)
+        assert sink.stats()["published"] >= len(published) + len(stats) + 5
+
+        # What a newcomer (Home Assistant starting later) finds retained on the broker.
+        late = Subscriber(broker.port)
+        assert late.wait_for(lambda ms: any(m.topic == "streamer/available" for m in ms), 5)
+        time.sleep(0.5)
+        retained = {m.topic: m for m in late.messages if m.retain}
+        late.close()
+    assert retained["streamer/available"].text == "offline"
+    assert retained[f"streamer/{camera}/people"].text == "0"
+    configs = {t: m.json() for t, m in retained.items() if t.startswith("homeassistant/")}
+    assert len(configs) == 5
+    for topic, payload in configs.items():
+        assert topic.endswith("/config") and payload["unique_id"] and payload["state_topic"].startswith(
+            f"streamer/{camera}/")
+        assert payload["availability"][0]["topic"] == "streamer/available"
+
+
+@needs_broker
+@pytest.mark.integration
+def test_broker_killed_mid_run_and_restarted(tmp_path, analyzer):
+    """SIGKILL the broker once the run publishes, restart it a second later: the run goes on,
+    reconnects, and every event and stats message (QoS 1) reaches a subscriber whose session
+    the restarted broker kept."""
+    from conftest import SHARED_MEDIA
+
+    broker = Broker(tmp_path / "b", persistent=True).start()
+    sub = Subscriber(broker.port, persistent=True)
+    subscribed_at = time.time()
+    outage = {}
+
+    def outage_once():
+        sub.wait_for(lambda ms: any(m.topic.endswith("/stats") for m in ms), 60)
+        while not (broker.db.exists() and broker.db.stat().st_mtime > subscribed_at):
+            time.sleep(0.1)  # the subscriber's session is on disk
+        outage["killed"] = time.time()
+        broker.kill()
+        time.sleep(1.0)
+        broker.start()
+        outage["restarted"] = time.time()
+
+    helper = threading.Thread(target=outage_once, daemon=True)
+    helper.start()
+    try:
+        summary, sink, records = _run(tmp_path, SHARED_MEDIA / TEARS, broker.port, analyzer)
+        helper.join(30)
+        assert summary["stopped_by"] == "end of input" and outage.get("restarted")
+        camera = "blender_tears_of_steel_10s"
+        assert sub.wait_for(lambda ms: any(m.topic == "streamer/available" and m.text == "offline" for m in ms), 15)
+        published = _events(sub, camera)
+        assert {(e["event"], e["track"]) for e in published} == {(r["event"], r["track"]) for r in records}
+        stats = [m.json() for m in sub.on(f"streamer/{camera}/stats")]
+        assert {s["seq"] for s in stats} == set(range(1, max(s["seq"] for s in stats) + 1)), "no stats lost"
+        assert stats[-1]["final"]
+        during = [s for s in stats if outage["killed"] < s["timestamp"] < outage["restarted"]]
+        after = [s for s in stats if s["timestamp"] > outage["restarted"] and not s["final"]]
+        assert during and after, "queued while the broker was away, and published after it came back"
+        assert sink.stats()["dropped"] == 0 and sink.stats()["unsent"] == 0
+    finally:
+        sub.close()
+        broker.kill()
+
+
+@needs_broker
+@pytest.mark.integration
+def test_last_will_on_sigkill(tmp_path, models_env):
+    """A run killed with SIGKILL cannot say goodbye: the broker publishes its Last Will, 'offline'."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO, SHARED_MEDIA
+
+    with Broker(tmp_path / "b") as broker, Subscriber(broker.port, ["streamer/available"]) as sub:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "run.py"), "--source", str(SHARED_MEDIA / TEARS), "--no-window",
+             "--no-progress", "--output", str(tmp_path / "out.mp4"), "--mqtt", f"127.0.0.1:{broker.port}"],
+            env=models_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert sub.wait_for(lambda ms: [m.text for m in ms] == ["online"], 60)
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            assert sub.wait_for(lambda ms: [m.text for m in ms] == ["online", "offline"], 10)
+        finally:
+            process.kill()
+            process.wait(10)
