@@ -462,7 +462,10 @@ class MqttSink:
         self._shutdown(flush=True)
         if self._error is not None:
             log.warning("MQTT: the publisher thread failed: %s", self._error)
-        if self._ever_connected and (self.published or self.dropped or self.unsent):
+        if not self._ever_connected and self._fatal is None:
+            log.warning("MQTT: never reached the broker at %s:%d; %d messages not sent", self.config.host,
+                        self.config.port, self.unsent)
+        elif self._ever_connected and (self.published or self.dropped or self.unsent):
             log.info("MQTT: %d messages published, %d dropped by the queue bound (mqtt.queue_size %d), %d not sent",
                      self.published, self.dropped, self.config.queue_size, self.unsent)
 
@@ -580,8 +583,11 @@ class MqttSink:
         if was_connected and not self._closing.is_set():
             self._down_since = time.monotonic()
             cfg = self.config
+            reason = str(reason_code)
+            if reason in ("Unspecified error", "Success", "Normal disconnection"):
+                reason = "the connection closed"
             log.warning("MQTT: lost the broker at %s:%d (%s); reconnecting (every %g-%g s), messages queued "
-                        "meanwhile (up to %d)", cfg.host, cfg.port, reason_code, cfg.reconnect_min_s,
+                        "meanwhile (up to %d)", cfg.host, cfg.port, reason, cfg.reconnect_min_s,
                         cfg.reconnect_max_s, cfg.queue_size)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:

@@ -96,7 +96,7 @@ class Broker:
         self.process = None
 
     def __enter__(self) -> "Broker":
-        return self.start()
+        return self if self.process is not None and self.process.poll() is None else self.start()
 
     def __exit__(self, *exc) -> None:
         self.kill()
