@@ -458,8 +458,8 @@ class MqttSink:
         if self._thread is None:
             return
         self._publish_counts()
-        self._enqueue_stats(final=True)
-        self._shutdown(flush=True)
+        self._shutdown(flush=True)  # the publisher sends the final stats, what is queued, then 'offline'
+
         if self._error is not None:
             log.warning("MQTT: the publisher thread failed: %s", self._error)
         if not self._ever_connected and self._fatal is None:
@@ -688,6 +688,8 @@ class MqttSink:
             if self._closing.is_set():
                 if flush_deadline is None:
                     flush_deadline = now + cfg.flush_timeout_s
+                    self._enqueue_stats(final=True)
+                    self._feed(client)
                 drained = not self._queue and not self._dirty and not self._inflight
                 # A broker that is away may come back within the flush time (paho keeps reconnecting).
                 if now >= flush_deadline:
