@@ -286,6 +286,10 @@ def _format_summary(summary: dict) -> str:
         lines.append(f"events        {summary['events']}")
     if summary.get("report"):
         lines.append(f"report        {summary['report']}")
+    if summary.get("mqtt"):
+        mqtt = summary["mqtt"]
+        lines.append(f"mqtt          {mqtt['published']} messages published, {mqtt['dropped']} dropped (queue full), "
+                     f"{mqtt['unsent']} not sent")
     return "\n".join(lines)
 
 

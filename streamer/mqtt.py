@@ -40,10 +40,13 @@ from pathlib import Path
 from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from . import __version__
 from .config import MQTT_PASSWORD_ENV, MqttConfig
 from .errors import ConfigError, MqttError
-from .types import GENDERS, Face, age_group_labels
+from .sinks import Sink
+from .types import GENDERS, Face, FrameResult, age_group_labels
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +339,7 @@ def _connect_failure(error: BaseException, host: str, port: int, tls: bool, time
     return f"cannot connect ({error})", False
 
 
-class MqttSink:
+class MqttSink(Sink):
     """Publishes a run to an MQTT broker; see the module docstring for topics and threads.
 
     ``start`` returns at once (with ``mqtt.required``: once connected, or raises MqttError within
@@ -429,7 +432,7 @@ class MqttSink:
                 raise MqttError(f"MQTT broker {cfg.host}:{cfg.port}: {cause} (mqtt.required is true; set it to "
                                 "false to run on without the broker)")
 
-    def write(self, result, annotated=None) -> None:
+    def write(self, result: FrameResult, annotated: Optional[np.ndarray]) -> None:
         for face in result.faces:
             if face.track is not None:
                 self._boxes[face.track] = [round(float(v), 1) for v in face.xyxy]
@@ -465,20 +468,19 @@ class MqttSink:
         if not self._ever_connected and self._fatal is None:
             log.warning("MQTT: never reached the broker at %s:%d; %d messages not sent", self.config.host,
                         self.config.port, self.unsent)
-        elif self._ever_connected and (self.published or self.dropped or self.unsent):
-            log.info("MQTT: %d messages published, %d dropped by the queue bound (mqtt.queue_size %d), %d not sent",
-                     self.published, self.dropped, self.config.queue_size, self.unsent)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        elif self.dropped or self.unsent:
+            log.warning("MQTT: %d messages dropped by the queue bound (mqtt.queue_size %d), %d not sent",
+                        self.dropped, self.config.queue_size, self.unsent)
 
     def stats(self) -> dict:
-        """For the run summary: messages published, dropped by the queue bound, not sent at the end."""
+        """Messages published, dropped by the queue bound, not sent at the end; connected now."""
         return {"published": self.published, "dropped": self.dropped, "unsent": self.unsent,
                 "connected": self._connected.is_set()}
+
+    def summary_fields(self) -> dict:
+        """What the run summary shows of this sink (after ``close``)."""
+        stats = self.stats()
+        return {"mqtt": {key: stats[key] for key in ("published", "dropped", "unsent")}}
 
     # --- queueing (any thread; never blocks on the network) ---
 

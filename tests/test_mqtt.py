@@ -402,6 +402,7 @@ def test_run_publishes_events_counts_stats_and_discovery(tmp_path, tears_short, 
         assert {"fps_in", "fps_out", "analysed", "skipped", "dropped", "reconnects"} <= set(stats[-1])
         assert (sink.stats()["dropped"], sink.stats()["unsent"]) == (0, 0)
         assert sink.stats()["published"] >= len(published) + len(stats) + 5
+        assert summary["mqtt"] == {"published": sink.stats()["published"], "dropped": 0, "unsent": 0}
 
         # What a newcomer (Home Assistant starting later) finds retained on the broker.
         late = Subscriber(broker.port)
@@ -487,3 +488,24 @@ def test_last_will_on_sigkill(tmp_path, models_env):
         finally:
             process.kill()
             process.wait(10)
+
+
+@pytest.mark.integration
+def test_cli_required_broker_absent_is_one_line_error(tmp_path, models_env):
+    import subprocess
+    import sys
+
+    from conftest import REPO, SHARED_MEDIA
+
+    config = tmp_path / "config.yaml"
+    config.write_text("mqtt:\n  required: true\n  connect_timeout_s: 1\n")
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--source", str(SHARED_MEDIA / "skimage_astronaut.png"), "--no-window",
+         "--output", str(tmp_path / "out.png"), "--config", str(config), "--mqtt", f"127.0.0.1:{port}"],
+        env=models_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"MQTT broker 127.0.0.1:{port}: connection refused" in errors[0], done.stderr
+    assert not (tmp_path / "out.png").exists()
