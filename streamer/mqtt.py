@@ -259,6 +259,7 @@ class PeopleCounts:
         self._open: Dict[int, None] = {}
         self._labels: Dict[int, Tuple[Optional[str], Optional[str]]] = {}  # by track, shown or not yet opened
         self._frame_labels: List[Tuple[Optional[str], Optional[str]]] = []
+        self.version = 0  # goes up whenever counts() may have changed: the sink recounts only then
 
     def observe_faces(self, faces: Sequence[Face]) -> None:
         labels = []
@@ -268,8 +269,9 @@ class PeopleCounts:
             else:
                 self._tracked = True
                 self._relabel(face.track, face.gender, face.age_group)
-        if not self._tracked:
+        if not self._tracked and labels != self._frame_labels:
             self._frame_labels = labels
+            self.version += 1
 
     def observe_records(self, records: Sequence[dict]) -> None:
         for record in records:
@@ -277,6 +279,7 @@ class PeopleCounts:
             if track is None:
                 continue
             self._tracked = True
+            self.version += 1
             if event == "end":
                 self._open.pop(track, None)
                 self._labels.pop(track, None)
@@ -286,8 +289,11 @@ class PeopleCounts:
             self._relabel(track, record.get("gender"), record.get("age_group"))
 
     def _relabel(self, track: int, gender: Optional[str], group: Optional[str]) -> None:
-        old_gender, old_group = self._labels.get(track, (None, None))
-        self._labels[track] = (gender or old_gender, group or old_group)
+        old = self._labels.get(track, (None, None))
+        new = (gender or old[0], group or old[1])
+        if new != old:
+            self._labels[track] = new
+            self.version += 1
 
     def counts(self) -> Dict[str, int]:
         """``{"": total, "female": n, "male": n, "unknown": n, "age/20-29": n, ..., "age/70plus": n,
@@ -374,6 +380,7 @@ class MqttSink(Sink):
         self._boxes: Dict[int, List[float]] = {}
         self._priority: List[str] = []
         self._last_counts: Dict[str, int] = {}
+        self._counted_version = -1
         self._source_up: Optional[bool] = None
         self._down_since: Optional[float] = None
         self._closed = False
@@ -499,8 +506,9 @@ class MqttSink(Sink):
         self._wake.set()
 
     def _publish_counts(self) -> None:
-        if self.topics is None:
+        if self.topics is None or self.counts.version == self._counted_version:
             return
+        self._counted_version = self.counts.version
         counts = self.counts.counts()
         if counts == self._last_counts:
             return

@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 import types
-from pathlib import Path
 
 import pytest
 
