@@ -53,6 +53,7 @@ _BIN_LEVELS: Tuple[Tuple[float, Optional[int]], ...] = ((1.0, 900), (60.0, 2880)
 MAX_LINE_BYTES = 1 << 20
 # A file whose first this many lines hold no event is not an events file: stop reading it.
 _FOREIGN_AFTER_LINES = 100
+_LABEL_KEYS = ("gender", "gender_p", "age", "age_group", "age_range")
 # Line numbers quoted per kind of problem; the rest are counted.
 _QUOTED_LINES = 5
 
@@ -107,27 +108,32 @@ class PeopleReport:
             raise ValueError(f"no 'faces' list and no 'event' record; its keys: {keys}")
 
     def _add_frame(self, event: dict) -> None:
-        faces = event.get("faces")
-        if not isinstance(faces, list) or not _is_number(event.get("t_s")):
+        # The hot path of a months-long events file (one call per frame): plain type checks.
+        faces, number = event.get("faces"), event.get("t_s")
+        if not isinstance(faces, list) or not isinstance(number, (int, float)) or not math.isfinite(number):
             raise ValueError("a frame object without a 'faces' list and a numeric 't_s'")
-        t_s = float(event["t_s"])
-        frame = int(_num(event, "frame", 0))
+        t_s = float(number)
+        frame = event.get("frame")
+        if not isinstance(frame, int):
+            frame = 0
         ids = []
-        for face in faces:
-            track = face.get("track") if isinstance(face, dict) else None
-            if not isinstance(track, int):
-                self.untracked_faces += 1
-                continue
-            ids.append(track)
-            if track in self._ended:
-                continue
-            seen = self._open.get(track)
-            if seen is None:
-                seen = self._open[track] = _Seen(frame, t_s, frame, t_s)
-            seen.last_frame, seen.last_t_s = frame, t_s
-            seen.hits += not event.get("stale", False)
-            if face.get("classified"):
-                seen.labels = {key: face.get(key) for key in ("gender", "gender_p", "age", "age_group", "age_range")}
+        if faces:
+            fresh = not event.get("stale", False)
+            for face in faces:
+                track = face.get("track") if type(face) is dict else None
+                if type(track) is not int:
+                    self.untracked_faces += 1
+                    continue
+                ids.append(track)
+                if track in self._ended:
+                    continue
+                seen = self._open.get(track)
+                if seen is None:
+                    seen = self._open[track] = _Seen(frame, t_s, frame, t_s)
+                seen.last_frame, seen.last_t_s = frame, t_s
+                seen.hits += fresh
+                if face.get("classified"):
+                    seen.labels = {key: face.get(key) for key in _LABEL_KEYS}
         self.frames += 1
         if self.source is None and isinstance(event.get("source"), str):
             self.source = event["source"]
@@ -156,7 +162,8 @@ class PeopleReport:
     def _bin(self, t_s: float) -> Set[FrozenSet[int]]:
         if self._t0 is None:
             self._t0 = t_s
-        self._t_last = t_s if self._t_last is None else max(self._t_last, t_s)
+        if self._t_last is None or t_s > self._t_last:
+            self._t_last = t_s
         width, limit = _BIN_LEVELS[self._level]
         index = max(0, int((t_s - self._t0) // width))
         while limit is not None and index >= limit:
