@@ -42,9 +42,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
-from run_bench import _letterbox as letterbox, read_frames  # noqa: E402
+from run_bench import _letterbox as letterbox  # noqa: E402
+from run_bench import read_frames  # noqa: E402
+
 from streamer.boxes import box_iou  # noqa: E402
+from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
 from streamer.detect import FaceDetector  # noqa: E402
 from streamer.errors import ConfigError, ModelError  # noqa: E402
 from streamer.models import ModelStore  # noqa: E402

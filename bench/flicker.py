@@ -79,7 +79,10 @@ def flicker(frames: List[List[dict]], tracked: bool) -> Dict[str, object]:
             gender_changes += gender
             age_changes += age
             any_changes += gender or age
-    rate = (lambda n: round(n / pairs, 4) if pairs else 0.0)
+
+    def rate(n: int) -> float:
+        return round(n / pairs, 4) if pairs else 0.0
+
     return {"pairs": pairs, "flicker_rate": rate(any_changes), "gender_flicker_rate": rate(gender_changes),
             "age_flicker_rate": rate(age_changes)}
 

@@ -33,9 +33,9 @@ from .motion import MotionGate
 from .outputs import check_outputs, default_output
 from .pipeline import FaceAnalyzer, build_analyzer
 from .recording import VideoSink
+from .report import ReportSink, people_counts, report_paths
 from .sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
 from .sources import open_source
-from .report import ReportSink, people_counts, report_paths
 from .track import Tracker
 from .types import FrameResult
 from .worker import Worker

@@ -19,7 +19,6 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, 
 
 # hashlib, tempfile, urllib and zipfile are imported where a fetch uses them: at import they cost
 # ~7 MB of resident memory (OpenSSL) in every run, where models are usually present.
-
 from .errors import ModelError
 
 logger = logging.getLogger(__name__)

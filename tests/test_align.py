@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.align import face_chips, aligned_chip, similarity_transform, square_crop, template_points, yaw_ratio
+from streamer.align import aligned_chip, face_chips, similarity_transform, square_crop, template_points, yaw_ratio
 from streamer.types import Detections
 
 H, W = 120, 160

@@ -7,8 +7,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import SHARED_MEDIA
+
 from streamer import worker as worker_module
 from streamer.app import RunOptions, run
 from streamer.config import Config

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, SHARED_MEDIA
+
 from streamer.types import Detections
 
 BENCH = REPO / "bench"

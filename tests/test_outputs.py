@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-
 from conftest import REPO, SHARED_MEDIA
 
 pytestmark = pytest.mark.integration

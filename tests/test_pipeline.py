@@ -7,12 +7,12 @@ import logging
 import cv2
 import numpy as np
 import pytest
-
 from conftest import SHARED_MODELS
+
 from streamer import dnn
-from streamer.config import Config, override
 from streamer.centerface import CenterFaceDetector
-from streamer.detect import Res10Detector, Res10OnnxDetector, YuNetDetector
+from streamer.config import Config, override
+from streamer.detect import Res10Detector, Res10OnnxDetector
 from streamer.errors import ModelError
 from streamer.models import ModelStore
 from streamer.pipeline import FaceAnalyzer, build_analyzer, build_detector, faces_from
@@ -140,6 +140,7 @@ def test_levi_hassner_pair_dropped_into_models_dir_runs_end_to_end(tmp_path, mon
     import os
 
     from conftest import REPO, SHARED_MEDIA
+
     from streamer.cli import main
 
     drop = tmp_path / "user_models" / "levi_hassner_age_gender"

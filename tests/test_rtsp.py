@@ -18,13 +18,12 @@ from typing import Iterator, List, Optional
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO, SHARED_MEDIA
 
 from streamer.capture import FrameSource
-from streamer.sources import open_source
 from streamer.config import CaptureConfig
 from streamer.errors import SourceError
-
-from conftest import REPO, SHARED_MEDIA
+from streamer.sources import open_source
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, the one python3-gi installs into
 SERVER_SCRIPT = REPO / "tests" / "rtsp_server.py"

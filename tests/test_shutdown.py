@@ -11,8 +11,8 @@ import time
 
 import cv2
 import pytest
-
 from conftest import REPO, SHARED_MEDIA
+
 from streamer import worker as worker_module
 from streamer.app import RunOptions, run
 from streamer.config import Config, override

@@ -4,8 +4,8 @@ how a sink ends a run, and that one failing sink does not keep the others from c
 from __future__ import annotations
 
 import pytest
-
 from conftest import SHARED_MEDIA
+
 from streamer.app import RunOptions, run
 from streamer.config import Config
 from streamer.errors import SinkError

@@ -11,14 +11,13 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_MEDIA
+from stamped import SIZE_WH, stamp, unstamp
 
 from streamer import capture, sources
 from streamer.config import CaptureConfig
 from streamer.errors import SourceError
 from streamer.sources import open_source
-
-from conftest import SHARED_MEDIA
-from stamped import SIZE_WH, stamp, unstamp
 
 FAST_NET = CaptureConfig(open_timeout_s=1.0, read_timeout_s=1.0, reconnect_backoff_s=0.01, reconnect_backoff_max_s=0.02)
 

@@ -7,8 +7,8 @@ import json
 from collections import defaultdict
 
 import pytest
-
 from conftest import SHARED_MEDIA
+
 from streamer.cli import main
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, SHARED_MEDIA
+
 from streamer.draw import COLOR_FEMALE, COLOR_MALE
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,8 @@ def xvfb():
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Ready when a client can connect (the socket file appears before the server accepts; a window
     # opened in between fails with "no Qt platform plugin could be initialized").
-    from Xlib import display as xdisplay, error as xerror
+    from Xlib import display as xdisplay
+    from Xlib import error as xerror
 
     deadline = time.monotonic() + 10
     conn = None
@@ -84,7 +85,8 @@ def _press(key):
 
 def _close_button(display, env):
     """What a window manager sends when the user clicks the title bar's close button."""
-    from Xlib import X, display as xdisplay, protocol
+    from Xlib import X, protocol
+    from Xlib import display as xdisplay
 
     found = subprocess.run(["xdotool", "search", "--name", "^streamer$"], env=env, capture_output=True, text=True)
     conn = xdisplay.Display(display)

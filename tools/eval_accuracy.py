@@ -46,11 +46,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 import label_fit  # noqa: E402
-from streamer.align import yaw_ratio  # noqa: E402
+
+from streamer.align import NO_JITTER, yaw_ratio  # noqa: E402
 from streamer.calibration import CALIBRATION_SCHEMA, LabelCalibration  # noqa: E402
-from streamer.align import NO_JITTER  # noqa: E402
 from streamer.classify import (  # noqa: E402
-    CYDRAL_AGE_WEIGHTS, SHIFT_JITTERS, TTA_JITTERS, ZOOM_JITTERS, CydralGenderAge,
+    CYDRAL_AGE_WEIGHTS,
+    SHIFT_JITTERS,
+    TTA_JITTERS,
+    ZOOM_JITTERS,
+    CydralGenderAge,
 )
 from streamer.config import Config, override  # noqa: E402
 from streamer.models import ModelStore, file_sha256  # noqa: E402
