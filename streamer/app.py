@@ -30,6 +30,7 @@ from .errors import SinkError, StreamerError
 from .files import write_bytes
 from .flow import BoxFlow
 from .motion import MotionGate
+from .mqtt import build_sinks as mqtt_sinks
 from .outputs import check_outputs, default_output
 from .pipeline import FaceAnalyzer, build_analyzer
 from .recording import VideoSink
@@ -191,10 +192,12 @@ def _close_quietly(sinks: List[Sink]) -> None:
 def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = None,
         sinks: Sequence[Sink] = ()) -> dict:
     """Process one source end to end and return the summary (also written as JSON when asked).
-    ``sinks`` are outputs of the caller's (the web stream, MQTT), written after the run's own.
+    ``sinks`` are outputs of the caller's (the web stream), written after the run's own; an
+    MQTT sink is added when ``mqtt.enabled`` and the caller gave none (``streamer.mqtt``).
     Raises StreamerError subclasses on bad input, with the summary of what was done (written too)
     as ``error.summary``; a user stop is not an error. Ctrl-C is handled on the main thread only."""
     t_run = time.monotonic()
+    sinks = [*sinks, *mqtt_sinks(config, sinks)]  # mqtt.enabled (or --mqtt), whoever runs: run, serve
     overwrite = options.overwrite or config.output.overwrite
     summary_path = _summary_path(config, options)
     report_files = report_paths(options.report) if options.report is not None else []

@@ -336,12 +336,10 @@ def print_summary(summary: dict) -> None:
 
 def _run_main(args: argparse.Namespace) -> int:
     from .app import run
-    from .mqtt import build_sinks
 
     config, options = run_options(args)
-    sinks = build_sinks(config)
     try:
-        summary = run(config, options, sinks=sinks)
+        summary = run(config, options)
     except StreamerError as error:
         partial = getattr(error, "summary", None)
         if partial is not None:

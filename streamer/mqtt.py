@@ -790,9 +790,10 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def build_sinks(config) -> List[MqttSink]:
-    """The MQTT sink a run's config asks for (``mqtt.enabled``), or none."""
-    if not config.mqtt.enabled:
+def build_sinks(config, given: Sequence[Sink] = ()) -> List[MqttSink]:
+    """The MQTT sink a run's config asks for (``mqtt.enabled``), unless ``given`` (the caller's
+    sinks) already holds one; MqttError when paho-mqtt is missing or the password file unreadable."""
+    if not config.mqtt.enabled or any(isinstance(sink, MqttSink) for sink in given):
         return []
     _paho()
     return [MqttSink(config.mqtt, config.classifier.age_groups)]
