@@ -305,7 +305,6 @@ def tears_short(tmp_path_factory):
     """The first 120 frames (5 s) of the Tears of Steel clip: one person seen and gone (shot 1),
     one seen until the end (shot 2)."""
     import cv2
-
     from conftest import SHARED_MEDIA
 
     source = SHARED_MEDIA / TEARS
@@ -330,6 +329,7 @@ def analyzer():
     import os
 
     from conftest import models_dirs
+
     from streamer.pipeline import build_analyzer
 
     previous = os.environ.get("STREAMER_MODELS_DIR")
