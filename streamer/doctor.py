@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from . import __version__
-from .config import MODELS_DIR_ENV, Config, LOCAL_CONFIG, PACKAGED_CONFIG, checkout_root, config_path, load_config
+from .config import LOCAL_CONFIG, MODELS_DIR_ENV, PACKAGED_CONFIG, Config, checkout_root, config_path, load_config
 from .errors import ConfigError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"  # FAIL: something the configured run needs is missing
@@ -171,8 +171,8 @@ def _config_check(explicit: Optional[Path]) -> Tuple[Check, Optional[Config]]:
 
 def needed_models(config: Config) -> Dict[str, Optional[Set[str]]]:
     """Model id -> the file names the configured detector and classifier load (None: all the model's files)."""
-    from .pipeline import CLASSIFIER_MODELS, DETECTOR_MODELS
     from .blazeface import VARIANTS
+    from .pipeline import CLASSIFIER_MODELS, DETECTOR_MODELS
 
     needed: Dict[str, Optional[Set[str]]] = {}
     detector = DETECTOR_MODELS[config.detector.name]

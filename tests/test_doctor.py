@@ -7,8 +7,8 @@ import os
 
 import cv2
 import pytest
-
 from conftest import SHARED_MODELS, models_dirs
+
 from streamer.cli import main
 from streamer.config import ModelsConfig
 from streamer.doctor import FAIL, OK, diagnose, exit_status, format_report, needed_models, video_io

@@ -19,7 +19,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SHARED_MEDIA, models_dirs
 
 pytestmark = pytest.mark.integration
