@@ -183,10 +183,10 @@ def face_chips(
     Landmark-aligned when ``align`` is True and the detector gave landmarks, else square crops.
     """
     chips = np.empty((len(detections), size, size, 3), np.uint8)
-    use_landmarks = align and detections.landmarks_xy is not None
+    landmarks = detections.landmarks_xy if align else None
     for i in range(len(detections)):
-        if use_landmarks:
-            chips[i] = aligned_chip(bgr, detections.landmarks_xy[i], size, padding, border, jitter)
+        if landmarks is not None:
+            chips[i] = aligned_chip(bgr, landmarks[i], size, padding, border, jitter)
         else:
             chips[i] = square_crop(bgr, detections.xyxy[i], size, padding, border, jitter)
     return chips

@@ -175,8 +175,8 @@ def _close_all(sinks: List[Sink]) -> None:
             sinks.pop(0).close()
         except StreamerError as failure:
             failures.append(failure)
-    for failure in failures[1:]:
-        log.warning("also: %s", failure)
+    for later in failures[1:]:
+        log.warning("also: %s", later)
     if failures:
         raise failures[0]
 

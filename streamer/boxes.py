@@ -16,6 +16,12 @@ def box_area(xyxy: np.ndarray) -> np.ndarray:
     return np.clip(xyxy[..., 2] - xyxy[..., 0], 0, None) * np.clip(xyxy[..., 3] - xyxy[..., 1], 0, None)
 
 
+def box_tuple(xyxy: np.ndarray) -> Tuple[float, float, float, float]:
+    """One box as four Python floats (``Face.xyxy``)."""
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(xyxy).reshape(4))
+    return x1, y1, x2, y2
+
+
 def short_side(xyxy: np.ndarray) -> np.ndarray:
     """The shorter side of ``(..., 4)`` boxes, in pixels (0 for degenerate boxes)."""
     xyxy = np.asarray(xyxy)

@@ -51,6 +51,7 @@ def _read_varint(buf: memoryview, pos: int) -> Tuple[int, int]:
 def _fields(buf: memoryview) -> Iterator[Tuple[int, int, Any]]:
     """``(field number, wire type, value)`` of one message; LEN values are memoryviews."""
     pos, end = 0, len(buf)
+    value: Union[int, memoryview]
     while pos < end:
         key, pos = _read_varint(buf, pos)
         number, wire = key >> 3, key & 7
@@ -218,7 +219,7 @@ def _tensor(name: str, array: np.ndarray) -> Chunks:
     dtype = _ONNX_INT64 if array.dtype == np.int64 else _ONNX_FLOAT
     array = np.ascontiguousarray(array, dtype="<i8" if dtype == _ONNX_INT64 else "<f4")
     dims = b"".join(_int_field(1, d) for d in array.shape)
-    return [dims + _int_field(2, dtype) + _str_field(8, name), *_len_chunks(9, [memoryview(array).cast("B")])]
+    return [dims + _int_field(2, dtype) + _str_field(8, name), *_len_chunks(9, [memoryview(array.data).cast("B")])]
 
 
 def _attribute(name: str, value: Union[int, float, Sequence[int]]) -> bytes:
@@ -255,7 +256,8 @@ class _Graph:
         return name
 
     def model(self, inputs: Sequence[bytes], outputs: Sequence[bytes]) -> bytes:
-        graph: Chunks = [_len_field(1, n) for n in self.nodes] + [_str_field(2, "streamer_caffe2onnx")]
+        graph: Chunks = [_len_field(1, n) for n in self.nodes]
+        graph.append(_str_field(2, "streamer_caffe2onnx"))
         for tensor in self.initializers:
             graph += _len_chunks(5, tensor)
         graph += [_len_field(11, v) for v in inputs] + [_len_field(12, v) for v in outputs]
@@ -350,8 +352,8 @@ def _convert(net: Proto, blobs: Dict[str, List[np.ndarray]]) -> ConvertedSsd:
             continue
         out = name
         if kind == "BatchNorm":
-            mean, var, factor = blobs[name][:3]
-            factor = float(factor.reshape(-1)[0]) or 1.0
+            mean, var, factor_blob = blobs[name][:3]
+            factor = float(factor_blob.reshape(-1)[0]) or 1.0
             eps = float(_one(_one(layer, "batch_norm_param", {}), "eps", 1e-5))
             pending_bn[tops[0]] = (tensors[bottoms[0]], mean / factor, np.sqrt(var / factor + eps))
             continue
@@ -427,9 +429,9 @@ def _convert(net: Proto, blobs: Dict[str, List[np.ndarray]]) -> ConvertedSsd:
     )
     if _one(detection, "code_type", "CENTER_SIZE") != "CENTER_SIZE" or not _one(detection, "share_location", True):
         raise ValueError("only DetectionOutput with code_type CENTER_SIZE and share_location is supported")
-    inputs = [_value_info(input_name, [1, channels, "height", "width"])]
-    outputs = [_value_info(n, [1, "boxes", "rows", "cols"]) for n in (*loc_outputs, *conf_outputs)]
-    return ConvertedSsd(onnx=graph.model(inputs, outputs), spec=spec, input_name=input_name)
+    graph_inputs = [_value_info(input_name, [1, channels, "height", "width"])]
+    graph_outputs = [_value_info(n, [1, "boxes", "rows", "cols"]) for n in (*loc_outputs, *conf_outputs)]
+    return ConvertedSsd(onnx=graph.model(graph_inputs, graph_outputs), spec=spec, input_name=input_name)
 
 
 def _bn_free(top: str, pending_bn: Dict[str, Any]) -> str:

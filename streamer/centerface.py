@@ -83,7 +83,7 @@ class CenterFaceDetector:
         pad_h = -small_wh[1] % INPUT_MULTIPLE_PX
         if pad_w or pad_h:
             small = cv2.copyMakeBorder(small, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        return cv2.dnn.blobFromImage(small, SCALE, None, MEAN_RGB, SWAP_RB, False), scale
+        return cv2.dnn.blobFromImage(small, SCALE, (small.shape[1], small.shape[0]), MEAN_RGB, SWAP_RB, False), scale
 
     def forward(self, blob: np.ndarray) -> Sequence[np.ndarray]:
         net = self._net_for((blob.shape[3], blob.shape[2]))

@@ -13,12 +13,11 @@ Raspberry Pi budget, for a flat YAML file).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import reprlib
 import typing
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 import yaml
 
@@ -143,7 +142,7 @@ def _convert(hint: Any, value: Any) -> Any:
     raise ValueError(f"expected {_type_name(hint)}")
 
 
-def _check_bounds(meta: Dict[str, Any], value: Any) -> None:
+def _check_bounds(meta: Mapping[str, Any], value: Any) -> None:
     if value is None:
         return
     if meta.get("min_length") is not None and len(value) < meta["min_length"]:
@@ -155,9 +154,14 @@ def _check_bounds(meta: Dict[str, Any], value: Any) -> None:
             raise ValueError(f"must be {word} {limit:g}")
 
 
-@functools.lru_cache(maxsize=None)
+_HINTS: Dict[type, Dict[str, Any]] = {}
+
+
 def _type_hints(cls: type) -> Dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The resolved field types of a section class (resolved once per class)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 class _Section:
@@ -165,7 +169,7 @@ class _Section:
 
     def __post_init__(self) -> None:
         hints = _type_hints(type(self))
-        for spec in dataclasses.fields(self):
+        for spec in dataclasses.fields(self):  # type: ignore[arg-type]  # every section is a dataclass
             value, hint = getattr(self, spec.name), hints[spec.name]
             if isinstance(hint, type) and issubclass(hint, _Section):
                 if isinstance(value, dict):
@@ -192,7 +196,8 @@ class _Section:
             if isinstance(value, (list, tuple)):
                 return [plain(item) for item in value]
             return value
-        return {spec.name: plain(getattr(self, spec.name)) for spec in dataclasses.fields(self)}
+        return {spec.name: plain(getattr(self, spec.name))
+                for spec in dataclasses.fields(self)}  # type: ignore[arg-type]  # every section is a dataclass
 
 
 def _build(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:

@@ -97,11 +97,11 @@ def ssd_priors(spec: PriorBoxSpec, map_hw: Tuple[int, int], image_hw: Tuple[int,
     priors[..., 0] = cx[..., None]
     priors[..., 1] = cy[..., None]
     priors[..., 2:] = wh
-    priors = priors.reshape(-1, 4)
+    flat = priors.reshape(-1, 4)
     if spec.clip:
-        corners = np.clip(np.concatenate([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], 1), 0, 1)
-        priors = np.concatenate([(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], 1)
-    return priors.astype(np.float32)
+        corners = np.clip(np.concatenate([flat[:, :2] - flat[:, 2:] / 2, flat[:, :2] + flat[:, 2:] / 2], 1), 0, 1)
+        flat = np.concatenate([(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], 1)
+    return flat.astype(np.float32)
 
 
 def _class_probabilities(logits: np.ndarray) -> np.ndarray:
@@ -130,7 +130,7 @@ class SsdHead:
             if len(self._priors) > 8:  # a source that keeps changing size
                 self._priors.clear()
             parts = [ssd_priors(p, hw, image_hw) for p, hw in zip(self.spec.priors, map_hws)]
-            variance = np.concatenate([np.tile(np.float32(p.variance), (len(x), 1)) for p, x in zip(self.spec.priors, parts)])
+            variance = np.concatenate([np.tile(np.asarray(p.variance, np.float32), (len(x), 1)) for p, x in zip(self.spec.priors, parts)])
             self._priors[key] = (np.concatenate(parts), variance)
         return self._priors[key]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import Any, List, Sequence, Union
 
 import cv2
 import numpy as np
@@ -55,7 +55,8 @@ def read_caffe(prototxt: Path, caffemodel: Path, what: str) -> "cv2.dnn.Net":
             "install OpenCV 4 (pip install 'opencv-python>=4.8,<5') or choose an ONNX model in config.yaml"
         )
     try:
-        return cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        # OpenCV 4 only (5 has no Caffe importer, and its type stubs do not list it).
+        return cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))  # type: ignore[attr-defined]
     except cv2.error as error:
         raise ModelError(
             f"{what}: OpenCV could not load {prototxt} + {caffemodel} ({error.err}); "
@@ -87,6 +88,7 @@ def read_tflite(model: Path, what: str) -> "cv2.dnn.Net":
 
 def read_onnx(model: Union[Path, bytes], what: str) -> "cv2.dnn.Net":
     """Load an ONNX network from a file or from bytes (a converted one) with a clear error."""
+    source: Union[str, np.ndarray]
     if isinstance(model, bytes):
         source, where = np.frombuffer(model, np.uint8), "the converted network"
     else:
@@ -142,7 +144,7 @@ class OnnxRunner:
         return list(self._net.forward(self.output_names))
 
 
-def _ort_session(model: Union[Path, bytes], dnn: DnnConfig, what: str) -> "object":
+def _ort_session(model: Union[Path, bytes], dnn: DnnConfig, what: str) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()

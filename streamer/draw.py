@@ -49,7 +49,7 @@ def label_lines(face: Face, style: LabelStyle = LabelStyle()) -> List[str]:
         return [prefix + "face (turned)"]
     if not face.classified or face.gender is None:
         return [prefix + ("face" if face.track is None else "analysing...")]
-    if face.gender_p is not None and face.gender_p < style.min_gender_p:
+    if face.gender_p is None or face.gender_p < style.min_gender_p:
         gender = f"{prefix}{face.gender}?"
     else:
         gender = f"{prefix}{face.gender} {face.gender_p * 100:.0f}%"
@@ -137,7 +137,8 @@ def draw_faces(
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, box_thickness, cv2.LINE_AA)
     taken: List[Tuple[int, int, int, int]] = []
     for face, color in zip(faces, colors):
-        box = tuple(int(round(v)) for v in face.xyxy)
+        x1, y1, x2, y2 = (int(round(v)) for v in face.xyxy)
+        box = (x1, y1, x2, y2)
         lines = label_lines(face, style)
         line_h, width, text_heights = _measure(lines, scale, thickness)
         rect = _place_label(canvas.shape[:2], line_h * len(lines) + max(2, thickness), width, box, taken)

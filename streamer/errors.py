@@ -7,6 +7,8 @@ class StreamerError(Exception):
     """Base class: the command line prints these as one line and exits non-zero."""
 
     exit_code = 2
+    # What the run had done when it failed (app.run attaches it; the command line prints it).
+    summary: "dict | None" = None
 
 
 class ConfigError(StreamerError):

@@ -15,7 +15,7 @@ in frame pixels (``xyxy`` float32).
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ _INNER_MARGIN = 0.15
 # minEigThreshold 1e-3 (OpenCV's default 1e-4): a point in a flat patch (a dark wall, a face gone
 # black) "follows" with no error while following nothing; such points are dropped, so a box whose
 # face became a flat patch is reported lost instead of staying put as a ghost.
-_LK_PARAMS = dict(
+_LK_PARAMS: Dict[str, Any] = dict(
     winSize=(15, 15),
     maxLevel=3,
     criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03),
@@ -109,11 +109,12 @@ class BoxFlow:
         if points is None or self._prev is None or self._grey is None:
             return None
         p0 = points.xy
-        p1, status, _ = cv2.calcOpticalFlowPyrLK(self._prev, self._grey, p0, None, **_LK_PARAMS)
+        # nextPts=None (OpenCV allocates it) is valid, but OpenCV's type stubs require an array.
+        p1, status, _ = cv2.calcOpticalFlowPyrLK(self._prev, self._grey, p0, None, **_LK_PARAMS)  # type: ignore[call-overload]
         if p1 is None:
             self._points.pop(key, None)
             return None
-        back, status_back, _ = cv2.calcOpticalFlowPyrLK(self._grey, self._prev, p1, None, **_LK_PARAMS)
+        back, status_back, _ = cv2.calcOpticalFlowPyrLK(self._grey, self._prev, p1, None, **_LK_PARAMS)  # type: ignore[call-overload]
         fb_error = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
         good = (status.ravel() == 1) & (status_back.ravel() == 1) & (fb_error < _MAX_FB_ERROR_PX)
         if good.sum() < max(_MIN_POINTS, _MIN_SURVIVING_SHARE * points.seeded):

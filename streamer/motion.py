@@ -160,8 +160,8 @@ class CutDetector:
         thumb = grey.astype(np.float32).ravel()
         spread = float(thumb.std())
         # A flat picture (black between shots, a lens cap) has no pattern to compare: not a cut.
-        thumb = (thumb - thumb.mean()) / spread if spread >= _FLAT_GREY_STD else None
-        prev, self._prev = self._prev, thumb
-        if prev is None or thumb is None:
+        pattern = (thumb - thumb.mean()) / spread if spread >= _FLAT_GREY_STD else None
+        prev, self._prev = self._prev, pattern
+        if prev is None or pattern is None:
             return False
-        return float(np.mean(thumb * prev)) < self.MAX_CORRELATION
+        return float(np.mean(pattern * prev)) < self.MAX_CORRELATION

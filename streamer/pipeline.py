@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Dict, Optional, Tuple
@@ -18,11 +17,11 @@ from .align import yaw_ratio
 from .blazeface import MODEL_ID as BLAZEFACE_MODEL_ID
 from .blazeface import VARIANTS as BLAZEFACE_VARIANTS
 from .blazeface import BlazeFaceDetector
-from .boxes import short_side
+from .boxes import box_tuple, short_side
 from .calibration import calibration_for
 from .centerface import CenterFaceDetector
 from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
-from .config import Config
+from .config import Config, override
 from .detect import FaceDetector, Res10Detector, Res10OnnxDetector, YuNetDetector, clip_and_filter
 from .dnn import has_caffe_importer
 from .errors import ModelError
@@ -46,7 +45,7 @@ def faces_from(
     faces = []
     label_row = 0
     for i in range(len(detections)):
-        box = tuple(float(v) for v in detections.xyxy[i])
+        box = box_tuple(detections.xyxy[i])
         score = float(detections.confidence[i])
         if not classified[i]:
             faces.append(Face(xyxy=box, score=score, too_small=too_small is not None and bool(too_small[i]),
@@ -218,9 +217,7 @@ def build_analyzer(config: Config, store: Optional[ModelStore] = None, photos: b
     ``photos``: the source is a photo or a folder of them, detected at ``photo_max_side_px``."""
     store = store or ModelStore.from_config(config.models)
     if photos:
-        config = dataclasses.replace(
-            config, detector=dataclasses.replace(config.detector, max_side_px=config.detector.photo_max_side_px)
-        )
+        config = override(config, {"detector.max_side_px": config.detector.photo_max_side_px})
     if config.dnn.threads:
         cv2.setNumThreads(config.dnn.threads)
     return FaceAnalyzer(

@@ -79,9 +79,9 @@ class VideoFileSink(_Closing):
         self._writer: Optional[cv2.VideoWriter] = None
         self._closed = False
         self._resized = False
-        tried = []
+        tried: List[str] = []
         for codec in codecs:
-            writer = cv2.VideoWriter(str(self._part), cv2.VideoWriter_fourcc(*codec), float(fps), self.size_wh)
+            writer = cv2.VideoWriter(str(self._part), cv2.VideoWriter.fourcc(*codec), float(fps), self.size_wh)
             if writer.isOpened():
                 self._writer, self.codec = writer, codec
                 if tried:

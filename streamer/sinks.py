@@ -116,7 +116,7 @@ def write_image(path: Path, bgr: np.ndarray, overwrite: bool = False) -> None:
         ok, encoded = cv2.imencode(path.suffix.lower(), bgr)
     except cv2.error:
         ok, encoded = False, None
-    if not ok:
+    if not ok or encoded is None:
         raise SinkError(f"output image {path}: OpenCV could not encode a {bgr.shape[1]}x{bgr.shape[0]} image "
                         f"as {path.suffix}; choose .jpg or .png")
     write_bytes(path, encoded.tobytes(), overwrite, "output image")

@@ -101,11 +101,11 @@ class Detections:
         """One Detections of all rows of ``parts`` in order (all with landmarks, or none)."""
         if not parts:
             return cls.empty()
-        marks = [p.landmarks_xy for p in parts]
+        marks = [p.landmarks_xy for p in parts if p.landmarks_xy is not None]
         return cls(
             xyxy=np.concatenate([p.xyxy for p in parts]).astype(np.float32),
             confidence=np.concatenate([p.confidence for p in parts]).astype(np.float32),
-            landmarks_xy=None if any(m is None for m in marks) else np.concatenate(marks).astype(np.float32),
+            landmarks_xy=np.concatenate(marks).astype(np.float32) if len(marks) == len(parts) else None,
         )
 
     def translated(self, dx: float, dy: float) -> "Detections":
@@ -144,10 +144,11 @@ class GenderAge:
     p_male: np.ndarray
     age_years: np.ndarray
     age_group: Tuple[str, ...]
-    p_male_raw: Optional[np.ndarray] = None
-    age_raw: Optional[np.ndarray] = None
-    age_range: Optional[np.ndarray] = None
-    age_spread: Optional[np.ndarray] = None
+    # Optional arguments; __post_init__ fills the defaults, so the fields are always arrays.
+    p_male_raw: np.ndarray = None  # type: ignore[assignment]
+    age_raw: np.ndarray = None  # type: ignore[assignment]
+    age_range: np.ndarray = None  # type: ignore[assignment]
+    age_spread: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         n = len(self.p_male)

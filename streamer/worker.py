@@ -14,7 +14,7 @@ import numpy as np
 
 from .align import yaw_ratio
 from .appearance import appearance_of
-from .boxes import box_iou, clipped
+from .boxes import box_iou, box_tuple, clipped
 from .draw import LabelStyle, draw_faces, draw_hud
 from .flow import BoxFlow
 from .motion import CutDetector, MotionGate
@@ -34,6 +34,12 @@ _TURNED_QUALITY = 0.3
 # A face found by a look at a track's region is that track's face only if it overlaps its box this
 # much; less is a neighbour or a newcomer, left to the next full-frame run.
 _LOOK_MIN_IOU = 0.2
+
+
+def _detection(track: Track) -> Detections:
+    """The track's detection on this frame (callers keep only tracks detected on it)."""
+    assert track.detection is not None
+    return track.detection
 
 
 def sample_quality(bgr: np.ndarray, detections: Detections, max_yaw: Optional[float]) -> np.ndarray:
@@ -202,7 +208,7 @@ class Worker:
             ready = track.labels.label_ready
             faces.append(
                 Face(
-                    xyxy=tuple(float(v) for v in box),
+                    xyxy=box_tuple(box),
                     score=track.score,
                     gender=track.labels.gender if ready else None,
                     gender_p=track.labels.gender_p if ready else None,
@@ -224,12 +230,12 @@ class Worker:
         assert tracker is not None
         detected = [track for track in tracker.tracks if track.detection is not None]
         if detected:
-            turned = analyzer.turned(Detections.concat([track.detection for track in detected]))
+            turned = analyzer.turned(Detections.concat([_detection(track) for track in detected]))
             self._turned.update((track.id, bool(away)) for track, away in zip(detected, turned))
         due = [track for track in detected if tracker.needs_classification(track, frame_index, t_s)]
         if not due:
             return
-        detections = Detections.concat([track.detection for track in due])
+        detections = Detections.concat([_detection(track) for track in due])
         big = analyzer.classifiable(detections)
         if not big.any():
             return

@@ -115,3 +115,6 @@ class _NoFaces:
 
     def classifiable(self, detections):
         return np.zeros(len(detections), bool)
+
+    def too_small(self, xyxy):
+        return np.zeros(len(xyxy), bool)
