@@ -211,6 +211,11 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             info = source.info
             output = options.output or default_output(info.kind, info.name)
             segmented = info.kind == "live" and config.output.segment_s > 0
+            stream = info.kind in ("file", "live")
+            tracked = stream and config.tracking.enabled
+            if options.report is not None and not tracked:
+                log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
+                report_files = []  # nothing will be written there: do not make its folder either
             check_outputs(info.kind, options.source, getattr(source, "paths", ()), output,
                           [(options.events, "events file"), (summary_path, "summary"),
                            *[(path, "report") for path in report_files]], overwrite, segmented)
@@ -218,10 +223,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             # From here on a stop request ends the run at a frame boundary (before: at once, as
             # Ctrl-C does, e.g. during a model download).
             outer.enter_context(stop.installed())
-            stream = info.kind in ("file", "live")
-            tracker = Tracker(config.tracking, config.classifier.age_groups) if stream and config.tracking.enabled else None
-            if options.report is not None and tracker is None:
-                log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
+            tracker = Tracker(config.tracking, config.classifier.age_groups) if tracked else None
             flow = BoxFlow() if tracker is not None and config.tracking.flow else None
             worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream,
                             tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier))

@@ -129,3 +129,15 @@ def test_chromium_shows_the_page_with_its_charts(run, tmp_path) -> None:
         pixels = int(np.all(np.abs(image.astype(int) - bgr) <= 6, axis=2).sum())
         assert pixels > 1000, (chart, pixels)
     shutil.copy(shot, root / "screenshot.png")  # to look at: pytest --basetemp=DIR keeps it
+
+
+def test_report_on_a_photo_says_why_and_leaves_no_folder(models_env, tmp_path, caplog):
+    """A photo has no tracks: --report warns once and makes no (empty) report folder."""
+    import logging
+
+    photo = SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"
+    with caplog.at_level(logging.WARNING):
+        assert main(["--source", str(photo), "--no-window", "--output", str(tmp_path / "g.jpg"),
+                     "--report", str(tmp_path / "people")]) == 0
+    assert any("--report needs tracked mode" in record.getMessage() for record in caplog.records)
+    assert (tmp_path / "g.jpg").is_file() and not (tmp_path / "people").exists()
