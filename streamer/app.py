@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
+from .anonymize import build_anonymizer
 from .capture import FrameSource, SourceInfo
 from .config import Config
 from .draw import LabelStyle
-from .errors import SinkError, StreamerError
+from .errors import ConfigError, SinkError, StreamerError
 from .files import write_bytes
 from .flow import BoxFlow
 from .motion import MotionGate
@@ -203,13 +204,14 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
     report_files = report_paths(options.report) if options.report is not None else []
     error: Optional[StreamerError] = None
     stop = _StopSignals()
+    aggregate = _aggregate_only(config, options)
     # Two stacks: the signal handlers (outer) stay until the summary is written, so a late Ctrl-C
     # cannot cut the finishing short; the source and the sinks (inner) close before the summary.
     with contextlib.ExitStack() as outer:
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(open_source(options.source, config.capture))
             info = source.info
-            output = options.output or default_output(info.kind, info.name)
+            output = None if aggregate else options.output or default_output(info.kind, info.name)
             segmented = info.kind == "live" and config.output.segment_s > 0
             stream = info.kind in ("file", "live")
             tracked = stream and config.tracking.enabled
@@ -225,8 +227,13 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             outer.enter_context(stop.installed())
             tracker = Tracker(config.tracking, config.classifier.age_groups) if tracked else None
             flow = BoxFlow() if tracker is not None and config.tracking.flow else None
+            out_cfg = config.output
+            # Photos are unrelated pictures: a face box of one is nothing to hold on the next.
+            anonymizer = build_anonymizer(out_cfg.anonymize, out_cfg.anonymize_shape, out_cfg.anonymize_scale,
+                                          out_cfg.anonymize_hold_frames if stream else 0)
             worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream,
-                            tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier))
+                            tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier),
+                            anonymizer, out_cfg.labels, pictures=not aggregate)
             # The sinks in write order: pictures, events, window, the caller's. Each is on the list
             # as soon as it exists, so that it is closed however the run ends.
             open_sinks: List[Sink] = []
@@ -240,7 +247,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             if options.report is not None and tracker is not None:
                 report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite)
                 open_sinks.append(report)
-            window = _open_window(config, options, info, stop)
+            window = None if aggregate else _open_window(config, options, info, stop)
             if window is not None:
                 open_sinks.append(window)
             open_sinks.extend(sinks)
@@ -338,6 +345,22 @@ def _recorded(info: SourceInfo, output: Optional[Path], pictures: Optional[Sink]
             recorded["segments"] = [str(path) for path in pictures.segments]
         return recorded
     return {"frames_recorded": 0}
+
+
+def _aggregate_only(config: Config, options: RunOptions) -> bool:
+    """True for ``output.privacy: aggregate`` (said once in the log); ConfigError when the run
+    is also asked for a picture."""
+    if config.output.privacy != "aggregate":
+        return False
+    if options.output is not None:
+        raise ConfigError(f"--output {options.output}: --privacy aggregate (output.privacy) writes no pictures; "
+                          "drop --output, or run without aggregate privacy")
+    if config.output.anonymize is not None:
+        raise ConfigError(f"output.anonymize {config.output.anonymize} hides faces in pictures, but --privacy "
+                          "aggregate (output.privacy) writes none; drop one of the two")
+    log.info("privacy: aggregate only: no video, images, window or stream frames, no face crops kept; "
+             "writing counts, tracks, labels, events and reports only")
+    return True
 
 
 def _open_window(config: Config, options: RunOptions, info: SourceInfo,

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import __version__
-from .config import LOCAL_CONFIG, Config, config_path, load_config, override
-from .errors import StreamerError
+from .config import ANONYMIZE_MODES, LOCAL_CONFIG, Config, config_path, load_config, override
+from .errors import ConfigError, StreamerError
 
 if TYPE_CHECKING:
     from .app import RunOptions
@@ -130,6 +130,16 @@ def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool) -> None
         "rest is in config.yaml's mqtt section; needs pip install 'streamer[mqtt]')",
     )
     add("--no-window", action="store_true", help="never open a preview window")
+    add(
+        "--anonymize", choices=ANONYMIZE_MODES, metavar="{" + ",".join(ANONYMIZE_MODES) + "}",
+        help="hide every face in the video, images, window and stream (output.anonymize)",
+    )
+    add("--no-labels", action="store_true", help="draw no boxes or labels (a clean picture; output.labels)")
+    add(
+        "--privacy", choices=("full", "aggregate"),
+        help="aggregate: write no pictures at all, only counts, tracks, labels, events and reports "
+        "(output.privacy)",
+    )
     add("--no-progress", action="store_true", help="no progress bar for file sources")
 
 
@@ -320,6 +330,7 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
         from .mqtt import cli_overrides
 
         config = override(config, cli_overrides(args.mqtt))
+    config = _apply_privacy_arguments(config, args)
     source = args.source
     if source == DEMO_SOURCE:
         source = str(ModelStore.from_config(config.models).path("demo_carphone", "carphone_pristine.mp4"))
@@ -334,6 +345,25 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
         overwrite=args.overwrite,
     )
     return config, options
+
+
+def _apply_privacy_arguments(config: Config, args: argparse.Namespace) -> Config:
+    """The config with --anonymize, --no-labels and --privacy applied; ConfigError for flags that
+    contradict each other."""
+    changes: Dict[str, Any] = {}
+    if args.privacy == "aggregate":
+        for flag, given in (("--anonymize", args.anonymize), ("--no-labels", args.no_labels), ("--output", args.output)):
+            if given:
+                raise ConfigError(f"{flag} asks for pictures, but --privacy aggregate writes none; drop one of the two")
+        # An anonymize mode set in the config file is moot here: aggregate writes no pictures.
+        changes.update({"output.privacy": "aggregate", "output.anonymize": None})
+    elif args.privacy == "full":
+        changes["output.privacy"] = "full"
+    if args.anonymize:
+        changes["output.anonymize"] = args.anonymize
+    if args.no_labels:
+        changes["output.labels"] = False
+    return override(config, changes) if changes else config
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

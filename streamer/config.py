@@ -24,6 +24,8 @@ import yaml
 from .errors import ConfigError
 
 MODELS_DIR_ENV = "STREAMER_MODELS_DIR"
+# How output.anonymize hides a face (streamer/anonymize.py); the schema below spells them out too.
+ANONYMIZE_MODES = ("blur", "pixelate", "solid")
 # A config is a few hundred values. YAML aliases can make a few lines expand to billions (an
 # "alias bomb"), which would take minutes and gigabytes to check: refuse anything above this.
 MAX_CONFIG_VALUES = 10_000
@@ -699,6 +701,43 @@ class OutputConfig(_Section):
         le=86400,
         description="Live recordings are written as finished files of this many seconds (rec_00001.mp4, ...), "
         "so a power cut loses at most the last one; 0: one file, finished only when the run ends.",
+    )
+    anonymize: Optional[Literal["blur", "pixelate", "solid"]] = setting(
+        default=None,
+        description="Hide every face in every picture output (video, images, preview window, served "
+        "stream): blur, pixelate or solid. The mask follows the tracker's boxes on every frame, covers "
+        "unconfirmed newcomers, and stays anonymize_hold_frames frames after a face's box goes. null: "
+        "faces shown. --anonymize MODE sets it.",
+    )
+    anonymize_shape: Literal["ellipse", "box"] = setting(
+        default="ellipse", description="Shape of the face mask: an ellipse (a head) or the grown box."
+    )
+    anonymize_scale: float = setting(
+        default=1.6,
+        ge=1.0,
+        le=4.0,
+        description="Mask width and height over the face box's (centre moved up a tenth of the box "
+        "for the hair). Detector boxes run from forehead to chin: 1.6 covers hair, ears and chin on "
+        "the shared photos (1.3 leaves ears and hairlines), and every every-frame YuNet box on the "
+        "shared clips (README, Privacy).",
+    )
+    anonymize_hold_frames: int = setting(
+        default=12,
+        ge=0,
+        le=1000,
+        description="Frames a face's last box stays masked after it stops coming (a detector blink, a "
+        "track hidden or dropped); a box of this frame that covers it ends it earlier.",
+    )
+    labels: bool = setting(
+        default=True,
+        description="Draw face boxes and labels on pictures; false (--no-labels): a clean picture "
+        "(with anonymize, only the masks).",
+    )
+    privacy: Literal["full", "aggregate"] = setting(
+        default="full",
+        description="aggregate (--privacy aggregate): no pictures at all (no video, images, window or "
+        "stream frames) and no face crops kept past classification; only counts, tracks, labels, events "
+        "and the report. full: pictures as configured.",
     )
 
 

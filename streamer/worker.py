@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .align import yaw_ratio
+from .anonymize import Anonymizer
 from .appearance import appearance_of
 from .boxes import box_iou, box_tuple, clipped
 from .draw import LabelStyle, draw_faces, draw_hud
@@ -81,8 +82,14 @@ class Worker:
         flow: Optional[BoxFlow] = None,
         region_grow: float = 0.75,
         label_style: LabelStyle = LabelStyle(),
+        anonymizer: Optional[Anonymizer] = None,
+        labels: bool = True,
+        pictures: bool = True,
     ) -> None:
         self.analyzer = analyzer
+        # anonymizer: faces hidden in the picture before the overlay (and so before any sink);
+        # labels: boxes and labels drawn; pictures: False (--privacy aggregate) draws nothing.
+        self.anonymizer, self.labels, self.pictures = anonymizer, labels, pictures
         self.label_style = label_style
         self.gate = gate
         self.tracker = tracker
@@ -100,8 +107,9 @@ class Worker:
         self._last_analysed_index: Optional[int] = None
         self._last_model_ms = 0.0  # shown on the HUD until the models run again
 
-    def process(self, frame: Frame, dropped: int = 0) -> Tuple[FrameResult, np.ndarray]:
-        """The result for ``frame`` and its annotated copy ((H, W, 3) uint8 BGR)."""
+    def process(self, frame: Frame, dropped: int = 0) -> Tuple[FrameResult, Optional[np.ndarray]]:
+        """The result for ``frame`` and its annotated copy ((H, W, 3) uint8 BGR; None when the
+        run keeps no pictures)."""
         stats = self.stats
         stats.mark_in(frame.index, frame.t_s)
         timings: Dict[str, float] = {}
@@ -136,17 +144,35 @@ class Worker:
         since = 0 if analysed else frame.index - (self._last_analysed_index or 0)
         if "detect" in timings:
             self._last_model_ms = timings["detect"] + timings.get("classify", 0.0)
-        t0 = time.perf_counter()
-        annotated = draw_faces(frame.bgr, faces, stale=stale, style=self.label_style)
-        if self.hud:
-            draw_hud(annotated, self.hud_lines(dropped))
-        timings["draw"] = (time.perf_counter() - t0) * 1000.0
+        annotated = self._picture(frame, faces, stale, dropped, timings) if self.pictures else None
         for stage, ms in timings.items():
             stats.add_ms(stage, ms)
         result = FrameResult(
             frame=frame, faces=faces, stale=stale, frames_since_analysis=since, gate=decision, timings_ms=timings
         )
         return result, annotated
+
+    def _picture(self, frame: Frame, faces: Tuple[Face, ...], stale: bool, dropped: int,
+                 timings: Dict[str, float]) -> np.ndarray:
+        """The annotated copy of the frame: faces hidden first when anonymizing, then the overlay."""
+        picture = frame.bgr
+        if self.anonymizer is not None:
+            t0 = time.perf_counter()
+            if self.tracker is not None:
+                # Every box the tracker holds, unconfirmed newcomers included (hidden before they
+                # are shown); boxes that went are held by the anonymizer for a few frames.
+                live = [track.xyxy for track in self.tracker.tracks if track.shown or not track.confirmed]
+            else:
+                live = [face.xyxy for face in faces]
+            boxes = self.anonymizer.update(frame.index, np.array(live, np.float32).reshape(-1, 4))
+            picture = self.anonymizer.apply(picture, boxes)
+            timings["anonymize"] = (time.perf_counter() - t0) * 1000.0
+        t0 = time.perf_counter()
+        annotated = draw_faces(picture, faces if self.labels else (), stale=stale, style=self.label_style)
+        if self.hud:
+            draw_hud(annotated, self.hud_lines(dropped))
+        timings["draw"] = (time.perf_counter() - t0) * 1000.0
+        return annotated
 
     def _tracked(
         self, frame: Frame, gate_open: bool, cut: bool, timings: Dict[str, float]
