@@ -28,9 +28,9 @@ AnonymizeMode = Literal["blur", "pixelate", "solid"]
 MaskShape = Literal["ellipse", "box"]
 
 # Detector boxes run from mid-forehead to chin (CenterFace, YuNet): the hair and the crown are
-# above the box, the chin at its bottom edge. The mask's centre is moved up by this share of the
-# box height, so the extra height goes mostly to the hair (see README, Privacy, for the scale).
-_HAIR_SHIFT = 0.1
+# above the box, the chin at its bottom edge. This share of the mask's extra height goes above the
+# box (hair), the rest below (chin, neck): at scale 1.6, 0.4 of the box height above, 0.2 below.
+_ABOVE_SHARE = 2.0 / 3.0
 # Blur: the face is resampled to about this many cells across its (ungrown) box width, then
 # smoothed back up: features (eyes, mouth, nose) are a cell or two wide, so none survives.
 _BLUR_CELLS = 6
@@ -39,6 +39,13 @@ _BLUR_CELLS = 6
 _PIXEL_CELLS = 5
 # Solid: a flat dark grey (BGR), distinct from black letterboxing and from the label colours.
 SOLID_BGR = (48, 48, 48)
+# Face boxes are about this much taller than wide (CenterFace 1.2-1.3, YuNet 1.2-1.4 on the
+# shared photos). A box cut by the frame's edge is shorter (or narrower): it is completed beyond
+# the edge to this shape before its mask is drawn, or the ellipse would centre on the visible part
+# and leave the chin (or a cheek) at the edge uncovered.
+_FACE_ASPECT_HW = 1.25
+# A box within this many pixels of the frame's edge was cut by it.
+_EDGE_PX = 1.0
 # A box held from an earlier frame is dropped once this share of its mask lies inside the mask
 # of a box of this frame: it is the same face, masked where it is now.
 _COVERED_SHARE = 0.9
@@ -68,12 +75,34 @@ class MaskSpec:
 
 def mask_rects(xyxy: np.ndarray, scale: float) -> np.ndarray:
     """``(N, 4)`` float64 xyxy of the masks of ``(N, 4)`` face boxes: each box's width and height
-    times ``scale``, its centre moved up by _HAIR_SHIFT of its height (unclipped)."""
+    times ``scale``, the extra height mostly above (_ABOVE_SHARE); unclipped."""
     boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2 - _HAIR_SHIFT * h
-    half_w, half_h = scale * w / 2, scale * h / 2
-    return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+    extra_w, extra_h = (scale - 1.0) * w, (scale - 1.0) * h
+    return np.stack([boxes[:, 0] - extra_w / 2, boxes[:, 1] - _ABOVE_SHARE * extra_h,
+                     boxes[:, 2] + extra_w / 2, boxes[:, 3] + (1.0 - _ABOVE_SHARE) * extra_h], axis=1)
+
+
+def complete_at_edges(xyxy: np.ndarray, shape_hw: Tuple[int, int]) -> np.ndarray:
+    """``(N, 4)`` float64 face boxes with the ones cut by the frame's edge extended beyond it to a
+    face's shape (_FACE_ASPECT_HW): a face at the top edge is a chin under a box that was cut."""
+    boxes = np.array(xyxy, np.float64).reshape(-1, 4)
+    h, w = shape_hw
+    for box in boxes:
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        if bh < _FACE_ASPECT_HW * bw:
+            missing = _FACE_ASPECT_HW * bw - bh
+            if box[1] <= _EDGE_PX:
+                box[1] -= missing
+            elif box[3] >= h - _EDGE_PX:
+                box[3] += missing
+        elif bw < bh / _FACE_ASPECT_HW:
+            missing = bh / _FACE_ASPECT_HW - bw
+            if box[0] <= _EDGE_PX:
+                box[0] -= missing
+            elif box[2] >= w - _EDGE_PX:
+                box[2] += missing
+    return boxes
 
 
 def _pixel_bounds(rect: np.ndarray, shape_hw: Tuple[int, int]) -> Tuple[int, int, int, int]:
@@ -101,7 +130,7 @@ def _shape_mask(rect: np.ndarray, bounds: Tuple[int, int, int, int], shape: str)
 def face_mask(shape_hw: Tuple[int, int], xyxy: np.ndarray, spec: MaskSpec) -> np.ndarray:
     """``(H, W)`` bool: the pixels the masks of ``(N, 4)`` face boxes cover (for tests and benches)."""
     out = np.zeros(shape_hw, bool)
-    for rect in mask_rects(xyxy, spec.scale):
+    for rect in mask_rects(complete_at_edges(xyxy, shape_hw), spec.scale):
         bounds = _pixel_bounds(rect, shape_hw)
         if bounds[2] > bounds[0] and bounds[3] > bounds[1]:
             out[bounds[1]:bounds[3], bounds[0]:bounds[2]] |= _shape_mask(rect, bounds, spec.shape) > 0
@@ -165,7 +194,7 @@ class Anonymizer:
         """A copy of ``bgr`` ((H, W, 3) uint8 BGR) with every face of ``(N, 4)`` ``xyxy`` hidden."""
         out = bgr.copy()
         shape_hw = out.shape[:2]
-        boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
+        boxes = complete_at_edges(xyxy, shape_hw)
         for box, rect in zip(boxes, mask_rects(boxes, self.spec.scale)):
             bounds = _pixel_bounds(rect, shape_hw)
             x1, y1, x2, y2 = bounds

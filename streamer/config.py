@@ -716,10 +716,9 @@ class OutputConfig(_Section):
         default=1.6,
         ge=1.0,
         le=4.0,
-        description="Mask width and height over the face box's (centre moved up a tenth of the box "
-        "for the hair). Detector boxes run from forehead to chin: 1.6 covers hair, ears and chin on "
-        "the shared photos (1.3 leaves ears and hairlines), and every every-frame YuNet box on the "
-        "shared clips (README, Privacy).",
+        description="Mask width and height over the face box's (two thirds of the extra height above the "
+        "box, for the hair). Detector boxes run from forehead to chin: 1.6 covers hair, ears and chin "
+        "on the shared photos, where 1.3 leaves ears and hairlines (README, Privacy).",
     )
     anonymize_hold_frames: int = setting(
         default=12,

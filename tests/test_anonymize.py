@@ -1,0 +1,156 @@
+"""Anonymised outputs (issue 13, part 1): masks on synthetic frames, the hold of boxes that go, and
+the flags that contradict each other. The real clip and photo are in test_privacy_e2e.py."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from streamer.anonymize import Anonymizer, MaskSpec, face_mask, mask_rects
+from streamer.cli import main
+from streamer.config import Config, ConfigError, override
+
+FACE = np.array([[200.0, 120.0, 280.0, 220.0]], np.float32)  # an 80x100 face box
+
+
+def _texture(shape_hw=(360, 480), seed=0) -> np.ndarray:
+    """Fine detail everywhere (a face's eyes, hair, pores stand-in): uniform noise, BGR."""
+    return np.random.default_rng(seed).integers(0, 256, (*shape_hw, 3), dtype=np.uint8)
+
+
+def _detail(bgr: np.ndarray, xyxy) -> float:
+    x1, y1, x2, y2 = (int(round(v)) for v in xyxy)
+    return float(cv2.Laplacian(cv2.cvtColor(bgr[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+def _inscribed_ellipse(shape_hw, xyxy) -> np.ndarray:
+    mask = np.zeros(shape_hw, np.uint8)
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    cv2.ellipse(mask, (int((x1 + x2) / 2), int((y1 + y2) / 2)), (int((x2 - x1) / 2), int((y2 - y1) / 2)),
+                0, 0, 360, 1, cv2.FILLED)
+    return mask > 0
+
+
+@pytest.mark.parametrize("mode", ["blur", "pixelate", "solid"])
+@pytest.mark.parametrize("shape", ["ellipse", "box"])
+def test_mask_hides_the_face_and_leaves_the_rest(mode, shape):
+    frame = _texture()
+    spec = MaskSpec(mode, shape, 1.6, 0)
+    out = Anonymizer(spec).apply(frame, FACE)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert not np.shares_memory(out, frame)
+    mask = face_mask(frame.shape[:2], FACE, spec)
+    changed = (out != frame).any(axis=2)
+    assert not (changed & ~mask).any(), "pixels outside the mask changed"
+    face = _inscribed_ellipse(frame.shape[:2], FACE[0])
+    assert mask[face].all(), "the face itself is not inside the mask"
+    inner = FACE[0] + np.array([10, 10, -10, -10])  # the middle of the face
+    if mode == "pixelate":
+        # Blocks of a fifth of the face: a handful of flat colours where noise had thousands.
+        x1, y1, x2, y2 = (int(v) for v in inner)
+        colours = np.unique(out[y1:y2, x1:x2].reshape(-1, 3), axis=0)
+        assert len(colours) <= 64, len(colours)
+    else:
+        assert _detail(out, inner) < 0.02 * _detail(frame, inner)
+
+
+def test_box_masks_cover_the_whole_face_box_and_ellipses_its_face():
+    shape_hw = (360, 480)
+    box_spec, ellipse_spec = MaskSpec("solid", "box", 1.0, 0), MaskSpec("solid", "ellipse", 1.6, 0)
+    x1, y1, x2, y2 = (int(v) for v in FACE[0])
+    assert face_mask(shape_hw, FACE, box_spec)[y1:y2, x1:x2].all()
+    # An ellipse 1.6x the box holds nearly all of it: its extra height goes mostly above (hair),
+    # so the bottom corners (beside the chin, background) poke out a little.
+    ellipse = face_mask(shape_hw, FACE, ellipse_spec)
+    assert ellipse[y1:y2, x1:x2].mean() > 0.99
+    rect = mask_rects(FACE, 1.6)[0]
+    assert rect[1] < FACE[0, 1] - 0.3 * 100 and rect[3] > FACE[0, 3] + 0.1 * 100, "more room above (hair) than below"
+
+
+@pytest.mark.parametrize("box", [[-50.0, -40.0, 30.0, 60.0], [450.0, 300.0, 560.0, 420.0], [600.0, 500.0, 700.0, 600.0],
+                                 [10.0, 10.0, 10.0, 10.0]])
+def test_faces_at_and_beyond_the_edges(box):
+    frame = _texture()
+    out = Anonymizer(MaskSpec("blur", "ellipse", 1.6, 0)).apply(frame, np.array([box], np.float32))
+    assert out.shape == frame.shape
+
+
+def test_a_box_that_goes_is_held_for_hold_frames():
+    anonymizer = Anonymizer(MaskSpec("blur", "ellipse", 1.6, hold_frames=3))
+    none = np.zeros((0, 4), np.float32)
+    assert anonymizer.update(0, FACE).tolist() == FACE.tolist()
+    for index in (1, 2, 3):  # the detector blinked, the track is hidden or dropped
+        assert anonymizer.update(index, none).tolist() == FACE.tolist(), index
+    assert anonymizer.update(4, none).shape == (0, 4)
+    assert anonymizer.last_boxes.dtype == np.float32
+
+
+def test_a_held_box_ends_when_a_current_box_covers_it_not_when_the_face_moved_away():
+    anonymizer = Anonymizer(MaskSpec("blur", "ellipse", 1.6, hold_frames=10))
+    anonymizer.update(0, FACE)
+    nudged = FACE + np.array([2, 1, 2, 1], np.float32)  # the same face a frame later
+    assert len(anonymizer.update(1, nudged)) == 1
+    jumped = FACE + np.array([60, 0, 60, 0], np.float32)  # a box that jumped: keep the old place too
+    boxes = anonymizer.update(2, jumped)
+    assert len(boxes) == 2 and any(np.allclose(b, nudged[0]) for b in boxes)
+
+
+def test_hold_frames_zero_masks_only_the_current_boxes():
+    anonymizer = Anonymizer(MaskSpec("solid", "box", 1.6, hold_frames=0))
+    anonymizer.update(0, FACE)
+    assert anonymizer.update(1, np.zeros((0, 4), np.float32)).shape == (0, 4)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"mode": "smudge"}, "mode"), ({"shape": "circle"}, "shape"), ({"scale": 0.9}, "scale"),
+    ({"hold_frames": -1}, "hold_frames"),
+])
+def test_mask_spec_rejects_bad_values(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        MaskSpec(**kwargs)
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"output.anonymize": "smudge"}, "output.anonymize"),
+    ({"output.anonymize_scale": 0.5}, "output.anonymize_scale"),
+    ({"output.anonymize_shape": "circle"}, "output.anonymize_shape"),
+    ({"output.privacy": "none"}, "output.privacy"),
+])
+def test_config_rejects_bad_privacy_values(changes, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        override(Config(), changes)
+
+
+@pytest.mark.parametrize("flags, word", [
+    (["--privacy", "aggregate", "--output", "x.mp4"], "--output"),
+    (["--privacy", "aggregate", "--anonymize", "blur"], "--anonymize"),
+    (["--privacy", "aggregate", "--no-labels"], "--no-labels"),
+])
+def test_conflicting_privacy_flags_are_refused_before_the_run(flags, word, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    code = main(["--source", "missing.mp4", "--no-window", *flags])
+    assert code == 2
+    assert any(word in record.getMessage() and "aggregate" in record.getMessage() for record in caplog.records)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_aggregate_in_the_config_refuses_an_output(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text("output:\n  privacy: aggregate\n  anonymize: blur\n")
+    assert main(["--config", str(config), "--source", "missing.mp4", "--no-window"]) == 2
+    assert any("output.anonymize" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("box, edge", [
+    ([200.0, 0.0, 280.0, 40.0], "top"), ([200.0, 320.0, 280.0, 360.0], "bottom"),
+    ([0.0, 100.0, 30.0, 200.0], "left"), ([450.0, 100.0, 480.0, 200.0], "right"),
+])
+def test_a_face_cut_by_the_edge_is_masked_as_a_whole_face(box, edge):
+    """A box cut by the frame's edge holds the visible part of a face: all of it is covered (the
+    ellipse of the cut box alone would leave the corners at the edge, the chin or a cheek)."""
+    spec = MaskSpec("solid", "ellipse", 1.6, 0)
+    x1, y1, x2, y2 = (int(v) for v in box)
+    covered = face_mask((360, 480), np.array([box], np.float32), spec)[y1:y2, x1:x2]
+    assert covered.all(), f"{edge}: {int((~covered).sum())} face pixels uncovered"
