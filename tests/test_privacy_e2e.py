@@ -4,7 +4,6 @@ every frame of the input, and aggregate-only runs that write no picture anywhere
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import List
 from unittest import mock
