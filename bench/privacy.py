@@ -1,8 +1,8 @@
 """Privacy benchmark: faces that slip through the anonymiser, and what anonymising costs.
 
     python3 bench/privacy.py [--clips carphone tears whitehouse caminandes] [--anonymize blur]
-        [--scale 1.6] [--hold-frames 12] [--repeats 2] [--frames-dir out/privacy_frames]
-        [--json out/privacy.json]
+        [--shape ellipse] [--scale 1.6] [--hold-frames 12] [--repeats 2] [--cost-only]
+        [--set KEY=VALUE ...] [--frames-dir out/privacy_frames] [--json out/privacy.json]
 
 For each clip, the app's own run (``app.run``, tracked default config, no window, ``--no-labels``)
 is made with ``output.anonymize`` on; a recording worker keeps, per frame, the boxes the
@@ -16,7 +16,9 @@ resolution on every frame of the INPUT (bench/tracking.py's reference): faces th
 - detail: variance of the Laplacian of the output over that of the input, inside the box.
 
 Cost: the same run with and without ``output.anonymize`` (and an output video, as a user's run
-would), alternated ``--repeats`` times in this one process; fps with / fps without, best of each.
+would), alternated ``--repeats`` times in this one process; fps with / fps without, best of each,
+and the anonymiser's share of the anonymised run's time (its p50 ms x frames / elapsed), which
+another process's load moves far less than it moves two runs' fps.
 """
 
 from __future__ import annotations
@@ -167,41 +169,51 @@ def summarise_rows(rows: List[dict], frames: int) -> dict:
 
 
 def measure_clip(name: str, clip: Path, base: Config, spec: MaskSpec, repeats: int, workdir: Path,
-                 frames_dir: Optional[Path]) -> dict:
-    truth, _ = reference_truth(clip, base)
+                 frames_dir: Optional[Path], leaks: bool = True) -> dict:
     config = override(base, {"output.anonymize": spec.mode, "output.anonymize_shape": spec.shape,
                              "output.anonymize_scale": spec.scale, "output.anonymize_hold_frames": spec.hold_frames,
                              "output.labels": False, "output.hud": False, "output.window": False})
     plain = override(base, {"output.labels": False, "output.hud": False, "output.window": False})
     analyzer = build_analyzer(config, None)
-    recorder = _Recorder(truth, spec, frames_dir, name)
-    summary = run_once(clip, config, workdir, analyzer, f"{name}_rec", recording_worker(recorder))
-    row = {"clip": name, **summarise_rows(recorder.rows, summary["frames_out"])}
-    fps_with, fps_without, anon_ms = [], [], []
+    row: dict = {"clip": name}
+    if leaks:
+        truth, _ = reference_truth(clip, base)
+        recorder = _Recorder(truth, spec, frames_dir, name)
+        summary = run_once(clip, config, workdir, analyzer, f"{name}_rec", recording_worker(recorder))
+        row.update(summarise_rows(recorder.rows, summary["frames_out"]))
+    fps_with, fps_without, anon_ms, shares = [], [], [], []
     for _ in range(repeats):
         without = run_once(clip, plain, workdir, analyzer, f"{name}_plain")
         with_ = run_once(clip, config, workdir, analyzer, f"{name}_anon")
         fps_without.append(without["fps"])
         fps_with.append(with_["fps"])
         anon_ms.append(with_["stages"].get("anonymize", {}).get("p50_ms", 0.0))
+        # The anonymiser's share of the run's time, from the run's own stage times: unlike two
+        # runs' fps, not moved by what else the machine does between them.
+        stage = with_["stages"].get("anonymize", {"p50_ms": 0.0, "n": 0})
+        shares.append(stage["p50_ms"] * stage["n"] / (with_["elapsed_s"] * 1000.0) if with_["elapsed_s"] else 0.0)
     row.update({"fps_without": max(fps_without, default=None), "fps_with": max(fps_with, default=None),
                 "cost_ratio": round(max(fps_with) / max(fps_without), 3) if repeats and max(fps_without) else None,
-                "anonymize_p50_ms": round(float(np.median(anon_ms)), 2) if anon_ms else
-                summary["stages"].get("anonymize", {}).get("p50_ms")})
+                "anonymize_p50_ms": round(float(np.median(anon_ms)), 2) if anon_ms else None,
+                "anonymize_share": round(float(np.median(shares)), 4) if shares else None})
     return row
 
 
 def table(rows: Sequence[dict]) -> str:
     lines = ["| clip | frames with faces | reference faces (>= 40 px) | leaked frames (faces >= 40 px) | "
              f"leaked frames, faces seen >= {PERSISTENT_FRAMES} frames | leaked frames, whole box | least masked share (>= 40 px) | detail left p50 / max | "
-             "fps without / with | with / without | anonymize p50 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "fps without / with | with / without | anonymize p50 ms | share of run time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        r = {key: "-" for key in ("frames_with_faces", "frames", "reference_faces", "faces_40px", "leak_frames",
+                                  "leak_frames_40px", "leak_frames_persistent", "leak_frames_box", "min_share",
+                                  "min_share_40px", "detail_p50", "detail_max")} | r
         lines.append(
             f"| {r['clip']} | {r['frames_with_faces']} / {r['frames']} | {r['reference_faces']} ({r['faces_40px']}) | "
             f"{r['leak_frames']} ({r['leak_frames_40px']}) | {r['leak_frames_persistent']} | {r['leak_frames_box']} | "
             f"{r['min_share']} ({r['min_share_40px']}) | {r['detail_p50']} / {r['detail_max']} | "
-            f"{r['fps_without']} / {r['fps_with']} | {r['cost_ratio']} | {r['anonymize_p50_ms']} |")
+            f"{r['fps_without']} / {r['fps_with']} | {r['cost_ratio']} | {r['anonymize_p50_ms']} | "
+            f"{r['anonymize_share']} |")
     return "\n".join(lines)
 
 
@@ -215,6 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--scale", type=float, default=defaults.anonymize_scale)
     parser.add_argument("--hold-frames", type=int, default=defaults.anonymize_hold_frames)
     parser.add_argument("--repeats", type=int, default=2, help="alternated runs with and without, for the cost")
+    parser.add_argument("--cost-only", action="store_true", help="skip the leak measurement (no reference)")
     parser.add_argument("--frames-dir", type=Path, help="write each leaking frame here as PNG (reference box in red)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for the app's runs, e.g. detector.max_side_px=640 (YAML values)")
@@ -231,7 +244,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="privacy-bench-") as tmp:
         for name in args.clips:
             clip = args.media / REAL_CLIPS[name] if name in REAL_CLIPS else clip_path(name, args.media)
-            rows.append(measure_clip(name, clip, base, spec, args.repeats, Path(tmp), args.frames_dir))
+            rows.append(measure_clip(name, clip, base, spec, args.repeats, Path(tmp), args.frames_dir,
+                                     not args.cost_only))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(f"\n{spec.mode}, {spec.shape}, scale {spec.scale}, hold {spec.hold_frames} frames; reference YuNet full "
           "resolution every frame; default tracked config, no labels, no HUD\n")
