@@ -45,6 +45,10 @@ MAX_FILE_READ_FAILURES = 1000
 # a silent RTSP stall (server stopped, connection kept): such reads still return the frames the
 # H.264 decoder was holding, one per timeout, before the first failure; those frames are stale.
 STALLED_READ_SHARE = 0.9
+# What a file source may hold read ahead of the worker, at most capture.queue_size frames: four
+# 640x480 frames (3.5 MB) fit, one 1080p frame (6.2 MB); one frame ahead already keeps decoding
+# and analysis overlapped, more only absorbs jitter, and big frames make it cost (issue 15).
+READ_AHEAD_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -194,9 +198,6 @@ class CaptureSource(FrameSource):
         self._name = name
         self._cfg = cfg
         self._reopen = reopen
-        self._queue: "queue.Queue[object] | _LatestSlot" = (
-            _LatestSlot() if kind == "live" else queue.Queue(cfg.queue_size)
-        )
         self._stop_event = threading.Event()
         self._stop_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -213,7 +214,8 @@ class CaptureSource(FrameSource):
         self._last_t_s = time.monotonic()
         self._last_pos_s = 0.0
         try:
-            ok, image = capture.read()
+            # A camera or stream can take up to capture.read_timeout_s to give its first frame.
+            ok, image = interruptible(capture.read, release=lambda _: capture.release())
         except cv2.error as error:
             ok, image = False, None
             logger.debug("%s: first read raised %s", name, error)
@@ -221,6 +223,9 @@ class CaptureSource(FrameSource):
             capture.release()
             raise SourceError(f"{name}: opened, but expected a first frame and got none; {no_frame_hint}")
         self._pending: Optional[Tuple[np.ndarray, float]] = (image, time.monotonic())
+        self._queue: "queue.Queue[object] | _LatestSlot" = (
+            _LatestSlot() if kind == "live" else queue.Queue(read_ahead_frames(cfg.queue_size, image.nbytes))
+        )
         self.info = SourceInfo(kind, name, self._fps(), self._size_wh(image), self._frame_count())
 
     # -- info ------------------------------------------------------------------------------
@@ -449,6 +454,11 @@ class CaptureSource(FrameSource):
             f"{time.monotonic() - lost_at:.1f} s failed; check that the camera or server is up and "
             "reachable from this machine, or raise capture.reconnect_retries / capture.reconnect_backoff_max_s"
         )
+
+
+def read_ahead_frames(queue_size: int, frame_bytes: int) -> int:
+    """Frames a file source reads ahead: ``queue_size``, fewer when they would pass READ_AHEAD_BYTES, at least 1."""
+    return max(1, min(queue_size, READ_AHEAD_BYTES // max(1, frame_bytes)))
 
 
 def backoff_delays(cfg: CaptureConfig) -> List[float]:

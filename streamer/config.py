@@ -425,8 +425,18 @@ class CaptureConfig(_Section):
         default=4,
         ge=1,
         le=256,
-        description="Frames a file source reads ahead of the worker (the reader waits when full, nothing is "
-        "lost); live sources keep only the newest frame and count the ones the worker could not take.",
+        description="Frames a file source reads ahead of the worker, at most (fewer for big frames: what fits "
+        "in 8 MB, at least one; the reader waits when full, nothing is lost); live sources keep only the newest "
+        "frame and count the ones the worker could not take.",
+    )
+    photo_decode_side_px: int = setting(
+        default=2048,
+        ge=0,
+        le=65536,
+        description="Photos (JPEG, PNG) much bigger than this are decoded at 1/2, 1/4 or 1/8 of their size, "
+        "the smallest that keeps the long side at least this long: a 24 MP photo then takes 18 MB instead "
+        "of 72 MB per copy. Twice detector.photo_max_side_px (1024) keeps what the detector sees plus detail "
+        "for the classifier's crops; the annotated image has the decoded size. 0: always full size.",
     )
     open_timeout_s: float = setting(
         default=10.0,

