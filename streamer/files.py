@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import os
+import re
 from pathlib import Path
+from typing import Dict, Iterable, List, Set, Tuple
 
 from .errors import SinkError
 
+log = logging.getLogger(__name__)
+
 _part_numbers = itertools.count(1)
+# part_path's names: ".<stem>.part-<pid>-<n><suffix>".
+_PART_NAME = re.compile(r"^\.(?P<stem>.+)\.part-(?P<pid>[0-9]+)-[0-9]+(?P<suffix>\.[^.]*)?$")
 
 
 def part_path(final: Path) -> Path:
@@ -25,6 +32,60 @@ def part_path(final: Path) -> Path:
     and the same suffix (OpenCV chooses the container from it), hidden, unique to this process."""
     final = Path(final)
     return final.with_name(f".{final.stem}.part-{os.getpid()}-{next(_part_numbers)}{final.suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process, alive
+        return True
+    return True
+
+
+def remove_stale_parts(finals: Iterable[Path], recordings: Iterable[Path] = ()) -> List[Path]:
+    """Remove the temporary files (``part_path`` names) of ``finals`` left by runs that were killed
+    (SIGKILL, a power cut) before they could clean up: only names of exactly that form, next to
+    those outputs, whose process is gone. ``recordings``: live recordings whose numbered segments
+    (``rec_00001.mp4`` ...) count as outputs too. Logs once what it removed; returns it."""
+    wanted: Dict[Path, Set[Tuple[str, str]]] = {}
+    for final in finals:
+        final = Path(final)
+        wanted.setdefault(final.parent, set()).add((final.stem, final.suffix))
+        wanted[final.parent].add(("write-test", ""))  # outputs._check_writable's probe
+    segments: Dict[Path, List[Tuple[re.Pattern, str]]] = {}
+    for path in recordings:
+        path = Path(path)
+        pattern = re.compile(re.escape(path.stem) + r"_[0-9]{5,}$")  # recording.segment_path's names
+        segments.setdefault(path.parent, []).append((pattern, path.suffix))
+        wanted.setdefault(path.parent, set()).add(("write-test", ""))
+    removed: List[Path] = []
+    for folder, names in wanted.items():
+        try:
+            entries = [entry for entry in folder.iterdir() if entry.name.startswith(".")]
+        except OSError:
+            continue
+        for entry in entries:
+            match = _PART_NAME.match(entry.name)
+            if match is None:
+                continue
+            key = (match["stem"], match["suffix"] or "")
+            ours = key in names or any(
+                pattern.match(key[0]) and key[1] == suffix for pattern, suffix in segments.get(folder, [])
+            )
+            pid = int(match["pid"])
+            if not ours or pid == os.getpid() or _alive(pid) or not entry.is_file():
+                continue
+            try:
+                entry.unlink()
+            except OSError:
+                continue
+            removed.append(entry)
+    if removed:
+        log.warning("removed %d unfinished temporary file(s) left by a run that was killed: %s%s",
+                    len(removed), ", ".join(str(path) for path in removed[:3]), " ..." if len(removed) > 3 else "")
+    return removed
 
 
 def is_special(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 The default output of each kind of source, and ``check_outputs``: an output that would destroy the
 source or another output, replace a file without ``--overwrite``, have the wrong type, or sit where
-nothing can be written is refused before any work, with a one-line SinkError.
+nothing can be written is refused before any work, with a one-line SinkError; temporary files that
+killed runs left beside the outputs are removed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import SinkError
-from .files import is_special, make_parent, os_reason, part_path
+from .files import is_special, make_parent, os_reason, part_path, remove_stale_parts
 from .recording import existing_segments, segment_path
 from .sinks import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, image_output_path
 
@@ -117,3 +118,5 @@ def check_outputs(kind: str, source: str, image_paths: Sequence[Path], output: O
         if old:
             raise SinkError(f"output video {output}: segments of an earlier recording exist ({old[0].name} ...); "
                             "pass --overwrite to replace them, or choose another path")
+    remove_stale_parts([path for path, _ in files if not is_special(path)],
+                       [output] if segmented and output is not None else [])

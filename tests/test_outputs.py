@@ -345,3 +345,57 @@ def test_sigkill_mid_recording_loses_at_most_the_segment_being_written(models_en
         assert probed in (None, 30), (segment, probed)
     # What was lost: at most the one segment that was being written, under its temporary name.
     assert len(leftovers(rec.parent)) <= 1
+
+
+def test_temporary_files_of_a_killed_run_are_removed_by_the_next_run(models_env, tmp_path):
+    import signal
+    import time
+
+    out, events = tmp_path / "out" / "o.mp4", tmp_path / "out" / "o.jsonl"
+    args = ["--source", str(BIG_CLIP), "--output", str(out), "--events", str(events), "--mode", "all"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--no-window", "--no-progress", *args],
+                            env=models_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.parent.glob(".o.part-*.mp4")) if out.parent.is_dir() else True:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no temporary video within 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stale = sorted(leftovers(out.parent))
+    assert f".o.part-{proc.pid}-" in " ".join(stale) and not out.exists()
+    # Not ours to remove: a living process's part file, another output's, a name of another form.
+    keep = [f".o.part-{os.getpid()}-7.mp4", f".other.part-{proc.pid}-1.mp4", ".o.part-x.mp4"]
+    for name in keep:
+        (out.parent / name).write_bytes(b"x")
+
+    # The events file is written in place: it is there, hence --overwrite. A short clip this time.
+    result = run_cli(["--source", str(CLIP)] + args[2:] + ["--overwrite"], models_env)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "unfinished temporary file" in line]
+    assert len(said) == 1 and f"removed {len(stale)} unfinished temporary file(s)" in said[0], result.stderr
+    assert sorted(leftovers(out.parent)) == sorted(keep)
+    assert frames_in(out) == 120
+
+
+def test_stale_segment_parts_of_a_recording_are_removed(tmp_path):
+    from streamer.files import remove_stale_parts
+
+    dead = subprocess.Popen(["true"])  # a pid that was alive and is gone
+    dead.wait()
+    names = {
+        f".cam_00003.part-{dead.pid}-5.mp4": False,  # a segment of this recording: removed
+        f".cam_00003.part-{os.getpid()}-5.mp4": True,  # a living process's
+        f".cam_00003.part-{dead.pid}-5.avi": True,  # another suffix
+        f".cam_x.part-{dead.pid}-5.mp4": True,  # not a segment name
+        f".write-test.part-{dead.pid}-2": False,  # the writability probe
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    removed = remove_stale_parts([], [tmp_path / "cam.mp4"])
+    assert sorted(path.name for path in removed) == sorted(name for name, kept in names.items() if not kept)
+    assert sorted(leftovers(tmp_path)) == sorted(name for name, kept in names.items() if kept)
