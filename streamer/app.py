@@ -71,16 +71,17 @@ class _StopSignals:
         self.requested = False
         self.waiting = False
         self.finishing = False
+        self._raised = False  # the loop is being left: a further signal must not cut the way out
 
     def _handler(self, signum, _frame) -> None:
-        if self.finishing:
+        if self.finishing or self._raised:
             if not self.requested:
                 log.warning("already finishing the outputs; stopping when they are written")
             self.requested = True
             return
         # A second signal stops at once: the way out of a stage that hangs.
         if self.waiting or self.requested:
-            self.requested = True
+            self.requested = self._raised = True
             raise KeyboardInterrupt(f"signal {signum}")
         self.requested = True
 
@@ -99,6 +100,7 @@ class _StopSignals:
     def next_frame(self, frames: Iterator):
         """The next frame, or None at the end of the source; KeyboardInterrupt on a stop request."""
         if self.requested:
+            self._raised = True
             raise KeyboardInterrupt("stop requested")
         self.waiting = True
         try:

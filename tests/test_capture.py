@@ -315,3 +315,33 @@ def test_reconnect_gives_up_after_the_configured_retries() -> None:
 def test_backoff_doubles_up_to_the_cap(first: float, most: float, retries: int, expected: List[float]) -> None:
     cfg = CaptureConfig(reconnect_backoff_s=first, reconnect_backoff_max_s=most, reconnect_retries=retries)
     assert backoff_delays(cfg) == expected
+
+
+class SilentCamera(FakeCapture):
+    """Opened, but its first read blocks until ``answer`` is set (a camera that sends nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = threading.Event()
+
+    def read(self) -> Tuple[bool, Optional[np.ndarray]]:
+        self.answer.wait(60)
+        return super().read()
+
+
+def test_ctrl_c_during_the_first_read_stops_at_once_and_the_capture_is_released() -> None:
+    import os
+    import signal
+
+    camera = SilentCamera()
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        CaptureSource(camera, kind="live", name="silent", cfg=CaptureConfig())
+    assert camera.release_calls == 0  # the read is still blocked: nobody may release under it
+    camera.answer.set()  # the read returns at last; what it opened is released then
+    for _ in range(100):
+        if camera.release_calls:
+            break
+        time.sleep(0.02)
+    assert camera.release_calls == 1
