@@ -347,15 +347,25 @@ class CaptureSource(FrameSource):
         return False, None
 
     def _emit(self, image: np.ndarray, t_s: float) -> bool:
+        pos_s = None
+        if self._kind == "file":
+            # A file frame's position is its timestamp in the file (FFmpeg's pts), so frames after
+            # a damaged stretch carry their true time, past the frames that were lost.
+            read = self.stats.frames_read
+            pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
+            pos_s = pos_ms / 1000.0 if (pos_ms > 0 or read == 0) else read / self.info.fps
+            if self._damaged_after and read > 0 and pos_s <= self._last_pos_s:
+                # Past damage the decoder can hand back a frame from before the last one (its
+                # references were lost): emitted, it would send event times backwards. Left out,
+                # it counts as undecodable.
+                logger.debug("%s: dropped a frame at %.3f s decoded out of order after damaged data",
+                             self._name, pos_s)
+                return True
+            self._last_pos_s = pos_s
         self._last_t_s = t_s
         with self._stats_lock:
             index = self._frames_read
             self._frames_read += 1
-        pos_s = None
-        if self._kind == "file":
-            pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
-            pos_s = pos_ms / 1000.0 if (pos_ms > 0 or index == 0) else index / self.info.fps
-            self._last_pos_s = pos_s
         frame = Frame(bgr=as_bgr(image), index=index, t_s=t_s, source=self._name, pos_s=pos_s)
         return self._put(frame)
 

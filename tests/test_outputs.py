@@ -237,17 +237,19 @@ def _damaged_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _decodable(path: Path) -> int:
-    """Frames a plain OpenCV loop gets when it keeps calling read() after a failure (bounded)."""
+def _decodable(path: Path):
+    """Positions (s) of the frames a plain OpenCV loop gets when it keeps calling read() after a
+    failure (bounded), in the order they come."""
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    good = failed_in_a_row = 0
+    positions, failed_in_a_row = [], 0
     while failed_in_a_row < 1000:
         if cap.read()[0]:
-            good, failed_in_a_row = good + 1, 0
+            positions.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+            failed_in_a_row = 0
         else:
             failed_in_a_row += 1
     cap.release()
-    return good
+    return positions
 
 
 def _ffprobe_frames(path: Path):
@@ -263,20 +265,29 @@ def _ffprobe_frames(path: Path):
 def test_a_damaged_middle_skips_the_bad_packets_and_reads_the_rest(clip, models_env, tmp_path):
     damaged = _damaged_copy(SHARED_MEDIA / clip, tmp_path / clip)
     cap = cv2.VideoCapture(str(damaged))
-    announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    announced, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
     cap.release()
-    decodable = _decodable(damaged)
-    assert 0 < decodable < announced
+    positions = _decodable(damaged)
+    assert 0 < len(positions) < announced
     probed = _ffprobe_frames(damaged)
     if probed is not None:
-        assert probed == decodable, "OpenCV and FFmpeg agree on what decodes"
-    out, summary = tmp_path / "o.mp4", tmp_path / "s.json"
-    result = run_cli(["--source", str(damaged), "--output", str(out), "--summary", str(summary), "--mode", "all"],
-                     models_env)
+        assert probed == len(positions), "OpenCV and FFmpeg agree on what decodes"
+    # Past the damage the decoder may hand back a frame from before the last one (tears: one at
+    # 5.04 s after 6.33 s); the run leaves such frames out, so event times never go backwards.
+    in_order = [t for i, t in enumerate(positions) if i == 0 or t > max(positions[:i])]
+    decodable = len(in_order)
+    out, summary, events = tmp_path / "o.mp4", tmp_path / "s.json", tmp_path / "e.jsonl"
+    result = run_cli(["--source", str(damaged), "--output", str(out), "--summary", str(summary), "--mode", "all",
+                      "--events", str(events)], models_env)
     assert result.returncode == 0, result.stderr
     report = json.loads(summary.read_text())
     assert report["frames_read"] == report["frames_recorded"] == decodable
     assert report["undecodable"] == announced - decodable
+    # Frames after the damaged stretch carry their true position: the lost frames' time is skipped.
+    times = [json.loads(line)["t_s"] for line in events.read_text().splitlines() if '"faces"' in line]
+    assert times == pytest.approx(in_order, abs=1e-3)
+    assert all(later > earlier for earlier, later in zip(times, times[1:]))
+    assert times[-1] == pytest.approx((announced - 1) / fps, abs=1e-3)  # the last frame is intact: at its time
     warning = [line for line in result.stderr.splitlines() if "could not be decoded" in line]
     assert len(warning) == 1 and f"{announced - decodable} frames could not be decoded" in warning[0], result.stderr
     assert "truncated" not in result.stderr
