@@ -258,3 +258,17 @@ def test_soak_script_samples_a_live_rtsp_run(tmp_path, models_env):
     figures = json.loads(out.read_text())
     assert len(figures["samples"]) >= 10 and figures["peak_mb"] > 50 and figures["frames_read"] > 100
     assert figures["slope_mb_per_h"] is not None and "MB/h" in result.stdout
+
+
+@pytest.mark.integration
+def test_memory_script_reports_peak_rss_of_a_big_photo(tmp_path, models_env):
+    out = tmp_path / "memory.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "memory.py"), "--cases", "photo24", "--json", str(out)],
+        cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert row["case"] == "photo24" and row["size_wh"] == [6000, 4000] and row["frames"] == 1
+    assert row["faces"] == 2 and row["output_wh"] == [3000, 2000]  # decoded at half size, both faces found
+    assert 50 < row["peak_rss_mb"] < 2000 and "| photo24 | 6000x4000 | photo |" in result.stdout
