@@ -116,8 +116,8 @@ class ImageSource(FrameSource):
         self.info = SourceInfo(kind, name, DEFAULT_FPS, (int(width), int(height)), len(self._paths))
 
     def _load(self, path: Path) -> np.ndarray:
-        size_wh = image_size_wh(path) if self._decode_side_px else None
-        factor = decode_reduction(size_wh, self._decode_side_px) if size_wh else 1
+        size_wh = (image_size_wh(path) if self._decode_side_px else None) or (0, 0)
+        factor = decode_reduction(size_wh, self._decode_side_px)
         # IMREAD_COLOR (and its reduced forms) turns grey, palette and RGBA images into 3-channel BGR.
         image = cv2.imread(str(path), _REDUCED_READ_FLAGS[factor])
         if image is not None and factor > 1 and not self._said_reduced:
