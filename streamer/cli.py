@@ -54,7 +54,8 @@ HELP_FLAGS = ("-h", "--help")
 
 _USAGE = """
   {prog} [run] --source SRC [--config PATH] [--output PATH] [--events PATH.jsonl] [--no-window]
-         [--mode all|gated|tracked] [--summary PATH.json] [--report DIR] [--overwrite] [-v]
+  {pad}[--mode all|gated|tracked] [--summary PATH.json] [--report DIR] [--overwrite]
+  {pad}[--mqtt HOST[:PORT]] [-v]
   {prog} models list|fetch|verify [MODEL ...]
   {prog} doctor
   {prog} COMMAND --help"""
@@ -200,7 +201,7 @@ def build_parser(prog: Optional[str] = None, argv: Sequence[str] = ()) -> argpar
     prog = prog or _prog_name()
     parser = argparse.ArgumentParser(
         prog=prog,
-        usage=_USAGE.format(prog=prog),
+        usage=_USAGE.format(prog=prog, pad=" " * (len(prog) + 7)),
         description="Detect faces and estimate gender and age in photos, video files and live streams. "
         "Without a command, runs like `run`.",
         epilog=_EPILOG,
