@@ -306,9 +306,9 @@ class PeopleCounts:
             out[gender] = 0
         for group in self.groups + (UNKNOWN,):
             out[f"age/{topic_level(group)}"] = 0
-        for gender, group in labels:
-            gender_key = gender if gender in self.genders else UNKNOWN
-            group_key = f"age/{topic_level(group) if group in self.groups else UNKNOWN}"
+        for shown_gender, shown_group in labels:
+            gender_key = shown_gender if shown_gender in self.genders else UNKNOWN
+            group_key = f"age/{topic_level(shown_group) if shown_group in self.groups else UNKNOWN}"
             out[gender_key] += 1
             out[group_key] += 1
         return out
@@ -359,8 +359,8 @@ class MqttSink(Sink):
         self.counts = PeopleCounts(age_groups)
         self.topics: Optional[Topics] = None
         self._password = read_password(config)
-        self._run = None
-        self._client = None
+        self._run: Any = None  # the RunView, from start()
+        self._client: Any = None  # paho's Client, from start()
         self._queue: Deque[_Message] = collections.deque(maxlen=config.queue_size)
         self._state: Dict[str, _Message] = {}  # retained topics: their latest value
         self._dirty: "collections.OrderedDict[str, None]" = collections.OrderedDict()
@@ -390,6 +390,11 @@ class MqttSink(Sink):
         self.published = 0
         self.dropped = 0
         self.unsent = 0
+
+    @property
+    def _topics(self) -> Topics:
+        assert self.topics is not None, "start() names the topics before any thread runs"
+        return self.topics
 
     # --- the Sink protocol (run thread) ---
 
@@ -456,7 +461,7 @@ class MqttSink(Sink):
             track = record.get("track")
             if track is not None and "xyxy" not in payload and track in self._boxes:
                 payload["xyxy"] = self._boxes[track]
-            if record.get("event") == "end":
+            if record.get("event") == "end" and track is not None:
                 self._boxes.pop(track, None)
             self._enqueue(_Message(self.topics.events, _dumps(payload), self.config.qos))
         self._publish_counts()
@@ -573,12 +578,12 @@ class MqttSink(Sink):
             log.info("MQTT: reconnected to %s:%d after %.1f s; sending %d queued messages", cfg.host, cfg.port,
                      time.monotonic() - self._down_since, len(self._queue))
         else:
-            log.info("MQTT: connected to %s:%d, publishing under %s/", cfg.host, cfg.port, self.topics.base)
+            log.info("MQTT: connected to %s:%d, publishing under %s/", cfg.host, cfg.port, self._topics.base)
         self._down_since = None
         self._failure = None
         self._ever_connected = True
         if cfg.discovery:
-            client.subscribe(self.topics.ha_status, qos=1)
+            client.subscribe(self._topics.ha_status, qos=1)
         with self._lock:
             for topic in self._state:
                 self._dirty[topic] = None
@@ -605,7 +610,7 @@ class MqttSink(Sink):
         self._wake.set()
 
     def _on_message(self, client, userdata, message) -> None:
-        if message.topic == self.topics.ha_status and message.payload.strip().lower() == b"online":
+        if message.topic == self._topics.ha_status and message.payload.strip().lower() == b"online":
             log.info("MQTT: Home Assistant is online; publishing discovery and state again")
             with self._lock:
                 for topic in self._state:
@@ -707,7 +712,7 @@ class MqttSink(Sink):
                 if drained and offline_sent:
                     break
                 if drained:
-                    self._set_state(self.topics.available, "offline")
+                    self._set_state(self._topics.available, "offline")
                     offline_sent = True
                 continue
             if now >= next_stats:
@@ -751,7 +756,7 @@ class MqttSink(Sink):
         if up is None or up == self._source_up:
             return
         self._source_up = bool(up)
-        self._set_state(self.topics.source, "up" if up else "down")
+        self._set_state(self._topics.source, "up" if up else "down")
 
     def _shutdown(self, flush: bool) -> None:
         """Stop the publisher (after a bounded flush when ``flush``) and paho's network thread."""
