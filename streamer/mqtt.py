@@ -238,7 +238,10 @@ def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS) -> List[
         "device_class": "connectivity", "entity_category": "diagnostic"}))
     configs = []
     for component, object_id, fields in entities:
-        payload = {**fields, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}", **common}
+        # default_entity_id (domain.name): what Home Assistant names the entity; it replaced
+        # object_id, deprecated in HA 2025.10 and gone from 2026.4.
+        payload = {**fields, "unique_id": f"{node}_{object_id}",
+                   "default_entity_id": f"{component}.{node}_{object_id}", **common}
         configs.append((f"{topics.discovery_prefix}/{component}/{node}/{object_id}/config", payload))
     return configs
 

@@ -169,6 +169,7 @@ def test_discovery_configs_are_what_home_assistant_expects():
         assert payload["state_topic"].startswith("streamer/door/")
         assert payload["availability"][0]["topic"] == "streamer/available"
         assert payload["device"]["identifiers"] == ["streamer_door"]
+        assert payload["default_entity_id"] == f"{component}.{payload['unique_id']}" and "object_id" not in payload
         json.dumps(payload)
     by_object = {topic.split("/")[3]: payload for topic, payload in configs}
     assert by_object["people"]["state_topic"] == topics.people
