@@ -1,6 +1,7 @@
 """``streamer doctor``: what this installation can do and what is missing, checked without running
 a source: Python and OpenCV (version, video I/O and dnn backends of its build), onnxruntime, a
-display, cameras, where the config and the models are read from, and the models the config needs.
+display, cameras, where the config and the models are read from, the models the config needs, and
+paho-mqtt with, when mqtt.enabled, one login to the broker (nothing published).
 
 ``diagnose()`` returns the checks as data; the command line formats them. Nothing is downloaded
 and no camera is opened (a camera in use elsewhere would stall or fail the check).
@@ -124,6 +125,31 @@ def _onnxruntime_check(config: Optional[Config]) -> Check:
     return Check("onnxruntime", OK, f"{version} ({use})")
 
 
+def _mqtt_check(config: Config) -> Check:
+    """paho-mqtt, and with mqtt.enabled one login to the broker (nothing published)."""
+    cfg = config.mqtt
+    if importlib.util.find_spec("paho") is None:
+        if cfg.enabled:
+            return Check("mqtt", FAIL, "mqtt.enabled but paho-mqtt is not installed", "pip install 'streamer[mqtt]'")
+        return Check("mqtt", OK, "paho-mqtt not installed (optional: mqtt.enabled is false)")
+    version = _installed_version("paho-mqtt") or "?"
+    if not cfg.enabled:
+        return Check("mqtt", OK, f"paho-mqtt {version} (mqtt.enabled is false; --mqtt HOST turns it on)")
+    from .errors import StreamerError
+    from .mqtt import probe
+
+    try:
+        reached, cause = probe(cfg)
+    except StreamerError as error:
+        reached, cause = False, str(error)
+    if reached:
+        return Check("mqtt", OK, f"paho-mqtt {version}; broker {cfg.host}:{cfg.port} accepts the login")
+    status = FAIL if cfg.required else WARN
+    return Check("mqtt", status, f"broker {cfg.host}:{cfg.port}: {cause}",
+                 "start the broker or fix the mqtt section" + ("" if cfg.required else
+                                                              " (runs go on and publish once it is reachable)"))
+
+
 def _display_check() -> Check:
     from .sinks import display_available
 
@@ -225,6 +251,8 @@ def diagnose(explicit_config: Optional[Path] = None) -> List[Check]:
     checks.extend(_opencv_checks())
     config_check, config = _config_check(explicit_config)
     checks.append(_onnxruntime_check(config))
+    if config is not None:
+        checks.append(_mqtt_check(config))
     checks.append(_display_check())
     checks.append(_camera_check())
     checks.append(config_check)

@@ -798,6 +798,43 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def probe(config: MqttConfig) -> Tuple[bool, str]:
+    """One login to the configured broker (TCP, TLS, CONNECT and the broker's answer within
+    ``connect_timeout_s``), publishing nothing: ``(True, "")`` or ``(False, cause and fix)``. For
+    ``streamer doctor``; MqttError when paho-mqtt is missing or the password file unreadable."""
+    mqtt = _paho()
+    answer: Dict[str, Any] = {}
+    answered = threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        answer["reason"] = reason_code
+        answered.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{config.client_id or config.topic_prefix}-doctor")
+    client.connect_timeout = config.connect_timeout_s
+    if config.username is not None:
+        client.username_pw_set(config.username, read_password(config))
+    if config.tls:
+        client.tls_set(ca_certs=config.tls_ca_file, certfile=config.tls_cert_file, keyfile=config.tls_key_file)
+    client.on_connect = on_connect
+    try:
+        client.connect(config.host, config.port, keepalive=config.keepalive_s)
+    except Exception as error:
+        return False, _connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]
+    client.loop_start()
+    try:
+        if not answered.wait(config.connect_timeout_s):
+            return False, (f"no MQTT answer within {config.connect_timeout_s:g} s; is {config.port} the broker's "
+                           "port (1883 plain, 8883 TLS)?")
+        reason = answer["reason"]
+        if reason.is_failure:
+            return False, f"the broker refused the login ({str(reason).lower()}); check mqtt.username and the password"
+        return True, ""
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def build_sinks(config, given: Sequence[Sink] = ()) -> List[MqttSink]:
     """The MQTT sink a run's config asks for (``mqtt.enabled``), unless ``given`` (the caller's
     sinks) already holds one; MqttError when paho-mqtt is missing or the password file unreadable."""

@@ -511,3 +511,24 @@ def test_cli_required_broker_absent_is_one_line_error(tmp_path, models_env):
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and f"MQTT broker 127.0.0.1:{port}: connection refused" in errors[0], done.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+@needs_broker
+def test_doctor_logs_in_once_and_names_the_cause(tmp_path, monkeypatch):
+    """`streamer doctor` with mqtt.enabled: one login to the broker, publishing nothing."""
+    from streamer.doctor import FAIL, OK, WARN, _mqtt_check
+    from streamer.mqtt import probe
+
+    monkeypatch.setenv("STREAMER_MQTT_PASSWORD", "right-password")
+    with Broker(tmp_path / "auth", users={"cam": "right-password"}) as broker:
+        assert probe(_mqtt(broker.port, username="cam")) == (True, "")
+        ok, cause = probe(_mqtt(broker.port, username="intruder"))
+        assert not ok and "refused the login" in cause and "right-password" not in cause
+        config = override(Config(), {"mqtt.enabled": True, "mqtt.host": "127.0.0.1", "mqtt.port": broker.port,
+                                     "mqtt.username": "cam", "mqtt.connect_timeout_s": 2.0})
+        assert _mqtt_check(config).status == OK
+    absent = free_port()
+    check = _mqtt_check(override(config, {"mqtt.port": absent}))
+    assert check.status == WARN and "connection refused" in check.detail
+    assert _mqtt_check(override(config, {"mqtt.port": absent, "mqtt.required": True})).status == FAIL
+    assert _mqtt_check(Config()).status == OK
