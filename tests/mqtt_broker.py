@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-INSTALL_HINT = "apt-get install -y --no-install-recommends mosquitto"
+INSTALL_HINT = "apt-get install -y --no-install-recommends mosquitto openssl"
 
 
 def free_port() -> int:
@@ -30,7 +30,36 @@ def mosquitto_missing() -> Optional[str]:
     """Why the broker cannot run here, or None."""
     if shutil.which("mosquitto") is None or shutil.which("mosquitto_passwd") is None:
         return f"mosquitto is not installed ({INSTALL_HINT})"
+    if shutil.which("openssl") is None:
+        return "the openssl command is not installed (apt-get install -y openssl)"
     return None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA and a server certificate it signed for 127.0.0.1 (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> "TlsFiles":
+        """With the openssl command line: a CA, and a key and certificate for IP 127.0.0.1 signed by it."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        ca, ca_key = folder / "ca.pem", folder / "ca.key"
+        key, csr, cert, ext = folder / "server.key", folder / "server.csr", folder / "server.pem", folder / "ext.cnf"
+        ext.write_text("subjectAltName=IP:127.0.0.1\n")
+        for args in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+             "-subj", "/CN=streamer test CA"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+             "-extfile", ext],
+        ):
+            subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
+        return cls(ca, cert, key)
 
 
 class Broker:
@@ -41,7 +70,7 @@ class Broker:
     subscriber with a persistent session misses nothing across a restart."""
 
     def __init__(self, folder: Path, port: Optional[int] = None, users: Optional[dict] = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, tls: Optional["TlsFiles"] = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -58,6 +87,8 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {passwd}"]
         else:
             lines.append("allow_anonymous true")
+        if tls is not None:
+            lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
         if persistent:
             lines += ["persistence true", f"persistence_location {self.folder}/", "autosave_interval 1"]
         self.db = self.folder / "mosquitto.db"

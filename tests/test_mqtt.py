@@ -13,7 +13,7 @@ import time
 import types
 
 import pytest
-from mqtt_broker import Broker, Subscriber, free_port, mosquitto_missing
+from mqtt_broker import Broker, Subscriber, TlsFiles, free_port, mosquitto_missing
 
 from streamer.config import Config, override, parse_config
 from streamer.errors import ConfigError, MqttError
@@ -532,3 +532,18 @@ def test_doctor_logs_in_once_and_names_the_cause(tmp_path, monkeypatch):
     assert check.status == WARN and "connection refused" in check.detail
     assert _mqtt_check(override(config, {"mqtt.port": absent, "mqtt.required": True})).status == FAIL
     assert _mqtt_check(Config()).status == OK
+
+
+@needs_broker
+def test_tls_with_the_brokers_ca_and_without(tmp_path):
+    """A TLS listener: trusted through mqtt.tls_ca_file, refused with the cause without it."""
+    tls = TlsFiles.make(tmp_path / "tls")
+    with Broker(tmp_path / "b", tls=tls) as broker:
+        sink = MqttSink(_mqtt(broker.port, tls=True, tls_ca_file=str(tls.ca), required=True), AGE_GROUPS)
+        sink.start(FakeRun())
+        sink.close()
+        assert sink.stats()["published"] > 0 and sink.stats()["unsent"] == 0
+        untrusted = MqttSink(_mqtt(broker.port, tls=True, required=True), AGE_GROUPS)
+        with pytest.raises(MqttError, match="TLS certificate is not trusted.*mqtt.tls_ca_file"):
+            untrusted.start(FakeRun())
+        untrusted.close()
