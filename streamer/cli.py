@@ -55,7 +55,8 @@ HELP_FLAGS = ("-h", "--help")
 _USAGE = """
   {prog} [run] --source SRC [--config PATH] [--output PATH] [--events PATH.jsonl] [--no-window]
   {pad}[--mode all|gated|tracked] [--summary PATH.json] [--report DIR] [--overwrite]
-  {pad}[--mqtt HOST[:PORT]] [-v]
+  {pad}[--mqtt HOST[:PORT]] [--anonymize blur|pixelate|solid] [--no-labels]
+  {pad}[--privacy full|aggregate] [-v]
   {prog} models list|fetch|verify [MODEL ...]
   {prog} doctor
   {prog} COMMAND --help"""
