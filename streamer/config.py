@@ -29,6 +29,8 @@ ANONYMIZE_MODES = ("blur", "pixelate", "solid")
 # A config is a few hundred values. YAML aliases can make a few lines expand to billions (an
 # "alias bomb"), which would take minutes and gigabytes to check: refuse anything above this.
 MAX_CONFIG_VALUES = 10_000
+# web.token and STREAMER_TOKEN: shorter tokens are refused (16 random characters are ~95 bits).
+MIN_TOKEN_CHARS = 16
 _SHORT = reprlib.Repr()  # bad values are quoted this short in messages (an alias bomb is billions long)
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 2, 6, 60, 60
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -897,6 +899,57 @@ class ReportConfig(_Section):
 
 
 @section
+class WebConfig(_Section):
+    host: str = setting(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address `serve` listens on. 127.0.0.1: this machine only; 0.0.0.0 (every network) or any "
+        "other address needs a token (web.token or STREAMER_TOKEN). --host overrides.",
+    )
+    port: int = setting(default=8080, ge=0, le=65535, description="TCP port of `serve` (0: any free port, logged). "
+                        "--port overrides.")
+    token: Optional[str] = setting(
+        default=None,
+        description="Access token for `serve` (at least 16 characters): clients send 'Authorization: Bearer "
+        "TOKEN' or log in on the page. The environment variable STREAMER_TOKEN overrides it (keeps it out of "
+        "this file). Required when host is not a loopback address.",
+    )
+    max_upload_mb: float = setting(
+        default=10.0, gt=0, le=1024,
+        description="Largest photo upload in MB; larger requests get 413 from their Content-Length, unread.",
+    )
+    max_image_mp: float = setting(
+        default=40.0, gt=0, le=1000,
+        description="Largest photo in megapixels, read from the image header before decoding (413 above).",
+    )
+    max_parallel_uploads: int = setting(
+        default=2, ge=1, le=64,
+        description="Photos read and decoded at once; more wait their turn (503 after 30 s), so parallel "
+        "uploads cannot grow memory without bound. The models run one photo at a time anyway.",
+    )
+    stream_fps: float = setting(
+        default=10.0, gt=0, le=60,
+        description="Frames per second of the live MJPEG stream at most (each frame is encoded once and shared "
+        "by every viewer).",
+    )
+    stream_max_side_px: int = setting(
+        default=960, ge=64, le=8192,
+        description="The live stream's frames are scaled down to this long side at most.",
+    )
+    stream_jpeg_quality: int = setting(default=80, ge=10, le=100, description="JPEG quality of the live stream.")
+    max_viewers: int = setting(
+        default=4, ge=1, le=64,
+        description="Live stream viewers at once; the next one gets 503.",
+    )
+
+    def _check(self) -> None:
+        if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
+            raise _BadValue("token", f"needs at least {MIN_TOKEN_CHARS} characters (a guessable token protects "
+                            "nothing); generate one with: python -c 'import secrets; print(secrets.token_urlsafe())'",
+                            "<hidden>")
+
+
+@section
 class Config(_Section):
     models: ModelsConfig = dataclasses.field(default_factory=ModelsConfig)
     dnn: DnnConfig = dataclasses.field(default_factory=DnnConfig)
@@ -908,6 +961,7 @@ class Config(_Section):
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    web: WebConfig = dataclasses.field(default_factory=WebConfig)
 
 
 def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
