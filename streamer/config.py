@@ -924,7 +924,7 @@ class WebConfig(_Section):
     )
     max_parallel_uploads: int = setting(
         default=2, ge=1, le=64,
-        description="Photos read and decoded at once; more wait their turn (503 after 30 s), so parallel "
+        description="Photos read and decoded at once; more wait their turn (503 after 2 minutes), so parallel "
         "uploads cannot grow memory without bound. The models run one photo at a time anyway.",
     )
     stream_fps: float = setting(

@@ -55,8 +55,9 @@ BOUNDARY = "streamerframe"
 _MAX_CONNECTIONS_EXTRA = 32
 # An idle or stalled connection (a viewer that stopped reading, a slow upload) is dropped after this.
 _SOCKET_TIMEOUT_S = 30.0
-# A request waits this long for an upload slot (web.max_parallel_uploads) before 503.
-_UPLOAD_WAIT_S = 30.0
+# A request waits this long for an upload slot (web.max_parallel_uploads) before 503: waiting costs
+# a thread and a socket, not memory (the body is read once a slot is free).
+_UPLOAD_WAIT_S = 120.0
 # After a 413 the unread rest of an oversized body is discarded (not kept) up to this many bytes,
 # so that the client, still sending, reads the answer instead of a connection reset.
 _DRAIN_MAX_BYTES = 64 * 1024 * 1024
@@ -361,10 +362,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not service.authorised(self.headers):
             self.close_connection = True
             self._unauthorised(path)
+            length, problem = self._content_length()
+            if length and problem is None:
+                self._discard_body(length)  # so that the client, still sending, reads the 401
             return
         if path != "/api/analyze":
             self.close_connection = True
             self._error(404, f"no such endpoint: POST {path}; photos go to POST /api/analyze")
+            length, problem = self._content_length()
+            if length and problem is None:
+                self._discard_body(length)
             return
         length, problem = self._content_length()
         if problem is not None:
