@@ -1,0 +1,90 @@
+"""A real browser on the web service: Debian's headless Chromium, driven by Playwright (the
+Python package only; its own browser download is never used), uploads photos through the page
+(file picker and drag-and-drop) and watches the live view. Screenshots go to tmp_path (and to
+$STREAMER_SCREENSHOTS when set, to look at them)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SHARED_MEDIA, models_dirs
+from streamer.config import Config
+from streamer.web import Service, WebServer
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+GROUP = SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"
+ASTRONAUT = SHARED_MEDIA / "skimage_astronaut.png"
+
+
+def keep(shot: Path) -> None:
+    folder = os.environ.get("STREAMER_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(folder) / shot.name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # launch() gives the browser a fresh temporary profile (its --user-data-dir) and removes it after.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def photo_url() -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STREAMER_MODELS_DIR", models_dirs())
+        with WebServer(Service(Config(), None, None), "127.0.0.1", 0) as web:
+            yield web.url
+
+
+def test_upload_through_the_page_shows_the_annotated_photo_and_the_table(browser, photo_url, tmp_path) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(photo_url)
+        page.set_input_files("#file", str(GROUP))  # the file picker
+        page.wait_for_selector("#faces tbody tr", timeout=120_000)
+        width, height = page.eval_on_selector("#annotated", "img => [img.naturalWidth, img.naturalHeight]")
+        image = cv2.imread(str(GROUP))
+        assert (width, height) == (image.shape[1], image.shape[0])
+        rows = page.eval_on_selector_all("#faces tbody tr", "rows => rows.map(r => r.innerText)")
+        assert len(rows) >= 4 and sum("female" in row or "male" in row for row in rows) >= 4
+        assert "face(s)" in page.inner_text("#msg")
+        shot = tmp_path / "web_upload.png"
+        page.screenshot(path=str(shot), full_page=True)
+        keep(shot)
+        # Drag-and-drop: a dropped file is analysed the same way.
+        data = base64.b64encode(ASTRONAUT.read_bytes()).decode()
+        transfer = page.evaluate_handle(
+            """(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                          const dt = new DataTransfer();
+                          dt.items.add(new File([bytes], 'astronaut.png', {type: 'image/png'})); return dt; }""",
+            data)
+        page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+        page.wait_for_function("document.getElementById('msg').innerText.startsWith('astronaut.png: 512x512')",
+                               timeout=120_000)
+        assert page.eval_on_selector_all("#faces tbody tr", "rows => rows.length") == 1
+        # A file that is not an image: the page shows the service's error.
+        page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"text" * 100}])
+        page.wait_for_function("document.getElementById('msg').innerText.startsWith('415')", timeout=60_000)
+    finally:
+        page.close()

@@ -1,0 +1,201 @@
+"""The web service's live side: the LiveView sink fed synthetic frames by a thread (as a run feeds
+its sinks) behind a real server on 127.0.0.1, read by several real MJPEG clients; and `serve
+--source` on the RTSP test server as a subprocess, stopped by SIGINT."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from typing import Iterator, List, Optional, Tuple
+
+import cv2
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamer.capture import SourceInfo
+from streamer.config import Config, override
+from streamer.types import Face, Frame, FrameResult
+from streamer.web import BOUNDARY, Service, WebServer
+from streamer.web_live import LiveView, scaled
+
+SIZE_WH = (640, 480)
+
+
+class FakeRun:
+    """A RunView: what a sink may read of its run."""
+
+    def __init__(self) -> None:
+        self.info = SourceInfo("live", "synthetic://square", 30.0, SIZE_WH, None)
+        self.source_up = True
+        self.frames = 0
+
+    def snapshot(self) -> dict:
+        return {"frames_read": self.frames, "frames_out": self.frames, "analysed": self.frames // 2,
+                "skipped": self.frames - self.frames // 2, "dropped": 0, "reconnects": 0, "fps": 30.0,
+                "elapsed_s": 1.0, "faces_classified": self.frames, "people_in_view": 1,
+                "source_up": self.source_up,
+                "stages": {"detect": {"p50_ms": 4.0, "p95_ms": 6.5, "n": 10}}}
+
+
+class Feeder:
+    """Writes a moving white square and its face into the sink at ~30 fps from its own thread."""
+
+    def __init__(self, live: LiveView, run: FakeRun) -> None:
+        self.live, self.run = live, run
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        index = 0
+        while not self.stop.wait(1 / 30):
+            bgr = np.zeros((SIZE_WH[1], SIZE_WH[0], 3), np.uint8)
+            x = 40 + (index * 7) % 400
+            cv2.rectangle(bgr, (x, 100), (x + 120, 220), (255, 255, 255), -1)
+            face = Face(xyxy=(x, 100, x + 120, 220), score=0.9, gender="female", gender_p=0.9, age=30.0,
+                        age_group="30-39", classified=True, track=1)
+            frame = Frame(bgr=bgr, index=index, t_s=time.monotonic(), source=self.run.info.name)
+            self.run.frames = index + 1
+            self.live.write(FrameResult(frame=frame, faces=(face,)), bgr)
+            index += 1
+
+
+class Viewer:
+    """One MJPEG client on a raw socket: ``frame()`` reads the next JPEG part."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=20)
+        self.sock.sendall(b"GET /api/stream.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.stream = self.sock.makefile("rb")
+        self.status = int(self.stream.readline().split()[1])
+        self.headers = {}
+        while True:
+            line = self.stream.readline().decode().strip()
+            if not line:
+                break
+            name, value = line.split(":", 1)
+            self.headers[name.lower()] = value.strip()
+
+    def frame(self) -> Optional[bytes]:
+        line = self.stream.readline()
+        if not line:
+            return None
+        assert line.strip() == f"--{BOUNDARY}".encode()
+        headers = {}
+        while True:
+            line = self.stream.readline().decode().strip()
+            if not line:
+                break
+            name, value = line.split(":", 1)
+            headers[name.lower()] = value.strip()
+        assert headers["content-type"] == "image/jpeg"
+        jpeg = self.stream.read(int(headers["content-length"]))
+        assert self.stream.read(2) == b"\r\n"
+        return jpeg
+
+    def close(self) -> None:
+        self.stream.close()
+        self.sock.close()
+
+
+def get(url: str, path: str) -> Tuple[int, bytes]:
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_for(predicate, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def live_server() -> Iterator[Tuple[str, LiveView, FakeRun]]:
+    config = override(Config(), {"web.max_viewers": 2, "web.stream_max_side_px": 320, "web.stream_fps": 15.0})
+    live, run = LiveView(config.web), FakeRun()
+    live.start(run)
+    feeder = Feeder(live, run)
+    feeder.thread.start()
+    try:
+        with WebServer(Service(config, None, live), "127.0.0.1", 0) as web:
+            yield web.url, live, run
+    finally:
+        feeder.stop.set()
+        feeder.thread.join(5)
+        live.close()
+
+
+def test_scaled_keeps_the_aspect_and_never_enlarges() -> None:
+    assert scaled(np.zeros((480, 640, 3), np.uint8), 320).shape == (240, 320, 3)
+    small = np.zeros((100, 50, 3), np.uint8)
+    assert scaled(small, 320) is small
+
+
+def test_viewers_share_frames_and_one_too_many_gets_503(live_server) -> None:
+    url, live, _ = live_server
+    viewers = [Viewer(url) for _ in range(2)]
+    try:
+        assert [v.status for v in viewers] == [200, 200]
+        assert viewers[0].headers["content-type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+        frames: List[List[bytes]] = [[v.frame() for _ in range(4)] for v in viewers]
+        for jpeg in frames[0] + frames[1]:
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert image is not None and image.shape == (240, 320, 3)  # web.stream_max_side_px
+        # One encode per stream frame, shared: the viewers got the very same JPEG bytes.
+        assert set(frames[0]) & set(frames[1])
+        assert live.stream_frames <= live_server[2].frames
+        status, body = get(url, "/api/stream.mjpeg")
+        assert status == 503 and "web.max_viewers" in json.loads(body)["error"]
+        # A viewer that goes away mid-stream frees its slot; the next one is let in.
+        viewers[0].close()
+        assert wait_for(lambda: live.viewers == 1)
+        viewers[0] = Viewer(url)
+        assert viewers[0].status == 200 and viewers[0].frame()
+        # The run ends: every stream ends, the encoder thread is gone.
+        live.close()
+        for viewer in viewers:  # frames already sent, then the end of the stream
+            assert any(viewer.frame() is None for _ in range(100))
+        assert not any(t.name == "web-encoder" for t in threading.enumerate())
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+def test_latest_stats_health_and_metrics(live_server) -> None:
+    url, live, run = live_server
+    assert wait_for(lambda: get(url, "/api/latest.json")[0] == 200)
+    first = json.loads(get(url, "/api/latest.json")[1])
+    assert wait_for(lambda: json.loads(get(url, "/api/latest.json")[1])["frame"] > first["frame"])
+    assert first["faces"][0]["track"] == 1 and first["source"] == "synthetic://square"
+    status, jpeg = get(url, "/api/latest.jpg")
+    assert status == 200 and cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
+    stats = json.loads(get(url, "/api/stats")[1])
+    assert stats["source"] == "synthetic://square" and stats["people_in_view"] == 1 and stats["run"] == "running"
+    status, body = get(url, "/healthz")
+    assert status == 200 and json.loads(body)["source"] == "up"
+    run.source_up = False  # the source is reconnecting
+    status, body = get(url, "/healthz")
+    assert status == 503 and json.loads(body)["source"] == "reconnecting"
+    run.source_up = True
+    status, text = get(url, "/metrics")
+    families = {family.name: family for family in text_string_to_metric_families(text.decode())}
+    frames_before = families["streamer_frames_read"].samples[0].value
+    assert families["streamer_source_up"].samples[0].value == 1
+    assert families["process_resident_memory_bytes"].samples[0].value > 10e6
+    assert {s.labels["stage"] for s in families["streamer_stage_ms"].samples} == {"detect"}
+    assert families["streamer_faces_in_frame"].samples[0].value == 1
+    assert wait_for(lambda: next(text_string_to_metric_families(get(url, "/metrics")[1].decode())).samples[0].value
+                    > frames_before)
