@@ -55,7 +55,7 @@ class Client:
 
     def request(self, method: str, path: str, body: Optional[bytes] = None,
                 headers: Optional[Dict[str, str]] = None) -> Tuple[int, http.client.HTTPMessage, bytes]:
-        conn = http.client.HTTPConnection(self.host, int(self.port), timeout=60)
+        conn = http.client.HTTPConnection(self.host, int(self.port), timeout=300)  # a busy 2-core machine
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
