@@ -95,7 +95,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, top_level: bool) -> N
     )
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool) -> None:
+def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool, source_required: bool = True) -> None:
     """The run options: on the top-level parser (plain `streamer --source X`) and on `run`."""
 
     def add(*names: str, **kwargs: Any) -> None:
@@ -104,7 +104,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool) -> None
         parser.add_argument(*names, **kwargs)
 
     parser.add_argument(
-        "--source", required=not top_level, default=None if top_level else argparse.SUPPRESS,
+        "--source", required=source_required and not top_level, default=None if top_level else argparse.SUPPRESS,
         help="what to analyse (see sources below)",
     )
     add(
@@ -368,9 +368,10 @@ def _apply_privacy_arguments(config: Config, args: argparse.Namespace) -> Config
     return override(config, changes) if changes else config
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``run``'s options (``--source`` required, ``--output``, ``--events``, ...) to a command's parser."""
-    _add_run_arguments(parser, top_level=False)
+def add_run_arguments(parser: argparse.ArgumentParser, source_required: bool = True) -> None:
+    """Add ``run``'s options (``--source``, required unless ``source_required`` is False (``serve``:
+    photos only without one), ``--output``, ``--events``, ...) to a command's parser."""
+    _add_run_arguments(parser, top_level=False, source_required=source_required)
 
 
 def print_summary(summary: dict) -> None:

@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, SHARED_MEDIA
 from streamer.app import RunOptions, run
 from streamer.config import Config, override
-from streamer.web import COOKIE_NAME, Service, WebError, WebServer, resolve_token
+from streamer.web_server import COOKIE_NAME, Service, WebError, WebServer, resolve_token
 from streamer.web_photo import UploadError, check_and_decode, image_size, sniff
 
 GROUP = SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import SHARED_MEDIA, models_dirs
 from streamer.config import Config
-from streamer.web import Service, WebServer
+from streamer.web_server import Service, WebServer
 
 pytestmark = pytest.mark.integration
 
