@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from .config import WebConfig
+from .sinks import Sink
 from .types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def resident_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class LiveView:
+class LiveView(Sink):
     """The web service's sink: latest frame, result and run statistics for the HTTP threads.
 
     Run-thread methods (``start``, ``write``, ``write_records``, ``close``) never block on a

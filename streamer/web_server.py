@@ -542,13 +542,8 @@ def serve(config: Config, host: str, port: int, options=None, ready=None) -> Opt
         if options is None:
             _wait_for_stop()
             return None
-        import inspect
-
         from .app import run
 
-        if "sinks" not in inspect.signature(run).parameters:
-            raise WebError("serve --source needs the run's sink protocol (app.run(..., sinks=...)), which this "
-                           "version does not have yet; serve without --source serves photos")
         summary = run(config, options, sinks=[live])
         if summary.get("stopped_by") == "end of input":
             log.info("source %s ended; still serving photos and its last frame on %s; Ctrl-C to stop",

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import SHARED_MEDIA, models_dirs
 from streamer.config import Config
+from test_rtsp import RtspServer, free_port, rtsp_ready  # noqa: F401 - the RTSP test server and its check
 from streamer.web_server import Service, WebServer
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 GROUP = SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"
 ASTRONAUT = SHARED_MEDIA / "skimage_astronaut.png"
+PEOPLE_CLIP = SHARED_MEDIA / "blender_tears_of_steel_10s.mp4"  # H.264 640x360, CC BY 3.0: the README shot
 
 
 def keep(shot: Path) -> None:
@@ -47,6 +49,16 @@ def browser() -> Iterator[object]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def rtsp_people(rtsp_ready: None) -> Iterator[RtspServer]:
+    server = RtspServer(free_port(), PEOPLE_CLIP)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +100,31 @@ def test_upload_through_the_page_shows_the_annotated_photo_and_the_table(browser
         page.wait_for_function("document.getElementById('msg').innerText.startsWith('415')", timeout=60_000)
     finally:
         page.close()
+
+
+def test_live_view_in_the_page(browser, rtsp_people, models_env, tmp_path) -> None:
+    from test_web_live import Served, get, wait_for
+
+    served = Served(["--source", rtsp_people.url], models_env, tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        assert wait_for(lambda: get(served.url, "/healthz")[0] == 200, 60), "".join(served.log)
+        page.goto(served.url)
+        # The MJPEG view plays: the image has the source's size, the stats fill in.
+        page.wait_for_function("document.getElementById('live').naturalWidth > 0", timeout=60_000)
+        page.wait_for_function("document.getElementById('fps').innerText !== '-'", timeout=30_000)
+        assert page.eval_on_selector("#live", "img => [img.naturalWidth, img.naturalHeight]") == [640, 360]
+        assert page.inner_text("#state") == "running"
+        page.set_input_files("#file", str(GROUP))  # a photo too: the page as a user sees it
+        page.wait_for_selector("#faces tbody tr", timeout=120_000)
+        # The shot when the live view has someone in it (the clip has shots of an empty stage too).
+        page.wait_for_function("Number(document.getElementById('people').innerText) > 0", timeout=60_000)
+        shot = tmp_path / "web_live.png"
+        page.screenshot(path=str(shot), full_page=True)
+        keep(shot)
+        frames = int(page.inner_text("#frames"))
+        assert frames > 0
+    finally:
+        page.close()
+        status, _ = served.stop()
+    assert status == 0

@@ -21,6 +21,7 @@ from streamer.config import Config, override
 from streamer.types import Face, Frame, FrameResult
 from streamer.web_server import BOUNDARY, Service, WebServer
 from streamer.web_live import LiveView, scaled
+from test_rtsp import rtsp_ready, rtsp_server  # noqa: F401 - the RTSP test server's fixtures
 
 SIZE_WH = (640, 480)
 
@@ -199,3 +200,85 @@ def test_latest_stats_health_and_metrics(live_server) -> None:
     assert families["streamer_faces_in_frame"].samples[0].value == 1
     assert wait_for(lambda: next(text_string_to_metric_families(get(url, "/metrics")[1].decode())).samples[0].value
                     > frames_before)
+# -- `serve --source` on a real RTSP camera, in a child process ----------------------------------
+
+class Served:
+    """`run.py serve --port 0 ARGS` as a child process; ``url`` from its "serving on" log line."""
+
+    def __init__(self, args: List[str], env: dict, cwd) -> None:
+        import subprocess
+        import sys
+
+        from conftest import REPO
+
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "serve", "--port", "0", *args],
+                                     env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.log: List[str] = []
+        deadline = time.monotonic() + 120
+        self.url = ""
+        while time.monotonic() < deadline and not self.url:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            if "serving on " in line:
+                self.url = line.split("serving on ")[1].split()[0]
+        if not self.url:
+            self.proc.kill()
+            pytest.fail("serve did not start: " + "".join(self.log) + self.proc.stderr.read())
+        self._reader = threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True)
+        self._reader.start()
+
+    def stop(self) -> Tuple[int, str]:
+        """SIGINT, as Ctrl-C: the exit status and stdout (the run's summary)."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out = self.proc.stdout.read()
+            self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        return self.proc.returncode, out
+
+
+@pytest.mark.integration
+def test_serve_runs_a_live_rtsp_source(rtsp_server, models_env, tmp_path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("capture:\n  read_timeout_s: 2.0\n  reconnect_backoff_s: 0.5\n  reconnect_retries: 20\n"
+                      "web:\n  max_viewers: 2\n")
+    served = Served(["--source", rtsp_server.url, "--config", str(config), "--mode", "tracked"], models_env, tmp_path)
+    viewers: List[Viewer] = []
+    try:
+        url = served.url
+        assert wait_for(lambda: get(url, "/healthz")[0] == 200, 60), "".join(served.log)
+        viewers = [Viewer(url) for _ in range(2)]
+        for viewer in viewers:
+            for _ in range(3):
+                image = cv2.imdecode(np.frombuffer(viewer.frame(), np.uint8), cv2.IMREAD_COLOR)
+                assert image is not None and image.shape == (144, 176, 3)
+        status, body = get(url, "/api/stream.mjpeg")
+        assert status == 503 and "web.max_viewers" in json.loads(body)["error"]
+        viewers[0].close()  # a viewer killed mid-stream
+        first = json.loads(get(url, "/api/latest.json")[1])
+        assert first["source"] == rtsp_server.url and "faces" in first
+        assert wait_for(lambda: json.loads(get(url, "/api/latest.json")[1])["frame"] > first["frame"] + 10, 60)
+        families = {f.name: f for f in text_string_to_metric_families(get(url, "/metrics")[1].decode())}
+        assert families["streamer_frames_read"].samples[0].value > 0
+        assert families["streamer_web_viewers"].samples[0].value in (1, 2)  # the killed one is noticed soon
+        assert viewers[1].frame()  # the other viewer still gets frames
+        # The camera goes away: health says so while the run reconnects, and recovers.
+        rtsp_server.kill()
+        assert wait_for(lambda: get(url, "/healthz")[0] == 503, 30)
+        assert json.loads(get(url, "/healthz")[1])["source"] == "reconnecting"
+        rtsp_server.start()
+        assert wait_for(lambda: get(url, "/healthz")[0] == 200, 60)
+        assert wait_for(lambda: json.loads(get(url, "/api/stats")[1])["reconnects"] >= 1, 30)
+    finally:
+        for viewer in viewers:
+            viewer.close()
+        status, out = served.stop()
+    assert status == 0, "".join(served.log)
+    assert "stopped by interrupted" in out and "Traceback" not in "".join(served.log)
