@@ -179,7 +179,8 @@ def image_from_body(content_type: str, body: bytes) -> bytes:
             raise UploadError(400, "a multipart/form-data body that does not parse; send it as a browser form does")
         for part in message.iter_parts():
             if part.get_param("name", header="content-disposition") == "image":
-                return part.get_payload(decode=True) or b""
+                payload = part.get_payload(decode=True)
+                return payload if isinstance(payload, bytes) else b""
         raise UploadError(400, "the form has no field named 'image'; send the photo as the 'image' field")
     if media_type.startswith("image/") or media_type == "application/octet-stream":
         return body

@@ -28,14 +28,12 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from .config import MIN_TOKEN_CHARS, Config
@@ -116,11 +114,12 @@ class Service:
         except CookieError:
             return False
         morsel = cookie.get(COOKIE_NAME)
-        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.session.encode())
+        return (morsel is not None and self.session is not None
+                and hmac.compare_digest(morsel.value.encode(), self.session.encode()))
 
     def stats(self) -> dict:
         live = self.live
-        stats = {"source": None}
+        stats: Dict[str, Any] = {"source": None}
         if live is not None:
             snapshot = live.snapshot()
             info = live.source_info()
@@ -383,6 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error(503, "too many photos in progress; try again", (("Retry-After", "2"),))
             return
+        assert length is not None  # _content_length gives a length or a problem
         try:
             body = self.rfile.read(length)
             if len(body) < length:
@@ -417,9 +417,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _login(self) -> None:
         service = self.service
         length, problem = self._content_length()
-        if problem is not None or length > 4096:
+        if problem is not None or length is None or length > 4096:
             self.close_connection = True
-            self._error(problem[0] if problem else 413, problem[1] if problem else "login form too large")
+            self._error(*(problem or (413, "login form too large")))
             return
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
         given = form.get("token", [""])[0]
@@ -486,7 +486,7 @@ class WebServer:
                 error.strerror or str(error))
             raise WebError(f"cannot listen on {host}:{port}: {reason}") from None
         self._thread: Optional[threading.Thread] = None
-        bound_host, bound_port = self._server.server_address[:2]
+        bound_host, bound_port = str(self._server.server_address[0]), int(self._server.server_address[1])
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"http://{shown}:{bound_port}/"
 
@@ -544,6 +544,7 @@ def serve(config: Config, host: str, port: int, options=None, ready=None) -> Opt
             return None
         from .app import run
 
+        assert live is not None
         summary = run(config, options, sinks=[live])
         if summary.get("stopped_by") == "end of input":
             log.info("source %s ended; still serving photos and its last frame on %s; Ctrl-C to stop",

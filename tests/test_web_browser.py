@@ -6,22 +6,22 @@ $STREAMER_SCREENSHOTS when set, to look at them)."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Iterator
 
 import cv2
-import numpy as np
 import pytest
-
+import test_rtsp
 from conftest import SHARED_MEDIA, models_dirs
+from test_rtsp import RtspServer, free_port
+
 from streamer.config import Config
-from test_rtsp import RtspServer, free_port, rtsp_ready  # noqa: F401 - the RTSP test server and its check
 from streamer.web_server import Service, WebServer
 
 pytestmark = pytest.mark.integration
+rtsp_ready = test_rtsp.rtsp_ready  # the fixture that checks the RTSP test server can run
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -14,15 +14,17 @@ from typing import Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 import pytest
+import test_rtsp
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.capture import SourceInfo
 from streamer.config import Config, override
 from streamer.types import Face, Frame, FrameResult
-from streamer.web_server import BOUNDARY, Service, WebServer
 from streamer.web_live import LiveView, scaled
-from test_rtsp import rtsp_ready, rtsp_server  # noqa: F401 - the RTSP test server's fixtures
+from streamer.web_server import BOUNDARY, Service, WebServer
 
+# The RTSP test server's fixtures, for test_serve_runs_a_live_rtsp_source.
+rtsp_ready, rtsp_server = test_rtsp.rtsp_ready, test_rtsp.rtsp_server
 SIZE_WH = (640, 480)
 
 
