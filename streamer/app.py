@@ -300,7 +300,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         summary = _summary(info, source.stats, worker, stopped_by, elapsed, t_run, output, options.events)
         summary.update(_recorded(info, output, pictures))
         for sink in sinks:  # a caller's sink may count its own (MQTT: messages published, dropped)
-            summary.update(getattr(sink, "summary_fields", dict)())
+            summary.update(sink.summary_fields())
         if isinstance(error, SinkError) and not summary["frames_recorded"]:
             summary["output"] = None  # the output that failed is not there: the summary must not point at it
         if tracker is not None:

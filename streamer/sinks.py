@@ -77,6 +77,10 @@ class Sink:
     def close(self) -> None:
         pass
 
+    def summary_fields(self) -> dict:
+        """What this sink adds to the run's summary (after ``close``), e.g. messages sent."""
+        return {}
+
     def __enter__(self):
         return self
 
