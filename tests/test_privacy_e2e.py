@@ -14,14 +14,16 @@ import pytest
 from conftest import SHARED_MEDIA
 
 from streamer import app as app_module
-from streamer.anonymize import MaskSpec, face_mask
+from streamer.anonymize import SOLID_BGR, Anonymizer, MaskSpec, face_mask
 from streamer.app import RunOptions
 from streamer.boxes import box_iou
 from streamer.cli import main
 from streamer.config import Config, override
 from streamer.models import ModelStore
-from streamer.pipeline import build_detector
+from streamer.pipeline import build_analyzer, build_detector
 from streamer.report import CHART_FILES, PEOPLE_CSV, PEOPLE_JSON, REPORT_HTML, SUMMARY_JSON
+from streamer.track import Tracker
+from streamer.types import Frame
 from streamer.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -176,3 +178,25 @@ def test_aggregate_writes_no_picture_anywhere(models_env, tmp_path, monkeypatch,
     else:
         (event,) = lines
         assert len(event["faces"]) >= 4
+
+
+def test_a_newcomer_is_hidden_before_it_is_confirmed_and_after_it_goes(models_env):
+    """Frame 0 of a stream: the detector's faces are tentative tracks, not shown nor counted (the
+    frame's result has no face), yet the picture hides them; when the faces leave (a blank
+    frame), their last boxes stay masked for hold_frames frames."""
+    config = Config()
+    photo = cv2.imread(str(PHOTO))
+    anonymizer = Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=2))
+    worker = Worker(build_analyzer(config), None, False, Tracker(config.tracking, config.classifier.age_groups),
+                    None, anonymizer=anonymizer, labels=False)
+    result, picture = worker.process(Frame(photo, 0, 0.0, "group"))
+    assert result.faces == () and len(anonymizer.last_boxes) >= 4, "expected tentative tracks only"
+    for box in anonymizer.last_boxes:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        centre = picture[(y1 + y2) // 2, (x1 + x2) // 2]
+        assert tuple(int(v) for v in centre) == SOLID_BGR, f"newcomer at {box.round().tolist()} not hidden"
+    blank = np.full_like(photo, 128)
+    for index in (1, 2, 3):
+        worker.process(Frame(blank, index, index / 25, "group"))
+        held = len(anonymizer.last_boxes)
+        assert (held >= 4) if index <= 2 else held == 0, (index, held)
