@@ -92,7 +92,11 @@ def image_size_wh(path: Path) -> Optional[Tuple[int, int]]:
 
 
 class ImageSource(FrameSource):
-    """One Frame per image file, in the given order; ``Frame.source`` is the image path."""
+    """One Frame per image file, in the given order; ``Frame.source`` is the image path.
+
+    ``decode_side_px`` > 0: a JPEG or PNG at least twice that long is decoded at 1/2, 1/4 or 1/8
+    (``decode_reduction``), so its frame, its boxes and its annotated image have that size.
+    """
 
     def __init__(self, paths: Sequence[Path], kind: str, name: str, decode_side_px: int = 0) -> None:
         self._paths = list(paths)
