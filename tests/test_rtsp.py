@@ -385,7 +385,10 @@ def test_double_ctrl_c_on_a_stalled_camera_still_writes_the_summary_and_ends_eve
     try:
         _wait_lines(events, 20, proc, 60)
         os.kill(rtsp_server.proc.pid, signal.SIGSTOP)
-        time.sleep(0.5)  # frames in flight arrive; then the run waits for the next one
+        seen = -1
+        while seen != _frame_lines(events):  # frames in flight are done; the run waits for the next
+            seen = _frame_lines(events)
+            time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         time.sleep(gap_s)
         proc.send_signal(signal.SIGINT)
