@@ -272,3 +272,14 @@ def test_memory_script_reports_peak_rss_of_a_big_photo(tmp_path, models_env):
     assert row["case"] == "photo24" and row["size_wh"] == [6000, 4000] and row["frames"] == 1
     assert row["faces"] == 2 and row["output_wh"] == [3000, 2000]  # decoded at half size, both faces found
     assert 50 < row["peak_rss_mb"] < 2000 and "| photo24 | 6000x4000 | photo |" in result.stdout
+
+
+def test_web_script_reports_photo_throughput(tmp_path, models_env):
+    out = tmp_path / "web.json"
+    result = subprocess.run([sys.executable, str(BENCH / "web.py"), "--skip-memory", "--requests", "1",
+                             "--json", str(out)], capture_output=True, text=True, timeout=600, env=models_env)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["photos"]
+    assert [row["clients"] for row in rows] == [1, 4] and [row["requests"] for row in rows] == [1, 4]
+    assert all(row["req_per_s"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0 for row in rows)
+    assert "| 4 | 4 |" in result.stdout
