@@ -23,7 +23,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_bench import CLIP_FILES, SHARED, bench_config, clip_path, models_env  # noqa: E402
+from run_bench import (  # noqa: E402
+    CLIP_FILES,
+    SHARED,
+    bench_config,
+    clip_path,
+    models_env,
+    write_json,  # noqa: E402
+)
 
 from streamer import app as app_module  # noqa: E402
 from streamer.boxes import box_iou  # noqa: E402
@@ -162,8 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"detector {config.detector.name}; target: flicker under {TARGET_FLICKER:.0%} when tracked\n")
     print(table(rows))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, {"rows": rows})
     return 0
 
 

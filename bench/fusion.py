@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from run_bench import write_json  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
 from streamer.flow import BoxFlow  # noqa: E402
@@ -168,8 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"\npeople counted {result['people_counted']} / shown {result['people_shown']}; "
           f"per-person error / single-frame error: {result['fused_over_single_error']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

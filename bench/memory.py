@@ -24,7 +24,14 @@ import cv2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from run_bench import SHARED, _letterbox, clip_path, make_letterboxed, measure_child  # noqa: E402
+from run_bench import (  # noqa: E402
+    SHARED,
+    _letterbox,
+    clip_path,
+    make_letterboxed,
+    measure_child,
+    write_json,  # noqa: E402
+)
 
 STREAMS = {"webcam": (640, 480), "1080p": (1920, 1080)}
 PHOTOS = {"photo24": (6000, 4000), "photo48": (8000, 6000)}
@@ -88,8 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"| {row['case']} | {w}x{h} | {row['mode']} | {row['peak_rss_mb']} MB | {row['frames']} | "
               f"{row['faces']} | {out} |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows)
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -39,7 +38,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_bench import SHARED, bench_config, clip_path, machine, models_env  # noqa: E402
+from run_bench import (  # noqa: E402
+    SHARED,
+    bench_config,
+    clip_path,
+    machine,
+    models_env,
+    write_json,  # noqa: E402
+)
 from tracking import MIN_FACE_PX, REAL_CLIPS, reference_truth  # noqa: E402
 
 from streamer import app as app_module  # noqa: E402
@@ -251,9 +257,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "resolution every frame; default tracked config, no labels, no HUD\n")
     print(table(rows))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine(), "spec": dataclasses.asdict(spec),
-                                         "rows": rows}, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, {"machine": machine(), "spec": dataclasses.asdict(spec),
+                                         "rows": rows})
     return 0
 
 

@@ -168,6 +168,12 @@ def _letterbox(bgr: np.ndarray, size_wh: Tuple[int, int]) -> np.ndarray:
     return out
 
 
+def write_json(path: Path, data: object) -> None:
+    """A bench's ``--json`` output: ``data`` as indented JSON, the folder made if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def percentiles_ms(values: Sequence[float]) -> Dict[str, float]:
     arr = np.asarray(values, np.float64)
     if arr.size == 0:
@@ -591,8 +597,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if results["latency"]:
         print("## Live latency (fake camera at 30 fps)\n\n" + latency_table(results["latency"]) + "\n")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, results)
     return 0
 
 

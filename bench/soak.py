@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from run_bench import write_json  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("STREAMER_SHARED", REPO.parent / "shared")).resolve()
@@ -139,8 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{'-' if slope is None else f'{slope:+.2f}'} MB/h (target < 1); frames read {result['frames_read']}, "
           f"reconnects {result['reconnects']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

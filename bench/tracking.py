@@ -46,6 +46,7 @@ from run_bench import (  # noqa: E402
     run_mode,
     run_original,
     write_config,
+    write_json,  # noqa: E402
 )
 
 from streamer.cli import MODES  # noqa: E402
@@ -307,9 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"design's script (res10 300x300 + Levi-Hassner 227x227 per face, OpenCV 4.x) on the same clip\n")
     print(table(rows))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine(), "detectors": list(configs), "rows": rows},
-                                        indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, {"machine": machine(), "detectors": list(configs), "rows": rows})
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import signal
 import subprocess
@@ -34,6 +33,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_bench import write_json  # noqa: E402
 from soak import REPO, SHARED, free_port, rss_mb, start_server  # noqa: E402
 
 GROUP = SHARED / "media" / "pexels_group_meeting_1080865.jpeg"
@@ -210,8 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"run alone {mem['run_mb']:.1f} MB; serve + 4 MJPEG viewers {mem['serve_4_viewers_mb']:.1f} MB; "
               f"added {mem['added_mb']:+.1f} MB (target <= 30); stream frames per viewer {mem['frames_per_viewer']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 
