@@ -314,6 +314,11 @@ def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
     )
 
 
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """The first few of ``names`` for a log line: "a, b, c ..."."""
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
+
+
 def _open_folder(folder: Path, cfg: CaptureConfig) -> FrameSource:
     images, skipped, subfolders = [], [], []
     for entry in sorted(folder.iterdir()):
@@ -324,21 +329,10 @@ def _open_folder(folder: Path, cfg: CaptureConfig) -> FrameSource:
         elif entry.is_dir():
             subfolders.append(entry.name)
     if subfolders:
-        logger.warning(
-            "%s: not looking inside %d subfolder(s): %s%s; pass each folder as its own --source",
-            folder,
-            len(subfolders),
-            ", ".join(subfolders[:5]),
-            " ..." if len(subfolders) > 5 else "",
-        )
+        logger.warning("%s: not looking inside %d subfolder(s): %s; pass each folder as its own --source",
+                       folder, len(subfolders), _some(subfolders))
     if skipped:
-        logger.warning(
-            "%s: skipping %d non-image file(s): %s%s",
-            folder,
-            len(skipped),
-            ", ".join(skipped[:5]),
-            " ..." if len(skipped) > 5 else "",
-        )
+        logger.warning("%s: skipping %d non-image file(s): %s", folder, len(skipped), _some(skipped))
     if not images:
         raise SourceError(
             f"{folder}: expected a folder of images ({', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...), found none; "
