@@ -14,8 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import SinkError
 from .files import is_special, make_parent, os_reason, part_path, remove_stale_parts
+from .formats import OUTPUT_IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .recording import existing_segments, segment_path
-from .sinks import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, image_output_path
+from .sinks import image_output_path
 
 DEFAULT_OUT_DIR = Path("out")
 
@@ -24,7 +25,7 @@ def default_output(kind: str, name: str) -> Optional[Path]:
     stem = Path(name).stem or "source"
     if kind == "image":
         suffix = Path(name).suffix.lower()
-        return DEFAULT_OUT_DIR / f"{stem}_annotated{suffix if suffix in IMAGE_EXTENSIONS else '.jpg'}"
+        return DEFAULT_OUT_DIR / f"{stem}_annotated{suffix if suffix in OUTPUT_IMAGE_SUFFIXES else '.jpg'}"
     if kind == "folder":
         return DEFAULT_OUT_DIR / f"{Path(name).name or 'images'}_annotated"
     if kind == "file":
@@ -74,15 +75,15 @@ def _planned_files(kind: str, output: Optional[Path], image_paths: Sequence[Path
     if output is None:
         return []
     if kind in ("file", "live"):
-        if output.suffix.lower() not in VIDEO_EXTENSIONS:
-            got = "an image path" if output.suffix.lower() in IMAGE_EXTENSIONS else f"'{output.suffix or 'no suffix'}'"
+        if output.suffix.lower() not in VIDEO_SUFFIXES:
+            got = "an image path" if output.suffix.lower() in OUTPUT_IMAGE_SUFFIXES else f"'{output.suffix or 'no suffix'}'"
             raise SinkError(f"--output {output}: this run writes a video, but got {got}; "
-                            f"use one of {', '.join(VIDEO_EXTENSIONS)}")
+                            f"use one of {', '.join(VIDEO_SUFFIXES)}")
         return [(segment_path(output, 1) if segmented else output, "output video")]
-    if kind == "image" and output.suffix and output.suffix.lower() not in IMAGE_EXTENSIONS:
+    if kind == "image" and output.suffix and output.suffix.lower() not in OUTPUT_IMAGE_SUFFIXES:
         raise SinkError(f"--output {output}: this run writes an image, but got '{output.suffix}'; "
-                        f"use one of {', '.join(IMAGE_EXTENSIONS)} (or a folder)")
-    if kind == "folder" and output.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+                        f"use one of {', '.join(OUTPUT_IMAGE_SUFFIXES)} (or a folder)")
+    if kind == "folder" and output.suffix.lower() in OUTPUT_IMAGE_SUFFIXES + VIDEO_SUFFIXES:
         raise SinkError(f"--output {output}: a folder of photos writes a folder of images, but got a file "
                         "name; pass a folder path")
     return [(image_output_path(kind, output, str(path)), "output image") for path in image_paths]

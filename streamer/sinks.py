@@ -20,13 +20,10 @@ import numpy as np
 
 from .errors import SinkError
 from .files import is_special, make_parent, os_reason, remove_quietly, size_text, write_bytes
+from .formats import OUTPUT_IMAGE_SUFFIXES
 from .types import FrameResult
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# Containers OpenCV's FFmpeg writer picks from the suffix and that hold the codecs in output.codecs.
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 
 
 class RunView(Protocol):
@@ -91,7 +88,7 @@ class Sink:
 def image_output_path(kind: str, output: Path, frame_source: str) -> Path:
     """Where the annotated copy of the photo ``frame_source`` goes: ``output`` itself for one photo
     given a file name, else ``output/<photo's name>``."""
-    if kind == "folder" or output.suffix.lower() not in IMAGE_EXTENSIONS:
+    if kind == "folder" or output.suffix.lower() not in OUTPUT_IMAGE_SUFFIXES:
         return output / Path(frame_source).name
     return output
 
@@ -114,8 +111,8 @@ def write_image(path: Path, bgr: np.ndarray, overwrite: bool = False) -> None:
     """Write one annotated ``(H, W, 3)`` uint8 BGR image (the suffix picks the format); the folder
     is created; the file appears complete or not at all; any failure is a SinkError."""
     path = Path(path)
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise SinkError(f"output image {path} needs an image extension ({', '.join(IMAGE_EXTENSIONS)})")
+    if path.suffix.lower() not in OUTPUT_IMAGE_SUFFIXES:
+        raise SinkError(f"output image {path} needs an image extension ({', '.join(OUTPUT_IMAGE_SUFFIXES)})")
     try:
         ok, encoded = cv2.imencode(path.suffix.lower(), bgr)
     except cv2.error:

@@ -25,16 +25,13 @@ import numpy as np
 from .capture import DEFAULT_FPS, CaptureSource, CaptureStats, FrameSource, SourceInfo, interruptible
 from .config import CaptureConfig
 from .errors import SourceError
+from .formats import IMAGE_SUFFIXES
 from .types import Frame
 
 logger = logging.getLogger(__name__)
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
-IMAGE_SUFFIXES = frozenset(
-    ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .avif .pbm .pgm .ppm .pxm .pnm .pfm .sr .ras "
-    ".tiff .tif .exr .hdr .pic".split()
-)
 
 
 
