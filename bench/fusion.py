@@ -105,7 +105,7 @@ def evaluate(people: Sequence[Person], analyzer: FaceAnalyzer, config: Config, s
             if ages:
                 single[who].append(float(ages[0]))
     worker.finish()
-    tracks = [track for track in worker.ended_tracks if track.labels.age_years is not None and track.labels.label_ready]
+    tracks = [record for record in worker.ended_records if record["age"] is not None]
     rows = []
     for i, person in enumerate(people):
         # The person's track: the labelled one that was in view while they were.
@@ -124,18 +124,18 @@ def evaluate(people: Sequence[Person], analyzer: FaceAnalyzer, config: Config, s
         float(np.mean([r["fused_error"] for r in scored]) / np.mean([r["single_mean_error"] for r in scored]))
         if scored else None
     )
-    return {"people_shown": len(people), "people_counted": len(worker.ended_tracks), "rows": rows,
+    return {"people_shown": len(people), "people_counted": len(worker.ended_records), "rows": rows,
             "fused_over_single_error": ratio}
 
 
 def _fused_age(tracks, index: int, people: Sequence[Person], seed: int) -> Optional[float]:
     span = _spans(people, seed)[index]
     best, overlap = None, 0
-    for track in tracks:
-        shared = min(track.last_frame, span[1]) - max(track.first_frame, span[0])
+    for record in tracks:
+        shared = min(record["last_frame"], span[1]) - max(record["first_frame"], span[0])
         if shared > overlap:
-            best, overlap = track, shared
-    return None if best is None else float(best.labels.age_years)
+            best, overlap = record, shared
+    return None if best is None else float(best["age"])
 
 
 def _spans(people: Sequence[Person], seed: int) -> List[Tuple[int, int]]:

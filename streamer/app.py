@@ -304,7 +304,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         if isinstance(error, SinkError) and not summary["frames_recorded"]:
             summary["output"] = None  # the output that failed is not there: the summary must not point at it
         if tracker is not None:
-            summary["people"] = people_counts((track.to_record() for track in worker.ended_tracks), config.report,
+            summary["people"] = people_counts(worker.ended_records, config.report,
                                               config.classifier.age_groups)
             if report is not None and report.written is not None:
                 summary["report"] = str(options.report)
