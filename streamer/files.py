@@ -41,7 +41,12 @@ def _alive(pid: int) -> bool:
         return False
     except OSError:  # PermissionError: another user's process, alive
         return True
-    return True
+    # A killed run not yet reaped by its parent (a zombie) still answers kill(0) but writes nothing.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (macOS) or the process just ended
+        return True
 
 
 def remove_stale_parts(finals: Iterable[Path], recordings: Iterable[Path] = ()) -> List[Path]:

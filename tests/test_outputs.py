@@ -410,3 +410,24 @@ def test_stale_segment_parts_of_a_recording_are_removed(tmp_path):
     removed = remove_stale_parts([], [tmp_path / "cam.mp4"])
     assert sorted(path.name for path in removed) == sorted(name for name, kept in names.items() if not kept)
     assert sorted(leftovers(tmp_path)) == sorted(name for name, kept in names.items() if kept)
+
+
+def test_a_killed_run_not_yet_reaped_counts_as_gone(tmp_path):
+    """A run killed with SIGKILL stays a zombie until its parent reaps it; its part files are stale."""
+    import signal
+
+    from streamer.files import remove_stale_parts
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    os.kill(proc.pid, signal.SIGKILL)
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{proc.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z":
+        time.sleep(0.05)
+    part = tmp_path / f".o.part-{proc.pid}-1.mp4"
+    part.write_bytes(b"x")
+    try:
+        assert remove_stale_parts([tmp_path / "o.mp4"]) == [part] and not part.exists()
+    finally:
+        proc.wait()
