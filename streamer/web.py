@@ -1,13 +1,36 @@
 """``streamer serve`` (and ``python run.py serve``): the web service's command. The upload page
 and JSON API for photos; with ``--source``, that source runs as ``run`` runs it and its live view
-is served too. The server itself is streamer/web_server.py; this module stays cheap to import
-(the command line imports it for ``--help``)."""
+is served too. The application is streamer/web_app.py (Flask), the server streamer/web_server.py
+(cheroot), both from the optional ``web`` extra; this module stays cheap to import and needs
+neither (the command line imports it for ``--help``)."""
 
 from __future__ import annotations
 
 import argparse
 
+from .errors import StreamerError
+
 TOKEN_ENV = "STREAMER_TOKEN"
+INSTALL_HINT = "pip install 'streamer[web]'"
+# What the web extra installs (pyproject.toml), by import name.
+EXTRA_MODULES = ("flask", "cheroot")
+
+
+class WebError(StreamerError):
+    """The web service cannot start (extra not installed, address in use, no token for a network
+    address, ...)."""
+
+
+def require_extra() -> None:
+    """WebError naming the fix when Flask or cheroot is not installed."""
+    import importlib
+
+    for name in EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise WebError(f"`serve` needs the web extra (Flask and cheroot); {name} is not installed: "
+                           f"{INSTALL_HINT}") from None
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,8 +57,9 @@ def main(args: argparse.Namespace) -> int:
     """``serve`` with parsed arguments; StreamerError (one line, exit 2) on bad input."""
     from .cli import print_summary, run_options
     from .config import override
-    from .errors import StreamerError
-    from .web_server import WebError, serve
+
+    require_extra()
+    from .web_server import serve
 
     config = args.config_obj
     host = args.host or config.web.host

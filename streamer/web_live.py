@@ -11,12 +11,11 @@ viewers beyond ``web.max_viewers`` are refused.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -62,7 +61,7 @@ class LiveView(Sink):
     """The web service's sink: latest frame, result and run statistics for the HTTP threads.
 
     Run-thread methods (``start``, ``write``, ``write_records``, ``close``) never block on a
-    viewer; HTTP-thread methods (``frames``, ``latest_jpeg``, ``latest_event``, ``snapshot``)
+    viewer; HTTP-thread methods (``open_viewer``, ``latest_jpeg``, ``latest_event``, ``snapshot``)
     read under a lock. Frames are ``(H, W, 3)`` uint8 BGR, kept by reference: the run hands
     every sink a frame it no longer changes.
     """
@@ -83,6 +82,7 @@ class LiveView(Sink):
         self._full_jpeg: Optional[bytes] = None
         self._full_jpeg_seq = 0
         self._viewers = 0
+        self._streams_closed = False
         self.ended = False
         self.stream_frames = 0
         self.people_seen = 0
@@ -109,8 +109,7 @@ class LiveView(Sink):
         self.ended = True
         self._stop.set()
         self._new_frame.set()
-        with self._published:
-            self._published.notify_all()
+        self.close_streams()
         if self._encoder is not None:
             self._encoder.join(_JOIN_S)
             if self._encoder.is_alive():
@@ -186,31 +185,58 @@ class LiveView(Sink):
             self._full_jpeg, self._full_jpeg_seq = encoded.tobytes(), seq
         return self._full_jpeg
 
-    @contextlib.contextmanager
-    def viewer(self) -> Iterator[Callable[[], Optional[bytes]]]:
-        """A viewer slot for the duration of the ``with``: yields ``next_jpeg()``, which blocks until
-        a newer stream frame than the last it returned (at most ``_RESEND_S``: then the same one
-        again) and gives None once the run has ended. ViewersFull when all slots are taken."""
+    def open_viewer(self) -> "Viewer":
+        """A viewer slot, until its ``close()``. ViewersFull when all ``web.max_viewers`` are taken."""
         with self._lock:
             if self._viewers >= self._cfg.max_viewers:
                 raise ViewersFull()
             self._viewers += 1
         self._new_frame.set()  # a first viewer gets a frame now, not at the next one
-        last = [0]
+        return Viewer(self.next_jpeg, self._leave)
 
-        def next_jpeg() -> Optional[bytes]:
-            with self._published:
-                self._published.wait_for(lambda: self._jpeg_seq != last[0] or self.ended, timeout=_RESEND_S)
-                if self.ended:
-                    return None
-                last[0] = self._jpeg_seq
-                return self._jpeg if self._jpeg is not None else b""
+    def next_jpeg(self, last_seq: int) -> Tuple[Optional[bytes], int]:
+        """The newest stream JPEG once it is newer than ``last_seq`` (waiting at most ``_RESEND_S``,
+        then the same one again; b"" before the first) and its sequence number; None once the
+        run has ended or the streams are closed."""
+        with self._published:
+            self._published.wait_for(lambda: self._jpeg_seq != last_seq or self._streams_closed, timeout=_RESEND_S)
+            if self._streams_closed:
+                return None, last_seq
+            return (self._jpeg if self._jpeg is not None else b""), self._jpeg_seq
 
-        try:
-            yield next_jpeg
-        finally:
-            with self._lock:
-                self._viewers -= 1
+    def close_streams(self) -> None:
+        """End every viewer's stream now (the server stops); idempotent."""
+        with self._published:
+            self._streams_closed = True
+            self._published.notify_all()
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._viewers -= 1
+
+
+class Viewer:
+    """One MJPEG viewer's slot (``LiveView.open_viewer()``): ``frames()`` yields each new stream
+    JPEG until the run ends or the streams close; ``close()`` frees the slot (idempotent)."""
+
+    def __init__(self, next_jpeg: Callable[[int], Tuple[Optional[bytes], int]], leave: Callable[[], None]) -> None:
+        self._next_jpeg = next_jpeg
+        self._leave = leave
+        self._closed = False
+
+    def frames(self) -> Iterator[bytes]:
+        seq = 0
+        while not self._closed:
+            jpeg, seq = self._next_jpeg(seq)
+            if jpeg is None:
+                return
+            if jpeg:
+                yield jpeg
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._leave()
 
 
 def metrics_text(snapshot: Optional[dict], live: Optional[LiveView], web: Dict[str, float]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import time
 from typing import Iterator, List, Optional, Tuple
@@ -20,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamer.capture import SourceInfo
 from streamer.config import Config, override
 from streamer.types import Face, Frame, FrameResult
+from streamer.web_app import BOUNDARY, Service
 from streamer.web_live import LiveView, scaled
-from streamer.web_server import BOUNDARY, Service, WebServer
+from streamer.web_server import WebServer
 
 # The RTSP test server's fixtures, for test_serve_runs_a_live_rtsp_source.
 rtsp_ready, rtsp_server = test_rtsp.rtsp_ready, test_rtsp.rtsp_server
@@ -67,42 +67,37 @@ class Feeder:
 
 
 class Viewer:
-    """One MJPEG client on a raw socket: ``frame()`` reads the next JPEG part."""
+    """One MJPEG client (http.client: the stream comes in HTTP/1.1 chunks): ``frame()`` reads the
+    next JPEG part, None at the end of the stream."""
 
     def __init__(self, url: str) -> None:
         host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=20)
-        self.sock.sendall(b"GET /api/stream.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.stream = self.sock.makefile("rb")
-        self.status = int(self.stream.readline().split()[1])
-        self.headers = {}
-        while True:
-            line = self.stream.readline().decode().strip()
-            if not line:
-                break
-            name, value = line.split(":", 1)
-            self.headers[name.lower()] = value.strip()
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=20)
+        self.conn.request("GET", "/api/stream.mjpeg")
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.headers = {name.lower(): value for name, value in self.response.getheaders()}
 
     def frame(self) -> Optional[bytes]:
-        line = self.stream.readline()
+        line = self.response.readline()
         if not line:
             return None
         assert line.strip() == f"--{BOUNDARY}".encode()
         headers = {}
         while True:
-            line = self.stream.readline().decode().strip()
+            line = self.response.readline().decode().strip()
             if not line:
                 break
             name, value = line.split(":", 1)
             headers[name.lower()] = value.strip()
         assert headers["content-type"] == "image/jpeg"
-        jpeg = self.stream.read(int(headers["content-length"]))
-        assert self.stream.read(2) == b"\r\n"
+        jpeg = self.response.read(int(headers["content-length"]))
+        assert self.response.read(2) == b"\r\n"
         return jpeg
 
     def close(self) -> None:
-        self.stream.close()
-        self.sock.close()
+        self.response.close()
+        self.conn.close()
 
 
 def get(url: str, path: str) -> Tuple[int, bytes]:
