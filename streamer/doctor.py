@@ -1,7 +1,8 @@
 """``streamer doctor``: what this installation can do and what is missing, checked without running
 a source: Python and OpenCV (version, video I/O and dnn backends of its build), onnxruntime, a
 display, cameras, where the config and the models are read from, the models the config needs, and
-paho-mqtt with, when mqtt.enabled, one login to the broker (nothing published).
+paho-mqtt with, when mqtt.enabled, one login to the broker (nothing published), and the web
+extra that ``serve`` needs.
 
 ``diagnose()`` returns the checks as data; the command line formats them. Nothing is downloaded
 and no camera is opened (a camera in use elsewhere would stall or fail the check).
@@ -123,6 +124,18 @@ def _onnxruntime_check(config: Optional[Config]) -> Check:
     version = _installed_version("onnxruntime") or "?"
     use = "dnn.engine: onnxruntime" if wanted else "installed, unused: dnn.engine: opencv"
     return Check("onnxruntime", OK, f"{version} ({use})")
+
+
+def _web_check() -> Check:
+    """The web extra (Flask, cheroot) that ``serve`` needs; optional, so never a FAIL."""
+    from .web import EXTRA_MODULES, INSTALL_HINT
+
+    missing = [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        return Check("web", OK, f"{', '.join(missing)} not installed (optional: only `serve` needs it)",
+                     f"for `serve`: {INSTALL_HINT}")
+    versions = ", ".join(f"{name} {_installed_version(name) or '?'}" for name in ("Flask", "cheroot"))
+    return Check("web", OK, f"{versions} (`serve`)")
 
 
 def _mqtt_check(config: Config) -> Check:
@@ -253,6 +266,7 @@ def diagnose(explicit_config: Optional[Path] = None) -> List[Check]:
     checks.append(_onnxruntime_check(config))
     if config is not None:
         checks.append(_mqtt_check(config))
+    checks.append(_web_check())
     checks.append(_display_check())
     checks.append(_camera_check())
     checks.append(config_check)

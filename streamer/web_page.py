@@ -46,8 +46,15 @@ function row(f, i) {
     `<td>${fmt(x1, 0)}, ${fmt(y1, 0)}, ${fmt(x2, 0)}, ${fmt(y2, 0)}</td><td>${fmt(w, 0)}x${fmt(h, 0)}</td>` +
     `<td>${fmt(f.score, 2)}</td></tr>`;
 }
+const maxBytes = Number(document.getElementById('form').dataset.maxBytes);
 async function analyse(file) {
   if (!file) return;
+  if (file.size > maxBytes) {  // the service would refuse it unread; do not send it at all
+    msg.className = 'error';
+    msg.textContent = `${file.name} is ${(file.size / 1e6).toFixed(1)} MB, above the limit of ` +
+      `${(maxBytes / 1048576).toFixed(0)} MB (web.max_upload_mb); choose a smaller image`;
+    out.innerHTML = ''; return;
+  }
   msg.className = 'muted'; msg.textContent = `analysing ${file.name} ...`; out.innerHTML = '';
   const body = new FormData(); body.append('image', file);
   try {
@@ -113,7 +120,8 @@ def main_page(config: Config, live: bool) -> str:
     body = (
         "<header><h1>streamer</h1><span>face detection, gender and age</span></header><main>"
         "<section><h2>Analyse a photo</h2>"
-        "<form id=form action='/api/analyze?format=jpeg' method=post enctype='multipart/form-data'>"
+        "<form id=form action='/api/analyze?format=jpeg' method=post enctype='multipart/form-data' "
+        f"data-max-bytes={int(web.max_upload_mb * 1024 * 1024)}>"
         "<div id=drop>Drop a photo here, or click to choose one"
         f"<br><span class=muted>JPEG, PNG, WebP or BMP; at most {web.max_upload_mb:g} MB and "
         f"{web.max_image_mp:g} megapixels</span></div>"

@@ -78,8 +78,9 @@ def test_everything_present_is_exit_0_and_says_where_things_are(all_models, caps
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "ready: everything the configured run needs is here" in out
-    for name in ("python", "opencv", "video I/O", "gstreamer", "dnn backends", "onnxruntime", "display", "cameras",
-                 "config", "models dir"):
+    assert by_name["web"].status == OK and by_name["web"].detail.startswith("Flask ")  # the test extra has it
+    for name in ("python", "opencv", "video I/O", "gstreamer", "dnn backends", "onnxruntime", "web", "display",
+                 "cameras", "config", "models dir"):
         assert f"  {name} " in out, name
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -217,6 +218,15 @@ def test_oversized_uploads_get_413_from_their_content_length(server: Client) -> 
     response = conn.getresponse()
     assert response.status == 413 and b"max_upload_mb" in response.read()
     conn.close()
+    # Answered without the body: 20 MB declared, 1 kB sent, and the JSON 413 comes back while the
+    # client sends nothing more (a server that read the body first would never answer).
+    with socket.create_connection((server.host, int(server.port)), timeout=60) as sock:
+        sock.sendall(b"POST /api/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 20000000\r\n\r\n" + b"\xff\xd8\xff" + bytes(1021))
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 413 and response.getheader("Content-Type") == "application/json"
+        assert "20.0 MB" in json.loads(response.read())["error"]
     # A photo above the pixel limit (the group photo is 0.75 MP).
     with start_server(override(Config(), {"web.max_image_mp": 0.5})) as small:
         status, _, answer = Client(small.url).upload(GROUP)
@@ -276,3 +286,27 @@ def test_serve_on_every_address_without_a_token_refuses_to_start(tmp_path: Path)
                           capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0 without a token" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_the_web_extra_serve_says_how_to_install_it_and_the_rest_works(tmp_path: Path) -> None:
+    """Flask and cheroot hidden from the child (``sys.modules[name] = None`` makes their import
+    fail): `serve` exits 2 with the install line; a photo run and doctor import neither."""
+    from conftest import models_dirs
+
+    hide = "import sys; sys.modules.update(flask=None, cheroot=None, werkzeug=None); "
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STREAMER_MODELS_DIR": models_dirs(),
+           "PYTHONPATH": str(REPO)}  # this checkout's package, whatever the venv's editable install points to
+
+    def streamer(*args: str) -> subprocess.CompletedProcess:
+        code = hide + f"from streamer.cli import main; sys.exit(main({list(args)!r}))"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                              cwd=tmp_path)
+
+    serve = streamer("serve", "--port", "0")
+    assert serve.returncode == 2 and "Traceback" not in serve.stderr
+    assert "flask is not installed: pip install 'streamer[web]'" in serve.stderr
+    photo = streamer("--source", str(ASTRONAUT), "--no-window", "--output", "a.png")
+    assert photo.returncode == 0, photo.stderr
+    assert (tmp_path / "a.png").is_file()
+    doctor = streamer("doctor")
+    assert "flask, cheroot not installed" in doctor.stdout and "pip install 'streamer[web]'" in doctor.stdout

@@ -99,6 +99,12 @@ def test_upload_through_the_page_shows_the_annotated_photo_and_the_table(browser
         # A file that is not an image: the page shows the service's error.
         page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"text" * 100}])
         page.wait_for_function("document.getElementById('msg').innerText.startsWith('415')", timeout=60_000)
+        # A file above web.max_upload_mb is refused by the page itself, never sent.
+        page.set_input_files("#file", files=[{"name": "big.jpg", "mimeType": "image/jpeg",
+                                              "buffer": b"\xff\xd8\xff" + bytes(11 * 1024 * 1024)}])
+        page.wait_for_function("document.getElementById('msg').innerText.startsWith('big.jpg is 11.5 MB')",
+                               timeout=60_000)
+        assert "web.max_upload_mb" in page.inner_text("#msg")
     finally:
         page.close()
 
