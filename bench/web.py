@@ -10,8 +10,9 @@ requests; prints requests/s, p50 and p95 latency.
 Memory: a 640x480 H.264 clip (../shared's Tears of Steel scaled and padded with ffmpeg) streamed in
 a loop by the RTSP test server (tests/rtsp_server.py), watched for ``--seconds`` by (a) `run.py
 --source rtsp://...` and (b) `run.py serve --source rtsp://...` with 4 MJPEG viewers reading the
-stream; prints each child's mean resident memory (VmRSS) over the second half, and the difference
-(target: at most 30 MB).
+stream; prints each child's mean resident memory (VmRSS) over the second half, the difference
+(target: at most 30 MB), and how long Ctrl-C (SIGINT) takes to stop `serve` with the viewers attached.
+The load average is printed before and after: other work on the machine slows the photo figures.
 """
 
 from __future__ import annotations
@@ -66,13 +67,16 @@ def start_serve(extra: Sequence[str]) -> "tuple[subprocess.Popen, str]":
     raise SystemExit(f"bench/web: serve did not start: {child.stderr.read()[-500:]}")
 
 
-def stop(child: subprocess.Popen) -> None:
+def stop(child: subprocess.Popen) -> float:
+    """SIGINT (Ctrl-C) and the seconds until the child has exited."""
+    t0 = time.monotonic()
     if child.poll() is None:
         child.send_signal(signal.SIGINT)
         try:
             child.wait(timeout=30)
         except subprocess.TimeoutExpired:
             child.kill()
+    return time.monotonic() - t0
 
 
 def _host_port(url: str) -> "tuple[str, int]":
@@ -178,15 +182,15 @@ def memory(seconds: float) -> Dict[str, float]:
                     thread.start()
                 serve_mb = watch_rss(child, seconds)
             finally:
+                stop_s = stop(child)  # with the 4 viewers still attached
                 stop_event.set()
-                stop(child)
                 for thread in threads:
                     thread.join(5)
         finally:
             server.kill()
             server.wait(timeout=10)
     return {"run_mb": run_mb, "serve_4_viewers_mb": serve_mb, "added_mb": serve_mb - run_mb,
-            "frames_per_viewer": counts, "seconds": seconds}
+            "frames_per_viewer": counts, "seconds": seconds, "serve_stop_s": stop_s}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -197,7 +201,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    result: Dict[str, object] = {}
+    result: Dict[str, object] = {"load_average_1_5_15": list(os.getloadavg())}
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     if not args.skip_photos:
         rows = result["photos"] = photo_throughput(args.requests)
         print(f"POST /api/analyze, {GROUP.name} (1280x853, 5 faces), `serve` default config")
@@ -209,7 +214,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         mem = result["memory"] = memory(args.seconds)
         print(f"\nresident memory, 640x480 RTSP source, tracked mode, mean over the last {args.seconds / 2:.0f} s:")
         print(f"run alone {mem['run_mb']:.1f} MB; serve + 4 MJPEG viewers {mem['serve_4_viewers_mb']:.1f} MB; "
-              f"added {mem['added_mb']:+.1f} MB (target <= 30); stream frames per viewer {mem['frames_per_viewer']}")
+              f"added {mem['added_mb']:+.1f} MB (target <= 30); stream frames per viewer {mem['frames_per_viewer']}; "
+              f"Ctrl-C stopped serve in {mem['serve_stop_s']:.2f} s")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         write_json(args.json, result)
     return 0
