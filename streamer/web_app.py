@@ -1,5 +1,7 @@
 """The web service's Flask application: routes, the token check, limits and JSON errors (the
 ``web`` extra; streamer/web_server.py serves it with cheroot, streamer/web.py is the command).
+The pages are Jinja templates in streamer/templates/ (inline CSS and JavaScript, nothing fetched
+from elsewhere: the page must work on a network without internet).
 
 Flask and Werkzeug do the HTTP work: routing, query and ``Accept`` parsing, multipart forms, the
 body limit (``MAX_CONTENT_LENGTH``: a body declared too large is refused from its Content-Length,
@@ -23,13 +25,12 @@ import logging
 import time
 from typing import IO, Any, Dict, Iterator, Mapping, Optional
 
-from flask import Flask, Request, Response, jsonify, redirect, request
+from flask import Flask, Request, Response, jsonify, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from .config import Config
 from .web_live import LiveView, ViewersFull, metrics_text
-from .web_page import login_page, main_page
 from .web_photo import PhotoService, UploadError, encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def create_app(service: Service) -> Flask:
         if service.authorised(bearer, request.cookies.get(COOKIE_NAME)):
             return None
         if request.path == "/" and request.method in ("GET", "HEAD"):
-            return Response(login_page(), 401, mimetype="text/html")
+            return Response(render_template("login.html"), 401, mimetype="text/html")
         return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' or log in at /login",
                       {"WWW-Authenticate": 'Bearer realm="streamer"'})
 
@@ -236,19 +237,20 @@ def create_app(service: Service) -> Flask:
     # -- the page and the login -----------------------------------------------------------------------
 
     @app.get("/")
-    def page() -> Response:
-        return Response(main_page(service.config, service.live is not None), mimetype="text/html")
+    def page() -> str:
+        return render_template("page.html", live=service.live is not None, max_bytes=service.max_body,
+                               max_upload_mb=f"{web.max_upload_mb:g}", max_image_mp=f"{web.max_image_mp:g}")
 
     @app.get("/login")
-    def login_form() -> Response:
-        return Response(login_page(), mimetype="text/html")
+    def login_form() -> str:
+        return render_template("login.html")
 
     @app.post("/login")
     def login() -> ResponseReturnValue:
         if service.token is None or service.session is None:
             return redirect("/", 303)
         if not hmac.compare_digest(request.form.get("token", "").encode(), service.token.encode()):
-            return Response(login_page("wrong token"), 401, mimetype="text/html")
+            return Response(render_template("login.html", problem="wrong token"), 401, mimetype="text/html")
         response = redirect("/", 303)
         response.set_cookie(COOKIE_NAME, service.session, path="/", httponly=True, samesite="Strict")
         return response

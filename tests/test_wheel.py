@@ -64,9 +64,10 @@ def installed(wheel, tmp_path_factory) -> Path:
     return venv / "bin"
 
 
-def test_wheel_carries_the_manifest_calibration_and_default_config(wheel):
+def test_wheel_carries_the_manifest_calibration_default_config_and_page_templates(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for data in ("streamer/data/manifest.json", "streamer/data/age_calibration.json", "streamer/data/config.yaml"):
+    for data in ("streamer/data/manifest.json", "streamer/data/age_calibration.json", "streamer/data/config.yaml",
+                 "streamer/templates/page.html", "streamer/templates/login.html", "streamer/templates/base.html"):
         assert data in names
     assert not [n for n in names if n.startswith(("tests/", "models/", "bench/", "tools/"))]
 
