@@ -33,7 +33,7 @@ from .flow import BoxFlow
 from .motion import MotionGate
 from .mqtt import build_sinks as mqtt_sinks
 from .outputs import check_outputs, default_output
-from .pipeline import FaceAnalyzer, build_analyzer
+from .pipeline import FaceAnalyzer, build_analyzer, build_mask_detector
 from .recording import VideoSink
 from .report import ReportSink, people_counts, report_paths
 from .sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
@@ -235,7 +235,8 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                                           out_cfg.anonymize_hold_frames if stream else 0)
             worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream,
                             tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier),
-                            anonymizer, out_cfg.labels, pictures=not aggregate)
+                            anonymizer, out_cfg.labels, pictures=not aggregate,
+                            mask_detector=build_mask_detector(config))
             # The sinks in write order: pictures, events, window, the caller's. Each is on the list
             # as soon as it exists, so that it is closed however the run ends.
             open_sinks: List[Sink] = []

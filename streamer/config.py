@@ -739,6 +739,28 @@ class OutputConfig(_Section):
         description="Frames a face's last box stays masked after it stops coming (a detector blink, a "
         "track hidden or dropped); a box of this frame that covers it ends it earlier.",
     )
+    anonymize_detector: Optional[DetectorName] = setting(
+        default="yunet",
+        description="With anonymize: a second face detector, run on every frame the main one runs on "
+        "the whole frame, whose faces are masked too (until its next run) but not tracked or counted: "
+        "the dim, half-hidden and small faces the main detector misses (on the stage clip, frames "
+        "showing a face: 72 with null, 27 with yunet; README, Privacy). yunet is an upstream download "
+        "(`streamer models fetch yunet_2023mar`, once, on a networked machine); null: only the main "
+        "detector's faces are masked.",
+    )
+    anonymize_detector_score: float = setting(
+        default=0.3,
+        gt=0.0,
+        lt=1.0,
+        description="Minimum confidence of anonymize_detector's faces. Low on purpose: a face masked by "
+        "mistake costs a blurred patch, a face missed is shown.",
+    )
+    anonymize_detector_max_side_px: int = setting(
+        default=480,
+        ge=64,
+        le=4096,
+        description="anonymize_detector's input: the frame scaled so its long side is at most this.",
+    )
     labels: bool = setting(
         default=True,
         description="Draw face boxes and labels on pictures; false (--no-labels): a clean picture "

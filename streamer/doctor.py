@@ -218,6 +218,10 @@ def needed_models(config: Config) -> Dict[str, Optional[Set[str]]]:
     blazeface = config.detector.name == "blazeface"
     needed[detector] = {VARIANTS[config.detector.blazeface_model].weights} if blazeface else None
     needed[CLASSIFIER_MODELS[config.classifier.name]] = None
+    mask_detector = config.output.anonymize_detector
+    if config.output.anonymize is not None and mask_detector is not None:
+        files = {VARIANTS[config.detector.blazeface_model].weights} if mask_detector == "blazeface" else None
+        needed.setdefault(DETECTOR_MODELS[mask_detector], files)
     return needed
 
 

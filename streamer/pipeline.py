@@ -188,6 +188,24 @@ def build_detector(config: Config, store: ModelStore) -> FaceDetector:
             raise ModelError(f"no face detector could be loaded: {chosen}: {error}; {fallback}: {second}") from None
 
 
+def build_mask_detector(config: Config, store: Optional[ModelStore] = None) -> Optional[FaceDetector]:
+    """``output.anonymize_detector`` at its own score and input size (no fallback: a mask detector
+    that cannot load is an error, not a quieter privacy), or None when not anonymizing with one."""
+    out = config.output
+    if out.anonymize is None or out.anonymize_detector is None:
+        return None
+    mask_config = override(config, {
+        "detector.name": out.anonymize_detector, "detector.score": out.anonymize_detector_score,
+        "detector.max_side_px": out.anonymize_detector_max_side_px, "detector.fallback": None,
+    })
+    try:
+        return build_detector(mask_config, store or ModelStore.from_config(config.models))
+    except ModelError as error:
+        raise ModelError(f"output.anonymize_detector {out.anonymize_detector} (it finds the faces the main "
+                         f"detector misses, to mask them): {error}; or set output.anonymize_detector: null "
+                         "to mask only the main detector's faces") from None
+
+
 def build_classifier(config: Config, store: ModelStore) -> GenderAgeModel:
     """The configured gender/age model, with its label calibration (streamer/data/age_calibration.json,
     checksum from the manifest) when ``classifier.calibrate``."""

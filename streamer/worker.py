@@ -16,6 +16,7 @@ from .align import yaw_ratio
 from .anonymize import Anonymizer
 from .appearance import appearance_of
 from .boxes import box_iou, box_tuple, clipped
+from .detect import FaceDetector
 from .draw import LabelStyle, draw_faces, draw_hud
 from .flow import BoxFlow
 from .motion import CutDetector, MotionGate
@@ -35,6 +36,8 @@ _TURNED_QUALITY = 0.3
 # A face found by a look at a track's region is that track's face only if it overlaps its box this
 # much; less is a neighbour or a newcomer, left to the next full-frame run.
 _LOOK_MIN_IOU = 0.2
+# A mask detector's face overlapping one of the main detector's this much is that face, masked already.
+_MASK_SAME_FACE_IOU = 0.3
 
 
 def _detection(track: Track) -> Detections:
@@ -85,11 +88,16 @@ class Worker:
         anonymizer: Optional[Anonymizer] = None,
         labels: bool = True,
         pictures: bool = True,
+        mask_detector: Optional[FaceDetector] = None,
     ) -> None:
         self.analyzer = analyzer
         # anonymizer: faces hidden in the picture before the overlay (and so before any sink);
         # labels: boxes and labels drawn; pictures: False (--privacy aggregate) draws nothing.
         self.anonymizer, self.labels, self.pictures = anonymizer, labels, pictures
+        # mask_detector (output.anonymize_detector): run with the full-frame detector, its faces
+        # masked until its next run, never tracked; _mask_boxes holds its latest (N, 4) boxes.
+        self.mask_detector = mask_detector if anonymizer is not None else None
+        self._mask_boxes = np.zeros((0, 4), np.float32)
         self.label_style = label_style
         self.gate = gate
         self.tracker = tracker
@@ -136,6 +144,7 @@ class Worker:
             timings.update(model_ms)
             stats.faces_classified += sum(face.classified for face in faces)
             self._last_faces, analysed = faces, True
+            self._look_for_masks(frame.bgr, timings)
         else:
             faces, analysed = self._last_faces, False
         if analysed:
@@ -167,7 +176,10 @@ class Worker:
                 live = [track.xyxy for track in self.tracker.tracks if track.shown or not track.confirmed]
             else:
                 live = [face.xyxy for face in faces]
-            boxes = self.anonymizer.update(frame.index, np.array(live, np.float32).reshape(-1, 4))
+            live_xyxy = np.array(live, np.float32).reshape(-1, 4)
+            if len(self._mask_boxes):
+                live_xyxy = np.concatenate([live_xyxy, self._mask_boxes])
+            boxes = self.anonymizer.update(frame.index, live_xyxy)
             picture = self.anonymizer.apply(picture, boxes)
             timings["anonymize"] = (time.perf_counter() - t0) * 1000.0
         t0 = time.perf_counter()
@@ -176,6 +188,21 @@ class Worker:
             draw_hud(annotated, self.hud_lines(dropped))
         timings["draw"] = (time.perf_counter() - t0) * 1000.0
         return annotated
+
+    def _look_for_masks(self, bgr: np.ndarray, timings: Dict[str, float]) -> None:
+        """Run the mask detector on a frame the full-frame detector ran on: its faces that no face
+        of the main detector already covers are masked until its next run."""
+        if self.mask_detector is None:
+            return
+        t0 = time.perf_counter()
+        found = self.mask_detector.detect(bgr).xyxy
+        known = ([track.xyxy for track in self.tracker.tracks] if self.tracker is not None
+                 else [face.xyxy for face in self._last_faces])
+        if len(found) and known:
+            overlap = box_iou(found, np.array(known, np.float32).reshape(-1, 4))
+            found = found[overlap.max(axis=1) < _MASK_SAME_FACE_IOU]
+        self._mask_boxes = np.asarray(found, np.float32).reshape(-1, 4)
+        timings["mask_detect"] = (time.perf_counter() - t0) * 1000.0
 
     def _tracked(
         self, frame: Frame, gate_open: bool, cut: bool, timings: Dict[str, float]
@@ -215,6 +242,7 @@ class Worker:
             tracks = tracker.update(
                 detections, frame.index, t_s, appearances, look if flow is not None else None, cut=cut
             )
+            self._look_for_masks(bgr, timings)
         elif flow is not None:
             tracks = tracker.follow(frame.index, t_s, lambda track: flow.follow(track.id, track.xyxy), look)
         else:

