@@ -460,7 +460,8 @@ class MqttSink(Sink):
         self.counts.observe_records(records)
         now = round(time.time(), 3)
         for record in records:
-            payload = {**record, "camera": self.topics.camera, "timestamp": now}
+            # A live frame's record has its capture time; a file's gets the time it is published.
+            payload = {"timestamp": now, **record, "camera": self.topics.camera}
             track = record.get("track")
             if track is not None and "xyxy" not in payload and track in self._boxes:
                 payload["xyxy"] = self._boxes[track]

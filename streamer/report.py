@@ -22,6 +22,7 @@ import math
 import statistics
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -42,6 +43,7 @@ REPORT_FILES = (PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, *CHART_FILES, REPORT_HTML
 CSV_COLUMNS = (
     "track", "first_frame", "last_frame", "first_t_s", "last_t_s", "seen_s",
     "hits", "samples", "gender", "gender_p", "age", "age_group", "age_lo", "age_hi", "ended",
+    "first_time", "last_time",
 )  # fmt: skip
 UNKNOWN = "unknown"
 # People in view over time: per second while the events span at most 15 minutes (a clip: 900 points
@@ -86,6 +88,9 @@ class PeopleReport:
         self._open: Dict[int, _Seen] = {}
         self._t0: Optional[float] = None
         self._t_last: Optional[float] = None
+        # Unix seconds minus t_s, from the first event of a live run (its "timestamp"): the
+        # wall-clock time of any t_s. None for a file's events (their t_s is the file position).
+        self._clock_offset: Optional[float] = None
         self._level = 0
         self._bins: Dict[int, Set[FrozenSet[int]]] = {}
 
@@ -94,6 +99,10 @@ class PeopleReport:
     def add(self, event: dict) -> None:
         """One events-file object. ValueError (with what is wrong) when it is not a streamer event."""
         kind = event.get("event")
+        if self._clock_offset is None and "timestamp" in event:
+            stamp, t_s = event.get("timestamp"), event.get("t_s")
+            if _is_number(stamp) and _is_number(t_s):
+                self._clock_offset = float(stamp) - float(t_s)  # type: ignore[arg-type]
         if "faces" in event and kind is None:
             self._add_frame(event)
         elif kind in ("new", "update"):
@@ -194,7 +203,16 @@ class PeopleReport:
                 "gender": labels.get("gender"), "gender_p": labels.get("gender_p"), "age": labels.get("age"),
                 "age_group": labels.get("age_group"), "age_range": labels.get("age_range"), "ended": False,
             }  # fmt: skip
+        for row in rows.values():
+            row["first_time"], row["last_time"] = self.time_of(row["first_t_s"]), self.time_of(row["last_t_s"])
         return [rows[track] for track in sorted(rows)]
+
+    def time_of(self, t_s: Optional[float]) -> Optional[str]:
+        """The local wall-clock time (ISO 8601 with its UTC offset, to the second) of an event time,
+        for events of a live run; None for a file's events."""
+        if self._clock_offset is None or t_s is None:
+            return None
+        return datetime.fromtimestamp(self._clock_offset + t_s).astimezone().isoformat(timespec="seconds")
 
     def rows(self) -> Tuple[List[dict], int]:
         """The people (rows seen at least ``min_seen_s``) and how many tracks were left out."""
@@ -224,6 +242,8 @@ class PeopleReport:
             "first_t_s": None if self._t0 is None else round(self._t0, 4),
             "last_t_s": None if self._t_last is None else round(self._t_last, 4),
             "duration_s": None if self._t0 is None or self._t_last is None else round(self._t_last - self._t0, 3),
+            "first_time": self.time_of(self._t0),
+            "last_time": self.time_of(self._t_last),
             "frames": self.frames,
             "people": len(rows),
             "left_out": {"tracks": left_out, "min_seen_s": self.cfg.min_seen_s},
@@ -254,14 +274,16 @@ class PeopleReport:
         """Most people in view at once per bin (None where no frame fell in it), and the peak."""
         width = _BIN_LEVELS[self._level][0]
         if self._t0 is None or not self._bins:
-            return {"bin_s": width, "start_t_s": None, "people": []}, {"people": 0, "t_s": None}
+            return ({"bin_s": width, "start_t_s": None, "start_time": None, "people": []},
+                    {"people": 0, "t_s": None, "time": None})
         series: List[Optional[int]] = [None] * (max(self._bins) + 1)
         for index, combos in self._bins.items():
             series[index] = max(len(combo & kept) for combo in combos)
         peak = max(count or 0 for count in series)
         at = next(i for i, count in enumerate(series) if (count or 0) == peak)
-        return ({"bin_s": width, "start_t_s": round(self._t0, 4), "people": series},
-                {"people": peak, "t_s": round(self._t0 + at * width, 4), "bin_s": width})
+        return ({"bin_s": width, "start_t_s": round(self._t0, 4), "start_time": self.time_of(self._t0), "people": series},
+                {"people": peak, "t_s": round(self._t0 + at * width, 4), "time": self.time_of(self._t0 + at * width),
+                 "bin_s": width})
 
     def run_counts(self) -> dict:
         """The ``people`` entry of a run's summary: counts only."""

@@ -4,8 +4,9 @@ The page is self-contained so it can be mailed or opened from a USB stick: chart
 ``data:`` URIs, the CSS is inline and a Content-Security-Policy forbids every fetch. matplotlib is
 the ``report`` extra (wheels for x86-64 and aarch64), imported on first use with the Agg canvas
 and no pyplot (no global figure state, no display); without it the page shows the same numbers as
-tables. Times on the page are from the first frame of the events (a file's position when the run
-started at its beginning; a live run's time since its start).
+tables. A live run's events carry their capture time ("timestamp"): the page says when by the
+clock (the zone of the machine that makes the report). A file's events say where in the file:
+times from the first frame of the events.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import html
 import io
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -81,7 +83,8 @@ def draw_charts(summary: dict) -> Optional[Dict[str, bytes]]:
         axes.fill_between(edges, heights, step="post", color=_IN_VIEW, linewidth=0,
                           where=[not math.isnan(h) for h in heights])
     axes.set_title(f"Most people in view at once, per {unit}")
-    axes.set_xlabel(f"time from the start ({unit}s)")
+    start = time_of_day(in_view.get("start_time"))
+    axes.set_xlabel(f"{unit}s from {start}" if start else f"time from the start ({unit}s)")
     axes.set_ylabel("people in view")
     axes.set_ylim(0, max(1, peak["people"]) * 1.15)
     axes.set_xlim(0, max(1, len(values)) * in_view["bin_s"] / scale)
@@ -109,6 +112,24 @@ def _time_unit(bin_s: float):
     if bin_s >= 60:
         return "minute", 60.0
     return "second", 1.0
+
+
+def time_of_day(iso: Optional[str]) -> Optional[str]:
+    """``"2026-12-02T14:30:05+01:00"`` -> ``"14:30:05"``; None -> None."""
+    return None if iso is None else datetime.fromisoformat(iso).strftime("%H:%M:%S")
+
+
+def _span(summary: dict, fine: bool) -> str:
+    """When the events run: clock times for a live run's events, else from 0 to the duration."""
+    if summary["duration_s"] is None:
+        return "no frames"
+    length = duration(summary["duration_s"])
+    if summary.get("first_time") and summary.get("last_time"):
+        first, last = datetime.fromisoformat(summary["first_time"]), datetime.fromisoformat(summary["last_time"])
+        day = f"{first.day} {first:%b %Y}"
+        end = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{last.day} {last:%b %Y} {last:%H:%M:%S}"
+        return f"{day} {first:%H:%M:%S} to {end} ({length}, UTC{first:%z})"
+    return f"{clock(0.0, fine)} to {clock(summary['duration_s'], fine)} ({length})"
 
 
 def clock(seconds: Optional[float], fine: bool = False) -> str:
@@ -162,8 +183,7 @@ def render_html(summary: dict, rows: Sequence[dict], charts: Optional[Dict[str, 
     t0 = summary["first_t_s"] or 0.0
     fine = (summary["duration_s"] or 0.0) < 600
     source = summary["source"] or "unknown source"
-    span = (f"{clock(0.0, fine)} to {clock(summary['duration_s'], fine)} ({duration(summary['duration_s'])})"
-            if summary["duration_s"] is not None else "no frames")
+    span = _span(summary, fine)
     by_gender, peak, dwell, left = summary["by_gender"], summary["peak"], summary["dwell"], summary["left_out"]
     cards = [
         (summary["people"], "people"),
@@ -171,7 +191,7 @@ def render_html(summary: dict, rows: Sequence[dict], charts: Optional[Dict[str, 
         (by_gender["male"], "men"),
         (by_gender["unknown"], "gender unknown"),
         (duration(dwell["median_s"]), "median time in view"),
-        (peak["people"], f"most in view at once (at {clock(None if peak['t_s'] is None else peak['t_s'] - t0, fine)})"),
+        (peak["people"], f"most in view at once (at {time_of_day(peak.get('time')) or clock(None if peak['t_s'] is None else peak['t_s'] - t0, fine)})"),
         (left["tracks"], f"seen under {left['min_seen_s']:g} s, left out"),
     ]
     out: List[str] = [
@@ -250,8 +270,8 @@ def _people_table(rows: Sequence[dict], t0: float, fine: bool) -> List[str]:
         if row["age_range"]:
             age += f" ({row['age_range'][0]:.0f}-{row['age_range'][1]:.0f})"
         out.append(
-            f"<tr><td>{row['track']}</td><td>{clock(row['first_t_s'] - t0, fine)}</td>"
-            f"<td>{clock(row['last_t_s'] - t0, fine)}</td><td>{duration(row['seen_s'])}</td>"
+            f"<tr><td>{row['track']}</td><td>{time_of_day(row.get('first_time')) or clock(row['first_t_s'] - t0, fine)}</td>"
+            f"<td>{time_of_day(row.get('last_time')) or clock(row['last_t_s'] - t0, fine)}</td><td>{duration(row['seen_s'])}</td>"
             f'<td class="l"><span class="dot" style="background:{colour}"></span>{e(gender + probability)}'
             f'</td><td>{e(age)}</td><td class="l">{e(row["age_group"] or "unknown")}</td>'
             f"<td>{'-' if row['samples'] is None else row['samples']}</td></tr>"

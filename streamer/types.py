@@ -7,6 +7,7 @@ otherwise. Boxes are ``xyxy`` in frame pixels (float32, x2/y2 exclusive edges). 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
 
@@ -62,6 +63,13 @@ class Frame:
     @property
     def shape_hw(self) -> Tuple[int, int]:
         return int(self.bgr.shape[0]), int(self.bgr.shape[1])
+
+    def clock(self) -> dict:
+        """``{"timestamp": Unix seconds}`` of the capture for a live frame (its wall-clock time, for
+        reports that say when), ``{}`` for a file's frame (its time is ``pos_s``)."""
+        if self.pos_s is not None:
+            return {}
+        return {"timestamp": round(time.time() - (time.monotonic() - self.t_s), 3)}
 
 
 @dataclass(frozen=True)
@@ -255,6 +263,7 @@ class FrameResult:
             "source": self.frame.source,
             "frame": self.frame.index,
             "t_s": round(self.frame.pos_s if self.frame.pos_s is not None else self.frame.t_s, 4),
+            **self.frame.clock(),
             "faces": [face.to_event() for face in self.faces],
             "stale": self.stale,
             "frames_since_analysis": self.frames_since_analysis,

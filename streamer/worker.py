@@ -315,7 +315,7 @@ class Worker:
     def _collect_records(self, frame: Frame, t_s: float) -> None:
         tracker = self.tracker
         assert tracker is not None
-        base = {"source": frame.source, "frame": frame.index, "t_s": round(t_s, 4)}
+        base = {"source": frame.source, "frame": frame.index, "t_s": round(t_s, 4), **frame.clock()}
         self._record_base = base
         for track in tracker.pop_new():
             self._records.append({"event": "new", **base, "track": track.id})

@@ -8,7 +8,9 @@ import html
 import json
 import logging
 import sys
+import time
 import tracemalloc
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -22,7 +24,9 @@ from streamer.cli import main
 from streamer.config import ClassifierConfig, ReportConfig
 from streamer.errors import SinkError, SourceError
 from streamer.report import (
+    PEOPLE_CSV,
     REPORT_FILES,
+    REPORT_HTML,
     PeopleReport,
     people_counts,
     read_events,
@@ -114,7 +118,44 @@ def test_rows_counts_and_people_in_view(tmp_path) -> None:
     assert in_view["bin_s"] == 1.0 and len(in_view["people"]) == 20
     # Person 3 (left out) is not counted in view either: second 8 holds only person 2.
     assert in_view["people"] == [1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1]
-    assert summary["peak"] == {"people": 2, "t_s": 3.0, "bin_s": 1.0}
+    assert summary["peak"] == {"people": 2, "t_s": 3.0, "time": None, "bin_s": 1.0}  # a file: no clock time
+    assert summary["first_time"] is None and all(row["first_time"] is None for row in rows)
+
+
+def test_a_live_runs_events_give_clock_times(tmp_path, monkeypatch) -> None:
+    """A camera's events: t_s is monotonic seconds, each record has its capture "timestamp"; rows,
+    summary and page say when by the clock (the report machine's zone), not from the start."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    start = datetime(2026, 12, 2, 14, 30, 0, tzinfo=timezone.utc).timestamp()
+    mono = 5000.0  # the camera's first frame at time.monotonic() == 5000
+
+    def live(events):
+        for event in events:
+            shifted = {**event, "source": "rtsp://cam/stream", "t_s": event["t_s"] + mono}
+            for key in ("first_t_s", "last_t_s"):
+                if key in event:
+                    shifted[key] = event[key] + mono
+            yield {**shifted, "timestamp": round(start + event["t_s"], 3)}
+
+    try:
+        report = read_events(write_lines(tmp_path / "e.jsonl", live(scene_events())), fresh())
+        rows, _ = report.rows()
+        assert [(row["first_time"], row["last_time"]) for row in rows][:2] == [
+            ("2026-12-02T14:30:00+00:00", "2026-12-02T14:30:04+00:00"),
+            ("2026-12-02T14:30:03+00:00", "2026-12-02T14:30:15+00:00")]
+        summary = write_report(report, tmp_path / "out")
+        assert summary["first_time"] == "2026-12-02T14:30:00+00:00" and summary["duration_s"] == pytest.approx(19.9)
+        assert summary["peak"]["time"] == "2026-12-02T14:30:03+00:00" and summary["peak"]["people"] == 2
+        with open(tmp_path / "out" / PEOPLE_CSV, newline="") as handle:
+            first = next(csv.DictReader(handle))
+        assert first["first_time"] == "2026-12-02T14:30:00+00:00"
+        page = (tmp_path / "out" / REPORT_HTML).read_text(encoding="utf-8")
+        assert "2 Dec 2026 14:30:00 to 14:30:19" in page and "(at 14:30:03)" in page, page[:2000]
+        assert "<td>14:30:03</td>" in page  # person 2 first seen
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 def test_the_run_summary_counts_from_end_records() -> None:

@@ -286,10 +286,12 @@ def test_cli_on_rtsp_survives_a_camera_restart(rtsp_server: RtspServer, tmp_path
     import json
     import signal
     import sys
+    import time
 
     config = tmp_path / "c.yaml"
     config.write_text("capture:\n  read_timeout_s: 2.0\n  reconnect_backoff_s: 0.5\n  reconnect_retries: 20\n")
     out, events, summary = tmp_path / "live.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
+    started = time.time()
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "run.py"), "--source", rtsp_server.url, "--config", str(config), "--output",
          str(out), "--events", str(events), "--summary", str(summary), "--no-window"],
@@ -319,6 +321,10 @@ def test_cli_on_rtsp_survives_a_camera_restart(rtsp_server: RtspServer, tmp_path
         cap.release()
     assert recorded == report["frames_recorded"] >= written
     assert "rtsp://" in stderr and "reconnect" in stderr.lower()
+    # Live frames carry their capture's wall-clock time (for reports that say when), rising.
+    stamps = [json.loads(line)["timestamp"] for line in events.read_text().splitlines()
+              if line.strip() and "faces" in json.loads(line)]
+    assert stamps == sorted(stamps) and started - 1 < stamps[0] and stamps[-1] < time.time(), (started, stamps[:3])
 
 
 def test_silent_rtsp_stall_is_declared_after_one_read_timeout_without_stale_frames(
