@@ -17,7 +17,7 @@ resolution on every frame of the INPUT (bench/tracking.py's reference): faces th
 
 Cost: the same run with and without ``output.anonymize`` (and an output video, as a user's run
 would), alternated ``--repeats`` times in this one process; fps with / fps without, best of each,
-and the anonymiser's share of the anonymised run's time (its p50 ms x frames / elapsed), which
+and the share of the anonymised run's time spent masking and in the mask detector (p50 ms x runs / elapsed), which
 another process's load moves far less than it moves two runs' fps.
 """
 
@@ -187,7 +187,7 @@ def measure_clip(name: str, clip: Path, base: Config, spec: MaskSpec, repeats: i
         recorder = _Recorder(truth, spec, frames_dir, name)
         summary = run_once(clip, config, workdir, analyzer, f"{name}_rec", recording_worker(recorder))
         row.update(summarise_rows(recorder.rows, summary["frames_out"]))
-    fps_with, fps_without, anon_ms, shares = [], [], [], []
+    fps_with, fps_without, anon_ms, mask_ms, shares = [], [], [], [], []
     for _ in range(repeats):
         without = run_once(clip, plain, workdir, analyzer, f"{name}_plain")
         with_ = run_once(clip, config, workdir, analyzer, f"{name}_anon")
@@ -196,11 +196,15 @@ def measure_clip(name: str, clip: Path, base: Config, spec: MaskSpec, repeats: i
         anon_ms.append(with_["stages"].get("anonymize", {}).get("p50_ms", 0.0))
         # The anonymiser's share of the run's time, from the run's own stage times: unlike two
         # runs' fps, not moved by what else the machine does between them.
-        stage = with_["stages"].get("anonymize", {"p50_ms": 0.0, "n": 0})
-        shares.append(stage["p50_ms"] * stage["n"] / (with_["elapsed_s"] * 1000.0) if with_["elapsed_s"] else 0.0)
+        # Masking and the mask detector (output.anonymize_detector, on the full-frame detection runs).
+        spent = sum(stage["p50_ms"] * stage["n"] for name, stage in with_["stages"].items()
+                    if name in ("anonymize", "mask_detect"))
+        shares.append(spent / (with_["elapsed_s"] * 1000.0) if with_["elapsed_s"] else 0.0)
+        mask_ms.append(with_["stages"].get("mask_detect", {}).get("p50_ms", 0.0))
     row.update({"fps_without": max(fps_without, default=None), "fps_with": max(fps_with, default=None),
                 "cost_ratio": round(max(fps_with) / max(fps_without), 3) if repeats and max(fps_without) else None,
                 "anonymize_p50_ms": round(float(np.median(anon_ms)), 2) if anon_ms else None,
+                "mask_detect_p50_ms": round(float(np.median(mask_ms)), 2) if mask_ms else None,
                 "anonymize_share": round(float(np.median(shares)), 4) if shares else None})
     return row
 
@@ -208,8 +212,8 @@ def measure_clip(name: str, clip: Path, base: Config, spec: MaskSpec, repeats: i
 def table(rows: Sequence[dict]) -> str:
     lines = ["| clip | frames with faces | reference faces (>= 40 px) | leaked frames (faces >= 40 px) | "
              f"leaked frames, faces seen >= {PERSISTENT_FRAMES} frames | leaked frames, whole box | least masked share (>= 40 px) | detail left p50 / max | "
-             "fps without / with | with / without | anonymize p50 ms | share of run time |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "fps without / with | with / without | anonymize p50 ms | mask detector p50 ms | share of run time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         r = {key: "-" for key in ("frames_with_faces", "frames", "reference_faces", "faces_40px", "leak_frames",
                                   "leak_frames_40px", "leak_frames_persistent", "leak_frames_box", "min_share",
@@ -218,7 +222,7 @@ def table(rows: Sequence[dict]) -> str:
             f"| {r['clip']} | {r['frames_with_faces']} / {r['frames']} | {r['reference_faces']} ({r['faces_40px']}) | "
             f"{r['leak_frames']} ({r['leak_frames_40px']}) | {r['leak_frames_persistent']} | {r['leak_frames_box']} | "
             f"{r['min_share']} ({r['min_share_40px']}) | {r['detail_p50']} / {r['detail_max']} | "
-            f"{r['fps_without']} / {r['fps_with']} | {r['cost_ratio']} | {r['anonymize_p50_ms']} | "
+            f"{r['fps_without']} / {r['fps_with']} | {r['cost_ratio']} | {r['anonymize_p50_ms']} | {r.get('mask_detect_p50_ms')} | "
             f"{r['anonymize_share']} |")
     return "\n".join(lines)
 
