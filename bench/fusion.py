@@ -97,15 +97,17 @@ def evaluate(people: Sequence[Person], analyzer: FaceAnalyzer, config: Config, s
     tracker = Tracker(config.tracking, config.classifier.age_groups)
     worker = Worker(analyzer, None, hud=False, tracker=tracker, flow=BoxFlow(), region_grow=config.tracking.region_grow)
     single: Dict[int, List[float]] = {i: [] for i in range(len(people))}
+    ended: List[dict] = []
     for n, (bgr, who) in enumerate(queue_frames(people, seed)):
         worker.process(Frame(bgr, n, n / FPS, "queue", n / FPS))
+        ended += [record for record in worker.pop_records() if record["event"] == "end"]
         if who is not None:
             faces, _ = analyzer.analyse(bgr)
             ages = [face.age for face in faces if face.classified]
             if ages:
                 single[who].append(float(ages[0]))
-    worker.finish()
-    tracks = [record for record in worker.ended_records if record["age"] is not None]
+    ended += [record for record in worker.finish() if record["event"] == "end"]
+    tracks = [record for record in ended if record["age"] is not None]
     rows = []
     for i, person in enumerate(people):
         # The person's track: the labelled one that was in view while they were.
@@ -124,7 +126,7 @@ def evaluate(people: Sequence[Person], analyzer: FaceAnalyzer, config: Config, s
         float(np.mean([r["fused_error"] for r in scored]) / np.mean([r["single_mean_error"] for r in scored]))
         if scored else None
     )
-    return {"people_shown": len(people), "people_counted": len(worker.ended_records), "rows": rows,
+    return {"people_shown": len(people), "people_counted": len(ended), "rows": rows,
             "fused_over_single_error": ratio}
 
 

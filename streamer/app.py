@@ -35,7 +35,7 @@ from .mqtt import build_sinks as mqtt_sinks
 from .outputs import check_outputs, default_output
 from .pipeline import FaceAnalyzer, build_analyzer, build_mask_detector
 from .recording import VideoSink
-from .report import ReportSink, people_counts, report_paths
+from .report import PeopleTally, ReportSink, report_paths
 from .sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
 from .sources import open_source
 from .track import Tracker
@@ -236,7 +236,8 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream,
                             tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier),
                             anonymizer, out_cfg.labels, pictures=not aggregate,
-                            mask_detector=build_mask_detector(config))
+                            mask_detector=build_mask_detector(config),
+                            people=PeopleTally(config.report, config.classifier.age_groups) if tracked else None)
             # The sinks in write order: pictures, events, window, the caller's. Each is on the list
             # as soon as it exists, so that it is closed however the run ends.
             open_sinks: List[Sink] = []
@@ -304,9 +305,8 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             summary.update(sink.summary_fields())
         if isinstance(error, SinkError) and not summary["frames_recorded"]:
             summary["output"] = None  # the output that failed is not there: the summary must not point at it
-        if tracker is not None:
-            summary["people"] = people_counts(worker.ended_records, config.report,
-                                              config.classifier.age_groups)
+        if worker.people is not None:
+            summary["people"] = worker.people.counts()
             if report is not None and report.written is not None:
                 summary["report"] = str(options.report)
         if error is not None:

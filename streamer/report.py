@@ -517,13 +517,45 @@ class ReportSink(Sink):
         self.written = write_report(self.report, self.out_dir, self._overwrite)
 
 
+class PeopleTally:
+    """The ``people`` entry of a run's summary, counted as each person's track ends: the numbers a
+    report of the run's end records gives (people seen at least ``cfg.min_seen_s``, by gender and
+    age group, and how many were left out), in constant memory: a camera that runs for months sees
+    people without end, and keeps only these counters."""
+
+    def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]]) -> None:
+        self.cfg = cfg
+        self.people = 0
+        self.left_out = 0
+        self.by_gender = dict.fromkeys([*GENDERS, UNKNOWN], 0)
+        self.by_age_group = dict.fromkeys(age_group_labels(age_groups), 0)
+        self._no_group = 0
+
+    def add(self, record: dict) -> None:
+        """One track's record (``Track.to_record()``: ``seen_s``, ``gender``, ``age_group``)."""
+        if record["seen_s"] < self.cfg.min_seen_s:
+            self.left_out += 1
+            return
+        self.people += 1
+        gender = record.get("gender") or UNKNOWN
+        self.by_gender[gender] = self.by_gender.get(gender, 0) + 1
+        group = record.get("age_group")
+        if group:
+            self.by_age_group[group] = self.by_age_group.get(group, 0) + 1  # or a label of another config
+        else:
+            self._no_group += 1
+
+    def counts(self) -> dict:
+        return {"people": self.people, "left_out": self.left_out, "by_gender": dict(self.by_gender),
+                "by_age_group": {**self.by_age_group, UNKNOWN: self._no_group}}
+
+
 def people_counts(end_records: Iterable[dict], cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]]) -> dict:
-    """The ``people`` entry of a run's summary from its tracks' end records (``Track.to_record()``):
-    people seen at least ``cfg.min_seen_s``, by gender and age group, and how many were left out."""
-    report = PeopleReport(cfg, age_groups)
+    """The ``people`` entry of a run's summary from its tracks' end records (see :class:`PeopleTally`)."""
+    tally = PeopleTally(cfg, age_groups)
     for record in end_records:
-        report.add({**record, "event": "end"})
-    return report.run_counts()
+        tally.add(record)
+    return tally.counts()
 
 
 # --- the `report` subcommand ---

@@ -21,6 +21,7 @@ from .draw import LabelStyle, draw_faces, draw_hud
 from .flow import BoxFlow
 from .motion import CutDetector, MotionGate
 from .pipeline import FaceAnalyzer
+from .report import PeopleTally
 from .stats import RunStats
 from .track import Track, Tracker
 from .types import Detections, Face, Frame, FrameResult, GateDecision
@@ -89,6 +90,7 @@ class Worker:
         labels: bool = True,
         pictures: bool = True,
         mask_detector: Optional[FaceDetector] = None,
+        people: Optional[PeopleTally] = None,
     ) -> None:
         self.analyzer = analyzer
         # anonymizer: faces hidden in the picture before the overlay (and so before any sink);
@@ -107,10 +109,10 @@ class Worker:
         self._turned: Dict[int, bool] = {}  # track id -> its latest detection was turned away
         self.hud = hud
         self.stats = RunStats()
-        # One Track.to_record() per ended person, for the summary's counts: a record, not the Track
-        # (its samples, colour histogram and detection), so a camera that sees thousands of people
-        # keeps ~1 KB each (a 50-minute soak on a busy looped clip grew 3.5 MB/h keeping Tracks).
-        self.ended_records: List[dict] = []
+        # people: counts each ended person for the summary (constant memory; a 50-minute soak on a
+        # busy looped clip grew 3.5 MB/h keeping the ended Tracks, and a list of their records
+        # would still grow with every person a camera sees).
+        self.people = people
         self._records: List[dict] = []
         self._record_base: dict = {}  # source, frame and t_s of the latest frame, for end-of-run records
         self._labels_sent: Dict[int, Tuple[Optional[str], Optional[str]]] = {}  # track id -> labels in its last record
@@ -332,7 +334,8 @@ class Worker:
         self._turned.pop(track.id, None)
         self._labels_sent.pop(track.id, None)
         record = track.to_record()
-        self.ended_records.append(record)
+        if self.people is not None:
+            self.people.add(record)
         self._records.append({"event": "end", **base, **record})
 
     def pop_records(self) -> List[dict]:

@@ -164,6 +164,11 @@ def test_the_run_summary_counts_from_end_records() -> None:
     assert counts["people"] == 2 and counts["left_out"] == 1
     assert counts["by_gender"] == {"female": 1, "male": 1, "unknown": 0}
     assert counts["by_age_group"]["30-39"] == 1 and counts["by_age_group"]["60-69"] == 1
+    # The same numbers as a report of those end records (what `streamer report` gives later).
+    report = fresh()
+    for record in records:
+        report.add(record)
+    assert counts == report.run_counts()
     assert people_counts([], ReportConfig(min_seen_s=0), GROUPS) == {
         "people": 0, "left_out": 0, "by_gender": {"female": 0, "male": 0, "unknown": 0},
         "by_age_group": {**dict.fromkeys(age_group_labels(GROUPS), 0), "unknown": 0}}
