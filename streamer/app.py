@@ -237,6 +237,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                             tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier),
                             anonymizer, out_cfg.labels, pictures=not aggregate,
                             mask_detector=build_mask_detector(config),
+                            mask_interval_s=out_cfg.anonymize_detector_interval_s if stream else 0.0,
                             people=PeopleTally(config.report, config.classifier.age_groups) if tracked else None)
             # The sinks in write order: pictures, events, window, the caller's. Each is on the list
             # as soon as it exists, so that it is closed however the run ends.

@@ -755,6 +755,14 @@ class OutputConfig(_Section):
         description="Minimum confidence of anonymize_detector's faces. Low on purpose: a face masked by "
         "mistake costs a blurred patch, a face missed is shown.",
     )
+    anonymize_detector_interval_s: float = setting(
+        default=0.5,
+        ge=0.0,
+        le=60.0,
+        description="anonymize_detector runs at most this often (and after every cut), its boxes held in "
+        "between: the faces it is for (a dim audience) stay put, and running it on every detection "
+        "cost up to a third of a run's time. 0: with every full-frame detection.",
+    )
     anonymize_detector_max_side_px: int = setting(
         default=480,
         ge=64,

@@ -90,16 +90,20 @@ class Worker:
         labels: bool = True,
         pictures: bool = True,
         mask_detector: Optional[FaceDetector] = None,
+        mask_interval_s: float = 0.0,
         people: Optional[PeopleTally] = None,
     ) -> None:
         self.analyzer = analyzer
         # anonymizer: faces hidden in the picture before the overlay (and so before any sink);
         # labels: boxes and labels drawn; pictures: False (--privacy aggregate) draws nothing.
         self.anonymizer, self.labels, self.pictures = anonymizer, labels, pictures
-        # mask_detector (output.anonymize_detector): run with the full-frame detector, its faces
-        # masked until its next run, never tracked; _mask_boxes holds its latest (N, 4) boxes.
+        # mask_detector (output.anonymize_detector): run with the full-frame detector (at most every
+        # mask_interval_s), its faces masked until its next run, never tracked; _mask_boxes holds
+        # its latest (N, 4) boxes.
         self.mask_detector = mask_detector if anonymizer is not None else None
         self._mask_boxes = np.zeros((0, 4), np.float32)
+        self.mask_interval_s = mask_interval_s
+        self._mask_t_s: Optional[float] = None  # when the mask detector last ran (frame time)
         self.label_style = label_style
         self.gate = gate
         self.tracker = tracker
@@ -146,7 +150,7 @@ class Worker:
             timings.update(model_ms)
             stats.faces_classified += sum(face.classified for face in faces)
             self._last_faces, analysed = faces, True
-            self._look_for_masks(frame.bgr, timings)
+            self._look_for_masks(frame, timings)
         else:
             faces, analysed = self._last_faces, False
         if analysed:
@@ -191,13 +195,18 @@ class Worker:
         timings["draw"] = (time.perf_counter() - t0) * 1000.0
         return annotated
 
-    def _look_for_masks(self, bgr: np.ndarray, timings: Dict[str, float]) -> None:
-        """Run the mask detector on a frame the full-frame detector ran on: its faces that no face
-        of the main detector already covers are masked until its next run."""
+    def _look_for_masks(self, frame: Frame, timings: Dict[str, float], force: bool = False) -> None:
+        """Run the mask detector on a frame the full-frame detector ran on, at most every
+        ``mask_interval_s`` (always after a cut, ``force``): its faces that no face of the main
+        detector already covers are masked until its next run."""
         if self.mask_detector is None:
             return
+        t_s = frame.pos_s if frame.pos_s is not None else frame.t_s
+        if not force and self._mask_t_s is not None and 0.0 <= t_s - self._mask_t_s < self.mask_interval_s:
+            return
+        self._mask_t_s = t_s
         t0 = time.perf_counter()
-        found = self.mask_detector.detect(bgr).xyxy
+        found = self.mask_detector.detect(frame.bgr).xyxy
         known = ([track.xyxy for track in self.tracker.tracks] if self.tracker is not None
                  else [face.xyxy for face in self._last_faces])
         if len(found) and known:
@@ -244,7 +253,7 @@ class Worker:
             tracks = tracker.update(
                 detections, frame.index, t_s, appearances, look if flow is not None else None, cut=cut
             )
-            self._look_for_masks(bgr, timings)
+            self._look_for_masks(frame, timings, force=cut)
         elif flow is not None:
             tracks = tracker.follow(frame.index, t_s, lambda track: flow.follow(track.id, track.xyxy), look)
         else:

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.anonymize import Anonymizer, MaskSpec, face_mask, mask_rects
+from streamer.anonymize import SOLID_BGR, Anonymizer, MaskSpec, face_mask, mask_rects
 from streamer.cli import main
 from streamer.config import Config, ConfigError, override
 from streamer.motion import MotionGate
@@ -222,3 +222,21 @@ def test_without_anonymize_the_mask_detector_never_runs():
     worker = Worker(_Analyzer(), None, False, mask_detector=mask_detector)
     _, picture = worker.process(Frame(frame_bgr, 0, 0.0, "still"))
     assert mask_detector.runs == 0 and (picture == frame_bgr).all()
+
+
+def test_the_mask_detector_runs_at_most_every_interval_and_its_boxes_hold_between():
+    """Every frame analysed (no gate) at 25 fps, interval 0.5 s: the mask detector runs on frames 0,
+    13 and 26 only (frame time), and its face is hidden on every frame in between."""
+    frame_bgr = _texture()
+    mask_detector = _MaskDetector(FACE)
+    worker = Worker(_Analyzer(), None, False, anonymizer=Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=0)),
+                    labels=False, mask_detector=mask_detector, mask_interval_s=0.5)
+    runs = []
+    for index in range(30):
+        before = mask_detector.runs
+        _, picture = worker.process(Frame(frame_bgr, index, 100.0 + index / 25, "camera"))
+        if mask_detector.runs > before:
+            runs.append(index)
+        x1, y1, x2, y2 = (int(v) for v in FACE[0])
+        assert (picture[(y1 + y2) // 2, (x1 + x2) // 2] == SOLID_BGR).all(), f"frame {index}: face shown"
+    assert runs == [0, 13, 26]
