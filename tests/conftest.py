@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("STREAMER_SHARED", REPO.parent / "shared")).resolve()
 SHARED_MODELS = SHARED / "models"
 SHARED_MEDIA = SHARED / "media"
+
+# A suite started in the background by a shell without job control (`pytest ... &` in a script)
+# inherits SIGINT ignored, and so would every run it starts: the Ctrl-C tests would wait out their
+# timeouts. Python's own handler here; children then start with the default (exec resets it).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
