@@ -45,7 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "never a preview window) and serve its live view (/api/stream.mjpeg, /api/latest.jpg,\n"
         "/api/latest.json, /api/stats, /healthz, /metrics).\n"
         f"Listening on anything but 127.0.0.1 needs a token ({TOKEN_ENV} or web.token).\n"
-        "Ctrl-C or SIGTERM stops it; after a video file ends it keeps serving until then.",
+        "Ctrl-C or SIGTERM stops it; after a video file ends it keeps serving until then.\n"
+        f"Needs the web extra (Flask, cheroot): {INSTALL_HINT}",
     )
     add_run_arguments(parser, source_required=False)
     parser.add_argument("--host", help="address to listen on (default: web.host, 127.0.0.1)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import threading
 import time
 from typing import Iterator, List, Optional, Tuple
@@ -226,12 +227,10 @@ class Served:
         self._reader = threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True)
         self._reader.start()
 
-    def stop(self) -> Tuple[int, str]:
-        """SIGINT, as Ctrl-C: the exit status and stdout (the run's summary)."""
-        import signal
-
+    def stop(self, sig: int = signal.SIGINT) -> Tuple[int, str]:
+        """SIGINT (as Ctrl-C) or ``sig``: the exit status and stdout (the run's summary)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         try:
             out = self.proc.stdout.read()
             self.proc.wait(timeout=20)
@@ -279,3 +278,37 @@ def test_serve_runs_a_live_rtsp_source(rtsp_server, models_env, tmp_path) -> Non
         status, out = served.stop()
     assert status == 0, "".join(served.log)
     assert "stopped by interrupted" in out and "Traceback" not in "".join(served.log)
+
+
+@pytest.mark.integration
+def test_serve_a_clip_keeps_serving_its_last_frame_until_sigterm(models_env, tmp_path) -> None:
+    from conftest import SHARED_MEDIA
+
+    events = tmp_path / "events.jsonl"
+    served = Served(["--source", str(SHARED_MEDIA / "blender_tears_of_steel_10s.mp4"), "--events", str(events)],
+                    models_env, tmp_path)
+    try:
+        url = served.url
+        viewer = Viewer(url)  # watching from the start: frames until the clip ends, then the end of the stream
+        frames = []
+        while (jpeg := viewer.frame()) is not None:
+            frames.append(jpeg)
+        viewer.close()
+        assert frames, "".join(served.log)
+        for jpeg in frames[:: max(1, len(frames) // 5)]:
+            assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
+        # The clip has ended; the service stays up with its last frame until SIGTERM.
+        assert wait_for(lambda: json.loads(get(url, "/api/stats")[1])["run"] == "ended", 60)
+        status, body = get(url, "/healthz")
+        assert status == 200 and json.loads(body)["source"] == "ended"
+        last = json.loads(get(url, "/api/latest.json")[1])
+        lines = events.read_text().splitlines()
+        assert last["frame"] == json.loads(lines[-1])["frame"] and len(lines) > 100
+        assert get(url, "/api/latest.jpg")[0] == 200
+        late = Viewer(url)  # a viewer after the end gets an empty stream, not a hang
+        assert late.status == 200 and late.frame() is None
+        late.close()
+    finally:
+        status, out = served.stop(signal.SIGTERM)
+    assert status == 0, "".join(served.log)
+    assert "stopped by end of input" in out and "Traceback" not in "".join(served.log)
