@@ -237,6 +237,10 @@ class Served:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+                self.proc.wait(timeout=20)
+            self._reader.join(10)  # the child's stderr is at its end
+            self.proc.stdout.close()  # closed here, not by the garbage collector in a later test
+            self.proc.stderr.close()
         return self.proc.returncode, out
 
 
