@@ -62,10 +62,15 @@ def _detail(bgr: np.ndarray, xyxy) -> float:
     x1, y1 = max(0, int(xyxy[0])), max(0, int(xyxy[1]))
     x2, y2 = min(w, int(np.ceil(xyxy[2]))), min(h, int(np.ceil(xyxy[3])))
     laplacian = cv2.Laplacian(cv2.cvtColor(bgr[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY), cv2.CV_64F)
-    face = np.zeros(laplacian.shape, np.uint8)
-    centre = (int(round((xyxy[0] + xyxy[2]) / 2 - x1)), int(round((xyxy[1] + xyxy[3]) / 2 - y1)))
-    cv2.ellipse(face, centre, (int((xyxy[2] - xyxy[0]) / 2), int((xyxy[3] - xyxy[1]) / 2)), 0, 0, 360, 1, cv2.FILLED)
-    return float(laplacian[face > 0].var())
+    return float(laplacian[_ellipse((h, w), xyxy)[y1:y2, x1:x2]].var())
+
+
+def _ellipse(shape_hw, xyxy) -> np.ndarray:
+    """(H, W) bool: the ellipse inscribed in a face box (the face; the corners are background)."""
+    mask = np.zeros(shape_hw, np.uint8)
+    centre = (int(round((xyxy[0] + xyxy[2]) / 2)), int(round((xyxy[1] + xyxy[3]) / 2)))
+    cv2.ellipse(mask, centre, (int((xyxy[2] - xyxy[0]) / 2), int((xyxy[3] - xyxy[1]) / 2)), 0, 0, 360, 1, cv2.FILLED)
+    return mask > 0
 
 
 def _read_all(path: Path) -> List[np.ndarray]:
@@ -236,14 +241,6 @@ def test_a_face_only_the_mask_detector_finds_is_hidden(models_env, tmp_path):
         covered = float(solid[inside].mean())
         assert covered > 0.98, f"frame {index}: {covered:.0%} of the dim face is covered"
     assert checked >= 30, f"the reference found the dim face on {checked} frames only: is this the right clip?"
-
-
-def _ellipse(shape_hw, xyxy) -> np.ndarray:
-    """(H, W) bool: the ellipse inscribed in a face box (the face; the corners are background)."""
-    mask = np.zeros(shape_hw, np.uint8)
-    centre = (int(round((xyxy[0] + xyxy[2]) / 2)), int(round((xyxy[1] + xyxy[3]) / 2)))
-    cv2.ellipse(mask, centre, (int((xyxy[2] - xyxy[0]) / 2), int((xyxy[3] - xyxy[1]) / 2)), 0, 0, 360, 1, cv2.FILLED)
-    return mask > 0
 
 
 def test_a_missing_mask_detector_model_is_one_clear_error(tmp_path, monkeypatch, caplog):
