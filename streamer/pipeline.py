@@ -202,7 +202,7 @@ def build_mask_detector(config: Config, store: Optional[ModelStore] = None) -> O
         return build_detector(mask_config, store or ModelStore.from_config(config.models))
     except ModelError as error:
         raise ModelError(f"output.anonymize_detector {out.anonymize_detector} (it finds the faces the main "
-                         f"detector misses, to mask them): {error}; or set output.anonymize_detector: null "
+                         f"detector misses, to mask them): {str(error).rstrip('.')}; or set output.anonymize_detector: null "
                          "to mask only the main detector's faces") from None
 
 
