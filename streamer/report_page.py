@@ -128,7 +128,8 @@ def _span(summary: dict, fine: bool) -> str:
         first, last = datetime.fromisoformat(summary["first_time"]), datetime.fromisoformat(summary["last_time"])
         day = f"{first.day} {first:%b %Y}"
         end = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{last.day} {last:%b %Y} {last:%H:%M:%S}"
-        return f"{day} {first:%H:%M:%S} to {end} ({length}, UTC{first:%z})"
+        offset = f"{first:%z}"  # "+0100"
+        return f"{day} {first:%H:%M:%S} to {end} ({length}, UTC{offset[:3]}:{offset[3:]})"
     return f"{clock(0.0, fine)} to {clock(summary['duration_s'], fine)} ({length})"
 
 

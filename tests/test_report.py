@@ -151,7 +151,7 @@ def test_a_live_runs_events_give_clock_times(tmp_path, monkeypatch) -> None:
             first = next(csv.DictReader(handle))
         assert first["first_time"] == "2026-12-02T14:30:00+00:00"
         page = (tmp_path / "out" / REPORT_HTML).read_text(encoding="utf-8")
-        assert "2 Dec 2026 14:30:00 to 14:30:19" in page and "(at 14:30:03)" in page, page[:2000]
+        assert "2 Dec 2026 14:30:00 to 14:30:19 (19.9 s, UTC+00:00)" in page and "(at 14:30:03)" in page, page[:2000]
         assert "<td>14:30:03</td>" in page  # person 2 first seen
     finally:
         monkeypatch.delenv("TZ")
