@@ -36,6 +36,18 @@ SERVER_PYTHON = "/usr/bin/python3"  # Debian's, with PyGObject and GStreamer's R
 SERVER_TIMEOUT_S = 20.0
 
 
+def interrupt(child: subprocess.Popen) -> float:
+    """SIGINT (Ctrl-C) to a running app, killed if it has not exited within 30 s; the seconds it took."""
+    t0 = time.monotonic()
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return time.monotonic() - t0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,12 +113,7 @@ def soak(minutes: float, sample_s: float, mode: str, clip: Path, warmup_s: float
                     raise SystemExit(f"soak: the app stopped early: {(child.stderr.read() if child.stderr else '')[-500:]}")
                 samples.append((time.monotonic() - t0, mb))
         finally:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-                try:
-                    child.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            interrupt(child)
             server.kill()
             server.wait(timeout=10)
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run_bench import write_json  # noqa: E402
-from soak import REPO, SHARED, free_port, rss_mb, start_server  # noqa: E402
+from soak import REPO, SHARED, free_port, interrupt, rss_mb, start_server  # noqa: E402
 
 GROUP = SHARED / "media" / "pexels_group_meeting_1080865.jpeg"
 TEARS = SHARED / "media" / "blender_tears_of_steel_10s.mp4"
@@ -65,18 +64,6 @@ def start_serve(extra: Sequence[str]) -> "tuple[subprocess.Popen, str]":
             return child, url
     child.kill()
     raise SystemExit(f"bench/web: serve did not start: {child.stderr.read()[-500:]}")
-
-
-def stop(child: subprocess.Popen) -> float:
-    """SIGINT (Ctrl-C) and the seconds until the child has exited."""
-    t0 = time.monotonic()
-    if child.poll() is None:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-    return time.monotonic() - t0
 
 
 def _host_port(url: str) -> "tuple[str, int]":
@@ -118,7 +105,7 @@ def photo_throughput(requests: int) -> List[Dict[str, object]]:
                          "p50_ms": float(np.percentile(latencies, 50) * 1000),
                          "p95_ms": float(np.percentile(latencies, 95) * 1000)})
     finally:
-        stop(child)
+        interrupt(child)
     return rows
 
 
@@ -171,7 +158,7 @@ def memory(seconds: float) -> Dict[str, float]:
             try:
                 run_mb = watch_rss(plain, seconds)
             finally:
-                stop(plain)
+                interrupt(plain)
             child, url = start_serve(["--source", source])
             stop_event, counts = threading.Event(), [0] * 4
             threads = [threading.Thread(target=viewer, args=(url, stop_event, counts, i), daemon=True)
@@ -182,7 +169,7 @@ def memory(seconds: float) -> Dict[str, float]:
                     thread.start()
                 serve_mb = watch_rss(child, seconds)
             finally:
-                stop_s = stop(child)  # with the 4 viewers still attached
+                stop_s = interrupt(child)  # with the 4 viewers still attached
                 stop_event.set()
                 for thread in threads:
                     thread.join(5)

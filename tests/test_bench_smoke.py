@@ -223,13 +223,6 @@ def test_bakeoff_matching_counts(found, reference, expect):
     assert detectors.match(_dets(found), _dets(reference)) == expect
 
 
-def _load_bench(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     "samples, slope",
     [
@@ -239,7 +232,7 @@ def _load_bench(name: str):
     ],
 )
 def test_soak_slope_leaves_out_the_warm_up(samples, slope):
-    fitted = _load_bench("soak").slope_mb_per_h(samples, warmup_s=60.0)
+    fitted = _load("soak").slope_mb_per_h(samples, warmup_s=60.0)
     assert fitted == (None if slope is None else pytest.approx(slope, abs=1e-6))
 
 
