@@ -194,11 +194,10 @@ def measure_clip(name: str, clip: Path, base: Config, spec: MaskSpec, repeats: i
         fps_without.append(without["fps"])
         fps_with.append(with_["fps"])
         anon_ms.append(with_["stages"].get("anonymize", {}).get("p50_ms", 0.0))
-        # The anonymiser's share of the run's time, from the run's own stage times: unlike two
-        # runs' fps, not moved by what else the machine does between them.
-        # Masking and the mask detector (output.anonymize_detector, on the full-frame detection runs).
-        spent = sum(stage["p50_ms"] * stage["n"] for name, stage in with_["stages"].items()
-                    if name in ("anonymize", "mask_detect"))
+        # Anonymising's share of the run's time (masking, and the mask detector on its runs), from
+        # the run's own stage times: unlike two runs' fps, not moved by what else the machine does.
+        spent = sum(stage["p50_ms"] * stage["n"] for stage_name, stage in with_["stages"].items()
+                    if stage_name in ("anonymize", "mask_detect"))
         shares.append(spent / (with_["elapsed_s"] * 1000.0) if with_["elapsed_s"] else 0.0)
         mask_ms.append(with_["stages"].get("mask_detect", {}).get("p50_ms", 0.0))
     row.update({"fps_without": max(fps_without, default=None), "fps_with": max(fps_with, default=None),
