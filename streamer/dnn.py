@@ -76,7 +76,9 @@ def read_tflite(model: Path, what: str) -> "cv2.dnn.Net":
             f"{what} is a TFLite model, and OpenCV {cv2.__version__} has no TFLite importer; "
             "install OpenCV 4.8 or newer (pip install 'opencv-python>=4.8')"
         )
-    engine = {"engine": cv2.dnn.ENGINE_CLASSIC} if hasattr(cv2.dnn, "ENGINE_CLASSIC") else {}
+    # Looked up at run time: the constant exists on 5.x only, and not in every release's stubs.
+    classic = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
+    engine = {} if classic is None else {"engine": classic}
     try:
         return cv2.dnn.readNetFromTFLite(str(model), **engine)
     except cv2.error as error:

@@ -15,7 +15,7 @@ in frame pixels (``xyxy`` float32).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -39,6 +39,10 @@ _LK_PARAMS: Dict[str, Any] = dict(
     criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03),
     minEigThreshold=1e-3,
 )
+# nextPts=None (OpenCV allocates the output) is valid, but whether OpenCV's typing stubs accept it
+# changes between releases (4.x and 5.0 refuse it, 5.1 accepts it): called untyped, so the type
+# check passes on every OpenCV that pip may pick.
+_lucas_kanade: Callable[..., Any] = cv2.calcOpticalFlowPyrLK
 # Forward-backward error (work pixels) above which a point is not trusted (Kalal et al., 2010).
 _MAX_FB_ERROR_PX = 1.0
 # A box is lost when fewer than this many points, or this share of its seeded points, survive.
@@ -109,12 +113,11 @@ class BoxFlow:
         if points is None or self._prev is None or self._grey is None:
             return None
         p0 = points.xy
-        # nextPts=None (OpenCV allocates it) is valid, but OpenCV's type stubs require an array.
-        p1, status, _ = cv2.calcOpticalFlowPyrLK(self._prev, self._grey, p0, None, **_LK_PARAMS)  # type: ignore[call-overload]
+        p1, status, _ = _lucas_kanade(self._prev, self._grey, p0, None, **_LK_PARAMS)
         if p1 is None:
             self._points.pop(key, None)
             return None
-        back, status_back, _ = cv2.calcOpticalFlowPyrLK(self._grey, self._prev, p1, None, **_LK_PARAMS)  # type: ignore[call-overload]
+        back, status_back, _ = _lucas_kanade(self._grey, self._prev, p1, None, **_LK_PARAMS)
         fb_error = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
         good = (status.ravel() == 1) & (status_back.ravel() == 1) & (fb_error < _MAX_FB_ERROR_PX)
         if good.sum() < max(_MIN_POINTS, _MIN_SURVIVING_SHARE * points.seeded):
