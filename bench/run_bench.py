@@ -35,11 +35,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from streamer import app as app_module  # noqa: E402
-from streamer.capture import CaptureSource  # noqa: E402
-from streamer.classify import LEVI_MEAN_BGR, LEVI_SCALE, LEVI_SIZE, LEVI_SWAP_RB, LeviHassnerGenderAge  # noqa: E402
+from streamer.classifiers.networks import LEVI_MEAN_BGR, LEVI_SCALE, LEVI_SIZE, LEVI_SWAP_RB, LeviHassnerGenderAge  # noqa: E402
 from streamer.cli import MODES  # noqa: E402
 from streamer.config import DETECTOR_NAMES, MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
 from streamer.pipeline import build_analyzer  # noqa: E402
+from streamer.sources.capture import CaptureSource  # noqa: E402
 from streamer.types import Detections, GenderAge  # noqa: E402
 from streamer.worker import Worker  # noqa: E402
 

@@ -51,8 +51,8 @@ from run_bench import (  # noqa: E402
 
 from streamer.cli import MODES  # noqa: E402
 from streamer.config import DETECTOR_NAMES, MODELS_DIR_ENV, override  # noqa: E402
-from streamer.detect import Res10Detector, YuNetDetector  # noqa: E402
-from streamer.models import ModelStore  # noqa: E402
+from streamer.detectors.base import Res10Detector, YuNetDetector  # noqa: E402
+from streamer.models.store import ModelStore  # noqa: E402
 from streamer.pipeline import build_detector  # noqa: E402
 
 REAL_CLIPS = {**CLIP_FILES, "whitehouse": "whitehouse_hamilton_short_clip.mp4"}

@@ -4,7 +4,7 @@ Photos and folders give annotated images; files and live sources give an annotat
 frame of a file; live frames as they come), events and a summary. Ctrl-C and SIGTERM stop the run
 cleanly: outputs are finalised and the source is released.
 
-Every output path is checked before the first frame (``streamer.outputs``), and every ending (end
+Every output path is checked before the first frame (``streamer.outputs.plan``), and every ending (end
 of input, a user stop, an error) finalises the sinks and writes the summary, which counts only
 frames that are in a finished file. The loop knows sinks only through the ``Sink`` protocol, so a
 caller adds its own (the web stream, MQTT) with ``run(..., sinks=[...])``.
@@ -23,22 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
-from .anonymize import build_anonymizer
-from .capture import FrameSource, SourceInfo
 from .config import Config
-from .draw import LabelStyle
 from .errors import ConfigError, SinkError, StreamerError
-from .files import write_bytes
-from .flow import BoxFlow
-from .motion import MotionGate
-from .mqtt import build_sinks as mqtt_sinks
-from .outputs import check_outputs, default_output
+from .outputs.files import write_bytes
+from .outputs.mqtt import build_sinks as mqtt_sinks
+from .outputs.plan import check_outputs, default_output
+from .outputs.recording import VideoSink
+from .outputs.sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
+from .picture.anonymize import build_anonymizer
+from .picture.draw import LabelStyle
 from .pipeline import FaceAnalyzer, build_analyzer, build_mask_detector
-from .recording import VideoSink
-from .report import PeopleTally, ReportSink, report_paths
-from .sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
-from .sources import open_source
-from .track import Tracker
+from .report.build import PeopleTally, ReportSink, report_paths
+from .sources.capture import FrameSource, SourceInfo
+from .sources.source import open_source
+from .tracking.flow import BoxFlow
+from .tracking.motion import MotionGate
+from .tracking.tracker import Tracker
 from .types import FrameResult
 from .worker import Worker
 
@@ -55,7 +55,7 @@ class RunOptions:
     window: bool = True
     summary_json: Optional[Path] = None
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
-    report: Optional[Path] = None  # people report folder (tracked mode): streamer.report
+    report: Optional[Path] = None  # people report folder (tracked mode): streamer.report.build
     overwrite: bool = False  # replace existing output files (else they are refused before the run)
 
 
@@ -196,7 +196,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         sinks: Sequence[Sink] = ()) -> dict:
     """Process one source end to end and return the summary (also written as JSON when asked).
     ``sinks`` are outputs of the caller's (the web stream), written after the run's own; an
-    MQTT sink is added when ``mqtt.enabled`` and the caller gave none (``streamer.mqtt``).
+    MQTT sink is added when ``mqtt.enabled`` and the caller gave none (``streamer.outputs.mqtt``).
     Raises StreamerError subclasses on bad input, with the summary of what was done (written too)
     as ``error.summary``; a user stop is not an error. Ctrl-C is handled on the main thread only."""
     t_run = time.monotonic()

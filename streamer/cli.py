@@ -48,7 +48,7 @@ MODES = {
 }
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
-EXTRA_COMMANDS = {"serve": "streamer.web", "report": "streamer.report"}
+EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.build"}
 CORE_COMMANDS = ("run", "models", "doctor")
 HELP_FLAGS = ("-h", "--help")
 
@@ -321,7 +321,7 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
     """The config and RunOptions a command line asks for: a command that runs a source like ``run``
     (``serve``) adds the run options with ``add_run_arguments(parser)`` and calls this."""
     from .app import RunOptions
-    from .models import ModelStore
+    from .models.store import ModelStore
 
     config: Config = args.config_obj
     if args.no_window:
@@ -329,7 +329,7 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
     if args.mode:
         config = override(config, MODES[args.mode])
     if args.mqtt:
-        from .mqtt import cli_overrides
+        from .outputs.mqtt import cli_overrides
 
         config = override(config, cli_overrides(args.mqtt))
     config = _apply_privacy_arguments(config, args)
@@ -402,7 +402,7 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def _models_main(args: argparse.Namespace) -> int:
     """``models fetch [ids...] [--force] | list | verify [ids...]``: a table on stdout; 0 if all good, else 1."""
-    from .models import FAILED, MANUAL, MISSING, UNVERIFIED, ModelStore
+    from .models.store import FAILED, MANUAL, MISSING, UNVERIFIED, ModelStore
 
     out = sys.stdout
     store = ModelStore.from_config(args.config_obj.models)

@@ -128,7 +128,7 @@ def _onnxruntime_check(config: Optional[Config]) -> Check:
 
 def _web_check() -> Check:
     """The web extra (Flask, cheroot) that ``serve`` needs; optional, so never a FAIL."""
-    from .web import EXTRA_MODULES, INSTALL_HINT
+    from .web.command import EXTRA_MODULES, INSTALL_HINT
 
     missing = [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
     if missing:
@@ -149,7 +149,7 @@ def _mqtt_check(config: Config) -> Check:
     if not cfg.enabled:
         return Check("mqtt", OK, f"paho-mqtt {version} (mqtt.enabled is false; --mqtt HOST turns it on)")
     from .errors import StreamerError
-    from .mqtt import probe
+    from .outputs.mqtt import probe
 
     try:
         reached, cause = probe(cfg)
@@ -164,7 +164,7 @@ def _mqtt_check(config: Config) -> Check:
 
 
 def _display_check() -> Check:
-    from .sinks import display_available
+    from .outputs.sinks import display_available
 
     if display_available():
         where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform
@@ -210,7 +210,7 @@ def _config_check(explicit: Optional[Path]) -> Tuple[Check, Optional[Config]]:
 
 def needed_models(config: Config) -> Dict[str, Optional[Set[str]]]:
     """Model id -> the file names the configured detector and classifier load (None: all the model's files)."""
-    from .blazeface import VARIANTS
+    from .detectors.blazeface import VARIANTS
     from .pipeline import CLASSIFIER_MODELS, DETECTOR_MODELS
 
     needed: Dict[str, Optional[Set[str]]] = {}
@@ -226,7 +226,7 @@ def needed_models(config: Config) -> Dict[str, Optional[Set[str]]]:
 
 
 def _model_checks(config: Config) -> List[Check]:
-    from .models import FAILED, MANUAL, MISSING, UNVERIFIED, ModelStore
+    from .models.store import FAILED, MANUAL, MISSING, UNVERIFIED, ModelStore
 
     store = ModelStore.from_config(config.models)
     source = (f"{MODELS_DIR_ENV}" if os.environ.get(MODELS_DIR_ENV) else

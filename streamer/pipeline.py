@@ -13,19 +13,19 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from .align import yaw_ratio
-from .blazeface import MODEL_ID as BLAZEFACE_MODEL_ID
-from .blazeface import VARIANTS as BLAZEFACE_VARIANTS
-from .blazeface import BlazeFaceDetector
 from .boxes import box_tuple, short_side
-from .calibration import calibration_for
-from .centerface import CenterFaceDetector
-from .classify import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
+from .classifiers.align import yaw_ratio
+from .classifiers.calibration import calibration_for
+from .classifiers.networks import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
 from .config import Config, override
-from .detect import FaceDetector, Res10Detector, Res10OnnxDetector, YuNetDetector, clip_and_filter
+from .detectors.base import FaceDetector, Res10Detector, Res10OnnxDetector, YuNetDetector, clip_and_filter
+from .detectors.blazeface import MODEL_ID as BLAZEFACE_MODEL_ID
+from .detectors.blazeface import VARIANTS as BLAZEFACE_VARIANTS
+from .detectors.blazeface import BlazeFaceDetector
+from .detectors.centerface import CenterFaceDetector
 from .dnn import has_caffe_importer
 from .errors import ModelError
-from .models import MANIFEST_PATH, ModelStore, load_manifest
+from .models.store import MANIFEST_PATH, ModelStore, load_manifest
 from .types import Detections, Face, GenderAge, gender_of, gender_p
 
 log = logging.getLogger(__name__)

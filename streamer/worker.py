@@ -12,18 +12,18 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from .align import yaw_ratio
-from .anonymize import Anonymizer
-from .appearance import appearance_of
 from .boxes import box_iou, box_tuple, clipped
-from .detect import FaceDetector
-from .draw import LabelStyle, draw_faces, draw_hud
-from .flow import BoxFlow
-from .motion import CutDetector, MotionGate
+from .classifiers.align import yaw_ratio
+from .detectors.base import FaceDetector
+from .picture.anonymize import Anonymizer
+from .picture.draw import LabelStyle, draw_faces, draw_hud
 from .pipeline import FaceAnalyzer
-from .report import PeopleTally
+from .report.build import PeopleTally
 from .stats import RunStats
-from .track import Track, Tracker
+from .tracking.appearance import appearance_of
+from .tracking.flow import BoxFlow
+from .tracking.motion import CutDetector, MotionGate
+from .tracking.tracker import Track, Tracker
 from .types import Detections, Face, Frame, FrameResult, GateDecision
 
 # A tracked face's box grown by this share of its size per side still counts as "that face

@@ -6,7 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.align import aligned_chip, face_chips, similarity_transform, square_crop, template_points, yaw_ratio
+from streamer.classifiers.align import (
+    aligned_chip,
+    face_chips,
+    similarity_transform,
+    square_crop,
+    template_points,
+    yaw_ratio,
+)
 from streamer.types import Detections
 
 H, W = 120, 160

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.anonymize import SOLID_BGR, Anonymizer, MaskSpec, face_mask, mask_rects
 from streamer.cli import main
 from streamer.config import Config, ConfigError, override
-from streamer.motion import MotionGate
+from streamer.picture.anonymize import SOLID_BGR, Anonymizer, MaskSpec, face_mask, mask_rects
+from streamer.tracking.motion import MotionGate
 from streamer.types import Detections, Face, Frame
 from streamer.worker import Worker
 

@@ -71,7 +71,7 @@ def test_live_recording_plays_in_real_time_with_a_slow_worker(tmp_path, monkeypa
     """The worker takes a third of the camera's frames (the rest are dropped, as live must), yet
     the recording lasts as long as the run did, instead of playing three times too fast."""
     from streamer import app as app_module
-    from streamer.capture import CaptureSource
+    from streamer.sources.capture import CaptureSource
 
     camera = PacedCamera(fps=30.0, count=90)  # 3 s of camera time
     monkeypatch.setattr(app_module, "open_source",

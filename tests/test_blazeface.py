@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from conftest import SHARED_MEDIA, SHARED_MODELS
 
-from streamer.align import MEAN_FACE_YUNET
-from streamer.blazeface import (
+from streamer.boxes import box_iou
+from streamer.classifiers.align import MEAN_FACE_YUNET
+from streamer.config import Config, override
+from streamer.detectors.base import YuNetDetector
+from streamer.detectors.blazeface import (
     VARIANTS,
     BlazeFaceDetector,
     Letterbox,
@@ -19,10 +22,7 @@ from streamer.blazeface import (
     ssd_anchors,
     weighted_nms,
 )
-from streamer.boxes import box_iou
-from streamer.config import Config, override
-from streamer.detect import YuNetDetector
-from streamer.models import ModelStore
+from streamer.models.store import ModelStore
 from streamer.pipeline import build_detector
 from streamer.types import Detections
 

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from conftest import SHARED_MEDIA, SHARED_MODELS
 
-from streamer.caffe2onnx import (
+from streamer.config import DetectorConfig, DnnConfig
+from streamer.detectors.base import Res10Detector, Res10OnnxDetector, SsdHead, ssd_priors
+from streamer.detectors.caffe2onnx import (
     _fields,
     _len_field,
     _read_varint,
@@ -29,8 +31,6 @@ from streamer.caffe2onnx import (
     parse_prototxt,
     read_caffemodel_blobs,
 )
-from streamer.config import DetectorConfig, DnnConfig
-from streamer.detect import Res10Detector, Res10OnnxDetector, SsdHead, ssd_priors
 from streamer.dnn import OnnxRunner, has_caffe_importer
 from streamer.errors import ModelError
 
@@ -262,7 +262,7 @@ def test_truncated_caffemodel_is_a_model_error(tmp_path, tiny_ssd):
 
 
 def test_ssd_priors_step_from_map_size_when_not_given():
-    from streamer.caffe2onnx import PriorBoxSpec
+    from streamer.detectors.caffe2onnx import PriorBoxSpec
 
     spec = PriorBoxSpec(min_size=(10.0,), max_size=(), aspect_ratios=(), step=None, offset=0.5, variance=(0.1,) * 4, clip=False)
     priors = ssd_priors(spec, (2, 4), (20, 40))  # 10 px cells
@@ -348,7 +348,7 @@ def tiny_copy(tmp_path, tiny_ssd):
 @pytest.fixture
 def conversions(monkeypatch):
     """Counts the real conversions run (the converter itself runs unchanged)."""
-    import streamer.caffe2onnx as module
+    import streamer.detectors.caffe2onnx as module
 
     calls = []
     real = module._convert
@@ -445,7 +445,7 @@ def test_res10_detector_through_the_pipeline_uses_the_cache(tmp_path, monkeypatc
     """OpenCV 5 (or onnxruntime): the first build converts and caches in the writable models
     folder (../shared is read-only), the second loads the cache; same detections."""
     from streamer.config import Config, override
-    from streamer.models import ModelStore
+    from streamer.models.store import ModelStore
     from streamer.pipeline import build_detector
 
     if has_caffe_importer():

@@ -12,18 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.calibration import (
+from streamer.classifiers.calibration import (
     LabelCalibration,
     calibration_entry,
     calibration_for,
     load_calibration,
     parse_calibration,
 )
-from streamer.classify import CYDRAL_AGE_WEIGHTS, CydralGenderAge
+from streamer.classifiers.networks import CYDRAL_AGE_WEIGHTS, CydralGenderAge
 from streamer.config import ClassifierConfig
-from streamer.draw import LabelStyle, label_for
 from streamer.errors import ModelError
-from streamer.models import MANIFEST_PATH, load_manifest
+from streamer.models.store import MANIFEST_PATH, load_manifest
+from streamer.picture.draw import LabelStyle, label_for
 from streamer.types import Face, GenderAge
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
@@ -91,7 +91,7 @@ def test_missing_or_damaged_file_is_a_clear_error_and_a_logged_fallback(tmp_path
     with pytest.raises(ModelError, match=message):
         load_calibration(copy, sha)
     manifest = {"calibrations": {"cydral_age_gender": {"file": path.name, "sha256": sha}}}
-    with caplog.at_level(logging.WARNING, logger="streamer.calibration"):
+    with caplog.at_level(logging.WARNING, logger="streamer.classifiers.calibration"):
         cal = calibration_for("cydral_age_gender", tmp_path, manifest, enabled=True)
     assert not cal.calibrated
     assert any(message in r.getMessage() and "uncalibrated" in r.getMessage() for r in caplog.records)
@@ -99,7 +99,7 @@ def test_missing_or_damaged_file_is_a_clear_error_and_a_logged_fallback(tmp_path
 
 def test_calibration_off_or_unpinned_gives_the_identity(caplog):
     assert not calibration_for("cydral_age_gender", MANIFEST_PATH.parent, load_manifest(), enabled=False).calibrated
-    with caplog.at_level(logging.WARNING, logger="streamer.calibration"):
+    with caplog.at_level(logging.WARNING, logger="streamer.classifiers.calibration"):
         assert not calibration_for("cydral_age_gender", MANIFEST_PATH.parent, {"models": {}}, enabled=True).calibrated
     assert any("no label calibration" in r.getMessage() for r in caplog.records)
 

@@ -14,11 +14,11 @@ import pytest
 from conftest import SHARED_MEDIA
 from stamped import SIZE_WH, stamp, unstamp, write_video
 
-from streamer import capture
-from streamer.capture import CaptureSource, backoff_delays
 from streamer.config import CaptureConfig
 from streamer.errors import SourceError
-from streamer.sources import open_source
+from streamer.sources import capture
+from streamer.sources.capture import CaptureSource, backoff_delays
+from streamer.sources.source import open_source
 
 # Lifecycle tests: a warning (a thread that died with an exception, a file never closed) is a failure.
 pytestmark = pytest.mark.filterwarnings("error")
@@ -151,7 +151,7 @@ def test_truncated_avi_reads_what_is_there_and_warns(tmp_path: Path, caplog: pyt
     whole = write_video(tmp_path / "whole.avi", 60).read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(whole[: len(whole) // 2])
-    with caplog.at_level(logging.WARNING, logger="streamer.capture"):
+    with caplog.at_level(logging.WARNING, logger="streamer.sources.capture"):
         with open_source(str(cut), CaptureConfig()) as source:
             values = [unstamp(frame.bgr) for frame in source]
     assert 0 < len(values) < 60
@@ -162,7 +162,7 @@ def test_truncated_avi_reads_what_is_there_and_warns(tmp_path: Path, caplog: pyt
 
 
 def test_file_end_and_truncation_warning_with_fake(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="streamer.capture"):
+    with caplog.at_level(logging.INFO, logger="streamer.sources.capture"):
         with CaptureSource(FakeCapture(end_at=10, frame_count=10), kind="file", name="fake", cfg=CaptureConfig()) as s:
             assert [frame.index for frame in s] == list(range(10))
             assert s.read() is None
@@ -273,7 +273,7 @@ def test_reconnect_goes_on_after_the_stream_drops(caplog: pytest.LogCaptureFixtu
     cfg = CaptureConfig(reconnect_retries=3, reconnect_backoff_s=0.01)
     source = CaptureSource(first, kind="live", name="rtsp://cam/x", cfg=cfg, reopen=lambda: attempts.pop(0))
     indices = []
-    with caplog.at_level(logging.WARNING, logger="streamer.capture"), source:
+    with caplog.at_level(logging.WARNING, logger="streamer.sources.capture"), source:
         for frame in source:
             indices.append(frame.index)
             if frame.index >= 12:

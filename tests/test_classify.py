@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_MEDIA, SHARED_MODELS
 
-from streamer.classify import (
+from streamer.classifiers.networks import (
     CYDRAL_AGE_WEIGHTS,
     LEVI_AGE_GROUPS,
     CydralGenderAge,
@@ -35,7 +35,7 @@ def cydral_onnx() -> Dict[str, Path]:
 
     The one place that knows where they come from: switch it here if the store changes.
     """
-    from streamer.models import ModelStore
+    from streamer.models.store import ModelStore
 
     store = ModelStore.from_config(Config().models)
     return {
@@ -152,7 +152,7 @@ def test_cydral_on_the_astronaut(cydral, astronaut, detections):
 
 
 def test_cydral_with_a_detector_on_the_astronaut(cydral, astronaut):
-    from streamer.detect import YuNetDetector
+    from streamer.detectors.base import YuNetDetector
 
     detector = YuNetDetector(
         SHARED_MODELS / "yunet_2023mar" / "face_detection_yunet_2023mar.onnx", Config().detector, DnnConfig()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import SHARED_MEDIA, SHARED_MODELS
 
-from streamer.centerface import CenterFaceDetector
 from streamer.config import Config
-from streamer.detect import Res10Detector, Res10OnnxDetector, YuNetDetector, nms_xyxy
+from streamer.detectors.base import Res10Detector, Res10OnnxDetector, YuNetDetector, nms_xyxy
+from streamer.detectors.centerface import CenterFaceDetector
 from streamer.dnn import has_caffe_importer
 from streamer.types import Detections
 

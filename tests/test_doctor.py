@@ -12,7 +12,7 @@ from conftest import SHARED_MODELS, models_dirs
 from streamer.cli import main
 from streamer.config import ModelsConfig
 from streamer.doctor import FAIL, OK, diagnose, exit_status, format_report, needed_models, video_io
-from streamer.models import ModelStore
+from streamer.models.store import ModelStore
 
 BUILD_INFO = """
   Video I/O:

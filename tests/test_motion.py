@@ -11,7 +11,7 @@ import pytest
 from conftest import SHARED_MEDIA
 
 from streamer.config import MotionConfig
-from streamer.motion import MotionGate
+from streamer.tracking.motion import MotionGate
 from streamer.types import GateDecision
 
 HEIGHT, WIDTH = 480, 640

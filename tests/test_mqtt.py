@@ -17,7 +17,7 @@ from mqtt_broker import Broker, Subscriber, TlsFiles, free_port, mosquitto_missi
 
 from streamer.config import Config, override, parse_config
 from streamer.errors import ConfigError, MqttError
-from streamer.mqtt import (
+from streamer.outputs.mqtt import (
     MqttSink,
     PeopleCounts,
     Topics,
@@ -261,7 +261,7 @@ def test_broker_absent_at_start_then_appearing(tmp_path, caplog):
     Subscriber(broker.port, persistent=True).close()  # a session that will wait for the messages
     broker.stop()
     sink = MqttSink(_mqtt(broker.port, queue_size=5), AGE_GROUPS)
-    caplog.set_level(logging.INFO, logger="streamer.mqtt")
+    caplog.set_level(logging.INFO, logger="streamer.outputs.mqtt")
     sink.start(FakeRun())
     for i in range(12):
         sink.write_records([{"event": "new", "track": i, "frame": i, "t_s": i / 25}])
@@ -517,7 +517,7 @@ def test_cli_required_broker_absent_is_one_line_error(tmp_path, models_env):
 def test_doctor_logs_in_once_and_names_the_cause(tmp_path, monkeypatch):
     """`streamer doctor` with mqtt.enabled: one login to the broker, publishing nothing."""
     from streamer.doctor import FAIL, OK, WARN, _mqtt_check
-    from streamer.mqtt import probe
+    from streamer.outputs.mqtt import probe
 
     monkeypatch.setenv("STREAMER_MQTT_PASSWORD", "right-password")
     with Broker(tmp_path / "auth", users={"cam": "right-password"}) as broker:

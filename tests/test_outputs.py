@@ -300,8 +300,9 @@ FAKE_CAMERA = '''
 import sys, time
 import cv2, numpy as np
 sys.path.insert(0, sys.argv[1])
-from streamer import app, cli
-from streamer.capture import CaptureSource
+from streamer import app
+from streamer import cli
+from streamer.sources.capture import CaptureSource
 
 class Camera:
     """A 30 fps camera that never ends: a moving disc on grey, 160x120."""
@@ -394,7 +395,7 @@ def test_temporary_files_of_a_killed_run_are_removed_by_the_next_run(models_env,
 
 
 def test_stale_segment_parts_of_a_recording_are_removed(tmp_path):
-    from streamer.files import remove_stale_parts
+    from streamer.outputs.files import remove_stale_parts
 
     dead = subprocess.Popen(["true"])  # a pid that was alive and is gone
     dead.wait()
@@ -416,7 +417,7 @@ def test_a_killed_run_not_yet_reaped_counts_as_gone(tmp_path):
     """A run killed with SIGKILL stays a zombie until its parent reaps it; its part files are stale."""
     import signal
 
-    from streamer.files import remove_stale_parts
+    from streamer.outputs.files import remove_stale_parts
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     os.kill(proc.pid, signal.SIGKILL)

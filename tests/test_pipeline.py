@@ -10,11 +10,11 @@ import pytest
 from conftest import SHARED_MODELS
 
 from streamer import dnn
-from streamer.centerface import CenterFaceDetector
 from streamer.config import Config, override
-from streamer.detect import Res10Detector, Res10OnnxDetector
+from streamer.detectors.base import Res10Detector, Res10OnnxDetector
+from streamer.detectors.centerface import CenterFaceDetector
 from streamer.errors import ModelError
-from streamer.models import ModelStore
+from streamer.models.store import ModelStore
 from streamer.pipeline import FaceAnalyzer, build_analyzer, build_detector, faces_from
 from streamer.types import Detections, GenderAge
 
@@ -166,7 +166,7 @@ def test_levi_hassner_pair_dropped_into_models_dir_runs_end_to_end(tmp_path, mon
 
 
 def test_tracked_small_face_is_marked_too_small_and_never_classified():
-    from streamer.track import Tracker
+    from streamer.tracking.tracker import Tracker
     from streamer.types import Frame
     from streamer.worker import Worker
 

@@ -15,15 +15,15 @@ import pytest
 from conftest import SHARED_MEDIA, models_dirs
 
 from streamer import app as app_module
-from streamer.anonymize import SOLID_BGR, Anonymizer, MaskSpec, face_mask
 from streamer.app import RunOptions
 from streamer.boxes import box_iou
 from streamer.cli import main
 from streamer.config import Config, override
-from streamer.models import ModelStore
+from streamer.models.store import ModelStore
+from streamer.picture.anonymize import SOLID_BGR, Anonymizer, MaskSpec, face_mask
 from streamer.pipeline import build_analyzer, build_detector
-from streamer.report import CHART_FILES, PEOPLE_CSV, PEOPLE_JSON, REPORT_HTML, SUMMARY_JSON
-from streamer.track import Tracker
+from streamer.report.build import CHART_FILES, PEOPLE_CSV, PEOPLE_JSON, REPORT_HTML, SUMMARY_JSON
+from streamer.tracking.tracker import Tracker
 from streamer.types import Frame
 from streamer.worker import Worker
 

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer import report_page
 from streamer.cli import main
 from streamer.config import ClassifierConfig, ReportConfig
 from streamer.errors import SinkError, SourceError
-from streamer.report import (
+from streamer.report import page as report_page
+from streamer.report.build import (
     PEOPLE_CSV,
     REPORT_FILES,
     REPORT_HTML,

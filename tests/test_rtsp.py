@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from conftest import REPO, SHARED_MEDIA
 
-from streamer.capture import FrameSource
 from streamer.config import CaptureConfig
 from streamer.errors import SourceError
-from streamer.sources import open_source
+from streamer.sources.capture import FrameSource
+from streamer.sources.source import open_source
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, the one python3-gi installs into
 SERVER_SCRIPT = REPO / "tests" / "rtsp_server.py"
@@ -136,7 +136,7 @@ def test_rtsp_reconnects_when_the_server_restarts(
     rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = CaptureConfig(**NET, reconnect_retries=40, reconnect_backoff_s=0.2, reconnect_backoff_max_s=1.0)
-    with caplog.at_level(logging.WARNING, logger="streamer.capture"), open_source(rtsp_server.url, cfg) as source:
+    with caplog.at_level(logging.WARNING, logger="streamer.sources.capture"), open_source(rtsp_server.url, cfg) as source:
         before = take(source, 10)
         rtsp_server.kill()
         rtsp_server.start()  # same port
@@ -255,7 +255,7 @@ def test_http_stream_that_goes_silent_is_reopened_after_the_read_timeout(
     mjpeg_server: MjpegServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = CaptureConfig(open_timeout_s=5.0, read_timeout_s=1.0, reconnect_backoff_s=0.1, reconnect_retries=5)
-    with caplog.at_level(logging.WARNING, logger="streamer.capture"), open_source(mjpeg_server.url, cfg) as source:
+    with caplog.at_level(logging.WARNING, logger="streamer.sources.capture"), open_source(mjpeg_server.url, cfg) as source:
         take(source, 5)
         mjpeg_server.stall()
         take(source, 10)
@@ -352,7 +352,7 @@ def test_silent_rtsp_stall_is_declared_after_one_read_timeout_without_stale_fram
         paused["resumed_at"] = time.monotonic()
         os.kill(rtsp_server.proc.pid, signal.SIGCONT)
 
-    with caplog.at_level(logging.INFO, logger="streamer.capture"), open_source(rtsp_server.url, cfg) as source:
+    with caplog.at_level(logging.INFO, logger="streamer.sources.capture"), open_source(rtsp_server.url, cfg) as source:
         take(source, 10)
         os.kill(rtsp_server.proc.pid, signal.SIGSTOP)
         paused["stopped_at"] = time.monotonic()

@@ -9,7 +9,7 @@ from conftest import SHARED_MEDIA
 from streamer.app import RunOptions, run
 from streamer.config import Config
 from streamer.errors import SinkError
-from streamer.sinks import Sink, StopRun
+from streamer.outputs.sinks import Sink, StopRun
 
 # Lifecycle tests: a warning (a thread that died with an exception, a file or socket never closed) is a failure.
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("error")]

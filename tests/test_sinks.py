@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.draw import draw_faces, draw_hud, label_for
 from streamer.errors import SinkError
-from streamer.recording import BackgroundVideoWriter, VideoFileSink
-from streamer.sinks import EventsSink, write_image
+from streamer.outputs.recording import BackgroundVideoWriter, VideoFileSink
+from streamer.outputs.sinks import EventsSink, write_image
+from streamer.picture.draw import draw_faces, draw_hud, label_for
 from streamer.types import Face, Frame, FrameResult
 
 # Lifecycle tests: a warning (a thread that died with an exception, a file never closed) is a failure.
@@ -211,7 +211,7 @@ def _fill_image(tmp_path):
 )
 def test_a_full_disk_is_a_sink_error_and_leaves_no_partial_file(fill, patch, needle, tmp_path, monkeypatch):
     """Without root (no tmpfs) the disk fills by a fake: the error says so, and nothing is left."""
-    from streamer import sinks
+    from streamer.outputs import sinks
 
     if patch is not None:
         monkeypatch.setattr(sinks.os, patch[0], patch[1])
@@ -224,9 +224,9 @@ def test_a_full_disk_is_a_sink_error_and_leaves_no_partial_file(fill, patch, nee
 def test_video_sink_says_once_when_frames_change_size(tmp_path, caplog):
     import logging
 
-    from streamer.recording import frames_in_file
+    from streamer.outputs.recording import frames_in_file
 
-    with caplog.at_level(logging.WARNING, logger="streamer.recording"):
+    with caplog.at_level(logging.WARNING, logger="streamer.outputs.recording"):
         with VideoFileSink(tmp_path / "o.avi", 10, (64, 48), ["MJPG"]) as sink:
             sink.write(np.zeros((48, 64, 3), np.uint8))
             for _ in range(3):

@@ -14,11 +14,12 @@ import pytest
 from conftest import SHARED_MEDIA
 from stamped import SIZE_WH, stamp, unstamp
 
-from streamer import capture, sources
 from streamer.config import CaptureConfig, Config
 from streamer.errors import SourceError
 from streamer.pipeline import build_analyzer
-from streamer.sources import open_source
+from streamer.sources import capture
+from streamer.sources import source as sources
+from streamer.sources.source import open_source
 
 FAST_NET = CaptureConfig(open_timeout_s=1.0, read_timeout_s=1.0, reconnect_backoff_s=0.01, reconnect_backoff_max_s=0.02)
 
@@ -58,7 +59,7 @@ def test_folder_is_sorted_and_skips_other_files(tmp_path: Path, caplog: pytest.L
         _png(tmp_path / name, stamp(index))
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "sub").mkdir()
-    with caplog.at_level(logging.WARNING, logger="streamer.sources"):
+    with caplog.at_level(logging.WARNING, logger="streamer.sources.source"):
         with open_source(str(tmp_path), CaptureConfig()) as source:
             frames = list(source)
     assert [Path(frame.source).name for frame in frames] == ["a.jpg", "b.png", "c.bmp"]
@@ -75,7 +76,7 @@ def test_unreadable_image_in_a_folder_is_skipped_with_a_warning(
     _png(tmp_path / "b.png", stamp(1))
     _png(tmp_path / "d.png", stamp(2))
     (tmp_path / ("a.png" if bad_first else "c.png")).write_bytes(b"\x89PNG but not really")
-    with caplog.at_level(logging.WARNING, logger="streamer.sources"):
+    with caplog.at_level(logging.WARNING, logger="streamer.sources.source"):
         with open_source(str(tmp_path), CaptureConfig()) as source:
             frames = list(source)
     assert [unstamp(frame.bgr) for frame in frames] == [1, 2]
@@ -295,7 +296,7 @@ def test_a_24_mp_photo_is_decoded_at_half_size_and_its_faces_are_found(
     tmp_path: Path, shared: Path, models_env, caplog: pytest.LogCaptureFixture
 ) -> None:
     path, scale, (left, top) = _scaled_photo(tmp_path, (6000, 4000))
-    with caplog.at_level(logging.INFO, logger="streamer.sources"):
+    with caplog.at_level(logging.INFO, logger="streamer.sources.source"):
         with open_source(str(path), CaptureConfig()) as source:
             frames = list(source)
     assert source.info.size_wh == (3000, 2000) and frames[0].bgr.shape == (2000, 3000, 3)

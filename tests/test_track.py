@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamer.config import ClassifierConfig, TrackingConfig
-from streamer.track import Track, Tracker
+from streamer.tracking.tracker import Track, Tracker
 from streamer.types import Detections
 
 GROUPS = ClassifierConfig().age_groups

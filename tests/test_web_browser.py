@@ -18,8 +18,8 @@ from conftest import SHARED_MEDIA, models_dirs
 from test_rtsp import RtspServer, free_port
 
 from streamer.config import Config
-from streamer.web_app import Service
-from streamer.web_server import WebServer
+from streamer.web.app import Service
+from streamer.web.server import WebServer
 
 pytestmark = pytest.mark.integration
 rtsp_ready = test_rtsp.rtsp_ready  # the fixture that checks the RTSP test server can run

@@ -17,12 +17,12 @@ import pytest
 import test_rtsp
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.capture import SourceInfo
 from streamer.config import Config, override
+from streamer.sources.capture import SourceInfo
 from streamer.types import Face, Frame, FrameResult
-from streamer.web_app import BOUNDARY, Service
-from streamer.web_live import LiveView, scaled
-from streamer.web_server import WebServer
+from streamer.web.app import BOUNDARY, Service
+from streamer.web.live import LiveView, scaled
+from streamer.web.server import WebServer
 
 # The RTSP test server's fixtures, for test_serve_runs_a_live_rtsp_source.
 rtsp_ready, rtsp_server = test_rtsp.rtsp_ready, test_rtsp.rtsp_server

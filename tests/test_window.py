@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import REPO, SHARED_MEDIA
 
-from streamer.draw import COLOR_FEMALE, COLOR_MALE
+from streamer.picture.draw import COLOR_FEMALE, COLOR_MALE
 
 pytestmark = pytest.mark.integration
 

@@ -47,9 +47,9 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import label_fit  # noqa: E402
 
-from streamer.align import NO_JITTER, yaw_ratio  # noqa: E402
-from streamer.calibration import CALIBRATION_SCHEMA, LabelCalibration  # noqa: E402
-from streamer.classify import (  # noqa: E402
+from streamer.classifiers.align import NO_JITTER, yaw_ratio  # noqa: E402
+from streamer.classifiers.calibration import CALIBRATION_SCHEMA, LabelCalibration  # noqa: E402
+from streamer.classifiers.networks import (  # noqa: E402
     CYDRAL_AGE_WEIGHTS,
     SHIFT_JITTERS,
     TTA_JITTERS,
@@ -57,7 +57,7 @@ from streamer.classify import (  # noqa: E402
     CydralGenderAge,
 )
 from streamer.config import Config, override  # noqa: E402
-from streamer.models import ModelStore, file_sha256  # noqa: E402
+from streamer.models.store import ModelStore, file_sha256  # noqa: E402
 from streamer.pipeline import build_detector  # noqa: E402
 from streamer.types import Detections, age_group_index, age_group_labels  # noqa: E402
 

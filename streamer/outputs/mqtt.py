@@ -1,0 +1,845 @@
+"""MQTT output: events, people counts, run stats and Home Assistant discovery (issue 12).
+
+``MqttSink`` is a run sink (``streamer.outputs.sinks.Sink``). Topics, under ``mqtt.topic_prefix``
+(``streamer``) and the camera name:
+
+- ``<prefix>/available``: ``online`` (retained) while the run is connected, ``offline`` on a clean
+  stop and as the broker's Last Will (a crash, a pulled plug).
+- ``<prefix>/<camera>/events``: each tracked-mode record (``new``, ``update``, ``end``) as JSON.
+- ``<prefix>/<camera>/people``: people in view now (retained, on change); ``.../people/<gender>``
+  and ``.../people/age/<group>`` split it by the labels shown.
+- ``<prefix>/<camera>/source``: ``up`` / ``down`` (retained): is the camera delivering frames.
+- ``<prefix>/<camera>/stats``: the run's summary so far plus resident memory, every
+  ``mqtt.stats_interval_s`` and once at the end.
+- ``<discovery_prefix>/<component>/<node>/<object>/config``: Home Assistant discovery (retained),
+  again whenever ``<discovery_prefix>/status`` says ``online``.
+
+Threads (house rule 7): the frame loop only appends to a bounded deque (real time drops the
+oldest and counts them, rule 8) and marks retained state dirty, so it never waits on the network.
+One publisher thread of ours makes the first connection (so a failure is reported with its cause),
+then feeds paho as the connection allows (at most ``_WINDOW`` QoS>0 messages unacknowledged, so
+paho's own queue stays small); paho's network thread (``loop_start``) does the protocol, the
+keepalive and the reconnects with backoff. Retained state (availability, counts, discovery) is
+kept as "latest value per topic" and re-sent on every connection: a broker restarted without
+persistence gets it back, and a queue bound never drops it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from .. import __version__
+from ..config import MQTT_PASSWORD_ENV, MqttConfig
+from ..errors import ConfigError, MqttError
+from ..types import GENDERS, Face, FrameResult, age_group_labels
+from .sinks import Sink
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'streamer[mqtt]'"
+# QoS>0 messages handed to paho and not yet acknowledged, at most: paho's own in-flight default,
+# so everything beyond waits in our bounded deque (which drops the oldest), not in paho's
+# (which would refuse the newest or grow without bound).
+_WINDOW = 20
+# The publisher thread wakes at least this often to poll the source's state and the stats timer.
+_TICK_S = 0.25
+# Seconds between looks at the run's source_up (a camera that stops delivering frames).
+_SOURCE_POLL_S = 1.0
+UNKNOWN = "unknown"
+
+
+def _paho():
+    try:
+        import paho.mqtt.client as client  # noqa: F401 - the optional extra
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: F401 - 2.x only
+    except ImportError:
+        raise MqttError(f"MQTT output needs paho-mqtt 2.x, which is not installed; {INSTALL_HINT}") from None
+    return client
+
+
+def parse_address(text: str) -> Tuple[str, Optional[int]]:
+    """``--mqtt HOST[:PORT]``: ``"localhost"`` -> ``("localhost", None)``, ``"10.0.0.2:1884"``,
+    ``"[::1]:1883"``; ConfigError on an empty host or a bad port."""
+    text = text.strip()
+    host, port = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end] if end > 0 else "", text[end + 1 :] if end > 0 else ""
+        if rest and not rest.startswith(":"):
+            host = ""
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        port_text = None  # a bare IPv6 address or a plain host
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConfigError(f"--mqtt {text}: the port must be a number from 1 to 65535 (HOST[:PORT])")
+        port = int(port_text)
+    if not host:
+        raise ConfigError(f"--mqtt {text!r}: expected HOST[:PORT], e.g. --mqtt localhost or --mqtt 10.0.0.2:1883")
+    return host, port
+
+
+def cli_overrides(address: str) -> Dict[str, Any]:
+    """Config changes for ``--mqtt HOST[:PORT]``."""
+    host, port = parse_address(address)
+    changes: Dict[str, Any] = {"mqtt.enabled": True, "mqtt.host": host}
+    if port is not None:
+        changes["mqtt.port"] = port
+    return changes
+
+
+def slug(text: str) -> str:
+    """A topic level and Home Assistant id: lowercase ``[a-z0-9_-]``, other runs of characters as
+    ``_``, at most 64 characters; ``camera`` when nothing is left."""
+    return re.sub(r"[^a-z0-9_-]+", "_", text.lower()).strip("_")[:64] or "camera"
+
+
+def topic_level(label: str) -> str:
+    """A label as one topic level: ``70+`` -> ``70plus`` ('+' and '#' are MQTT wildcards, '/' a level)."""
+    return label.replace("+", "plus").replace("#", "_").replace("/", "_")
+
+
+def camera_name(source_name: str) -> str:
+    """The default camera name of a source: a file's or folder's name without suffix, a device's
+    name, a stream's host and path (never its credentials), ``webcam<N>`` for an index."""
+    name = source_name.strip()
+    if "://" in name:
+        parts = urlsplit(name)
+        base = (parts.hostname or "") + parts.path
+    elif name.isdigit():
+        base = f"webcam{name}"
+    elif "!" in name:
+        base = "gstreamer"
+    else:
+        path = Path(name.rstrip("/"))
+        base = path.stem if path.suffix else path.name
+    return slug(base)
+
+
+def read_password(config: MqttConfig) -> Optional[str]:
+    """The login password: ``STREAMER_MQTT_PASSWORD``, else the first line of ``mqtt.password_file``;
+    MqttError naming the file (never its content) when it cannot be read."""
+    env = os.environ.get(MQTT_PASSWORD_ENV)
+    if env:
+        return env
+    if config.password_file is None:
+        return None
+    path = Path(config.password_file).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise MqttError(f"mqtt.password_file {path}: cannot read it ({reason}); give a readable file "
+                        f"holding the password, or set {MQTT_PASSWORD_ENV}") from None
+    return lines[0] if lines else ""
+
+
+def resident_mb() -> Optional[float]:
+    """This process's resident memory now, in MB (Linux ``/proc``); None elsewhere."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            pages = int(handle.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of one run."""
+
+    prefix: str
+    camera: str
+    discovery_prefix: str
+
+    @property
+    def available(self) -> str:
+        return f"{self.prefix}/available"
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.camera}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    @property
+    def people(self) -> str:
+        return f"{self.base}/people"
+
+    def people_gender(self, gender: str) -> str:
+        return f"{self.base}/people/{gender}"
+
+    def people_age(self, group: str) -> str:
+        return f"{self.base}/people/age/{topic_level(group)}"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    @property
+    def source(self) -> str:
+        return f"{self.base}/source"
+
+    @property
+    def ha_status(self) -> str:
+        return f"{self.discovery_prefix}/status"
+
+
+def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS) -> List[Tuple[str, dict]]:
+    """Home Assistant MQTT discovery: ``(config topic, payload)`` for the people count, one count
+    per gender, the output fps and the source's status, all of one device per camera and all
+    unavailable while ``<prefix>/available`` is ``offline``."""
+    node = slug(f"{topics.prefix}_{topics.camera}")
+    device = {
+        "identifiers": [node],
+        "name": f"{topics.prefix} {topics.camera}",
+        "manufacturer": "streamer",
+        "model": "face analyzer",
+        "sw_version": __version__,
+    }
+    common = {
+        "availability": [{"topic": topics.available, "payload_available": "online",
+                          "payload_not_available": "offline"}],
+        "device": device,
+        "origin": {"name": "streamer", "sw_version": __version__},
+    }
+    entities: List[Tuple[str, str, dict]] = [
+        ("sensor", "people", {"name": "People", "state_topic": topics.people, "state_class": "measurement",
+                              "unit_of_measurement": "people", "icon": "mdi:account-group"}),
+    ]
+    for gender in genders:
+        entities.append(("sensor", f"people_{gender}", {
+            "name": f"People {gender}", "state_topic": topics.people_gender(gender), "state_class": "measurement",
+            "unit_of_measurement": "people", "icon": "mdi:account"}))
+    entities.append(("sensor", "fps", {
+        "name": "Frames per second", "state_topic": topics.stats, "value_template": "{{ value_json.fps_out }}",
+        "state_class": "measurement", "unit_of_measurement": "fps", "entity_category": "diagnostic",
+        "icon": "mdi:speedometer"}))
+    entities.append(("binary_sensor", "source", {
+        "name": "Camera", "state_topic": topics.source, "payload_on": "up", "payload_off": "down",
+        "device_class": "connectivity", "entity_category": "diagnostic"}))
+    configs = []
+    for component, object_id, fields in entities:
+        # default_entity_id (domain.name): what Home Assistant names the entity; it replaced
+        # object_id, deprecated in HA 2025.10 and gone from 2026.4.
+        payload = {**fields, "unique_id": f"{node}_{object_id}",
+                   "default_entity_id": f"{component}.{node}_{object_id}", **common}
+        configs.append((f"{topics.discovery_prefix}/{component}/{node}/{object_id}/config", payload))
+    return configs
+
+
+class PeopleCounts:
+    """People in view now, split by the labels shown, from the run's frames and track records.
+
+    Tracked mode: a person counts from their ``new`` record to their ``end`` record (so the count
+    follows the events, and a face hidden for a moment still counts), labelled by what was last
+    shown for their track (``update`` and ``end`` records, or the faces of a frame); ``unknown``
+    until labelled. Without tracking, the faces of the latest frame.
+    """
+
+    def __init__(self, age_groups: Iterable[Tuple[int, int]], genders: Sequence[str] = GENDERS) -> None:
+        self.genders = tuple(genders)
+        self.groups = tuple(age_group_labels(list(age_groups)))
+        self._tracked = False
+        self._open: Dict[int, None] = {}
+        self._labels: Dict[int, Tuple[Optional[str], Optional[str]]] = {}  # by track, shown or not yet opened
+        self._frame_labels: List[Tuple[Optional[str], Optional[str]]] = []
+        self.version = 0  # goes up whenever counts() may have changed: the sink recounts only then
+
+    def observe_faces(self, faces: Sequence[Face]) -> None:
+        labels = []
+        for face in faces:
+            if face.track is None:
+                labels.append((face.gender, face.age_group))
+            else:
+                self._tracked = True
+                self._relabel(face.track, face.gender, face.age_group)
+        if not self._tracked and labels != self._frame_labels:
+            self._frame_labels = labels
+            self.version += 1
+
+    def observe_records(self, records: Sequence[dict]) -> None:
+        for record in records:
+            track, event = record.get("track"), record.get("event")
+            if track is None:
+                continue
+            self._tracked = True
+            self.version += 1
+            if event == "end":
+                self._open.pop(track, None)
+                self._labels.pop(track, None)
+                continue
+            if event == "new":
+                self._open[track] = None
+            self._relabel(track, record.get("gender"), record.get("age_group"))
+
+    def _relabel(self, track: int, gender: Optional[str], group: Optional[str]) -> None:
+        old = self._labels.get(track, (None, None))
+        new = (gender or old[0], group or old[1])
+        if new != old:
+            self._labels[track] = new
+            self.version += 1
+
+    def counts(self) -> Dict[str, int]:
+        """``{"": total, "female": n, "male": n, "unknown": n, "age/20-29": n, ..., "age/70plus": n,
+        "age/unknown": n}`` (every gender and group, zeros included): topic suffixes under
+        ``<camera>/people`` (group labels through :func:`topic_level`)."""
+        labels = ([self._labels.get(track, (None, None)) for track in self._open] if self._tracked
+                  else self._frame_labels)
+        out = {"": len(labels)}
+        for gender in self.genders + (UNKNOWN,):
+            out[gender] = 0
+        for group in self.groups + (UNKNOWN,):
+            out[f"age/{topic_level(group)}"] = 0
+        for shown_gender, shown_group in labels:
+            gender_key = shown_gender if shown_gender in self.genders else UNKNOWN
+            group_key = f"age/{topic_level(shown_group) if shown_group in self.groups else UNKNOWN}"
+            out[gender_key] += 1
+            out[group_key] += 1
+        return out
+
+
+@dataclass
+class _Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+
+
+def _connect_failure(error: BaseException, host: str, port: int, tls: bool, timeout_s: float) -> Tuple[str, bool]:
+    """``(cause and fix, permanent)`` for an exception of a connection attempt to ``host:port``."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"its TLS certificate is not trusted ({error.verify_message}); set mqtt.tls_ca_file to the CA "
+                "that signed it", True)
+    if isinstance(error, (ssl.SSLError, ConnectionResetError, ConnectionAbortedError)) and tls:
+        reason = getattr(error, "reason", None) or "the other end closed the connection"
+        return (f"the TLS handshake failed ({reason}); is {port} the broker's TLS port (usually 8883)? "
+                "set mqtt.tls: false for a plain port", True)
+    if isinstance(error, ConnectionRefusedError):
+        return ("connection refused: no broker listens there; start it (e.g. systemctl start mosquitto) or fix "
+                "mqtt.host / mqtt.port / --mqtt HOST:PORT", False)
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host name {host!r}; fix mqtt.host / --mqtt", False
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout_s:g} s (a firewall, or the wrong address?)", False
+    if isinstance(error, ValueError):  # paho's TLS set-up
+        return f"TLS: {error}; fix mqtt.tls_ca_file / tls_cert_file / tls_key_file", True
+    if isinstance(error, OSError):
+        return f"cannot connect ({error.strerror or error})", False
+    return f"cannot connect ({error})", False
+
+
+class MqttSink(Sink):
+    """Publishes a run to an MQTT broker; see the module docstring for topics and threads.
+
+    ``start`` returns at once (with ``mqtt.required``: once connected, or raises MqttError within
+    about ``connect_timeout_s``); ``write`` and ``write_records`` only queue; ``close`` sends what
+    is queued to a connected broker within ``flush_timeout_s``, then ``offline``, and stops both
+    threads. ``stats()`` gives the counts the run summary shows under ``mqtt``.
+    """
+
+    def __init__(self, config: MqttConfig, age_groups: Iterable[Tuple[int, int]]) -> None:
+        self.config = config
+        self.counts = PeopleCounts(age_groups)
+        self.topics: Optional[Topics] = None
+        self._password = read_password(config)
+        self._run: Any = None  # the RunView, from start()
+        self._client: Any = None  # paho's Client, from start()
+        self._queue: Deque[_Message] = collections.deque(maxlen=config.queue_size)
+        self._state: Dict[str, _Message] = {}  # retained topics: their latest value
+        self._dirty: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self._acks: Deque[int] = collections.deque()  # mids paho acknowledged (appended on its thread)
+        self._inflight: Dict[int, _Message] = {}
+        self._lock = threading.Lock()  # guards _queue, _state, _dirty against the frame loop
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closing = threading.Event()
+        self._outcome = threading.Event()  # first connection: succeeded or failed for good
+        self._connected = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._loop_started = False
+        self._error: Optional[BaseException] = None
+        self._failure: Optional[str] = None  # the last connection failure, said once
+        self._fatal: Optional[str] = None
+        self._boxes: Dict[int, List[float]] = {}
+        self._priority: List[str] = []
+        self._last_counts: Dict[str, int] = {}
+        self._counted_version = -1
+        self._source_up: Optional[bool] = None
+        self._down_since: Optional[float] = None
+        self._closed = False
+        self._ever_connected = False
+        self._stats_seq = 0
+        self._last_stats: Optional[Tuple[float, int, int]] = None
+        self.published = 0
+        self.dropped = 0
+        self.unsent = 0
+
+    @property
+    def _topics(self) -> Topics:
+        assert self.topics is not None, "start() names the topics before any thread runs"
+        return self.topics
+
+    # --- the Sink protocol (run thread) ---
+
+    def start(self, run) -> None:
+        cfg = self.config
+        mqtt = _paho()
+        self._run = run
+        camera = slug(cfg.camera) if cfg.camera else camera_name(run.info.name)
+        self.topics = topics = Topics(cfg.topic_prefix, camera, cfg.discovery_prefix)
+        client_id = cfg.client_id or f"{cfg.topic_prefix}-{camera}"
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        client.connect_timeout = cfg.connect_timeout_s
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        client.will_set(topics.available, "offline", qos=1, retain=True)
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, self._password)
+        if cfg.tls:
+            try:
+                client.tls_set(ca_certs=cfg.tls_ca_file, certfile=cfg.tls_cert_file, keyfile=cfg.tls_key_file)
+            except (OSError, ssl.SSLError, ValueError) as error:
+                raise MqttError(f"mqtt TLS files ({cfg.tls_ca_file}, {cfg.tls_cert_file}): cannot load them "
+                                f"({getattr(error, 'strerror', None) or error}); fix mqtt.tls_ca_file / "
+                                "tls_cert_file / tls_key_file") from None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self._client = client
+
+        self._set_state(topics.available, "online")
+        self._priority = [topics.available]
+        if cfg.discovery:
+            for topic, payload in discovery_configs(topics, self.counts.genders):
+                self._set_state(topic, json.dumps(payload, separators=(",", ":")))
+                self._priority.append(topic)
+        self._publish_counts()
+        self._thread = threading.Thread(target=self._thread_main, name="mqtt-publisher", daemon=True)
+        self._thread.start()
+        if cfg.required:
+            # A few attempts fit in the window: a broker starting at the same moment is not a failure.
+            self._outcome.wait(cfg.connect_timeout_s + 1.0)
+            if not self._connected.is_set():
+                cause = self._fatal or self._failure or (
+                    f"no MQTT answer within {cfg.connect_timeout_s:g} s; is {cfg.port} the broker's port (1883 "
+                    "plain, 8883 TLS)?")
+                self._shutdown(flush=False)
+                raise MqttError(f"MQTT broker {cfg.host}:{cfg.port}: {cause} (mqtt.required is true; set it to "
+                                "false to run on without the broker)")
+
+    def write(self, result: FrameResult, annotated: Optional[np.ndarray]) -> None:
+        for face in result.faces:
+            if face.track is not None:
+                self._boxes[face.track] = [round(float(v), 1) for v in face.xyxy]
+        self.counts.observe_faces(result.faces)
+        self._publish_counts()
+
+    def write_records(self, records: Sequence[dict]) -> None:
+        if not records or self.topics is None:
+            return
+        self.counts.observe_records(records)
+        now = round(time.time(), 3)
+        for record in records:
+            # A live frame's record has its capture time; a file's gets the time it is published.
+            payload = {"timestamp": now, **record, "camera": self.topics.camera}
+            track = record.get("track")
+            if track is not None and "xyxy" not in payload and track in self._boxes:
+                payload["xyxy"] = self._boxes[track]
+            if record.get("event") == "end" and track is not None:
+                self._boxes.pop(track, None)
+            self._enqueue(_Message(self.topics.events, _dumps(payload), self.config.qos))
+        self._publish_counts()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is None:
+            return
+        self._publish_counts()
+        self._shutdown(flush=True)  # the publisher sends the final stats, what is queued, then 'offline'
+
+        if self._error is not None:
+            log.warning("MQTT: the publisher thread failed: %s", self._error)
+        if not self._ever_connected and self._fatal is None:
+            log.warning("MQTT: never reached the broker at %s:%d; %d messages not sent", self.config.host,
+                        self.config.port, self.unsent)
+        elif self.dropped or self.unsent:
+            log.warning("MQTT: %d messages dropped by the queue bound (mqtt.queue_size %d), %d not sent",
+                        self.dropped, self.config.queue_size, self.unsent)
+
+    def stats(self) -> dict:
+        """Messages published, dropped by the queue bound, not sent at the end; connected now."""
+        return {"published": self.published, "dropped": self.dropped, "unsent": self.unsent,
+                "connected": self._connected.is_set()}
+
+    def summary_fields(self) -> dict:
+        """What the run summary shows of this sink (after ``close``)."""
+        stats = self.stats()
+        return {"mqtt": {key: stats[key] for key in ("published", "dropped", "unsent")}}
+
+    # --- queueing (any thread; never blocks on the network) ---
+
+    def _enqueue(self, message: _Message) -> None:
+        with self._lock:
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1
+            self._queue.append(message)
+        self._wake.set()
+
+    def _set_state(self, topic: str, payload: str) -> None:
+        with self._lock:
+            self._state[topic] = _Message(topic, payload.encode("utf-8"), 1, retain=True)
+            self._dirty[topic] = None
+            self._dirty.move_to_end(topic)
+        self._wake.set()
+
+    def _publish_counts(self) -> None:
+        if self.topics is None or self.counts.version == self._counted_version:
+            return
+        self._counted_version = self.counts.version
+        counts = self.counts.counts()
+        if counts == self._last_counts:
+            return
+        for suffix, value in counts.items():
+            if self._last_counts.get(suffix) != value:
+                self._set_state(f"{self.topics.people}/{suffix}" if suffix else self.topics.people, str(value))
+        self._last_counts = counts
+
+    def _enqueue_stats(self, final: bool = False) -> None:
+        if self._run is None or self.topics is None:
+            return
+        try:
+            snapshot = dict(self._run.snapshot())
+        except Exception as error:  # a sink must not end the run over a statistic
+            log.debug("MQTT: run snapshot failed: %s", error)
+            return
+        stages = snapshot.get("stages") or {}
+        now = time.monotonic()
+        # Rates over the last interval (the summary's fps is the whole run's average).
+        last = self._last_stats
+        frames_in, frames_out = snapshot.get("frames_read", 0), snapshot.get("frames_out", 0)
+        if last is not None and now > last[0]:
+            fps_in = round((frames_in - last[1]) / (now - last[0]), 2)
+            fps_out = round((frames_out - last[2]) / (now - last[0]), 2)
+        else:
+            fps_in = fps_out = snapshot.get("fps")
+        self._last_stats = (now, frames_in, frames_out)
+        self._stats_seq += 1
+        snapshot.update({
+            "camera": self.topics.camera,
+            "seq": self._stats_seq,
+            "timestamp": round(time.time(), 3),
+            "final": final,
+            "fps_in": fps_in,
+            "fps_out": fps_out,
+            "detector_ms": (stages.get("detect") or {}).get("p50_ms"),
+            "rss_mb": resident_mb(),
+            "mqtt": {"published": self.published, "dropped": self.dropped, "queued": len(self._queue)},
+        })
+        self._enqueue(_Message(self.topics.stats, _dumps(snapshot), self.config.qos))
+
+    # --- paho callbacks (paho's network thread: no waiting here) ---
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        cfg = self.config
+        if reason_code.is_failure:
+            name = str(reason_code)
+            if name in ("Bad user name or password", "Not authorized"):
+                if cfg.username is not None:
+                    fix = (f"a wrong user name or password? check mqtt.username ({cfg.username!r}) and the password "
+                           f"({MQTT_PASSWORD_ENV} or mqtt.password_file)")
+                else:
+                    fix = (f"the broker does not allow anonymous clients: set mqtt.username and a password "
+                           f"({MQTT_PASSWORD_ENV} or mqtt.password_file)")
+                self._fatal = f"the broker refused the login ({name.lower()}); {fix}"
+            else:
+                self._fatal = f"the broker refused the connection ({name})"
+            self._outcome.set()
+            self._wake.set()
+            return
+        if self._down_since is not None:
+            log.info("MQTT: reconnected to %s:%d after %.1f s; sending %d queued messages", cfg.host, cfg.port,
+                     time.monotonic() - self._down_since, len(self._queue))
+        else:
+            log.info("MQTT: connected to %s:%d, publishing under %s/", cfg.host, cfg.port, self._topics.base)
+        self._down_since = None
+        self._failure = None
+        self._ever_connected = True
+        if cfg.discovery:
+            client.subscribe(self._topics.ha_status, qos=1)
+        with self._lock:
+            for topic in self._state:
+                self._dirty[topic] = None
+        self._connected.set()
+        self._outcome.set()
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self._wake.set()
+        if was_connected and not self._closing.is_set():
+            self._down_since = time.monotonic()
+            cfg = self.config
+            reason = str(reason_code)
+            if reason in ("Unspecified error", "Success", "Normal disconnection"):
+                reason = "the connection closed"
+            log.warning("MQTT: lost the broker at %s:%d (%s); reconnecting (every %g-%g s), messages queued "
+                        "meanwhile (up to %d)", cfg.host, cfg.port, reason, cfg.reconnect_min_s,
+                        cfg.reconnect_max_s, cfg.queue_size)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acks.append(mid)
+        self._wake.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        if message.topic == self._topics.ha_status and message.payload.strip().lower() == b"online":
+            log.info("MQTT: Home Assistant is online; publishing discovery and state again")
+            with self._lock:
+                for topic in self._state:
+                    self._dirty[topic] = None
+            self._wake.set()
+
+    # --- the publisher thread ---
+
+    def _thread_main(self) -> None:
+        try:
+            if self._connect_first():
+                self._publish_loop()
+        except Exception as error:  # carried to close(), which says so
+            self._error = error
+            log.debug("MQTT publisher thread failed", exc_info=True)
+        finally:
+            self._outcome.set()
+
+    def _connect_first(self) -> bool:
+        """Connect (TCP, TLS, CONNECT sent) with our own retries, so each failure's cause can be
+        said once; then paho's network thread takes over, reconnects included. False when
+        stopped or failed for good."""
+        cfg, client = self.config, self._client
+        delay = cfg.reconnect_min_s
+        started = time.monotonic()
+        while not (self._stop.is_set() or self._closing.is_set()):
+            try:
+                client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+            except Exception as error:  # OSError, ssl.SSLError, a ValueError from paho's TLS set-up
+                cause, permanent = _connect_failure(error, cfg.host, cfg.port, cfg.tls, cfg.connect_timeout_s)
+                if permanent:
+                    self._fatal = cause
+                    if not cfg.required:
+                        log.error("MQTT broker %s:%d: %s; not publishing in this run", cfg.host, cfg.port, cause)
+                    self._outcome.set()
+                    return False
+                if cause != self._failure:
+                    self._failure = cause
+                    if not cfg.required:
+                        log.warning("MQTT broker %s:%d: %s; the run goes on and publishes once the broker is "
+                                    "reachable (retrying every %g-%g s)", cfg.host, cfg.port, cause,
+                                    cfg.reconnect_min_s, cfg.reconnect_max_s)
+                if cfg.required and time.monotonic() - started + delay > cfg.connect_timeout_s:
+                    self._outcome.set()
+                    return False
+                self._pause(delay)
+                delay = min(delay * 2, cfg.reconnect_max_s)
+                continue
+            client.loop_start()
+            self._loop_started = True
+            return True
+        return False
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not (self._stop.is_set() or self._closing.is_set()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._stop.wait(min(remaining, _TICK_S))
+
+    def _publish_loop(self) -> None:
+        cfg, client = self.config, self._client
+        next_stats = time.monotonic() + cfg.stats_interval_s
+        next_poll = 0.0
+        answer_deadline = time.monotonic() + cfg.connect_timeout_s
+        flush_deadline: Optional[float] = None
+        offline_sent = False
+        while not self._stop.is_set():
+            self._wake.wait(_TICK_S)
+            self._wake.clear()
+            while self._acks:
+                mid = self._acks.popleft()
+                if self._inflight.pop(mid, None) is not None:
+                    self.published += 1
+            if self._fatal is not None:
+                if not cfg.required:
+                    log.error("MQTT broker %s:%d: %s; not publishing in this run", cfg.host, cfg.port, self._fatal)
+                client.disconnect()
+                return
+            now = time.monotonic()
+            if not self._connected.is_set() and self._down_since is None and now > answer_deadline \
+                    and self._failure is None:
+                self._failure = (f"no MQTT answer within {cfg.connect_timeout_s:g} s; is {cfg.port} the broker's "
+                                 "port (1883 plain, 8883 TLS)?")
+                if not cfg.required:
+                    log.warning("MQTT broker %s:%d: %s still trying", cfg.host, cfg.port, self._failure)
+            if self._connected.is_set():
+                self._feed(client)
+            if self._closing.is_set():
+                if flush_deadline is None:
+                    flush_deadline = now + cfg.flush_timeout_s
+                    self._enqueue_stats(final=True)
+                    self._feed(client)
+                drained = not self._queue and not self._dirty and not self._inflight
+                # A broker that is away may come back within the flush time (paho keeps reconnecting).
+                if now >= flush_deadline:
+                    break
+                if drained and offline_sent:
+                    break
+                if drained:
+                    self._set_state(self._topics.available, "offline")
+                    offline_sent = True
+                continue
+            if now >= next_stats:
+                self._enqueue_stats()
+                next_stats = now + cfg.stats_interval_s
+            if now >= next_poll:
+                next_poll = now + _SOURCE_POLL_S
+                self._poll_source()
+        client.disconnect()
+
+    def _feed(self, client) -> None:
+        """Hand paho what the window allows: availability and discovery first (re-sent after each
+        connect), then the queue in order, then the other retained state (so a 'new' event comes
+        before the count it raised)."""
+        while len(self._inflight) < _WINDOW and self._connected.is_set():
+            with self._lock:
+                first = next((topic for topic in self._priority if topic in self._dirty), None)
+                if first is not None:
+                    del self._dirty[first]
+                    message = self._state[first]
+                elif self._queue:
+                    message = self._queue.popleft()
+                elif self._dirty:
+                    topic, _ = self._dirty.popitem(last=False)
+                    message = self._state[topic]
+                else:
+                    return
+            info = client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+            if message.qos > 0:
+                # paho keeps a QoS>0 message it could not send (rc NO_CONN) and sends it on reconnect;
+                # its PUBACK lands in _acks, which this thread reads only after this line.
+                self._inflight[info.mid] = message
+            elif info.rc == 0:
+                self.published += 1
+
+    def _poll_source(self) -> None:
+        try:
+            up = self._run.snapshot().get("source_up")
+        except Exception:
+            return
+        if up is None or up == self._source_up:
+            return
+        self._source_up = bool(up)
+        self._set_state(self._topics.source, "up" if up else "down")
+
+    def _shutdown(self, flush: bool) -> None:
+        """Stop the publisher (after a bounded flush when ``flush``) and paho's network thread."""
+        cfg = self.config
+        self._closing.set()
+        if not flush:
+            self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(cfg.flush_timeout_s + cfg.connect_timeout_s + 2.0)
+            if self._thread.is_alive():
+                self._stop.set()
+                self._thread.join(cfg.connect_timeout_s + 1.0)
+            self._thread = None
+        self._stop.set()
+        with self._lock:
+            self.unsent = len(self._queue) + len(self._inflight)
+        if self._client is not None:
+            try:
+                self._client.disconnect()
+            except Exception:
+                pass
+            if self._loop_started:
+                self._client.loop_stop()
+                self._loop_started = False
+
+
+def _dumps(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), default=_plain).encode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and tuples in records, as JSON numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def probe(config: MqttConfig) -> Tuple[bool, str]:
+    """One login to the configured broker (TCP, TLS, CONNECT and the broker's answer within
+    ``connect_timeout_s``), publishing nothing: ``(True, "")`` or ``(False, cause and fix)``. For
+    ``streamer doctor``; MqttError when paho-mqtt is missing or the password file unreadable."""
+    mqtt = _paho()
+    answer: Dict[str, Any] = {}
+    answered = threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        answer["reason"] = reason_code
+        answered.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{config.client_id or config.topic_prefix}-doctor")
+    client.connect_timeout = config.connect_timeout_s
+    if config.username is not None:
+        client.username_pw_set(config.username, read_password(config))
+    if config.tls:
+        client.tls_set(ca_certs=config.tls_ca_file, certfile=config.tls_cert_file, keyfile=config.tls_key_file)
+    client.on_connect = on_connect
+    try:
+        client.connect(config.host, config.port, keepalive=config.keepalive_s)
+    except Exception as error:
+        return False, _connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]
+    client.loop_start()
+    try:
+        if not answered.wait(config.connect_timeout_s):
+            return False, (f"no MQTT answer within {config.connect_timeout_s:g} s; is {config.port} the broker's "
+                           "port (1883 plain, 8883 TLS)?")
+        reason = answer["reason"]
+        if reason.is_failure:
+            return False, f"the broker refused the login ({str(reason).lower()}); check mqtt.username and the password"
+        return True, ""
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def build_sinks(config, given: Sequence[Sink] = ()) -> List[MqttSink]:
+    """The MQTT sink a run's config asks for (``mqtt.enabled``), unless ``given`` (the caller's
+    sinks) already holds one; MqttError when paho-mqtt is missing or the password file unreadable."""
+    if not config.mqtt.enabled or any(isinstance(sink, MqttSink) for sink in given):
+        return []
+    _paho()
+    return [MqttSink(config.mqtt, config.classifier.age_groups)]

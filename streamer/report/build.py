@@ -1,0 +1,606 @@
+"""The people report: how many people were seen, when, for how long, of which gender and age group.
+
+Built from tracked-mode events in one pass (house rule: bounded memory for an events file of any
+length): each track's ``end`` record is its row, and the per-frame faces' ``track`` ids give the
+people in view over time, kept as a few sets of ids per time bin. ``python run.py report
+EVENTS.jsonl --out DIR`` reads a file (:func:`read_events`); a tracked run with ``--report DIR``
+feeds the same :class:`PeopleReport` from its frames and records as they happen (:class:`ReportSink`).
+
+:func:`write_report` writes, each file finished or absent: ``people.csv`` and ``people.json`` (one
+row per person), ``summary.json`` (counts, dwell-time bands, people in view over time, peak), the
+PNG charts and ``report.html`` (``streamer.report.page``; charts need the ``report`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+
+from ..config import Config, ReportConfig, override
+from ..errors import SinkError, SourceError
+from ..outputs.files import write_bytes
+from ..outputs.sinks import Sink
+from ..types import GENDERS, age_group_labels
+
+log = logging.getLogger(__name__)
+
+PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, REPORT_HTML = "people.csv", "people.json", "summary.json", "report.html"
+CHART_FILES = ("age_gender.png", "in_view.png", "dwell.png")
+REPORT_FILES = (PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, *CHART_FILES, REPORT_HTML)
+
+# One row per person: the end record's fields, the age range split in two, and whether the row
+# comes from an end record (false: the events stop before the track ended, the row is from its frames).
+CSV_COLUMNS = (
+    "track", "first_frame", "last_frame", "first_t_s", "last_t_s", "seen_s",
+    "hits", "samples", "gender", "gender_p", "age", "age_group", "age_lo", "age_hi", "ended",
+    "first_time", "last_time",
+)  # fmt: skip
+UNKNOWN = "unknown"
+# People in view over time: per second while the events span at most 15 minutes (a clip: 900 points
+# still read as a curve), per minute up to 48 hours (a shop day or two), per hour beyond (months of a
+# camera). A bin holds the distinct sets of ids seen together, a handful while people come and go.
+_BIN_LEVELS: Tuple[Tuple[float, Optional[int]], ...] = ((1.0, 900), (60.0, 2880), (3600.0, None))
+# An events line is a frame's faces, a few hundred bytes each: a longer line is not one of ours (a
+# binary file has no newlines) and is skipped without reading it whole into memory.
+MAX_LINE_BYTES = 1 << 20
+# A file whose first this many lines hold no event is not an events file: stop reading it.
+_FOREIGN_AFTER_LINES = 100
+_LABEL_KEYS = ("gender", "gender_p", "age", "age_group", "age_range")
+# Line numbers quoted per kind of problem; the rest are counted.
+_QUOTED_LINES = 5
+
+
+@dataclass
+class _Seen:
+    """What the frames say of a track whose end record has not come (yet)."""
+
+    first_frame: int
+    first_t_s: float
+    last_frame: int
+    last_t_s: float
+    hits: int = 0
+    labels: Dict[str, object] = field(default_factory=dict)
+
+
+class PeopleReport:
+    """Accumulates events (frame objects and ``new``/``update``/``end`` records, as in the events
+    file) one at a time; :meth:`rows` and :meth:`summary` at any point after. Holds one row per
+    track and, per time bin, the distinct sets of track ids seen on one frame."""
+
+    def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]] = (), source: Optional[str] = None):
+        self.cfg = cfg
+        self.source = source
+        self.frames = 0
+        self.untracked_faces = 0
+        self.warnings: List[str] = []
+        self._group_labels = list(age_group_labels(age_groups))
+        self._ended: Dict[int, dict] = {}
+        self._open: Dict[int, _Seen] = {}
+        self._t0: Optional[float] = None
+        self._t_last: Optional[float] = None
+        # Unix seconds minus t_s, from the first event of a live run (its "timestamp"): the
+        # wall-clock time of any t_s. None for a file's events (their t_s is the file position).
+        self._clock_offset: Optional[float] = None
+        self._level = 0
+        self._bins: Dict[int, Set[FrozenSet[int]]] = {}
+
+    # --- feeding ---
+
+    def add(self, event: dict) -> None:
+        """One events-file object. ValueError (with what is wrong) when it is not a streamer event."""
+        kind = event.get("event")
+        if self._clock_offset is None and "timestamp" in event:
+            stamp, t_s = event.get("timestamp"), event.get("t_s")
+            if _is_number(stamp) and _is_number(t_s):
+                self._clock_offset = float(stamp) - float(t_s)  # type: ignore[arg-type]
+        if "faces" in event and kind is None:
+            self._add_frame(event)
+        elif kind in ("new", "update"):
+            track = _int(event, "track")
+            if kind == "new" and track not in self._ended and track not in self._open:
+                t_s, frame = _num(event, "t_s", 0.0), int(_num(event, "frame", 0))
+                self._open[track] = _Seen(frame, t_s, frame, t_s)
+        elif kind == "end":
+            self._add_end(event)
+        else:
+            keys = ", ".join(sorted(event)[:6]) or "none"
+            raise ValueError(f"no 'faces' list and no 'event' record; its keys: {keys}")
+
+    def _add_frame(self, event: dict) -> None:
+        # The hot path of a months-long events file (one call per frame): plain type checks.
+        faces, number = event.get("faces"), event.get("t_s")
+        if not isinstance(faces, list) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ValueError("a frame object without a 'faces' list and a numeric 't_s'")
+        t_s = float(number)
+        frame = event.get("frame")
+        if not isinstance(frame, int):
+            frame = 0
+        ids = []
+        if faces:
+            fresh = not event.get("stale", False)
+            for face in faces:
+                track = face.get("track") if type(face) is dict else None
+                if type(track) is not int:
+                    self.untracked_faces += 1
+                    continue
+                ids.append(track)
+                if track in self._ended:
+                    continue
+                seen = self._open.get(track)
+                if seen is None:
+                    seen = self._open[track] = _Seen(frame, t_s, frame, t_s)
+                seen.last_frame, seen.last_t_s = frame, t_s
+                seen.hits += fresh
+                if face.get("classified"):
+                    seen.labels = {key: face.get(key) for key in _LABEL_KEYS}
+        self.frames += 1
+        if self.source is None and isinstance(event.get("source"), str):
+            self.source = event["source"]
+        self._bin(t_s).add(frozenset(ids))
+
+    def _add_end(self, event: dict) -> None:
+        track = _int(event, "track")
+        for key in ("first_t_s", "last_t_s", "seen_s"):
+            if not _is_number(event.get(key)):
+                raise ValueError(f"an end record without a numeric '{key}'")
+        if event.get("gender") not in (None, *GENDERS) or not isinstance(event.get("age_group"), (str, type(None))):
+            raise ValueError("an end record whose gender or age_group is not one the analyzer writes")
+        age_range = event.get("age_range")
+        if age_range is not None and not (isinstance(age_range, list) and len(age_range) == 2
+                                          and all(_is_number(v) for v in age_range)):
+            raise ValueError("an end record whose age_range is not [lo, hi]")
+        row = {key: event.get(key) for key in CSV_COLUMNS if key not in ("age_lo", "age_hi", "ended")}
+        row["age_range"] = event.get("age_range")
+        row["ended"] = True
+        self._ended[track] = row
+        self._open.pop(track, None)
+        if self._t0 is None:  # records alone (no frames): the span is the tracks'
+            self._t0 = float(event["first_t_s"])
+        self._t_last = max(self._t_last or float(event["last_t_s"]), float(event["last_t_s"]))
+
+    def _bin(self, t_s: float) -> Set[FrozenSet[int]]:
+        if self._t0 is None:
+            self._t0 = t_s
+        if self._t_last is None or t_s > self._t_last:
+            self._t_last = t_s
+        width, limit = _BIN_LEVELS[self._level]
+        index = max(0, int((t_s - self._t0) // width))
+        while limit is not None and index >= limit:
+            self._coarsen()
+            width, limit = _BIN_LEVELS[self._level]
+            index = max(0, int((t_s - self._t0) // width))
+        return self._bins.setdefault(index, set())
+
+    def _coarsen(self) -> None:
+        factor = int(_BIN_LEVELS[self._level + 1][0] // _BIN_LEVELS[self._level][0])
+        self._level += 1
+        bins: Dict[int, Set[FrozenSet[int]]] = {}
+        for index, combos in self._bins.items():
+            bins.setdefault(index // factor, set()).update(combos)
+        self._bins = bins
+
+    # --- results ---
+
+    def all_rows(self) -> List[dict]:
+        """One row per track (ended ones from their end record, open ones from their frames), by id."""
+        rows = dict(self._ended)
+        for track, seen in self._open.items():
+            labels = seen.labels
+            rows[track] = {
+                "track": track, "first_frame": seen.first_frame, "last_frame": seen.last_frame,
+                "first_t_s": round(seen.first_t_s, 4), "last_t_s": round(seen.last_t_s, 4),
+                "seen_s": round(seen.last_t_s - seen.first_t_s, 3), "hits": seen.hits, "samples": None,
+                "gender": labels.get("gender"), "gender_p": labels.get("gender_p"), "age": labels.get("age"),
+                "age_group": labels.get("age_group"), "age_range": labels.get("age_range"), "ended": False,
+            }  # fmt: skip
+        for row in rows.values():
+            row["first_time"], row["last_time"] = self.time_of(row["first_t_s"]), self.time_of(row["last_t_s"])
+        return [rows[track] for track in sorted(rows)]
+
+    def time_of(self, t_s: Optional[float]) -> Optional[str]:
+        """The local wall-clock time (ISO 8601 with its UTC offset, to the second) of an event time,
+        for events of a live run; None for a file's events."""
+        if self._clock_offset is None or t_s is None:
+            return None
+        return datetime.fromtimestamp(self._clock_offset + t_s).astimezone().isoformat(timespec="seconds")
+
+    def rows(self) -> Tuple[List[dict], int]:
+        """The people (rows seen at least ``min_seen_s``) and how many tracks were left out."""
+        everyone = self.all_rows()
+        kept = [row for row in everyone if row["seen_s"] >= self.cfg.min_seen_s]
+        return kept, len(everyone) - len(kept)
+
+    def summary(self) -> dict:
+        """Counts over the people (every breakdown adds up to ``people``), dwell-time bands, people
+        in view per time bin, peak; the keys of summary.json (README, People report)."""
+        rows, left_out = self.rows()
+        groups = list(self._group_labels)
+        for row in rows:
+            if row["age_group"] and row["age_group"] not in groups:
+                groups.append(row["age_group"])  # a label from another config's age groups
+        genders = [*GENDERS, UNKNOWN]
+        by_group_gender = {group: dict.fromkeys(genders, 0) for group in [*groups, UNKNOWN]}
+        for row in rows:
+            by_group_gender[row["age_group"] or UNKNOWN][row["gender"] or UNKNOWN] += 1
+        by_gender = {gender: sum(cell[gender] for cell in by_group_gender.values()) for gender in genders}
+        by_age_group = {group: sum(cell.values()) for group, cell in by_group_gender.items()}
+        seen = sorted(row["seen_s"] for row in rows)
+        open_tracks = sum(not row["ended"] for row in rows)
+        in_view, peak = self._in_view({row["track"] for row in rows})
+        return {
+            "source": self.source,
+            "first_t_s": None if self._t0 is None else round(self._t0, 4),
+            "last_t_s": None if self._t_last is None else round(self._t_last, 4),
+            "duration_s": None if self._t0 is None or self._t_last is None else round(self._t_last - self._t0, 3),
+            "first_time": self.time_of(self._t0),
+            "last_time": self.time_of(self._t_last),
+            "frames": self.frames,
+            "people": len(rows),
+            "left_out": {"tracks": left_out, "min_seen_s": self.cfg.min_seen_s},
+            "without_end_record": open_tracks,
+            "by_gender": by_gender,
+            "by_age_group": by_age_group,
+            "by_age_group_and_gender": by_group_gender,
+            "dwell": {
+                "bands": self._dwell_bands(seen),
+                "median_s": round(statistics.median(seen), 2) if seen else None,
+                "mean_s": round(statistics.fmean(seen), 2) if seen else None,
+                "total_s": round(sum(seen), 2),
+            },
+            "in_view": in_view,
+            "peak": peak,
+            "warnings": list(self.warnings),
+        }
+
+    def _dwell_bands(self, seen: Sequence[float]) -> List[dict]:
+        edges = [self.cfg.min_seen_s, *[e for e in self.cfg.dwell_bands_s if e > self.cfg.min_seen_s], math.inf]
+        bands = []
+        for lo, hi in zip(edges, edges[1:]):
+            bands.append({"label": _band_label(lo, hi), "from_s": lo, "to_s": None if hi == math.inf else hi,
+                          "people": sum(lo <= s < hi for s in seen)})
+        return bands
+
+    def _in_view(self, kept: Set[int]) -> Tuple[dict, dict]:
+        """Most people in view at once per bin (None where no frame fell in it), and the peak."""
+        width = _BIN_LEVELS[self._level][0]
+        if self._t0 is None or not self._bins:
+            return ({"bin_s": width, "start_t_s": None, "start_time": None, "people": []},
+                    {"people": 0, "t_s": None, "time": None})
+        series: List[Optional[int]] = [None] * (max(self._bins) + 1)
+        for index, combos in self._bins.items():
+            series[index] = max(len(combo & kept) for combo in combos)
+        peak = max(count or 0 for count in series)
+        at = next(i for i, count in enumerate(series) if (count or 0) == peak)
+        return ({"bin_s": width, "start_t_s": round(self._t0, 4), "start_time": self.time_of(self._t0), "people": series},
+                {"people": peak, "t_s": round(self._t0 + at * width, 4), "time": self.time_of(self._t0 + at * width),
+                 "bin_s": width})
+
+    def run_counts(self) -> dict:
+        """The ``people`` entry of a run's summary: counts only."""
+        summary = self.summary()
+        return {"people": summary["people"], "left_out": summary["left_out"]["tracks"],
+                "by_gender": summary["by_gender"], "by_age_group": summary["by_age_group"]}
+
+
+def _band_label(lo: float, hi: float) -> str:
+    """``(5, 15)`` -> ``"5-15 s"``, ``(30, 60)`` -> ``"30 s-1 min"``, ``(600, inf)`` -> ``"10 min+"``."""
+    def split(seconds: float) -> Tuple[str, str]:
+        if seconds >= 60 and seconds % 60 == 0:
+            return f"{seconds / 60:g}", "min"
+        return f"{seconds:g}", "s"
+
+    low, low_unit = split(lo)
+    if hi == math.inf:
+        return f"{low} {low_unit}+"
+    high, high_unit = split(hi)
+    return f"{low}-{high} {high_unit}" if low_unit == high_unit else f"{low} {low_unit}-{high} {high_unit}"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _num(event: dict, key: str, default: float) -> float:
+    value = event.get(key)
+    return float(value) if isinstance(value, (int, float)) and _is_number(value) else default
+
+
+def _int(event: dict, key: str) -> int:
+    value = event.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"a '{event.get('event')}' record without an integer '{key}'")
+    return value
+
+
+# --- reading an events file ---
+
+
+class _Problems:
+    """Lines that could not be used, by kind, for one warning per kind."""
+
+    def __init__(self) -> None:
+        self.lines: Dict[str, List[int]] = {}
+        self.details: Dict[str, str] = {}  # the first line's detail, per kind
+        self.first: Optional[str] = None
+
+    def add(self, kind: str, number: int, detail: str = "") -> None:
+        self.lines.setdefault(kind, []).append(number)
+        self.details.setdefault(kind, detail)
+        if self.first is None:
+            self.first = f"line {number} {kind}{detail}"
+
+    def messages(self, path: Path) -> List[str]:
+        out = []
+        for kind, numbers in self.lines.items():
+            detail = self.details[kind]
+            if len(numbers) == 1:
+                out.append(f"{path}: line {numbers[0]} {kind}{detail}; skipped")
+                continue
+            quoted = ", ".join(str(n) for n in numbers[:_QUOTED_LINES])
+            quoted += ", ..." if len(numbers) > _QUOTED_LINES else ""
+            out.append(f"{path}: {len(numbers)} lines {kind.replace('is ', 'are ', 1)} (lines {quoted}; "
+                       f"line {numbers[0]}{detail}); skipped")
+        return out
+
+
+def _lines(handle: io.BufferedReader) -> Iterable[Tuple[bytes, bool]]:
+    """``(line, too_long)`` for each line, without ever holding more than MAX_LINE_BYTES of one."""
+    while True:
+        line = handle.readline(MAX_LINE_BYTES)
+        if not line:
+            return
+        if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while True:  # skip the rest of the over-long line
+                rest = handle.readline(MAX_LINE_BYTES)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield b"", True
+            continue
+        yield line, False
+
+
+def read_events(path: Path, report: PeopleReport) -> PeopleReport:
+    """Feed every usable line of the events file ``path`` to ``report``, in one pass. Lines that
+    cannot be used (not UTF-8, not JSON, not a streamer event, cut short at the end of the file) are
+    skipped and named in warnings (logged and kept in ``report.warnings``). SourceError (exit 2)
+    when nothing in the file can be used, or when it comes from a run without tracking."""
+    path = Path(path)
+    if path.is_dir():
+        raise SourceError(f"events file {path} is a folder; pass the .jsonl file a run wrote with --events")
+    problems, used, number = _Problems(), 0, 0
+    try:
+        with open(path, "rb") as handle:
+            for number, (raw, too_long) in enumerate(_lines(handle), 1):
+                if too_long:
+                    problems.add(f"is longer than {MAX_LINE_BYTES // (1 << 20)} MB", number,
+                                 " (not an events line: a binary file?)")
+                    continue
+                if not raw.strip():
+                    continue
+                cut = not raw.endswith(b"\n")
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    problems.add("is not UTF-8 text", number,
+                                 f" (byte 0x{raw[error.start]:02x} at column {error.start + 1})")
+                    continue
+                try:
+                    event = json.loads(text)
+                except ValueError as error:
+                    if cut:
+                        problems.add("is cut short (the file ends mid-line: the run was stopped hard or is "
+                                     "still writing)", number)
+                    else:
+                        problems.add("is not JSON", number, f" ({error})")
+                    continue
+                try:
+                    if not isinstance(event, dict):
+                        raise ValueError(f"a JSON {type(event).__name__}, not an object")
+                    report.add(event)
+                    used += 1
+                except ValueError as error:
+                    problems.add("is not a streamer event", number, f" ({error})")
+                if not used and number >= _FOREIGN_AFTER_LINES:
+                    break
+    except FileNotFoundError:
+        raise SourceError(f"events file {path} not found; pass the file a tracked run wrote with --events") from None
+    except OSError as error:
+        raise SourceError(f"events file {path} cannot be read ({error.strerror or error})") from None
+    if number == 0:
+        raise SourceError(f"events file {path} is empty: no events to report on; a run writes them with "
+                          "--mode tracked --events PATH.jsonl")
+    if not used:
+        raise SourceError(f"events file {path} holds no streamer events ({problems.first or 'only blank lines'}); "
+                          "pass the file a tracked run wrote with --events")
+    if report.untracked_faces and not report.all_rows():
+        raise SourceError(f"events file {path} comes from a run without tracking (its faces have no 'track' id), "
+                          "so people cannot be told apart; rerun with --mode tracked --events PATH.jsonl")
+    for message in problems.messages(path):
+        log.warning("%s", message)
+        report.warnings.append(message)
+    return report
+
+
+# --- writing ---
+
+
+def _csv_bytes(rows: Sequence[dict]) -> bytes:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        low, high = row["age_range"] or (None, None)
+        writer.writerow({**row, "age_lo": low, "age_hi": high, "ended": str(row["ended"]).lower()})
+    return text.getvalue().encode("utf-8")
+
+
+def _json_bytes(data: object) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode("utf-8")
+
+
+def report_paths(out_dir: Path) -> List[Path]:
+    """Every file :func:`write_report` may write in ``out_dir`` (for the checks before a run)."""
+    return [Path(out_dir) / name for name in REPORT_FILES]
+
+
+def write_report(report: PeopleReport, out_dir: Path, overwrite: bool = False, events: Optional[Path] = None) -> dict:
+    """Write the report's files into ``out_dir`` (made if missing), each under a temporary name
+    renamed into place when complete, report.html last. Returns summary.json's content plus
+    ``files`` (what was written). Charts are drawn when matplotlib is installed; without it the
+    page shows the same numbers as tables and a warning says how to get the charts. SinkError when a
+    file cannot be written."""
+    from . import page as report_page
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SinkError(f"report folder {out_dir} is a file; pass a folder (made if missing)")
+    existing = [path.name for path in report_paths(out_dir) if path.exists()]
+    if existing and not overwrite:
+        raise SinkError(f"report folder {out_dir} already holds {', '.join(existing)}; pass --overwrite to "
+                        "replace them, or choose another folder")
+    rows, left_out = report.rows()
+    summary = report.summary()
+    written = []
+    people = {"source": report.source, "events": None if events is None else str(events),
+              "min_seen_s": report.cfg.min_seen_s, "left_out": left_out, "people": rows}
+    for name, data in ((PEOPLE_CSV, _csv_bytes(rows)), (PEOPLE_JSON, _json_bytes(people)),
+                       (SUMMARY_JSON, _json_bytes(summary))):
+        write_bytes(out_dir / name, data, overwrite, "report file")
+        written.append(name)
+    charts = report_page.draw_charts(summary)
+    if charts is None:
+        message = "report charts not drawn: matplotlib is not installed; pip install 'streamer[report]' for them"
+        log.warning("%s", message)
+    else:
+        for name, png in charts.items():
+            write_bytes(out_dir / name, png, overwrite, "report chart")
+            written.append(name)
+    page = report_page.render_html(summary, rows, charts, events)
+    write_bytes(out_dir / REPORT_HTML, page.encode("utf-8"), overwrite, "report page")
+    written.append(REPORT_HTML)
+    return {**summary, "files": [str(out_dir / name) for name in written]}
+
+
+class ReportSink(Sink):
+    """The people report of a tracked run, fed every frame and track record as the run goes (the
+    same objects the events file gets) and written into ``out_dir`` when the run ends, however it
+    ends. ``written``: what :func:`write_report` returned, once it has."""
+
+    def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]], out_dir: Path,
+                 overwrite: bool = False) -> None:
+        self.report = PeopleReport(cfg, age_groups)
+        self.out_dir, self._overwrite = Path(out_dir), overwrite
+        self.written: Optional[dict] = None
+        self._closed = False
+
+    def write(self, result, annotated) -> None:
+        self.report.add(result.to_event())
+
+    def write_records(self, records: Sequence[dict]) -> None:
+        for record in records:
+            self.report.add(record)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.written = write_report(self.report, self.out_dir, self._overwrite)
+
+
+class PeopleTally:
+    """The ``people`` entry of a run's summary, counted as each person's track ends: the numbers a
+    report of the run's end records gives (people seen at least ``cfg.min_seen_s``, by gender and
+    age group, and how many were left out), in constant memory: a camera that runs for months sees
+    people without end, and keeps only these counters."""
+
+    def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]]) -> None:
+        self.cfg = cfg
+        self.people = 0
+        self.left_out = 0
+        self.by_gender = dict.fromkeys([*GENDERS, UNKNOWN], 0)
+        self.by_age_group = dict.fromkeys(age_group_labels(age_groups), 0)
+        self._no_group = 0
+
+    def add(self, record: dict) -> None:
+        """One track's record (``Track.to_record()``: ``seen_s``, ``gender``, ``age_group``)."""
+        if record["seen_s"] < self.cfg.min_seen_s:
+            self.left_out += 1
+            return
+        self.people += 1
+        gender = record.get("gender") or UNKNOWN
+        self.by_gender[gender] = self.by_gender.get(gender, 0) + 1
+        group = record.get("age_group")
+        if group:
+            self.by_age_group[group] = self.by_age_group.get(group, 0) + 1  # or a label of another config
+        else:
+            self._no_group += 1
+
+    def counts(self) -> dict:
+        return {"people": self.people, "left_out": self.left_out, "by_gender": dict(self.by_gender),
+                "by_age_group": {**self.by_age_group, UNKNOWN: self._no_group}}
+
+
+def people_counts(end_records: Iterable[dict], cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]]) -> dict:
+    """The ``people`` entry of a run's summary from its tracks' end records (see :class:`PeopleTally`)."""
+    tally = PeopleTally(cfg, age_groups)
+    for record in end_records:
+        tally.add(record)
+    return tally.counts()
+
+
+# --- the `report` subcommand ---
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``report EVENTS.jsonl --out DIR`` on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "report",
+        help="write the people report (CSV, JSON, charts, one HTML page) from a tracked run's events file",
+        description="Read the events file of a tracked run (--mode tracked --events PATH.jsonl) in one pass and "
+        "write people.csv, people.json, summary.json, PNG charts and report.html into a folder. Charts need "
+        "matplotlib: pip install 'streamer[report]'.",
+    )
+    parser.add_argument("events", type=Path, help="the JSON Lines file a run wrote with --events")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the report into (made if missing)")
+    parser.add_argument("--min-seen-s", type=float, default=None,
+                        help="leave out people seen for less than this many seconds (default: report.min_seen_s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace report files already in the folder")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the ``report`` subcommand (``args.config_obj``: the loaded Config, from the command
+    line's common ``--config``); StreamerError (exit 2) on unusable input or unwritable output."""
+    config = getattr(args, "config_obj", None) or Config()
+    if args.min_seen_s is not None:
+        config = override(config, {"report.min_seen_s": args.min_seen_s})
+    report = read_events(args.events, PeopleReport(config.report, config.classifier.age_groups))
+    summary = write_report(report, args.out, args.overwrite, args.events)
+    sys.stdout.write(f"{format_people(summary)}\nreport        {args.out}: "
+                     f"{', '.join(Path(name).name for name in summary['files'])}\n")
+    return 0
+
+
+def format_people(summary: dict) -> str:
+    """One line for the command line: people, by gender, by age group, left out."""
+    genders = ", ".join(f"{k} {v}" for k, v in summary["by_gender"].items() if v)
+    groups = ", ".join(f"{k} {v}" for k, v in summary["by_age_group"].items() if v)
+    left = summary["left_out"]
+    left_out = left["tracks"] if isinstance(left, dict) else left
+    text = f"people        {summary['people']}"
+    if summary["people"]:
+        text += f" ({genders}; ages {groups})"
+    if left_out:
+        min_seen = f" under {left['min_seen_s']:g} s" if isinstance(left, dict) else ""
+        text += f"; {left_out} seen{min_seen} left out"
+    return text

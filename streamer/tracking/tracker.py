@@ -1,0 +1,537 @@
+"""A light face tracker: stable ids, and when each person is classified.
+
+A face keeps a track id while it stays in view (association by IoU, colour and looks at its
+region; scene cuts end every track); the classifiers run on a track at first sight and then only
+every few frames (or when the face grew), and each track's :class:`~streamer.tracking.labels.PersonLabels`
+fuses the results. Pure numpy, no threads: the worker owns the :class:`Tracker` and calls it in order.
+
+Boxes are ``xyxy`` float32 frame pixels (x2/y2 exclusive), ``t_s`` seconds (monotonic, or media time
+for files), ``frame_index`` the frame's index in its source. One ``Tracker`` per source.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..boxes import box_area as _area
+from ..boxes import box_iou
+from ..config import TrackingConfig
+from ..types import Detections
+from .appearance import appearance_distance
+from .labels import AgeGroups, PersonLabels
+
+logger = logging.getLogger(__name__)
+
+# Velocity is a running mean of per-frame box motion; 0.5 follows a change of direction within two
+# updates while halving detector jitter.
+_VELOCITY_ALPHA = 0.5
+# Where a hidden face is looked for: its motion is predictable for a fraction of a second; past
+# this many frames it may have stopped or turned back.
+_MAX_EXTRAPOLATION_FRAMES = 10
+# How fast a track's colour histogram follows new detections: a few detections (a second or two)
+# to adapt to a light change, while one odd frame (a hand in front) moves it little.
+_APPEARANCE_ALPHA = 0.3
+# A detection that overlaps a track's box this much is that face, whatever else says otherwise.
+_SAME_FACE_IOU = 0.5
+# A newly confirmed face overlapping a hidden track's last box this much has taken its place.
+_DISPLACED_IOU = 0.3
+# A look at consecutive frames does not find a face this much larger or smaller than the box.
+_MAX_LOOK_AREA_RATIO = 1.6
+# A detection and a track whose box areas differ by more than this factor are not the same face
+# in consecutive looks (a face a metre nearer is ~1.5x the side, ~2.3x the area).
+_MAX_AREA_RATIO = 3.0
+class Track:
+    """One face followed over frames, and its person's labels.
+
+    Geometry: ``id`` (int from 1), ``xyxy`` float32 ``(4,)`` current box (detected on this frame,
+    or moved there by optical flow: never extrapolated), ``first_frame``/``first_t_s`` and
+    ``last_frame``/``last_t_s`` of the first and latest detection, ``hits`` detections, ``missed``
+    checks in a row that found no face where the track is (a full-frame detector run without a
+    match, then a look at its region), ``confirmed`` once ``hits`` reached ``min_hits``.
+    ``detection``: this frame's detection of the face (one row, with landmarks when the detector
+    gives them), None when it was not detected on this frame. ``score``: the latest detection's
+    confidence. ``appearance``: a running colour histogram of the face (``appearance.py``).
+
+    ``labels``: the person's :class:`~streamer.tracking.labels.PersonLabels` (``add_sample`` adds a view of
+    this track's latest detection). Owned and driven by the :class:`Tracker` (``hit``, ``moved``,
+    ``miss``); use :meth:`to_record` for a copy.
+    """
+
+    def __init__(
+        self,
+        track_id: int,
+        xyxy: np.ndarray,
+        frame_index: int,
+        t_s: float,
+        cfg: TrackingConfig,
+        groups: AgeGroups,
+    ) -> None:
+        self.id = track_id
+        self.xyxy = np.asarray(xyxy, np.float32).copy()
+        self.first_frame = self.last_frame = frame_index
+        self.first_t_s = self.last_t_s = t_s
+        self.hits = 1
+        self.missed = 0
+        self.confirmed = False
+        self.detection: Optional[Detections] = None
+        self.score = 0.0
+        self.appearance: Optional[np.ndarray] = None
+        self.labels = PersonLabels(cfg, groups)
+        self._cfg = cfg
+        self._detected_xyxy = self.xyxy.copy()
+        # Per-frame box motion, from every piece of evidence (detections and flow); used only to
+        # look for a hidden face where it was heading, never to draw a box.
+        self._velocity_xyxy = np.zeros(4, np.float32)
+        self._evidence_frame = frame_index
+
+    def __repr__(self) -> str:
+        box = ", ".join(f"{v:.0f}" for v in self.xyxy)
+        return (
+            f"Track(id={self.id}, xyxy=[{box}], hits={self.hits}, missed={self.missed}, "
+            f"samples={self.labels.samples}, gender={self.labels.gender}, age_group={self.labels.age_group})"
+        )
+
+    @property
+    def seen_s(self) -> float:
+        """Seconds between the first and the latest matched detection."""
+        return self.last_t_s - self.first_t_s
+
+    def add_sample(self, p_male: float, age_years: float, face_px: float, score: float, *,
+                   quality: float = 1.0, age_range: Optional[Tuple[float, float]] = None) -> None:
+        """A classifier result for this track's latest detection (its frame, time and box):
+        ``PersonLabels.add`` says what each argument is and how the view is weighed."""
+        self.labels.add(p_male, age_years, face_px, score, quality=quality, age_range=age_range,
+                        taken_at=(self.last_frame, self.last_t_s, float(_area(self._detected_xyxy))))
+
+    def to_record(self) -> dict:
+        """The JSON object of a track (the ``end`` record and a report row): final shown labels
+        (None when the track never reached ``min_samples``), first/last frame and time, seen seconds."""
+        return {
+            "track": self.id,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "first_t_s": round(self.first_t_s, 4),
+            "last_t_s": round(self.last_t_s, 4),
+            "seen_s": round(self.seen_s, 3),
+            "hits": self.hits,
+            **self.labels.fields(),
+        }
+
+    # --- geometry, driven by the Tracker ---
+
+    @property
+    def shown(self) -> bool:
+        """Drawn and counted on this frame: confirmed and not missed more than ``max_missed``
+        checks in a row."""
+        return self.confirmed and self.missed <= self._cfg.max_missed
+
+    def predicted(self, frame_index: int) -> np.ndarray:
+        """Where to look for this face on ``frame_index``: its box moved on by its recent
+        velocity for the frames since the last evidence (at most ``_MAX_EXTRAPOLATION_FRAMES``)."""
+        steps = min(max(frame_index - self._evidence_frame, 0), _MAX_EXTRAPOLATION_FRAMES)
+        return (self.xyxy + steps * self._velocity_xyxy).astype(np.float32)
+
+    def hit(self, detection: Detections, frame_index: int, t_s: float, appearance: Optional[np.ndarray]) -> None:
+        """The face was detected on this frame: ``detection`` is its one row."""
+        xyxy = np.asarray(detection.xyxy[0], np.float32)
+        self._evidence(xyxy, frame_index, reset=self.missed > self._cfg.max_missed)
+        self._detected_xyxy = xyxy.copy()
+        self.detection = detection
+        self.score = float(detection.confidence[0])
+        self.last_frame, self.last_t_s = frame_index, t_s
+        self.hits += 1
+        self.missed = 0
+        if appearance is not None:
+            self.appearance = (
+                appearance if self.appearance is None
+                else (_APPEARANCE_ALPHA * appearance + (1.0 - _APPEARANCE_ALPHA) * self.appearance).astype(np.float32)
+            )
+
+    def moved(self, xyxy: np.ndarray, frame_index: int) -> None:
+        """Optical flow followed the face to ``xyxy`` on this frame."""
+        self._evidence(np.asarray(xyxy, np.float32), frame_index, reset=False)
+
+    def miss(self) -> None:
+        """A check found no face where the track is."""
+        self.missed += 1
+
+    def hide(self) -> None:
+        """Stop showing the track now (its box is on another track's face); it can still be
+        matched again until ``max_age_s``."""
+        self.missed = max(self.missed + 1, self._cfg.max_missed + 1)
+
+    def _evidence(self, xyxy: np.ndarray, frame_index: int, reset: bool) -> None:
+        if reset:
+            # Back after being hidden: the gap says nothing about its speed.
+            self._velocity_xyxy[:] = 0.0
+        else:
+            steps = max(frame_index - self._evidence_frame, 1)
+            measured = (xyxy - self.xyxy) / steps
+            self._velocity_xyxy = (
+                _VELOCITY_ALPHA * measured + (1.0 - _VELOCITY_ALPHA) * self._velocity_xyxy
+            ).astype(np.float32)
+        self.xyxy = xyxy.copy()
+        self._evidence_frame = frame_index
+
+
+Look = Callable[[Track], Optional[Tuple[Detections, Optional[np.ndarray]]]]
+Move = Callable[[Track], Optional[np.ndarray]]
+
+
+class Tracker:
+    """Associates detections with tracks, follows them between detector runs on image evidence,
+    and schedules the detector and the classifiers.
+
+    ``Tracker(cfg, age_groups)``: ``age_groups`` are ``ClassifierConfig.age_groups`` (inclusive
+    ``[lo, hi]`` years). Per frame the worker calls :meth:`detect_due`; then :meth:`update` with the
+    full-frame detections when the detector ran, else :meth:`follow` with the flow's answer (or
+    :meth:`predict` without flow); then :meth:`needs_classification` per returned track and
+    :meth:`Track.add_sample` with the result. Both take ``look``: a callback that runs the detector
+    on a track's region and returns ``(one-row Detections, appearance)`` or None; it is asked for
+    tracks that a full-frame run missed, whose flow was lost, that are in doubt (missed before) or
+    still tentative, so a box that no longer holds a face disappears within ``max_missed`` frames
+    and a newcomer is confirmed on the next frame. :meth:`pop_new` / :meth:`pop_ended` give the
+    tracks for ``new`` / ``end`` records; :meth:`end_all` closes the run. Only confirmed tracks are
+    returned (shown), recorded and counted as people.
+    """
+
+    def __init__(self, cfg: TrackingConfig, age_groups: AgeGroups) -> None:
+        if not age_groups:
+            raise ValueError("Tracker age_groups: expected ClassifierConfig.age_groups (non-empty), got none")
+        self._cfg = cfg
+        self._groups = tuple((int(lo), int(hi)) for lo, hi in age_groups)
+        self._tracks: List[Track] = []
+        self._next_id = 1
+        self._new: List[Track] = []
+        self._ended: List[Track] = []
+        self._last_frame: Optional[int] = None
+        self._last_detect_frame: Optional[int] = None
+        self._last_detect_t_s: Optional[float] = None
+        self._gone: set = set()  # ids ended while the track list was being walked
+
+    @property
+    def tracks(self) -> List[Track]:
+        """Every track not ended, shown, hidden or tentative, by id."""
+        return list(self._tracks)
+
+    def shown_boxes(self, grow: float = 0.0) -> np.ndarray:
+        """``(N, 4)`` float32 boxes of the tracks on screen, each side pushed out by ``grow`` times
+        the box's width/height (for the motion gate's ignore regions)."""
+        boxes = [tr.xyxy for tr in self._shown()]
+        if not boxes:
+            return np.zeros((0, 4), np.float32)
+        xyxy = np.stack(boxes).astype(np.float32)
+        wh = np.concatenate([xyxy[:, 2:] - xyxy[:, :2]] * 2, axis=1)
+        return xyxy + grow * wh * np.array([-1, -1, 1, 1], np.float32)
+
+    def update(
+        self,
+        detections: Detections,
+        frame_index: int,
+        t_s: float,
+        appearances: Optional[Sequence[Optional[np.ndarray]]] = None,
+        look: Optional[Look] = None,
+        cut: bool = False,
+    ) -> List[Track]:
+        """Match this frame's full-frame detections to tracks; returns the shown tracks by id.
+
+        ``appearances``: one histogram (or None) per detection. A detection that matches no track
+        starts a tentative one; a track that matches none is looked for in its region (``look``)
+        and counts a miss if not found there; a tentative track that misses is dropped; a track not
+        detected for ``max_age_s`` ends. ``cut``: the whole picture changed (a cut in a film, the
+        camera switched or swung round): every track ends now, and the faces of the new picture
+        start new ones, so that nobody in it takes the id (and the labels) of somebody from the old
+        one. A cut to a closer shot of the same person gives them a new id: the lesser error.
+        """
+        self._advance(frame_index, t_s)
+        boxes = np.asarray(detections.xyxy, np.float32).reshape(-1, 4)
+        apps = list(appearances) if appearances is not None else [None] * len(boxes)
+        matched_dets = set()
+        matched_tracks = set()
+        for ti, di in ([] if cut else self._match(boxes, apps, frame_index)):
+            self._tracks[ti].hit(detections[np.array([di])], frame_index, t_s, apps[di])
+            matched_tracks.add(ti)
+            matched_dets.add(di)
+        kept: List[Track] = []
+        for ti, track in enumerate(self._tracks):
+            if ti in matched_tracks:
+                self._maybe_confirm(track)
+                kept.append(track)
+            elif cut:
+                if track.confirmed:
+                    logger.debug("track %s ended by a cut", track.id)
+                    self._ended.append(track)
+            elif track.confirmed and not track.shown:
+                track.miss()  # hidden: its old box says little of where to look
+                kept.append(track)
+            elif self._check(track, frame_index, t_s, look):
+                self._maybe_confirm(track)
+                kept.append(track)
+        for di in range(len(boxes)):
+            if di not in matched_dets and not self._covered(boxes[di], kept):
+                track = Track(self._next_id, boxes[di], frame_index, t_s, self._cfg, self._groups)
+                track.detection, track.score, track.appearance = detections[np.array([di])], float(detections.confidence[di]), apps[di]
+                self._next_id += 1
+                self._maybe_confirm(track)
+                kept.append(track)
+        self._tracks = sorted(kept, key=lambda tr: tr.id)
+        self._last_detect_frame, self._last_detect_t_s = frame_index, t_s
+        self._drop_gone()
+        self._resolve_overlaps()
+        return self._shown()
+
+    def follow(self, frame_index: int, t_s: float, move: Move, look: Optional[Look] = None) -> List[Track]:
+        """For a frame where the full-frame detector did not run: each shown or tentative track is
+        moved where ``move`` (optical flow) says, and looked for in its region when the flow is lost,
+        when it is in doubt or tentative, or when it was last detected ``verify_every_frames`` ago
+        (flow can hold on to a patch the face has left). Returns the shown tracks by id."""
+        self._advance(frame_index, t_s)
+        kept: List[Track] = []
+        for track in self._tracks:
+            if not track.shown and track.confirmed:
+                kept.append(track)  # hidden: waits for a full-frame detection, or for max_age_s
+                continue
+            moved = move(track)
+            verified = frame_index - track.last_frame < self._cfg.verify_every_frames
+            if moved is not None and track.missed == 0 and track.confirmed and verified:
+                track.moved(moved, frame_index)
+            else:
+                if moved is not None:
+                    track.moved(moved, frame_index)
+                if not self._check(track, frame_index, t_s, look):
+                    continue
+                self._maybe_confirm(track)
+            kept.append(track)
+        self._tracks = kept
+        self._drop_gone()
+        self._resolve_overlaps()
+        return self._shown()
+
+    def predict(self, frame_index: int, t_s: float) -> List[Track]:
+        """For a frame where the detector did not run and nothing follows the faces: the shown
+        tracks by id, boxes where they were last seen. ``missed`` is unchanged."""
+        self._advance(frame_index, t_s)
+        return self._shown()
+
+    def _check(self, track: Track, frame_index: int, t_s: float, look: Optional[Look]) -> bool:
+        """Look for a track's face in its region; False when the track is to be dropped (tentative
+        and not found)."""
+        found = look(track) if look is not None else None
+        if found is not None and self._plausible(track, *found):
+            detection, appearance = found
+            track.hit(detection, frame_index, t_s, appearance)
+            return True
+        track.miss()
+        if not track.confirmed:
+            logger.debug("track %s dropped: tentative and not found again", track.id)
+            return False
+        return True
+
+    def detect_due(self, frame_index: int, t_s: float, gate_open: bool) -> bool:
+        """Run the detector on this frame? With no face on screen: when the motion gate is open.
+        While tracks are shown: when the gate is open, at most every ``detect_min_frames`` frames
+        (``classify_every_frames`` while a shown track has fewer than ``min_samples`` samples),
+        and at least every ``detect_every_frames`` frames or ``detect_every_s`` seconds."""
+        shown = self._shown()
+        if not shown:
+            return gate_open
+        if gate_open:
+            # Motion away from the tracked faces (a moving background, or someone new): detect,
+            # but not on every frame while faces are being followed anyway. While someone still
+            # shows "analysing...", as often as their next classifier sample is due (samples are
+            # taken on detected boxes only), so labels appear as soon as without the throttle.
+            gap = self._cfg.detect_min_frames
+            if not all(track.labels.label_ready for track in shown):
+                gap = min(gap, self._cfg.classify_every_frames)
+            return self._last_detect_frame is None or frame_index - self._last_detect_frame >= gap
+        if self._last_detect_frame is None or self._last_detect_t_s is None:
+            return True
+        return (
+            frame_index - self._last_detect_frame >= self._cfg.detect_every_frames
+            or t_s - self._last_detect_t_s >= self._cfg.detect_every_s
+        )
+
+    def needs_classification(self, track: Track, frame_index: int, t_s: float) -> bool:
+        """Run the classifiers on this track now? At first sight; then every ``classify_every_frames``
+        frames or ``classify_every_s`` seconds, or early when its box area grew ``regrow_ratio``
+        times; never after ``max_samples`` samples or once the person is ``settled``. Only on a face
+        detected on this frame (a box
+        moved by flow has no landmarks); otherwise reuse the track's smoothed labels."""
+        cfg = self._cfg
+        labels = track.labels
+        if labels.samples >= cfg.max_samples or track.detection is None or track.last_frame != frame_index:
+            return False
+        if labels.settled and not labels.contradicted:
+            return False
+        if labels.last_sample_frame is None or labels.last_sample_t_s is None:
+            return True
+        if frame_index - labels.last_sample_frame >= cfg.classify_every_frames:
+            return True
+        if t_s - labels.last_sample_t_s >= cfg.classify_every_s:
+            return True
+        area = float(_area(track.xyxy))
+        return labels.last_sample_area > 0 and area >= cfg.regrow_ratio * labels.last_sample_area
+
+    def split(self, track: Track, frame_index: int, t_s: float) -> Track:
+        """Someone else is in ``track``'s box (``PersonLabels.changed_person``): end it and start a new,
+        confirmed track on the same box, labelled from the samples that gave the change away."""
+        self._tracks.remove(track)
+        if track.confirmed:
+            self._ended.append(track)
+        new = Track(self._next_id, track.xyxy, frame_index, t_s, self._cfg, self._groups)
+        self._next_id += 1
+        new.detection, new.score, new.appearance = track.detection, track.score, None
+        new.hits = max(new.hits, self._cfg.min_hits)
+        new.labels.adopt(track.labels.take_contradicting())
+        self._maybe_confirm(new)
+        self._tracks = sorted(self._tracks + [new], key=lambda tr: tr.id)
+        self._drop_gone()
+        logger.debug("track %s split: %s is someone else", track.id, new.id)
+        return new
+
+    def pop_new(self) -> List[Track]:
+        """Tracks confirmed since the last call (for ``new`` records), by id."""
+        new, self._new = self._new, []
+        return new
+
+    def pop_ended(self) -> List[Track]:
+        """Confirmed tracks ended since the last call (for ``end`` records), by id."""
+        ended, self._ended = self._ended, []
+        return sorted(ended, key=lambda tr: tr.id)
+
+    def end_all(self) -> List[Track]:
+        """End every remaining track (end of the run) and return all ended tracks not yet popped."""
+        for track in self._tracks:
+            if track.confirmed:
+                self._ended.append(track)
+        self._tracks = []
+        return self.pop_ended()
+
+    # --- internals ---
+
+    def _advance(self, frame_index: int, t_s: float) -> None:
+        if self._last_frame is not None and frame_index < self._last_frame:
+            raise ValueError(
+                f"Tracker frame_index went back from {self._last_frame} to {frame_index}; "
+                "frames must come in order: use a new Tracker for a new source"
+            )
+        self._last_frame = frame_index
+        alive: List[Track] = []
+        for track in self._tracks:
+            track.detection = None
+            if t_s - track.last_t_s > self._cfg.max_age_s:
+                logger.debug("track %s ended after %.1f s unseen", track.id, t_s - track.last_t_s)
+                if track.confirmed:
+                    self._ended.append(track)
+            else:
+                alive.append(track)
+        self._tracks = alive
+
+    def _plausible(self, track: Track, detection: Detections, appearance: Optional[np.ndarray]) -> bool:
+        """Is the face a look found near ``track`` that track's face? Not when it is about the
+        size of another shown track's box there (one face passing in front of another: the hidden
+        one's look finds the front one), when its size jumped (a look compares consecutive frames),
+        or when its colours veto it."""
+        xyxy = detection.xyxy[0]
+        others = [tr.xyxy for tr in self._shown() if tr is not track]
+        if others and (box_iou(xyxy, np.stack(others))[0] >= _SAME_FACE_IOU).any():
+            return False
+        ratio = float(_area(xyxy)) / max(float(_area(track.xyxy)), 1.0)
+        if not 1.0 / _MAX_LOOK_AREA_RATIO <= ratio <= _MAX_LOOK_AREA_RATIO:
+            return False
+        return appearance_distance(track.appearance, appearance) <= self._cfg.max_appearance_distance
+
+    def _resolve_overlaps(self) -> None:
+        """Two shown boxes on one face (flow points of a face going behind another follow the
+        one in front): the track not detected on this frame (else the one detected longer ago)
+        hides until its own face comes out, instead of taking the other's place and trading ids."""
+        shown = self._shown()
+        if len(shown) < 2:
+            return
+        iou = box_iou(np.stack([tr.xyxy for tr in shown]), np.stack([tr.xyxy for tr in shown]))
+        for i, j in zip(*np.nonzero(np.triu(iou, k=1) >= _SAME_FACE_IOU)):
+            a, b = shown[i], shown[j]
+            if not (a.shown and b.shown) or (a.detection is not None and b.detection is not None):
+                continue  # two detections: two faces, however close
+            loser = a if (a.detection is None, -a.last_frame, -a.hits) > (b.detection is None, -b.last_frame, -b.hits) else b
+            loser.hide()
+
+    @staticmethod
+    def _covered(xyxy: np.ndarray, tracks: Sequence[Track]) -> bool:
+        """A detection on a face that a track found on this frame (by its look, while a colour
+        veto kept the two apart) is not a new person."""
+        found = [tr.xyxy for tr in tracks if tr.detection is not None]
+        if not found:
+            return False
+        return bool((box_iou(xyxy, np.stack(found))[0] >= _SAME_FACE_IOU).any())
+
+    def _shown(self) -> List[Track]:
+        return [track for track in self._tracks if track.shown]
+
+    def _maybe_confirm(self, track: Track) -> None:
+        if not track.confirmed and track.hits >= self._cfg.min_hits:
+            track.confirmed = True
+            self._new.append(track)
+            logger.debug("track %s confirmed at frame %s", track.id, track.last_frame)
+            self._end_displaced(track)
+
+    def _end_displaced(self, newcomer: Track) -> None:
+        """Hidden tracks whose spot a newly confirmed person now holds end: at a counter, the
+        one who left is gone once the next one stands there, and must not come back as them."""
+        for track in self._tracks:
+            if track is newcomer or track.shown or not track.confirmed:
+                continue
+            if track.id not in self._gone and box_iou(track.xyxy, newcomer.xyxy)[0, 0] >= _DISPLACED_IOU:
+                logger.debug("track %s ended: its spot is taken by track %s", track.id, newcomer.id)
+                self._ended.append(track)
+                self._gone.add(track.id)
+
+    def _drop_gone(self) -> None:
+        if self._gone:
+            self._tracks = [track for track in self._tracks if track.id not in self._gone]
+            self._gone.clear()
+
+    def _match(self, boxes: np.ndarray, apps: Sequence[Optional[np.ndarray]], frame_index: int) -> List[Tuple[int, int]]:
+        """Greedy assignment, cheapest pair first; shown tracks before hidden ones (DeepSORT's
+        matching cascade: a recently seen face has the better claim on a detection). A pair is
+        allowed when the boxes overlap or their centres are close for their size, their areas are
+        alike, and their colours are not too different (``max_appearance_distance``)."""
+        if not self._tracks or not len(boxes):
+            return []
+        cfg = self._cfg
+        predicted = np.stack([tr.predicted(frame_index) for tr in self._tracks])
+        iou = box_iou(predicted, boxes)
+        area_t, area_d = _area(predicted), _area(boxes)
+        size = np.sqrt(np.maximum(area_t, 1.0))
+        centre_t = (predicted[:, :2] + predicted[:, 2:]) / 2
+        centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2
+        dist = np.linalg.norm(centre_t[:, None, :] - centre_d[None, :, :], axis=2) / size[:, None]
+        ratio = np.maximum(area_t[:, None], 1.0) / np.maximum(area_d[None, :], 1.0)
+        looks = np.array([[appearance_distance(tr.appearance, app) for app in apps] for tr in self._tracks])
+        # A face seen without a break may change colour (light, a turn); one that comes back after
+        # a gap must look like the person who left, or it is the next one in the queue.
+        limit = np.array([
+            cfg.max_appearance_distance if tr.shown else cfg.reappear_appearance_distance for tr in self._tracks
+        ])
+        allowed = (
+            ((iou >= max(cfg.min_iou, 1e-9)) | (dist <= cfg.max_centre_dist))
+            & (ratio <= _MAX_AREA_RATIO) & (ratio >= 1.0 / _MAX_AREA_RATIO)
+            & (looks <= limit[:, None])
+        )
+        cost = (1.0 - iou) + dist + looks
+        hidden = np.array([not tr.shown for tr in self._tracks])
+        rows, cols = np.nonzero(allowed)
+        order = np.lexsort((cost[rows, cols], hidden[rows]))
+        used_t, used_d = set(), set()
+        pairs: List[Tuple[int, int]] = []
+        for k in order:
+            ti, di = int(rows[k]), int(cols[k])
+            if ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            pairs.append((ti, di))
+        return pairs

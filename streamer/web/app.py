@@ -1,0 +1,336 @@
+"""The web service's Flask application: routes, the token check, limits and JSON errors (the
+``web`` extra; streamer/web_server.py serves it with cheroot, streamer/web.py is the command).
+The pages are Jinja templates in streamer/templates/ (inline CSS and JavaScript, nothing fetched
+from elsewhere: the page must work on a network without internet).
+
+Flask and Werkzeug do the HTTP work: routing, query and ``Accept`` parsing, multipart forms, the
+body limit (``MAX_CONTENT_LENGTH``: a body declared too large is refused from its Content-Length,
+unread), cookies, JSON answers and the MJPEG stream (a generator). What stays here is the
+service's own: which photos are accepted (streamer/web_photo.py), the shared live view
+(streamer/web_live.py), the token, and every error as JSON ``{"error": "..."}`` naming the
+problem and the fix, never a stack trace.
+
+Photos and the live run each have their own models (the photo analyzer detects at
+``detector.photo_max_side_px`` like a photo run); photo model calls are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import io
+import logging
+import time
+from typing import IO, Any, Dict, Iterator, Mapping, Optional
+
+from flask import Flask, Request, Response, jsonify, redirect, render_template, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
+
+from ..config import Config
+from .live import LiveView, ViewersFull, metrics_text
+from .photo import PhotoService, UploadError, encode_jpeg
+
+log = logging.getLogger(__name__)
+
+COOKIE_NAME = "streamer_session"
+BOUNDARY = "streamerframe"
+# Paths anyone may ask for: a supervisor's health check has no token, and the login form gives one.
+OPEN_PATHS = frozenset({"/healthz", "/login"})
+# A request waits this long for an upload slot (web.max_parallel_uploads) before 503: waiting costs
+# a thread and a socket, not memory (the body is read once a slot is free).
+_UPLOAD_WAIT_S = 120.0
+# After a 413 the unread rest of an oversized body is read and dropped up to this many bytes (see
+# too_large); past it the client sees the connection close.
+_DISCARD_MAX_BYTES = 64 * 1024 * 1024
+# Multipart framing around the image: boundaries, part headers (a long file name).
+_MULTIPART_SLACK_BYTES = 64 * 1024
+_PHOTO_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
+
+
+class Service:
+    """What the routes share: config, token, photo analysis, the live view (or None)."""
+
+    def __init__(self, config: Config, token: Optional[str], live: Optional[LiveView]) -> None:
+        self.config = config
+        self.token = token
+        self.live = live
+        self.photos = PhotoService(config)
+        self.max_body = int(config.web.max_upload_mb * 1024 * 1024)
+        self.started_s = time.monotonic()
+        # The session cookie holds a value derived from the token, never the token itself.
+        self.session = None if token is None else hmac.new(token.encode(), b"streamer session", hashlib.sha256).hexdigest()
+
+    def authorised(self, bearer: Optional[str], cookie: Optional[str]) -> bool:
+        """Whether a request with this bearer token and session cookie may pass (constant-time
+        comparisons); always without a token."""
+        if self.token is None:
+            return True
+        if bearer is not None and hmac.compare_digest(bearer.strip().encode(), self.token.encode()):
+            return True
+        return cookie is not None and self.session is not None and hmac.compare_digest(cookie.encode(),
+                                                                                         self.session.encode())
+
+    def close_streams(self) -> None:
+        """End every MJPEG stream now (the server is stopping)."""
+        if self.live is not None:
+            self.live.close_streams()
+
+    def stats(self) -> dict:
+        live = self.live
+        stats: Dict[str, Any] = {"source": None}
+        if live is not None:
+            snapshot = live.snapshot()
+            info = live.source_info()
+            stats = dict(snapshot or {})
+            stats["source"] = None if info is None else info.name
+            stats["kind"] = None if info is None else info.kind
+            stats["size_wh"] = None if info is None else list(info.size_wh)
+            stats["run"] = "ended" if live.ended else ("running" if live.running else "starting")
+            stats["faces_in_frame"] = live.latest_faces()
+        stats["web"] = {
+            "viewers": 0 if live is None else live.viewers,
+            "stream_frames": 0 if live is None else live.stream_frames,
+            "photos": self.photos.photos,
+            "uptime_s": round(time.monotonic() - self.started_s, 1),
+        }
+        return stats
+
+    def health(self) -> "tuple[dict, int]":
+        """``/healthz``'s answer and status: 503 while the source starts or reconnects."""
+        live = self.live
+        body: Dict[str, Any] = {"status": "ok", "uptime_s": round(time.monotonic() - self.started_s, 1)}
+        status = 200
+        if live is not None:
+            snapshot = live.snapshot()
+            if live.ended:
+                body["source"] = "ended"
+            elif snapshot is None:
+                body["source"], status, body["status"] = "starting", 503, "starting"
+            elif snapshot.get("source_up", True):
+                body["source"] = "up"
+            else:
+                body["source"], status, body["status"] = "reconnecting", 503, "source down"
+        return body, status
+
+
+class _Request(Request):
+    """Uploaded files stay in memory (bounded by MAX_CONTENT_LENGTH) instead of Werkzeug's
+    temporary files past 500 kB: nothing of an upload is written to a board's SD card."""
+
+    def _get_file_stream(self, total_content_length: Optional[int], content_type: Optional[str],
+                         filename: Optional[str] = None, content_length: Optional[int] = None) -> IO[bytes]:
+        return io.BytesIO()
+
+
+def _error(status: int, message: str, headers: Optional[Mapping[str, str]] = None) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _upload_bytes(service: Service) -> bytes:
+    """The image bytes of the request: the ``image`` file of a ``multipart/form-data`` body, or a
+    raw body with an image content type. UploadError 400/413/415 otherwise."""
+    if request.mimetype == "multipart/form-data":
+        if "boundary" not in request.mimetype_params:
+            raise UploadError(400, "a multipart/form-data body without a boundary; send it as a browser form does")
+        upload = request.files.get("image")
+        if upload is None:
+            raise UploadError(400, "the form has no file field named 'image'; send the photo as the 'image' field")
+        data = upload.read()
+    elif request.mimetype.startswith("image/") or request.mimetype == "application/octet-stream":
+        data = request.get_data(cache=False)
+    else:
+        raise UploadError(415, f"Content-Type '{request.mimetype or 'none'}' is neither multipart/form-data nor an "
+                               f"image type; send a form with an 'image' field or a raw {', '.join(_PHOTO_TYPES)} body")
+    if len(data) > service.max_body:
+        raise UploadError(413, f"the image is {len(data) / 1e6:.1f} MB, above the limit of "
+                               f"{service.config.web.max_upload_mb:g} MB (web.max_upload_mb)")
+    return data
+
+
+def create_app(service: Service) -> Flask:
+    """The Flask application of ``service``: the page, the photo API and, with a live view, its
+    stream, latest frame, statistics, health and metrics (README's API table)."""
+    app = Flask(__name__, static_folder=None)  # nothing is served from disk
+    app.request_class = _Request
+    app.config["MAX_CONTENT_LENGTH"] = service.max_body + _MULTIPART_SLACK_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # README's and the events' key order
+    web = service.config.web
+
+    @app.before_request
+    def guard() -> Optional[Response]:
+        # Every body is bounded first, whatever the route: cheroot reads an unread body whole to keep
+        # a connection alive after the answer, so an unread one must be small (or answered 413, which
+        # closes the connection instead).
+        if (request.content_length or 0) > app.config["MAX_CONTENT_LENGTH"]:
+            raise RequestEntityTooLarge()
+        if request.path in OPEN_PATHS:
+            return None
+        auth = request.authorization
+        bearer = auth.token if auth is not None and auth.type == "bearer" else None
+        if service.authorised(bearer, request.cookies.get(COOKIE_NAME)):
+            return None
+        if request.path == "/" and request.method in ("GET", "HEAD"):
+            return Response(render_template("login.html"), 401, mimetype="text/html")
+        return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' or log in at /login",
+                      {"WWW-Authenticate": 'Bearer realm="streamer"'})
+
+    @app.after_request
+    def no_caching(response: Response) -> Response:
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    # -- errors: all JSON ----------------------------------------------------------------------------
+
+    @app.errorhandler(UploadError)
+    def bad_upload(error: UploadError) -> Response:
+        return _error(error.status, str(error))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> Response:
+        length = request.content_length
+        size = "" if length is None else f" is {length / 1e6:.1f} MB,"
+        body = _error(413, f"the upload{size} above the limit of {web.max_upload_mb:g} MB (web.max_upload_mb); "
+                           "send a smaller image").get_data()
+        stream = request.environ["wsgi.input"]
+
+        def answer_then_discard() -> Iterator[bytes]:
+            # The answer goes out first (cheroot sends each part at once); then the rest of the body
+            # the client is still sending is read and dropped, up to a bound, so that a client
+            # which sends everything before it reads (curl without 100-continue, Python's
+            # http.client) gets this answer instead of a connection reset. cheroot closes the
+            # connection after a 413.
+            yield body
+            left = _DISCARD_MAX_BYTES
+            with contextlib.suppress(OSError, ValueError):
+                while left > 0:
+                    chunk = stream.read(min(left, 65536))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+
+        return Response(answer_then_discard(), 413, mimetype="application/json",
+                        headers={"Content-Length": str(len(body))})
+
+    @app.errorhandler(NotFound)
+    def not_found(error: NotFound) -> Response:
+        if request.method == "POST":
+            return _error(404, f"no such endpoint: POST {request.path}; photos go to POST /api/analyze")
+        return _error(404, f"no such page: {request.path}; see / for the page and the API list in README")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+        return _error(error.code or 500, f"{error.name}: {error.description}", headers)
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception) -> Response:
+        log.error("internal error on %s %s", request.method, request.path, exc_info=error)
+        return _error(500, "internal error; see the server log")
+
+    # -- the page and the login -----------------------------------------------------------------------
+
+    @app.get("/")
+    def page() -> str:
+        return render_template("page.html", live=service.live is not None, max_bytes=service.max_body,
+                               max_upload_mb=f"{web.max_upload_mb:g}", max_image_mp=f"{web.max_image_mp:g}")
+
+    @app.get("/login")
+    def login_form() -> str:
+        return render_template("login.html")
+
+    @app.post("/login")
+    def login() -> ResponseReturnValue:
+        if service.token is None or service.session is None:
+            return redirect("/", 303)
+        if not hmac.compare_digest(request.form.get("token", "").encode(), service.token.encode()):
+            return Response(render_template("login.html", problem="wrong token"), 401, mimetype="text/html")
+        response = redirect("/", 303)
+        response.set_cookie(COOKIE_NAME, service.session, path="/", httponly=True, samesite="Strict")
+        return response
+
+    # -- photos ---------------------------------------------------------------------------------------
+
+    @app.post("/api/analyze")
+    def analyze() -> Response:
+        if not service.photos.slots.acquire(timeout=_UPLOAD_WAIT_S):
+            return _error(503, "too many photos in progress; try again", {"Retry-After": "2"})
+        try:
+            result = service.photos.analyse(_upload_bytes(service))
+        finally:
+            service.photos.slots.release()
+        best = request.accept_mimetypes.best_match(("application/json", "image/jpeg"))
+        if request.args.get("format") == "jpeg" or best == "image/jpeg":
+            return Response(encode_jpeg(result.annotated), mimetype="image/jpeg")
+        answer = result.to_json()
+        if request.args.get("image") == "1":  # the page: the annotated image in the same answer
+            answer["image_jpeg_base64"] = base64.b64encode(encode_jpeg(result.annotated)).decode("ascii")
+        return jsonify(answer)
+
+    # -- the live view --------------------------------------------------------------------------------
+
+    def no_live() -> Response:
+        return _error(404, "no live source: start the service with --source to get a live view")
+
+    @app.get("/healthz")
+    def healthz() -> "tuple[Response, int]":
+        body, status = service.health()
+        return jsonify(body), status
+
+    @app.get("/api/stats")
+    def stats() -> Response:
+        return jsonify(service.stats())
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        live = service.live
+        text = metrics_text(live.snapshot() if live else None, live,
+                            {"photos": service.photos.photos, "photo_faces": service.photos.faces})
+        return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/api/latest.json")
+    def latest_json() -> Response:
+        if service.live is None:
+            return no_live()
+        event = service.live.latest_event()
+        if event is None:
+            return _error(404, "no frame yet; the source is starting")
+        return jsonify(event)
+
+    @app.get("/api/latest.jpg")
+    def latest_jpg() -> Response:
+        if service.live is None:
+            return no_live()
+        jpeg = service.live.latest_jpeg()
+        if jpeg is None:
+            return _error(404, "no frame yet (or the run keeps no pictures)")
+        return Response(jpeg, mimetype="image/jpeg")
+
+    @app.get("/api/stream.mjpeg")
+    def stream() -> Response:
+        if service.live is None:
+            return no_live()
+        try:
+            viewer = service.live.open_viewer()
+        except ViewersFull:
+            return _error(503, f"{web.max_viewers} viewers already watch (web.max_viewers); try again later or "
+                               "use /api/latest.jpg", {"Retry-After": "5"})
+
+        def parts():
+            for jpeg in viewer.frames():
+                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                       + jpeg + b"\r\n")
+
+        response = Response(parts(), content_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        # The server closes the response when the viewer leaves (a failed send), the run ends or it
+        # stops; also for a HEAD, whose generator never starts.
+        response.call_on_close(viewer.close)
+        return response
+
+    return app

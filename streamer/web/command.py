@@ -1,0 +1,85 @@
+"""``streamer serve`` (and ``python run.py serve``): the web service's command. The upload page
+and JSON API for photos; with ``--source``, that source runs as ``run`` runs it and its live view
+is served too. The application is streamer/web_app.py (Flask), the server streamer/web_server.py
+(cheroot), both from the optional ``web`` extra; this module stays cheap to import and needs
+neither (the command line imports it for ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import StreamerError
+
+TOKEN_ENV = "STREAMER_TOKEN"
+INSTALL_HINT = "pip install 'streamer[web]'"
+# What the web extra installs (pyproject.toml), by import name.
+EXTRA_MODULES = ("flask", "cheroot")
+
+
+class WebError(StreamerError):
+    """The web service cannot start (extra not installed, address in use, no token for a network
+    address, ...)."""
+
+
+def require_extra() -> None:
+    """WebError naming the fix when Flask or cheroot is not installed."""
+    import importlib
+
+    for name in EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise WebError(f"`serve` needs the web extra (Flask and cheroot); {name} is not installed: "
+                           f"{INSTALL_HINT}") from None
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``serve`` (cli.py adds --config and -v to every command); ``main(args)`` runs it."""
+    from ..cli import add_run_arguments
+
+    parser = subparsers.add_parser(
+        "serve",
+        help="web page and JSON API for photos; with --source, also a live view of that source",
+        description="Serve the upload page and the JSON API (POST /api/analyze) on HOST:PORT.\n"
+        "With --source, run that source as `run` does (same capture, gate, tracker and outputs;\n"
+        "never a preview window) and serve its live view (/api/stream.mjpeg, /api/latest.jpg,\n"
+        "/api/latest.json, /api/stats, /healthz, /metrics).\n"
+        f"Listening on anything but 127.0.0.1 needs a token ({TOKEN_ENV} or web.token).\n"
+        "Ctrl-C or SIGTERM stops it; after a video file ends it keeps serving until then.\n"
+        f"Needs the web extra (Flask, cheroot): {INSTALL_HINT}",
+    )
+    add_run_arguments(parser, source_required=False)
+    parser.add_argument("--host", help="address to listen on (default: web.host, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: web.port, 8080; 0: any free port)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """``serve`` with parsed arguments; StreamerError (one line, exit 2) on bad input."""
+    from ..cli import print_summary, run_options
+    from ..config import override
+
+    require_extra()
+    from .server import serve
+
+    config = args.config_obj
+    host = args.host or config.web.host
+    port = config.web.port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise WebError(f"--port {port}: expected 0-65535")
+    options = None
+    if args.source:
+        args.no_window = True  # a service: the picture goes to the browser
+        config, options = run_options(args)
+    else:
+        config = override(config, {"output.window": False})
+    try:
+        summary = serve(config, host, port, options)
+    except StreamerError as error:
+        partial = getattr(error, "summary", None)
+        if partial is not None:
+            print_summary(partial)
+        raise
+    if summary is not None:
+        print_summary(summary)
+    return 0

@@ -1,0 +1,262 @@
+"""Photo uploads for the web service: what the bytes are, how many pixels they claim, and the
+analysis of one photo exactly as ``run.py --source photo.jpg`` does it (same analyzer settings,
+same decoding, same overlay, same JPEG encoding), so the page's image equals the CLI's file.
+
+Nothing here touches the network or a path a client names: it gets bytes, returns data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+import threading
+import time
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..config import Config
+from ..picture.draw import LabelStyle, draw_faces
+from ..types import Face
+
+log = logging.getLogger(__name__)
+
+# What the service decodes, by content (a client's file name and Content-Type are hints only):
+# the formats whose header gives the pixel count before decoding, so a 50,000 x 50,000 PNG of a
+# few kB (a "decompression bomb") is refused from its header, not after 7.5 GB of decoding.
+SUPPORTED = ("JPEG", "PNG", "WebP", "BMP")
+# Content types accepted for a raw (non-multipart) upload body.
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp", "application/octet-stream")
+# JPEG start-of-frame markers (baseline, progressive, lossless...); C4 (DHT), C8 (JPG) and CC
+# (DAC) share the range but are not frames.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0-7, SOI, EOI.
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xDA)])
+
+
+class UploadError(Exception):
+    """An upload the service refuses: ``status`` is the HTTP status, the message names the problem
+    and the fix (it is sent to the client as ``{"error": message}``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def sniff(data: bytes) -> Optional[str]:
+    """The image format of ``data`` from its first bytes ("JPEG", "PNG", "WebP", "BMP"), or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[:2] == b"BM" and len(data) >= 26:
+        return "BMP"
+    return None
+
+
+def _not_an_image(data: bytes) -> str:
+    if data[4:8] == b"ftyp":
+        return ("a HEIF/HEIC/AVIF image or a video (ISO media container), which OpenCV cannot decode here; "
+                f"convert it to JPEG or PNG. Supported: {', '.join(SUPPORTED)}")
+    return f"not an image this service decodes; send {', '.join(SUPPORTED)}"
+
+
+def _jpeg_size(data: bytes) -> Tuple[int, int]:
+    """(width, height) from the frame header; UploadError 400 when the structure is broken or the
+    data ends before the end-of-image marker (a truncated upload: libjpeg would decode the part
+    it has and grey out the rest, without an error)."""
+    size: Optional[Tuple[int, int]] = None
+    at, n = 2, len(data)
+    while True:
+        if at + 2 > n:
+            break
+        if data[at] != 0xFF:
+            raise UploadError(400, "a broken JPEG (bad marker structure); send the complete file")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0xD9:  # end of image: complete
+            if size is None:
+                raise UploadError(400, "a JPEG without a frame header; send a complete photo")
+            return size
+        if marker in _JPEG_STANDALONE:
+            at += 2
+            continue
+        if at + 4 > n:
+            break
+        length = struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if length < 2:
+            raise UploadError(400, "a broken JPEG (bad segment length); send the complete file")
+        if marker in _JPEG_SOF and at + 9 <= n:
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            size = (width, height)
+        at += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
+            while True:
+                at = data.find(b"\xff", at)
+                if at < 0 or at + 1 >= n:
+                    at = n
+                    break
+                follower = data[at + 1]
+                if follower == 0x00 or 0xD0 <= follower <= 0xD7:  # stuffed byte, restart marker
+                    at += 2
+                    continue
+                break
+    raise UploadError(400, "a truncated JPEG (it ends before its end-of-image marker); send the complete file")
+
+
+def image_size(data: bytes, kind: str) -> Tuple[int, int]:
+    """(width, height) that an image of format ``kind`` (from ``sniff``) declares, read from its
+    header without decoding; UploadError 400 when the header is cut short or broken."""
+    try:
+        if kind == "JPEG":
+            return _jpeg_size(data)
+        if kind == "PNG":
+            if data[12:16] != b"IHDR":
+                raise UploadError(400, "a broken PNG (no IHDR header); send the complete file")
+            return struct.unpack(">II", data[16:24])
+        if kind == "BMP":
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)
+        chunk = data[12:16]  # WebP
+        if chunk == b"VP8X":
+            return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if chunk == b"VP8 ":
+            width, height = struct.unpack("<HH", data[26:30])
+            return width & 0x3FFF, height & 0x3FFF
+        raise UploadError(400, "a WebP of an unknown layout; send JPEG or PNG")
+    except struct.error:
+        raise UploadError(400, f"a {kind} cut short inside its header; send the complete file") from None
+
+
+def check_and_decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """The upload decoded to ``(H, W, 3)`` uint8 BGR, as the CLI reads a photo (IMREAD_COLOR: grey
+    and RGBA become BGR; EXIF orientation applied). UploadError: 400 empty, broken or undecodable,
+    413 above ``max_pixels`` (from the header, before decoding), 415 not a supported image."""
+    if not data:
+        raise UploadError(400, "the upload is empty (0 bytes); send a photo")
+    kind = sniff(data)
+    if kind is None:
+        raise UploadError(415, _not_an_image(data))
+    width, height = image_size(data, kind)
+    if width <= 0 or height <= 0:
+        raise UploadError(400, f"a {kind} that declares {width}x{height} pixels; send a real photo")
+    if width * height > max_pixels:
+        raise UploadError(413, f"the image is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of "
+                               f"{max_pixels / 1e6:.1f} MP (web.max_image_mp); send a smaller image")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise UploadError(400, f"a {kind} that OpenCV cannot decode (damaged or cut short); send the complete file")
+    if bgr.shape[0] * bgr.shape[1] > max_pixels:  # a header that lied
+        raise UploadError(413, f"the image decodes to {bgr.shape[1]}x{bgr.shape[0]} pixels, above the limit of "
+                               f"{max_pixels / 1e6:.1f} MP (web.max_image_mp); send a smaller image")
+    return bgr
+
+
+def image_from_body(content_type: str, body: bytes) -> bytes:
+    """The image bytes of a request body: the ``image`` field of a ``multipart/form-data`` body,
+    or the body itself for an image content type. ``body`` is already bounded by the caller (its
+    Content-Length was checked against the upload limit before it was read)."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        if "boundary=" not in content_type:
+            raise UploadError(400, "a multipart/form-data body without a boundary; send it as a browser form does")
+        # The email package parses MIME multipart (the cgi module is gone from Python 3.13).
+        message = BytesParser(policy=HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body
+        )
+        if not message.is_multipart():
+            raise UploadError(400, "a multipart/form-data body that does not parse; send it as a browser form does")
+        for part in message.iter_parts():
+            if part.get_param("name", header="content-disposition") == "image":
+                payload = part.get_payload(decode=True)
+                return payload if isinstance(payload, bytes) else b""
+        raise UploadError(400, "the form has no field named 'image'; send the photo as the 'image' field")
+    if media_type.startswith("image/") or media_type == "application/octet-stream":
+        return body
+    raise UploadError(415, f"Content-Type '{media_type or 'none'}' is neither multipart/form-data nor an image "
+                           "type; send a form with an 'image' field or a raw image/jpeg, image/png body")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoResult:
+    """One analysed photo: ``faces``, ``size_wh``, ``timing_ms`` per stage, and the annotated
+    image as ``(H, W, 3)`` uint8 BGR."""
+
+    faces: Tuple[Face, ...]
+    size_wh: Tuple[int, int]
+    timing_ms: Dict[str, float]
+    annotated: np.ndarray
+
+    def to_json(self) -> dict:
+        """The API's answer: ``faces`` are the events file's face objects (README schema)."""
+        return {
+            "faces": [face.to_event() for face in self.faces],
+            "size_wh": list(self.size_wh),
+            "timing_ms": {stage: round(ms, 2) for stage, ms in self.timing_ms.items()},
+        }
+
+
+def encode_jpeg(bgr: np.ndarray, quality: Optional[int] = None) -> bytes:
+    """JPEG bytes of a BGR image; ``quality`` None is OpenCV's default (95), what the CLI writes."""
+    params = [] if quality is None else [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    ok, encoded = cv2.imencode(".jpg", bgr, params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {bgr.shape[1]}x{bgr.shape[0]} image as JPEG")
+    return encoded.tobytes()
+
+
+class PhotoService:
+    """Analyses uploaded photos with one analyzer built on first use (the photo settings of
+    ``build_analyzer(config, None, photos=True)``: detection at ``detector.photo_max_side_px``)
+    and kept. cv2.dnn networks are not thread-safe, so model calls are serialised by a lock;
+    decoding and drawing run outside it. At most ``web.max_parallel_uploads`` photos are held
+    decoded at once (``slots``), so N parallel uploads do not grow memory N times."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._style = LabelStyle.from_config(config.classifier)
+        self._analyzer = None
+        self._model_lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(config.web.max_parallel_uploads)
+        self.max_pixels = int(config.web.max_image_mp * 1e6)
+        self.photos = 0
+        self.faces = 0
+
+    def warm_up(self) -> None:
+        """Load the models now (at start-up) rather than on the first upload."""
+        with self._model_lock:
+            self._load()
+
+    def _load(self):
+        if self._analyzer is None:
+            from ..pipeline import build_analyzer
+
+            t0 = time.perf_counter()
+            self._analyzer = build_analyzer(self._config, None, photos=True)
+            log.info("photo models loaded in %.1f s", time.perf_counter() - t0)
+        return self._analyzer
+
+    def analyse(self, data: bytes) -> PhotoResult:
+        """Decode, check, analyse and draw one uploaded photo (UploadError for a bad upload)."""
+        t0 = time.perf_counter()
+        bgr = check_and_decode(data, self.max_pixels)
+        t1 = time.perf_counter()
+        with self._model_lock:
+            faces, timings = self._load().analyse(bgr)
+            self.photos += 1
+            self.faces += len(faces)
+        t2 = time.perf_counter()
+        annotated = draw_faces(bgr, faces, stale=False, style=self._style)
+        timing_ms = {"decode": (t1 - t0) * 1000.0, **timings, "draw": (time.perf_counter() - t2) * 1000.0}
+        return PhotoResult(faces, (int(bgr.shape[1]), int(bgr.shape[0])), timing_ms, annotated)
