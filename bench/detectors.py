@@ -47,7 +47,7 @@ from run_bench import read_frames  # noqa: E402
 
 from streamer.boxes import box_iou  # noqa: E402
 from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
-from streamer.detectors.base import FaceDetector  # noqa: E402
+from streamer.detectors import FaceDetector  # noqa: E402
 from streamer.errors import ConfigError, ModelError  # noqa: E402
 from streamer.models.store import ModelStore  # noqa: E402
 from streamer.pipeline import build_detector  # noqa: E402

@@ -35,7 +35,8 @@ from run_bench import (  # noqa: E402
 from streamer import app as app_module  # noqa: E402
 from streamer.boxes import box_iou  # noqa: E402
 from streamer.cli import MODES  # noqa: E402
-from streamer.config import DETECTOR_NAMES, MODELS_DIR_ENV, override  # noqa: E402
+from streamer.config import MODELS_DIR_ENV, override  # noqa: E402
+from streamer.detectors import DETECTORS  # noqa: E402
 from streamer.pipeline import build_analyzer  # noqa: E402
 
 MATCH_IOU = 0.3  # boxes of one face in consecutive frames overlap far more; two faces far less
@@ -147,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", nargs="+", default=list(CLIP_FILES), help="short names or paths")
     parser.add_argument("--modes", nargs="+", default=["all", "tracked"], choices=sorted(MODES))
-    parser.add_argument("--detector", choices=DETECTOR_NAMES, help="override detector.name")
+    parser.add_argument("--detector", choices=tuple(DETECTORS), help="override detector.name")
     parser.add_argument("--threads", type=int, help="override dnn.threads")
     parser.add_argument("--media", type=Path, default=SHARED / "media")
     parser.add_argument("--json", type=Path, help="also write the rows here")

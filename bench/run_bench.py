@@ -35,9 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from streamer import app as app_module  # noqa: E402
-from streamer.classifiers.networks import LEVI_MEAN_BGR, LEVI_SCALE, LEVI_SIZE, LEVI_SWAP_RB, LeviHassnerGenderAge  # noqa: E402
+from streamer.classifiers.levi_hassner import LEVI_MEAN_BGR, LEVI_SCALE, LEVI_SIZE, LEVI_SWAP_RB, LeviHassnerGenderAge  # noqa: E402
 from streamer.cli import MODES  # noqa: E402
-from streamer.config import DETECTOR_NAMES, MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
+from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
+from streamer.detectors import DETECTORS  # noqa: E402
 from streamer.pipeline import build_analyzer  # noqa: E402
 from streamer.sources.capture import CaptureSource  # noqa: E402
 from streamer.types import Detections, GenderAge  # noqa: E402
@@ -548,7 +549,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--latency-s", type=float, default=60.0, help="live latency run length; 0: skip")
     parser.add_argument("--latency-mode", default="tracked", choices=sorted(MODES))
     parser.add_argument("--latency-clip", default=LIVE_CLIP, help="clip the fake 30 fps camera plays (looped)")
-    parser.add_argument("--detector", choices=DETECTOR_NAMES, help="override detector.name")
+    parser.add_argument("--detector", choices=tuple(DETECTORS), help="override detector.name")
     parser.add_argument("--threads", type=int, help="override dnn.threads (cv2.setNumThreads; 0: all cores)")
     parser.add_argument("--engine", choices=["opencv", "onnxruntime"], help="override dnn.engine for the modes "
                         "(the baseline always runs the seed's cv2.dnn)")

@@ -50,8 +50,10 @@ from run_bench import (  # noqa: E402
 )
 
 from streamer.cli import MODES  # noqa: E402
-from streamer.config import DETECTOR_NAMES, MODELS_DIR_ENV, override  # noqa: E402
-from streamer.detectors.base import Res10Detector, YuNetDetector  # noqa: E402
+from streamer.config import MODELS_DIR_ENV, override  # noqa: E402
+from streamer.detectors import DETECTORS  # noqa: E402
+from streamer.detectors.res10 import Res10Detector  # noqa: E402
+from streamer.detectors.yunet import YuNetDetector  # noqa: E402
 from streamer.models.store import ModelStore  # noqa: E402
 from streamer.pipeline import build_detector  # noqa: E402
 
@@ -264,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--clips", nargs="*", help="real clips: short names (" + ", ".join(REAL_CLIPS) + ") or paths; "
                         "none: skip (default: all, --quick: carphone)")
     parser.add_argument("--modes", nargs="+", default=["all", "gated", "tracked"], choices=sorted(MODES))
-    parser.add_argument("--detectors", nargs="+", choices=DETECTOR_NAMES, help="run the modes with each of "
+    parser.add_argument("--detectors", nargs="+", choices=tuple(DETECTORS), help="run the modes with each of "
                         "these detector.name (default: config.yaml's)")
     parser.add_argument("--threads", type=int, help="override dnn.threads")
     parser.add_argument("--opencv4-python", type=Path, help="interpreter with OpenCV 4.x for the original design's "

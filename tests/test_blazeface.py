@@ -13,7 +13,6 @@ from conftest import SHARED_MEDIA, SHARED_MODELS
 from streamer.boxes import box_iou
 from streamer.classifiers.align import MEAN_FACE_YUNET
 from streamer.config import Config, override
-from streamer.detectors.base import YuNetDetector
 from streamer.detectors.blazeface import (
     VARIANTS,
     BlazeFaceDetector,
@@ -22,6 +21,7 @@ from streamer.detectors.blazeface import (
     ssd_anchors,
     weighted_nms,
 )
+from streamer.detectors.yunet import YuNetDetector
 from streamer.models.store import ModelStore
 from streamer.pipeline import build_detector
 from streamer.types import Detections

@@ -18,7 +18,6 @@ import pytest
 from conftest import SHARED_MEDIA, SHARED_MODELS
 
 from streamer.config import DetectorConfig, DnnConfig
-from streamer.detectors.base import Res10Detector, Res10OnnxDetector, SsdHead, ssd_priors
 from streamer.detectors.caffe2onnx import (
     _fields,
     _len_field,
@@ -31,6 +30,7 @@ from streamer.detectors.caffe2onnx import (
     parse_prototxt,
     read_caffemodel_blobs,
 )
+from streamer.detectors.res10 import Res10Detector, Res10OnnxDetector, SsdHead, ssd_priors
 from streamer.dnn import OnnxRunner, has_caffe_importer
 from streamer.errors import ModelError
 

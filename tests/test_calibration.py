@@ -19,7 +19,7 @@ from streamer.classifiers.calibration import (
     load_calibration,
     parse_calibration,
 )
-from streamer.classifiers.networks import CYDRAL_AGE_WEIGHTS, CydralGenderAge
+from streamer.classifiers.cydral import CYDRAL_AGE_WEIGHTS, CydralGenderAge
 from streamer.config import ClassifierConfig
 from streamer.errors import ModelError
 from streamer.models.store import MANIFEST_PATH, load_manifest

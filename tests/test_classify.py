@@ -10,12 +10,8 @@ import numpy as np
 import pytest
 from conftest import SHARED_MEDIA, SHARED_MODELS
 
-from streamer.classifiers.networks import (
-    CYDRAL_AGE_WEIGHTS,
-    LEVI_AGE_GROUPS,
-    CydralGenderAge,
-    LeviHassnerGenderAge,
-)
+from streamer.classifiers.cydral import CYDRAL_AGE_WEIGHTS, CydralGenderAge
+from streamer.classifiers.levi_hassner import LEVI_AGE_GROUPS, LeviHassnerGenderAge
 from streamer.config import ClassifierConfig, Config, DnnConfig
 from streamer.errors import ModelError
 from streamer.types import Detections, GenderAge, age_group_labels, age_group_of
@@ -152,7 +148,7 @@ def test_cydral_on_the_astronaut(cydral, astronaut, detections):
 
 
 def test_cydral_with_a_detector_on_the_astronaut(cydral, astronaut):
-    from streamer.detectors.base import YuNetDetector
+    from streamer.detectors.yunet import YuNetDetector
 
     detector = YuNetDetector(
         SHARED_MODELS / "yunet_2023mar" / "face_detection_yunet_2023mar.onnx", Config().detector, DnnConfig()

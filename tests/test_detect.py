@@ -10,8 +10,10 @@ import pytest
 from conftest import SHARED_MEDIA, SHARED_MODELS
 
 from streamer.config import Config
-from streamer.detectors.base import Res10Detector, Res10OnnxDetector, YuNetDetector, nms_xyxy
+from streamer.detectors.base import nms_xyxy
 from streamer.detectors.centerface import CenterFaceDetector
+from streamer.detectors.res10 import Res10Detector, Res10OnnxDetector
+from streamer.detectors.yunet import YuNetDetector
 from streamer.dnn import has_caffe_importer
 from streamer.types import Detections
 

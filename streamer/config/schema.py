@@ -1,0 +1,170 @@
+"""The typed-section engine: frozen dataclasses checked against their type hints and bounds.
+
+A few dozen lines here instead of pydantic, whose import and schema cost ~16 MB of resident memory:
+a tenth of the Raspberry Pi budget, for a flat YAML file. Every field is a ``setting`` with its
+default, the comment config.yaml shows, and its bounds; unknown keys and bad values are reported by
+their dotted YAML path."""
+
+from __future__ import annotations
+
+import dataclasses
+import reprlib
+import typing
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
+
+_SHORT = reprlib.Repr()  # bad values are quoted this short in messages (an alias bomb is billions long)
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 2, 6, 60, 60
+
+
+class _BadValue(ValueError):
+    """A value that breaks its field's type or bounds; ``key`` is its dotted path."""
+
+    def __init__(self, key: str, message: str, got: Any) -> None:
+        super().__init__(message)
+        self.key, self.message, self.got = key, message, got
+
+
+class _UnknownKey(ValueError):
+    """A key the schema does not have; the message names its dotted path."""
+
+
+def setting(default: Any, *, description: str, ge: Optional[float] = None, gt: Optional[float] = None,
+            le: Optional[float] = None, lt: Optional[float] = None, min_length: Optional[int] = None) -> Any:
+    """A config field: its default, the comment config.yaml shows, and its bounds."""
+    metadata = {"description": description, "ge": ge, "gt": gt, "le": le, "lt": lt, "min_length": min_length}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(arg) for arg in typing.get_args(hint))
+    if origin is typing.Union:
+        return " or ".join("null" if arg is type(None) else _type_name(arg) for arg in typing.get_args(hint))
+    if origin in (list, List):
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if origin in (tuple, Tuple):
+        return "[" + ", ".join(_type_name(arg) for arg in typing.get_args(hint)) + "]"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    """``value`` checked against ``hint`` (lists and pairs rebuilt); ValueError when it does not fit."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value in typing.get_args(hint) and not isinstance(value, bool):
+            return value
+    elif origin is typing.Union:
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+            if arg is not type(None):
+                try:
+                    return _convert(arg, value)
+                except ValueError:
+                    pass
+    elif origin in (list, List):
+        if isinstance(value, (list, tuple)):
+            return [_convert(typing.get_args(hint)[0], item) for item in value]
+    elif origin in (tuple, Tuple):
+        args = typing.get_args(hint)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_convert(arg, item) for arg, item in zip(args, value))
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ValueError(f"expected {_type_name(hint)}")
+
+
+def _check_bounds(meta: Mapping[str, Any], value: Any) -> None:
+    if value is None:
+        return
+    if meta.get("min_length") is not None and len(value) < meta["min_length"]:
+        raise ValueError(f"needs at least {meta['min_length']} item(s)")
+    for bound, holds, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
+                               ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+        limit = meta.get(bound)
+        if limit is not None and not holds(float(value), float(limit)):
+            raise ValueError(f"must be {word} {limit:g}")
+
+
+_HINTS: Dict[type, Dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> Dict[str, Any]:
+    """The resolved field types of a section class (resolved once per class)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+class _Section:
+    """Base of the frozen config sections: every field is checked at construction."""
+
+    def __post_init__(self) -> None:
+        hints = _type_hints(type(self))
+        for spec in dataclasses.fields(self):  # type: ignore[arg-type]  # every section is a dataclass
+            value, hint = getattr(self, spec.name), hints[spec.name]
+            if isinstance(hint, type) and issubclass(hint, _Section):
+                if isinstance(value, dict):
+                    object.__setattr__(self, spec.name, _build(hint, value, spec.name + "."))
+                elif not isinstance(value, hint):
+                    raise _BadValue(spec.name, f"expected a mapping of {spec.name} settings", value)
+                continue
+            try:
+                converted = _convert(hint, value)
+                _check_bounds(spec.metadata, converted)
+            except ValueError as error:
+                raise _BadValue(spec.name, str(error), value) from None
+            object.__setattr__(self, spec.name, converted)
+        self._check()
+
+    def _check(self) -> None:
+        """Rules across fields; raise _BadValue."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain data (tuples as lists), as YAML or JSON would hold it."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, _Section):
+                return value.to_dict()
+            if isinstance(value, (list, tuple)):
+                return [plain(item) for item in value]
+            return value
+        return {spec.name: plain(getattr(self, spec.name))
+                for spec in dataclasses.fields(self)}  # type: ignore[arg-type]  # every section is a dataclass
+
+
+def _build(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
+    """``cls(**data)`` with unknown keys and bad values reported by their dotted path."""
+    names = {spec.name for spec in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            section = prefix.rstrip(".")
+            raise _UnknownKey(f"unknown config key '{prefix}{key}'; check the spelling against config.yaml"
+                              + (f" (section '{section}')" if section else ""))
+    try:
+        return cls(**data)
+    except _BadValue as error:
+        key = prefix + error.key
+        raise _BadValue(key, error.message, error.got) from None
+
+
+section = dataclasses.dataclass(frozen=True)
+
+
+def check_choice(field: str, name: Optional[str], choices: Mapping[str, Any]) -> None:
+    """Raise _BadValue unless ``name`` is null or one of ``choices`` (a registry: the names of the
+    detectors or classifiers live there, so adding one needs no change to the schema)."""
+    if name is not None and name not in choices:
+        raise _BadValue(field, "expected one of " + ", ".join(repr(known) for known in choices), name)
