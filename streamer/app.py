@@ -34,7 +34,8 @@ from .outputs.sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, 
 from .picture.anonymize import build_anonymizer
 from .picture.draw import LabelStyle
 from .pipeline import FaceAnalyzer, build_analyzer
-from .report.build import PeopleTally, ReportSink, report_paths
+from .report.build import ReportSink, report_paths
+from .report.tally import PeopleTally
 from .sources.capture import FrameSource, SourceInfo
 from .sources.source import open_source
 from .tracking.flow import BoxFlow
@@ -56,7 +57,7 @@ class RunOptions:
     window: bool = True
     summary_json: Optional[Path] = None
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
-    report: Optional[Path] = None  # people report folder (tracked mode): streamer.report.build
+    report: Optional[Path] = None  # people report folder (tracked mode): streamer.report
     overwrite: bool = False  # replace existing output files (else they are refused before the run)
 
 

@@ -48,7 +48,7 @@ MODES = {
 }
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
-EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.build"}
+EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command"}
 CORE_COMMANDS = ("run", "models", "doctor")
 HELP_FLAGS = ("-h", "--help")
 
@@ -329,7 +329,7 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
     if args.mode:
         config = override(config, MODES[args.mode])
     if args.mqtt:
-        from .outputs.mqtt import cli_overrides
+        from .outputs.mqtt_messages import cli_overrides
 
         config = override(config, cli_overrides(args.mqtt))
     config = _apply_privacy_arguments(config, args)

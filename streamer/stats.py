@@ -3,6 +3,7 @@ the end-of-run summary and the sinks' live view."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -110,3 +111,14 @@ class RunStats:
                 "n": runs,
             }
         return table
+
+
+def resident_bytes() -> int:
+    """Resident memory of this process now, in bytes (Linux ``/proc``; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

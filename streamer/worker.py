@@ -18,7 +18,7 @@ from .detectors import FaceDetector
 from .picture.anonymize import Anonymizer
 from .picture.draw import LabelStyle, draw_faces, draw_hud
 from .pipeline import FaceAnalyzer
-from .report.build import PeopleTally
+from .report.tally import PeopleTally
 from .stats import RunStats
 from .tracking.appearance import appearance_of
 from .tracking.flow import BoxFlow

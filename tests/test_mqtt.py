@@ -17,8 +17,8 @@ from mqtt_broker import Broker, Subscriber, TlsFiles, free_port, mosquitto_missi
 
 from streamer.config import Config, override, parse_config
 from streamer.errors import ConfigError, MqttError
-from streamer.outputs.mqtt import (
-    MqttSink,
+from streamer.outputs.mqtt import MqttSink
+from streamer.outputs.mqtt_messages import (
     PeopleCounts,
     Topics,
     camera_name,

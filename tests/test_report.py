@@ -28,10 +28,10 @@ from streamer.report.build import (
     REPORT_FILES,
     REPORT_HTML,
     PeopleReport,
-    people_counts,
     read_events,
     write_report,
 )
+from streamer.report.tally import PeopleTally
 from streamer.types import age_group_labels
 
 GROUPS = ClassifierConfig().age_groups
@@ -160,7 +160,10 @@ def test_a_live_runs_events_give_clock_times(tmp_path, monkeypatch) -> None:
 
 def test_the_run_summary_counts_from_end_records() -> None:
     records = [end_record(1, 0.0, 4.0), end_record(2, 1.0, 1.4, gender=None), end_record(3, 2.0, 9.0, "female", 65)]
-    counts = people_counts(records, ReportConfig(), GROUPS)
+    tally = PeopleTally(ReportConfig(), GROUPS)
+    for record in records:
+        tally.add(record)
+    counts = tally.counts()
     assert counts["people"] == 2 and counts["left_out"] == 1
     assert counts["by_gender"] == {"female": 1, "male": 1, "unknown": 0}
     assert counts["by_age_group"]["30-39"] == 1 and counts["by_age_group"]["60-69"] == 1
@@ -169,7 +172,7 @@ def test_the_run_summary_counts_from_end_records() -> None:
     for record in records:
         report.add(record)
     assert counts == report.run_counts()
-    assert people_counts([], ReportConfig(min_seen_s=0), GROUPS) == {
+    assert PeopleTally(ReportConfig(min_seen_s=0), GROUPS).counts() == {
         "people": 0, "left_out": 0, "by_gender": {"female": 0, "male": 0, "unknown": 0},
         "by_age_group": {**dict.fromkeys(age_group_labels(GROUPS), 0), "unknown": 0}}
 

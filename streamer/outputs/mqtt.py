@@ -1,4 +1,4 @@
-"""MQTT output: events, people counts, run stats and Home Assistant discovery (issue 12).
+"""MQTT output: events, people counts, run stats and Home Assistant discovery.
 
 ``MqttSink`` is a run sink (``streamer.outputs.sinks.Sink``). Topics, under ``mqtt.topic_prefix``
 (``streamer``) and the camera name:
@@ -14,8 +14,8 @@
 - ``<discovery_prefix>/<component>/<node>/<object>/config``: Home Assistant discovery (retained),
   again whenever ``<discovery_prefix>/status`` says ``online``.
 
-Threads (house rule 7): the frame loop only appends to a bounded deque (real time drops the
-oldest and counts them, rule 8) and marks retained state dirty, so it never waits on the network.
+Threads: the frame loop only appends to a bounded deque (real time drops the
+oldest and counts them) and marks retained state dirty, so it never waits on the network.
 One publisher thread of ours makes the first connection (so a failure is reported with its cause),
 then feeds paho as the connection allows (at most ``_WINDOW`` QoS>0 messages unacknowledged, so
 paho's own queue stays small); paho's network thread (``loop_start``) does the protocol, the
@@ -29,23 +29,20 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
-import re
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
 
 import numpy as np
 
-from .. import __version__
 from ..config import MQTT_PASSWORD_ENV, MqttConfig
-from ..errors import ConfigError, MqttError
-from ..types import GENDERS, Face, FrameResult, age_group_labels
+from ..errors import MqttError
+from ..stats import resident_bytes
+from ..types import FrameResult
+from .mqtt_messages import PeopleCounts, Topics, camera_name, discovery_configs, read_password, slug
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -59,7 +56,6 @@ _WINDOW = 20
 _TICK_S = 0.25
 # Seconds between looks at the run's source_up (a camera that stops delivering frames).
 _SOURCE_POLL_S = 1.0
-UNKNOWN = "unknown"
 
 
 def _paho():
@@ -69,252 +65,6 @@ def _paho():
     except ImportError:
         raise MqttError(f"MQTT output needs paho-mqtt 2.x, which is not installed; {INSTALL_HINT}") from None
     return client
-
-
-def parse_address(text: str) -> Tuple[str, Optional[int]]:
-    """``--mqtt HOST[:PORT]``: ``"localhost"`` -> ``("localhost", None)``, ``"10.0.0.2:1884"``,
-    ``"[::1]:1883"``; ConfigError on an empty host or a bad port."""
-    text = text.strip()
-    host, port = text, None
-    if text.startswith("["):
-        end = text.find("]")
-        host, rest = text[1:end] if end > 0 else "", text[end + 1 :] if end > 0 else ""
-        if rest and not rest.startswith(":"):
-            host = ""
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        port_text = None  # a bare IPv6 address or a plain host
-    if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ConfigError(f"--mqtt {text}: the port must be a number from 1 to 65535 (HOST[:PORT])")
-        port = int(port_text)
-    if not host:
-        raise ConfigError(f"--mqtt {text!r}: expected HOST[:PORT], e.g. --mqtt localhost or --mqtt 10.0.0.2:1883")
-    return host, port
-
-
-def cli_overrides(address: str) -> Dict[str, Any]:
-    """Config changes for ``--mqtt HOST[:PORT]``."""
-    host, port = parse_address(address)
-    changes: Dict[str, Any] = {"mqtt.enabled": True, "mqtt.host": host}
-    if port is not None:
-        changes["mqtt.port"] = port
-    return changes
-
-
-def slug(text: str) -> str:
-    """A topic level and Home Assistant id: lowercase ``[a-z0-9_-]``, other runs of characters as
-    ``_``, at most 64 characters; ``camera`` when nothing is left."""
-    return re.sub(r"[^a-z0-9_-]+", "_", text.lower()).strip("_")[:64] or "camera"
-
-
-def topic_level(label: str) -> str:
-    """A label as one topic level: ``70+`` -> ``70plus`` ('+' and '#' are MQTT wildcards, '/' a level)."""
-    return label.replace("+", "plus").replace("#", "_").replace("/", "_")
-
-
-def camera_name(source_name: str) -> str:
-    """The default camera name of a source: a file's or folder's name without suffix, a device's
-    name, a stream's host and path (never its credentials), ``webcam<N>`` for an index."""
-    name = source_name.strip()
-    if "://" in name:
-        parts = urlsplit(name)
-        base = (parts.hostname or "") + parts.path
-    elif name.isdigit():
-        base = f"webcam{name}"
-    elif "!" in name:
-        base = "gstreamer"
-    else:
-        path = Path(name.rstrip("/"))
-        base = path.stem if path.suffix else path.name
-    return slug(base)
-
-
-def read_password(config: MqttConfig) -> Optional[str]:
-    """The login password: ``STREAMER_MQTT_PASSWORD``, else the first line of ``mqtt.password_file``;
-    MqttError naming the file (never its content) when it cannot be read."""
-    env = os.environ.get(MQTT_PASSWORD_ENV)
-    if env:
-        return env
-    if config.password_file is None:
-        return None
-    path = Path(config.password_file).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or type(error).__name__
-        raise MqttError(f"mqtt.password_file {path}: cannot read it ({reason}); give a readable file "
-                        f"holding the password, or set {MQTT_PASSWORD_ENV}") from None
-    return lines[0] if lines else ""
-
-
-def resident_mb() -> Optional[float]:
-    """This process's resident memory now, in MB (Linux ``/proc``); None elsewhere."""
-    try:
-        with open("/proc/self/statm", "rb") as handle:
-            pages = int(handle.read().split()[1])
-        return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Every topic of one run."""
-
-    prefix: str
-    camera: str
-    discovery_prefix: str
-
-    @property
-    def available(self) -> str:
-        return f"{self.prefix}/available"
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.camera}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.base}/events"
-
-    @property
-    def people(self) -> str:
-        return f"{self.base}/people"
-
-    def people_gender(self, gender: str) -> str:
-        return f"{self.base}/people/{gender}"
-
-    def people_age(self, group: str) -> str:
-        return f"{self.base}/people/age/{topic_level(group)}"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.base}/stats"
-
-    @property
-    def source(self) -> str:
-        return f"{self.base}/source"
-
-    @property
-    def ha_status(self) -> str:
-        return f"{self.discovery_prefix}/status"
-
-
-def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS) -> List[Tuple[str, dict]]:
-    """Home Assistant MQTT discovery: ``(config topic, payload)`` for the people count, one count
-    per gender, the output fps and the source's status, all of one device per camera and all
-    unavailable while ``<prefix>/available`` is ``offline``."""
-    node = slug(f"{topics.prefix}_{topics.camera}")
-    device = {
-        "identifiers": [node],
-        "name": f"{topics.prefix} {topics.camera}",
-        "manufacturer": "streamer",
-        "model": "face analyzer",
-        "sw_version": __version__,
-    }
-    common = {
-        "availability": [{"topic": topics.available, "payload_available": "online",
-                          "payload_not_available": "offline"}],
-        "device": device,
-        "origin": {"name": "streamer", "sw_version": __version__},
-    }
-    entities: List[Tuple[str, str, dict]] = [
-        ("sensor", "people", {"name": "People", "state_topic": topics.people, "state_class": "measurement",
-                              "unit_of_measurement": "people", "icon": "mdi:account-group"}),
-    ]
-    for gender in genders:
-        entities.append(("sensor", f"people_{gender}", {
-            "name": f"People {gender}", "state_topic": topics.people_gender(gender), "state_class": "measurement",
-            "unit_of_measurement": "people", "icon": "mdi:account"}))
-    entities.append(("sensor", "fps", {
-        "name": "Frames per second", "state_topic": topics.stats, "value_template": "{{ value_json.fps_out }}",
-        "state_class": "measurement", "unit_of_measurement": "fps", "entity_category": "diagnostic",
-        "icon": "mdi:speedometer"}))
-    entities.append(("binary_sensor", "source", {
-        "name": "Camera", "state_topic": topics.source, "payload_on": "up", "payload_off": "down",
-        "device_class": "connectivity", "entity_category": "diagnostic"}))
-    configs = []
-    for component, object_id, fields in entities:
-        # default_entity_id (domain.name): what Home Assistant names the entity; it replaced
-        # object_id, deprecated in HA 2025.10 and gone from 2026.4.
-        payload = {**fields, "unique_id": f"{node}_{object_id}",
-                   "default_entity_id": f"{component}.{node}_{object_id}", **common}
-        configs.append((f"{topics.discovery_prefix}/{component}/{node}/{object_id}/config", payload))
-    return configs
-
-
-class PeopleCounts:
-    """People in view now, split by the labels shown, from the run's frames and track records.
-
-    Tracked mode: a person counts from their ``new`` record to their ``end`` record (so the count
-    follows the events, and a face hidden for a moment still counts), labelled by what was last
-    shown for their track (``update`` and ``end`` records, or the faces of a frame); ``unknown``
-    until labelled. Without tracking, the faces of the latest frame.
-    """
-
-    def __init__(self, age_groups: Iterable[Tuple[int, int]], genders: Sequence[str] = GENDERS) -> None:
-        self.genders = tuple(genders)
-        self.groups = tuple(age_group_labels(list(age_groups)))
-        self._tracked = False
-        self._open: Dict[int, None] = {}
-        self._labels: Dict[int, Tuple[Optional[str], Optional[str]]] = {}  # by track, shown or not yet opened
-        self._frame_labels: List[Tuple[Optional[str], Optional[str]]] = []
-        self.version = 0  # goes up whenever counts() may have changed: the sink recounts only then
-
-    def observe_faces(self, faces: Sequence[Face]) -> None:
-        labels = []
-        for face in faces:
-            if face.track is None:
-                labels.append((face.gender, face.age_group))
-            else:
-                self._tracked = True
-                self._relabel(face.track, face.gender, face.age_group)
-        if not self._tracked and labels != self._frame_labels:
-            self._frame_labels = labels
-            self.version += 1
-
-    def observe_records(self, records: Sequence[dict]) -> None:
-        for record in records:
-            track, event = record.get("track"), record.get("event")
-            if track is None:
-                continue
-            self._tracked = True
-            self.version += 1
-            if event == "end":
-                self._open.pop(track, None)
-                self._labels.pop(track, None)
-                continue
-            if event == "new":
-                self._open[track] = None
-            self._relabel(track, record.get("gender"), record.get("age_group"))
-
-    def _relabel(self, track: int, gender: Optional[str], group: Optional[str]) -> None:
-        old = self._labels.get(track, (None, None))
-        new = (gender or old[0], group or old[1])
-        if new != old:
-            self._labels[track] = new
-            self.version += 1
-
-    def counts(self) -> Dict[str, int]:
-        """``{"": total, "female": n, "male": n, "unknown": n, "age/20-29": n, ..., "age/70plus": n,
-        "age/unknown": n}`` (every gender and group, zeros included): topic suffixes under
-        ``<camera>/people`` (group labels through :func:`topic_level`)."""
-        labels = ([self._labels.get(track, (None, None)) for track in self._open] if self._tracked
-                  else self._frame_labels)
-        out = {"": len(labels)}
-        for gender in self.genders + (UNKNOWN,):
-            out[gender] = 0
-        for group in self.groups + (UNKNOWN,):
-            out[f"age/{topic_level(group)}"] = 0
-        for shown_gender, shown_group in labels:
-            gender_key = shown_gender if shown_gender in self.genders else UNKNOWN
-            group_key = f"age/{topic_level(shown_group) if shown_group in self.groups else UNKNOWN}"
-            out[gender_key] += 1
-            out[group_key] += 1
-        return out
 
 
 @dataclass
@@ -554,7 +304,7 @@ class MqttSink(Sink):
             "fps_in": fps_in,
             "fps_out": fps_out,
             "detector_ms": (stages.get("detect") or {}).get("p50_ms"),
-            "rss_mb": resident_mb(),
+            "rss_mb": round(resident_bytes() / 1e6, 1),
             "mqtt": {"published": self.published, "dropped": self.dropped, "queued": len(self._queue)},
         })
         self._enqueue(_Message(self.topics.stats, _dumps(snapshot), self.config.qos))

@@ -13,24 +13,23 @@ PNG charts and ``report.html`` (``streamer.report.page``; charts need the ``repo
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import logging
 import math
 import statistics
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
-from ..config import Config, ReportConfig, override
+from ..config import ReportConfig
 from ..errors import SinkError, SourceError
 from ..outputs.files import write_bytes
 from ..outputs.sinks import Sink
 from ..types import GENDERS, age_group_labels
+from .tally import LabelCounts
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,6 @@ CSV_COLUMNS = (
     "hits", "samples", "gender", "gender_p", "age", "age_group", "age_lo", "age_hi", "ended",
     "first_time", "last_time",
 )  # fmt: skip
-UNKNOWN = "unknown"
 # People in view over time: per second while the events span at most 15 minutes (a clip: 900 points
 # still read as a curve), per minute up to 48 hours (a shop day or two), per hour beyond (months of a
 # camera). A bin holds the distinct sets of ids seen together, a handful while people come and go.
@@ -224,16 +222,8 @@ class PeopleReport:
         """Counts over the people (every breakdown adds up to ``people``), dwell-time bands, people
         in view per time bin, peak; the keys of summary.json (README, People report)."""
         rows, left_out = self.rows()
-        groups = list(self._group_labels)
-        for row in rows:
-            if row["age_group"] and row["age_group"] not in groups:
-                groups.append(row["age_group"])  # a label from another config's age groups
-        genders = [*GENDERS, UNKNOWN]
-        by_group_gender = {group: dict.fromkeys(genders, 0) for group in [*groups, UNKNOWN]}
-        for row in rows:
-            by_group_gender[row["age_group"] or UNKNOWN][row["gender"] or UNKNOWN] += 1
-        by_gender = {gender: sum(cell[gender] for cell in by_group_gender.values()) for gender in genders}
-        by_age_group = {group: sum(cell.values()) for group, cell in by_group_gender.items()}
+        # A label of another config's age groups (an old events file) gets a row of its own.
+        labels = LabelCounts.of(((row["gender"], row["age_group"]) for row in rows), self._group_labels)
         seen = sorted(row["seen_s"] for row in rows)
         open_tracks = sum(not row["ended"] for row in rows)
         in_view, peak = self._in_view({row["track"] for row in rows})
@@ -248,9 +238,9 @@ class PeopleReport:
             "people": len(rows),
             "left_out": {"tracks": left_out, "min_seen_s": self.cfg.min_seen_s},
             "without_end_record": open_tracks,
-            "by_gender": by_gender,
-            "by_age_group": by_age_group,
-            "by_age_group_and_gender": by_group_gender,
+            "by_gender": labels.by_gender(),
+            "by_age_group": labels.by_age_group(),
+            "by_age_group_and_gender": labels.cells,
             "dwell": {
                 "bands": self._dwell_bands(seen),
                 "median_s": round(statistics.median(seen), 2) if seen else None,
@@ -517,90 +507,5 @@ class ReportSink(Sink):
         self.written = write_report(self.report, self.out_dir, self._overwrite)
 
 
-class PeopleTally:
-    """The ``people`` entry of a run's summary, counted as each person's track ends: the numbers a
-    report of the run's end records gives (people seen at least ``cfg.min_seen_s``, by gender and
-    age group, and how many were left out), in constant memory: a camera that runs for months sees
-    people without end, and keeps only these counters."""
-
-    def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]]) -> None:
-        self.cfg = cfg
-        self.people = 0
-        self.left_out = 0
-        self.by_gender = dict.fromkeys([*GENDERS, UNKNOWN], 0)
-        self.by_age_group = dict.fromkeys(age_group_labels(age_groups), 0)
-        self._no_group = 0
-
-    def add(self, record: dict) -> None:
-        """One track's record (``Track.to_record()``: ``seen_s``, ``gender``, ``age_group``)."""
-        if record["seen_s"] < self.cfg.min_seen_s:
-            self.left_out += 1
-            return
-        self.people += 1
-        gender = record.get("gender") or UNKNOWN
-        self.by_gender[gender] = self.by_gender.get(gender, 0) + 1
-        group = record.get("age_group")
-        if group:
-            self.by_age_group[group] = self.by_age_group.get(group, 0) + 1  # or a label of another config
-        else:
-            self._no_group += 1
-
-    def counts(self) -> dict:
-        return {"people": self.people, "left_out": self.left_out, "by_gender": dict(self.by_gender),
-                "by_age_group": {**self.by_age_group, UNKNOWN: self._no_group}}
 
 
-def people_counts(end_records: Iterable[dict], cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]]) -> dict:
-    """The ``people`` entry of a run's summary from its tracks' end records (see :class:`PeopleTally`)."""
-    tally = PeopleTally(cfg, age_groups)
-    for record in end_records:
-        tally.add(record)
-    return tally.counts()
-
-
-# --- the `report` subcommand ---
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``report EVENTS.jsonl --out DIR`` on an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "report",
-        help="write the people report (CSV, JSON, charts, one HTML page) from a tracked run's events file",
-        description="Read the events file of a tracked run (--mode tracked --events PATH.jsonl) in one pass and "
-        "write people.csv, people.json, summary.json, PNG charts and report.html into a folder. Charts need "
-        "matplotlib: pip install 'streamer[report]'.",
-    )
-    parser.add_argument("events", type=Path, help="the JSON Lines file a run wrote with --events")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write the report into (made if missing)")
-    parser.add_argument("--min-seen-s", type=float, default=None,
-                        help="leave out people seen for less than this many seconds (default: report.min_seen_s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace report files already in the folder")
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run the ``report`` subcommand (``args.config_obj``: the loaded Config, from the command
-    line's common ``--config``); StreamerError (exit 2) on unusable input or unwritable output."""
-    config = getattr(args, "config_obj", None) or Config()
-    if args.min_seen_s is not None:
-        config = override(config, {"report.min_seen_s": args.min_seen_s})
-    report = read_events(args.events, PeopleReport(config.report, config.classifier.age_groups))
-    summary = write_report(report, args.out, args.overwrite, args.events)
-    sys.stdout.write(f"{format_people(summary)}\nreport        {args.out}: "
-                     f"{', '.join(Path(name).name for name in summary['files'])}\n")
-    return 0
-
-
-def format_people(summary: dict) -> str:
-    """One line for the command line: people, by gender, by age group, left out."""
-    genders = ", ".join(f"{k} {v}" for k, v in summary["by_gender"].items() if v)
-    groups = ", ".join(f"{k} {v}" for k, v in summary["by_age_group"].items() if v)
-    left = summary["left_out"]
-    left_out = left["tracks"] if isinstance(left, dict) else left
-    text = f"people        {summary['people']}"
-    if summary["people"]:
-        text += f" ({genders}; ages {groups})"
-    if left_out:
-        min_seen = f" under {left['min_seen_s']:g} s" if isinstance(left, dict) else ""
-        text += f"; {left_out} seen{min_seen} left out"
-    return text

@@ -12,7 +12,6 @@ viewers beyond ``web.max_viewers`` are refused.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..config import WebConfig
 from ..outputs.sinks import Sink
+from ..stats import resident_bytes
 from ..types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,6 @@ def scaled(bgr: np.ndarray, max_side_px: int) -> np.ndarray:
     if scale >= 1.0:
         return bgr
     return cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-
-
-def resident_bytes() -> int:
-    """Resident memory of this process in bytes (Linux /proc; peak RSS elsewhere)."""
-    try:
-        with open("/proc/self/statm", "rb") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class LiveView(Sink):
