@@ -17,7 +17,7 @@ from stamped import SIZE_WH, stamp, unstamp
 from streamer.config import CaptureConfig, Config
 from streamer.errors import SourceError
 from streamer.pipeline import build_analyzer
-from streamer.sources import capture
+from streamer.sources import capture, image_header
 from streamer.sources import source as sources
 from streamer.sources.source import open_source
 
@@ -265,7 +265,7 @@ def test_decode_reduction_keeps_the_long_side(size_wh, keep_side_px: int, factor
 def test_image_size_comes_from_the_header(tmp_path: Path, name: str, params: list) -> None:
     path = tmp_path / name
     assert cv2.imwrite(str(path), np.zeros((37, 91, 3), np.uint8), params)
-    assert sources.image_size_wh(path) == (91, 37)
+    assert image_header.file_size_wh(path) == (91, 37)
 
 
 def test_image_size_of_other_or_broken_files_is_unknown(tmp_path: Path) -> None:
@@ -275,7 +275,7 @@ def test_image_size_of_other_or_broken_files_is_unknown(tmp_path: Path) -> None:
             assert cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
         else:
             (tmp_path / name).write_bytes(data)
-        assert sources.image_size_wh(tmp_path / name) is None, name
+        assert image_header.file_size_wh(tmp_path / name) is None, name
 
 
 def _scaled_photo(tmp_path: Path, size_wh: Tuple[int, int]) -> Tuple[Path, float, Tuple[int, int]]:

@@ -67,7 +67,7 @@ def installed(wheel, tmp_path_factory) -> Path:
 def test_wheel_carries_the_manifest_calibration_default_config_and_page_templates(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for data in ("streamer/data/manifest.json", "streamer/data/age_calibration.json", "streamer/data/config.yaml",
-                 "streamer/templates/page.html", "streamer/templates/login.html", "streamer/templates/base.html"):
+                 "streamer/web/templates/page.html", "streamer/web/templates/login.html", "streamer/web/templates/base.html"):
         assert data in names
     assert not [n for n in names if n.startswith(("tests/", "models/", "bench/", "tools/"))]
 

@@ -27,6 +27,7 @@ from ..errors import SourceError
 from ..types import Frame
 from .capture import DEFAULT_FPS, CaptureSource, CaptureStats, FrameSource, SourceInfo, interruptible
 from .formats import IMAGE_SUFFIXES
+from .image_header import file_size_wh
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,6 @@ _REDUCED_READ_FLAGS = {
     4: cv2.IMREAD_REDUCED_COLOR_4,
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers (SOF0-SOF15) hold the size; C4, C8 and CC share the range but are not SOFs.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
 
 def decode_reduction(size_wh: Tuple[int, int], keep_side_px: int) -> int:
     """The largest of 8, 4, 2 that keeps the image's long side at least ``keep_side_px``; else 1."""
@@ -55,37 +52,6 @@ def decode_reduction(size_wh: Tuple[int, int], keep_side_px: int) -> int:
         if keep_side_px > 0 and max(size_wh) // factor >= keep_side_px:
             return factor
     return 1
-
-
-def image_size_wh(path: Path) -> Optional[Tuple[int, int]]:
-    """Width and height from a JPEG's or PNG's header without decoding it; None for other files
-    (or a header that does not parse, which then decodes at full size)."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(24)
-            if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
-                return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-            if not head.startswith(b"\xff\xd8"):
-                return None
-            offset = 2
-            while True:  # segments up to the start of frame: APPn (EXIF, ICC), DQT, DHT...
-                handle.seek(offset)
-                marker = handle.read(4)
-                if len(marker) < 4 or marker[0] != 0xFF:
-                    return None
-                if marker[1] == 0xFF:  # fill byte
-                    offset += 1
-                    continue
-                if marker[1] in _JPEG_SOF:
-                    sof = handle.read(5)  # precision, height, width
-                    if len(sof) < 5:
-                        return None
-                    return int.from_bytes(sof[3:5], "big"), int.from_bytes(sof[1:3], "big")
-                if marker[1] in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-                    return None
-                offset += 2 + int.from_bytes(marker[2:4], "big")
-    except OSError:
-        return None
 
 
 class ImageSource(FrameSource):
@@ -117,7 +83,7 @@ class ImageSource(FrameSource):
         self.info = SourceInfo(kind, name, DEFAULT_FPS, (int(width), int(height)), len(self._paths))
 
     def _load(self, path: Path) -> np.ndarray:
-        size_wh = (image_size_wh(path) if self._decode_side_px else None) or (0, 0)
+        size_wh = (file_size_wh(path) if self._decode_side_px else None) or (0, 0)
         factor = decode_reduction(size_wh, self._decode_side_px)
         # IMREAD_COLOR (and its reduced forms) turns grey, palette and RGBA images into 3-channel BGR.
         image = cv2.imread(str(path), _REDUCED_READ_FLAGS[factor])

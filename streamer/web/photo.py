@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import struct
 import threading
 import time
 from email.parser import BytesParser
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..config import Config
 from ..picture.draw import LabelStyle, draw_faces
+from ..sources.image_header import HeaderError, size_wh, sniff
 from ..types import Face
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,6 @@ log = logging.getLogger(__name__)
 SUPPORTED = ("JPEG", "PNG", "WebP", "BMP")
 # Content types accepted for a raw (non-multipart) upload body.
 RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp", "application/octet-stream")
-# JPEG start-of-frame markers (baseline, progressive, lossless...); C4 (DHT), C8 (JPG) and CC
-# (DAC) share the range but are not frames.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# Markers without a length field: TEM, RST0-7, SOI, EOI.
-_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xDA)])
-
-
 class UploadError(Exception):
     """An upload the service refuses: ``status`` is the HTTP status, the message names the problem
     and the fix (it is sent to the client as ``{"error": message}``)."""
@@ -47,19 +40,6 @@ class UploadError(Exception):
         self.status = status
 
 
-def sniff(data: bytes) -> Optional[str]:
-    """The image format of ``data`` from its first bytes ("JPEG", "PNG", "WebP", "BMP"), or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WebP"
-    if data[:2] == b"BM" and len(data) >= 26:
-        return "BMP"
-    return None
-
-
 def _not_an_image(data: bytes) -> str:
     if data[4:8] == b"ftyp":
         return ("a HEIF/HEIC/AVIF image or a video (ISO media container), which OpenCV cannot decode here; "
@@ -67,76 +47,14 @@ def _not_an_image(data: bytes) -> str:
     return f"not an image this service decodes; send {', '.join(SUPPORTED)}"
 
 
-def _jpeg_size(data: bytes) -> Tuple[int, int]:
-    """(width, height) from the frame header; UploadError 400 when the structure is broken or the
-    data ends before the end-of-image marker (a truncated upload: libjpeg would decode the part
-    it has and grey out the rest, without an error)."""
-    size: Optional[Tuple[int, int]] = None
-    at, n = 2, len(data)
-    while True:
-        if at + 2 > n:
-            break
-        if data[at] != 0xFF:
-            raise UploadError(400, "a broken JPEG (bad marker structure); send the complete file")
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        if marker == 0xD9:  # end of image: complete
-            if size is None:
-                raise UploadError(400, "a JPEG without a frame header; send a complete photo")
-            return size
-        if marker in _JPEG_STANDALONE:
-            at += 2
-            continue
-        if at + 4 > n:
-            break
-        length = struct.unpack(">H", data[at + 2 : at + 4])[0]
-        if length < 2:
-            raise UploadError(400, "a broken JPEG (bad segment length); send the complete file")
-        if marker in _JPEG_SOF and at + 9 <= n:
-            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-            size = (width, height)
-        at += 2 + length
-        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
-            while True:
-                at = data.find(b"\xff", at)
-                if at < 0 or at + 1 >= n:
-                    at = n
-                    break
-                follower = data[at + 1]
-                if follower == 0x00 or 0xD0 <= follower <= 0xD7:  # stuffed byte, restart marker
-                    at += 2
-                    continue
-                break
-    raise UploadError(400, "a truncated JPEG (it ends before its end-of-image marker); send the complete file")
-
-
 def image_size(data: bytes, kind: str) -> Tuple[int, int]:
-    """(width, height) that an image of format ``kind`` (from ``sniff``) declares, read from its
-    header without decoding; UploadError 400 when the header is cut short or broken."""
+    """(width, height) that an upload of format ``kind`` (from ``sniff``) declares, read from its
+    header without decoding; UploadError 400 when the header is cut short or broken, or a JPEG
+    ends before its end-of-image marker."""
     try:
-        if kind == "JPEG":
-            return _jpeg_size(data)
-        if kind == "PNG":
-            if data[12:16] != b"IHDR":
-                raise UploadError(400, "a broken PNG (no IHDR header); send the complete file")
-            return struct.unpack(">II", data[16:24])
-        if kind == "BMP":
-            width, height = struct.unpack("<ii", data[18:26])
-            return abs(width), abs(height)
-        chunk = data[12:16]  # WebP
-        if chunk == b"VP8X":
-            return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-        if chunk == b"VP8L":
-            bits = int.from_bytes(data[21:25], "little")
-            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-        if chunk == b"VP8 ":
-            width, height = struct.unpack("<HH", data[26:30])
-            return width & 0x3FFF, height & 0x3FFF
-        raise UploadError(400, "a WebP of an unknown layout; send JPEG or PNG")
-    except struct.error:
-        raise UploadError(400, f"a {kind} cut short inside its header; send the complete file") from None
+        return size_wh(data, kind, complete=True)
+    except HeaderError as error:
+        raise UploadError(400, str(error)) from None
 
 
 def check_and_decode(data: bytes, max_pixels: int) -> np.ndarray:
