@@ -25,10 +25,19 @@ pytestmark = pytest.mark.integration
 
 PHOTO = SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"
 # What a wheel build needs of the checkout; everything else (venvs, outputs, fetched weights) stays out.
-_NOT_SOURCES = shutil.ignore_patterns(
+_NOT_SOURCES_ANYWHERE = shutil.ignore_patterns(
     ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "out", ".pytest_cache", "*.onnx",
-    "*.caffemodel", "*.tflite", "*.mp4", "*.pb", "models",
+    "*.caffemodel", "*.tflite", "*.mp4", "*.pb",
 )
+
+
+def _not_sources(folder: str, names: list) -> set:
+    """The patterns above, and the checkout's models/ folder (fetched weights; not the package's
+    streamer/models/, which is code)."""
+    ignored = set(_NOT_SOURCES_ANYWHERE(folder, names))
+    if Path(folder) == REPO:
+        ignored.add("models")
+    return ignored
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +46,7 @@ def wheel(tmp_path_factory) -> Path:
     pytest.importorskip("build", reason="the test extra installs build: pip install -e '.[test]'")
     root = tmp_path_factory.mktemp("wheel")
     source = root / "src"
-    shutil.copytree(REPO, source, ignore=_NOT_SOURCES)
+    shutil.copytree(REPO, source, ignore=_not_sources)
     # No build isolation: the setuptools of this environment (the test extra pins >=77 like
     # pyproject's build-system) builds it, offline and in seconds.
     result = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(root / "dist"),
