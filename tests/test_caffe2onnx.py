@@ -19,11 +19,6 @@ from conftest import SHARED_MEDIA, SHARED_MODELS
 
 from streamer.config import DetectorConfig, DnnConfig
 from streamer.detectors.caffe2onnx import (
-    _fields,
-    _len_field,
-    _read_varint,
-    _str_field,
-    _varint,
     cache_paths,
     convert_ssd,
     convert_ssd_cached,
@@ -33,6 +28,7 @@ from streamer.detectors.caffe2onnx import (
 from streamer.detectors.res10 import Res10Detector, Res10OnnxDetector, SsdHead, ssd_priors
 from streamer.dnn import OnnxRunner, has_caffe_importer
 from streamer.errors import ModelError
+from streamer.models.onnx_proto import encode_varint, len_field, read_fields, read_varint, str_field
 
 needs_caffe = pytest.mark.skipif(not has_caffe_importer(), reason="the reference needs OpenCV 4's Caffe importer")
 ENGINES = ["opencv", "onnxruntime"]
@@ -50,14 +46,14 @@ def _engine(name: str) -> DnnConfig:
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**31, 2**63 - 1])
 def test_varint_round_trip(value):
-    encoded = _varint(value)
-    assert _read_varint(memoryview(encoded), 0) == (value, len(encoded))
+    encoded = encode_varint(value)
+    assert read_varint(memoryview(encoded), 0) == (value, len(encoded))
 
 
 def test_negative_int64_is_ten_bytes_of_twos_complement():
-    encoded = _varint(-1)
+    encoded = encode_varint(-1)
     assert len(encoded) == 10
-    assert _read_varint(memoryview(encoded), 0)[0] == 2**64 - 1
+    assert read_varint(memoryview(encoded), 0)[0] == 2**64 - 1
 
 
 def test_parse_prototxt_nesting_repeats_comments_strings_and_enums():
@@ -83,20 +79,20 @@ def test_parse_prototxt_nesting_repeats_comments_strings_and_enums():
 
 
 def _blob_bytes(array: np.ndarray, packed: bool = True) -> bytes:
-    shape = _len_field(1, b"".join(_varint(d) for d in array.shape))  # BlobShape.dim, packed
+    shape = len_field(1, b"".join(encode_varint(d) for d in array.shape))  # BlobShape.dim, packed
     if packed:
-        data = _len_field(5, array.astype("<f4").tobytes())
+        data = len_field(5, array.astype("<f4").tobytes())
     else:  # one float per field, as old writers did
-        data = b"".join(_varint(5 << 3 | 5) + struct.pack("<f", v) for v in array.reshape(-1))
-    return _len_field(7, shape) + data
+        data = b"".join(encode_varint(5 << 3 | 5) + struct.pack("<f", v) for v in array.reshape(-1))
+    return len_field(7, shape) + data
 
 
 def _caffemodel(weights: dict) -> bytes:
     layers = b""
     for name, arrays in weights.items():
-        body = _str_field(1, name) + b"".join(_len_field(7, _blob_bytes(a, packed=i % 2 == 0)) for i, a in enumerate(arrays))
-        layers += _len_field(100, body)
-    return _str_field(1, "tiny") + layers
+        body = str_field(1, name) + b"".join(len_field(7, _blob_bytes(a, packed=i % 2 == 0)) for i, a in enumerate(arrays))
+        layers += len_field(100, body)
+    return str_field(1, "tiny") + layers
 
 
 def test_caffemodel_blobs_packed_and_unpacked_in_their_shapes():
@@ -107,12 +103,12 @@ def test_caffemodel_blobs_packed_and_unpacked_in_their_shapes():
     np.testing.assert_array_equal(blobs["conv"][0], conv_w)
     np.testing.assert_array_equal(blobs["conv"][1], conv_b)
     with pytest.raises(ValueError, match="V1 caffemodel"):
-        read_caffemodel_blobs(_len_field(2, b""))
+        read_caffemodel_blobs(len_field(2, b""))
 
 
 def test_protobuf_reader_yields_fields_in_order():
-    message = _str_field(1, "a") + _varint(2 << 3) + _varint(300) + _len_field(3, b"xyz")
-    assert [(n, w, bytes(v) if isinstance(v, memoryview) else v) for n, w, v in _fields(memoryview(message))] == [
+    message = str_field(1, "a") + encode_varint(2 << 3) + encode_varint(300) + len_field(3, b"xyz")
+    assert [(n, w, bytes(v) if isinstance(v, memoryview) else v) for n, w, v in read_fields(memoryview(message))] == [
         (1, 2, b"a"),
         (2, 0, 300),
         (3, 2, b"xyz"),

@@ -23,8 +23,8 @@ from conftest import REPO, SHARED_MEDIA
 
 from streamer.app import RunOptions, run
 from streamer.config import Config, override
-from streamer.web.app import COOKIE_NAME, Service
 from streamer.sources.image_header import sniff
+from streamer.web.app import COOKIE_NAME, Service
 from streamer.web.photo import UploadError, check_and_decode, image_size
 from streamer.web.server import WebError, WebServer, resolve_token
 

@@ -18,94 +18,18 @@ from __future__ import annotations
 
 import logging
 import re
-import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import ModelError
 from ..models.fetch import is_writable
+from ..models.onnx_proto import LEN, VARINT, OnnxGraph, read_fields, read_varint, value_info
 from ..models.store import file_sha256
 
 logger = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------------------------
-# protobuf wire format (reading and writing); https://protobuf.dev/programming-guides/encoding/
-
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-
-
-def _read_varint(buf: memoryview, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: memoryview) -> Iterator[Tuple[int, int, Any]]:
-    """``(field number, wire type, value)`` of one message; LEN values are memoryviews."""
-    pos, end = 0, len(buf)
-    value: Union[int, memoryview]
-    while pos < end:
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            value, pos = _read_varint(buf, pos)
-        elif wire == _LEN:
-            size, pos = _read_varint(buf, pos)
-            value, pos = buf[pos : pos + size], pos + size
-        elif wire == _I32:
-            value, pos = buf[pos : pos + 4], pos + 4
-        elif wire == _I64:
-            value, pos = buf[pos : pos + 8], pos + 8
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield number, wire, value
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int64 as two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-Chunks = List[Union[bytes, memoryview]]
-
-
-def _len_field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
-
-
-def _len_chunks(number: int, chunks: Chunks) -> Chunks:
-    """A length-delimited field whose payload stays in pieces: the weights are copied once, by
-    the final join, instead of once per level of nesting (a 10 MB model would peak at 60 MB)."""
-    return [_varint(number << 3 | _LEN) + _varint(sum(len(c) for c in chunks)), *chunks]
-
-
-def _int_field(number: int, value: int) -> bytes:
-    return _varint(number << 3 | _VARINT) + _varint(value)
-
-
-def _float_field(number: int, value: float) -> bytes:
-    return _varint(number << 3 | _I32) + struct.pack("<f", value)
-
-
-def _str_field(number: int, text: str) -> bytes:
-    return _len_field(number, text.encode())
-
 
 # ---------------------------------------------------------------------------------------------
 # Caffe: deploy.prototxt (text format) and .caffemodel blobs (binary)
@@ -164,13 +88,13 @@ def _one(proto: Proto, key: str, default: Any = None) -> Any:
 def read_caffemodel_blobs(data: bytes) -> Dict[str, List[np.ndarray]]:
     """Each layer's weight blobs (float32, in their shapes) from a V2 ``.caffemodel``."""
     blobs: Dict[str, List[np.ndarray]] = {}
-    for number, _, layer in _fields(memoryview(data)):
+    for number, _, layer in read_fields(memoryview(data)):
         if number == 2:
             raise ValueError("V1 caffemodel (old 'layers' format); upgrade it with Caffe's upgrade_net_proto_binary")
         if number != 100:  # NetParameter.layer
             continue
         name, arrays = "", []
-        for lnum, _, value in _fields(layer):
+        for lnum, _, value in read_fields(layer):
             if lnum == 1:
                 name = bytes(value).decode()
             elif lnum == 7:  # LayerParameter.blobs
@@ -184,17 +108,17 @@ def _blob(buf: memoryview) -> np.ndarray:
     shape: List[int] = []
     legacy = [0, 0, 0, 0]  # num, channels, height, width
     data: List[np.ndarray] = []
-    for number, wire, value in _fields(buf):
+    for number, wire, value in read_fields(buf):
         if number == 7:  # BlobShape
-            for _, dwire, dim in _fields(value):
-                if dwire == _LEN:
+            for _, dwire, dim in read_fields(value):
+                if dwire == LEN:
                     pos = 0
                     while pos < len(dim):
-                        v, pos = _read_varint(dim, pos)
+                        v, pos = read_varint(dim, pos)
                         shape.append(v)
                 else:
                     shape.append(dim)
-        elif 1 <= number <= 4 and wire == _VARINT:
+        elif 1 <= number <= 4 and wire == VARINT:
             legacy[number - 1] = value
         elif number == 5:  # data: packed (LEN) or one float per field (I32)
             data.append(np.frombuffer(value, dtype="<f4"))
@@ -205,64 +129,6 @@ def _blob(buf: memoryview) -> np.ndarray:
     if flat.size != int(np.prod(shape)):
         raise ValueError(f"blob holds {flat.size} values for shape {shape} (fp16 caffemodels are not supported)")
     return flat.astype(np.float32, copy=False).reshape(shape)
-
-
-# ---------------------------------------------------------------------------------------------
-# ONNX writer: just the messages and fields this graph uses (onnx.proto3, opset 13)
-
-_ONNX_FLOAT, _ONNX_INT64 = 1, 7
-_ATTR_FLOAT, _ATTR_INT, _ATTR_INTS = 1, 2, 7
-OPSET = 13
-
-
-def _tensor(name: str, array: np.ndarray) -> Chunks:
-    dtype = _ONNX_INT64 if array.dtype == np.int64 else _ONNX_FLOAT
-    array = np.ascontiguousarray(array, dtype="<i8" if dtype == _ONNX_INT64 else "<f4")
-    dims = b"".join(_int_field(1, d) for d in array.shape)
-    return [dims + _int_field(2, dtype) + _str_field(8, name), *_len_chunks(9, [memoryview(array.data).cast("B")])]
-
-
-def _attribute(name: str, value: Union[int, float, Sequence[int]]) -> bytes:
-    out = _str_field(1, name)
-    if isinstance(value, float):
-        return out + _float_field(2, value) + _int_field(20, _ATTR_FLOAT)
-    if isinstance(value, int):
-        return out + _int_field(3, value) + _int_field(20, _ATTR_INT)
-    return out + b"".join(_int_field(8, v) for v in value) + _int_field(20, _ATTR_INTS)
-
-
-def _value_info(name: str, dims: Sequence[Union[int, str]]) -> bytes:
-    shape = b"".join(
-        _len_field(1, _int_field(1, d) if isinstance(d, int) else _str_field(2, d)) for d in dims
-    )
-    tensor_type = _int_field(1, _ONNX_FLOAT) + _len_field(2, shape)
-    return _str_field(1, name) + _len_field(2, _len_field(1, tensor_type))
-
-
-@dataclass
-class _Graph:
-    nodes: List[bytes] = field(default_factory=list)
-    initializers: List[Chunks] = field(default_factory=list)
-
-    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
-        body = b"".join(_str_field(1, i) for i in inputs) + _str_field(2, output)
-        body += _str_field(3, output) + _str_field(4, op)
-        body += b"".join(_len_field(5, _attribute(k, v)) for k, v in attrs.items())
-        self.nodes.append(body)
-        return output
-
-    def const(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(_tensor(name, array))
-        return name
-
-    def model(self, inputs: Sequence[bytes], outputs: Sequence[bytes]) -> bytes:
-        graph: Chunks = [_len_field(1, n) for n in self.nodes]
-        graph.append(_str_field(2, "streamer_caffe2onnx"))
-        for tensor in self.initializers:
-            graph += _len_chunks(5, tensor)
-        graph += [_len_field(11, v) for v in inputs] + [_len_field(12, v) for v in outputs]
-        opset = _str_field(1, "") + _int_field(2, OPSET)
-        return b"".join([_int_field(1, 7), _str_field(2, "streamer"), *_len_chunks(7, graph), _len_field(8, opset)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +196,7 @@ def _convert(net: Proto, blobs: Dict[str, List[np.ndarray]]) -> ConvertedSsd:
     input_name = _one(net, "input", "data")
     shape = _one(net, "input_shape")
     channels = int(shape["dim"][1]) if shape else int(net["input_dim"][1])
-    graph = _Graph()
+    graph = OnnxGraph()
     tensors: Dict[str, str] = {input_name: input_name}  # Caffe top -> current ONNX tensor name
     by_top = {}
     for layer in layers:
@@ -429,8 +295,8 @@ def _convert(net: Proto, blobs: Dict[str, List[np.ndarray]]) -> ConvertedSsd:
     )
     if _one(detection, "code_type", "CENTER_SIZE") != "CENTER_SIZE" or not _one(detection, "share_location", True):
         raise ValueError("only DetectionOutput with code_type CENTER_SIZE and share_location is supported")
-    graph_inputs = [_value_info(input_name, [1, channels, "height", "width"])]
-    graph_outputs = [_value_info(n, [1, "boxes", "rows", "cols"]) for n in (*loc_outputs, *conf_outputs)]
+    graph_inputs = [value_info(input_name, [1, channels, "height", "width"])]
+    graph_outputs = [value_info(n, [1, "boxes", "rows", "cols"]) for n in (*loc_outputs, *conf_outputs)]
     return ConvertedSsd(onnx=graph.model(graph_inputs, graph_outputs), spec=spec, input_name=input_name)
 
 
@@ -448,7 +314,7 @@ def _pair(param: Proto, key: str, default: int) -> Tuple[int, int]:
     return value, value
 
 
-def _convolution(graph: _Graph, layer: Proto, weights: List[np.ndarray], source: str, out: str) -> None:
+def _convolution(graph: OnnxGraph, layer: Proto, weights: List[np.ndarray], source: str, out: str) -> None:
     param = _one(layer, "convolution_param", {})
     name = _one(layer, "name")
     kernel, stride, pad = _pair(param, "kernel", 1), _pair(param, "stride", 1), _pair(param, "pad", 0)
@@ -468,7 +334,7 @@ def _convolution(graph: _Graph, layer: Proto, weights: List[np.ndarray], source:
     )
 
 
-def _pooling(graph: _Graph, param: Proto, source: str, out: str) -> None:
+def _pooling(graph: OnnxGraph, param: Proto, source: str, out: str) -> None:
     kind = _one(param, "pool", "MAX")
     if _one(param, "global_pooling", False) or kind not in ("MAX", "AVE"):
         raise ValueError(f"pooling {kind} (global: {_one(param, 'global_pooling', False)}) is not supported")
