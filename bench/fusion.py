@@ -35,7 +35,7 @@ from streamer.pipeline import FaceAnalyzer, build_analyzer  # noqa: E402
 from streamer.tracking.flow import BoxFlow  # noqa: E402
 from streamer.tracking.tracker import Tracker  # noqa: E402
 from streamer.types import Frame  # noqa: E402
-from streamer.worker import Worker  # noqa: E402
+from streamer.worker import Finding, Worker  # noqa: E402
 
 SHARED = Path(os.environ.get("STREAMER_SHARED", REPO.parent / "shared")).resolve()
 UTK = SHARED / "datasets" / "utkface_dev"
@@ -95,7 +95,7 @@ def queue_frames(people: Sequence[Person], seed: int) -> Iterator[Tuple[np.ndarr
 
 def evaluate(people: Sequence[Person], analyzer: FaceAnalyzer, config: Config, seed: int) -> Dict[str, object]:
     tracker = Tracker(config.tracking, config.classifier.age_groups)
-    worker = Worker(analyzer, None, hud=False, tracker=tracker, flow=BoxFlow(), region_grow=config.tracking.region_grow)
+    worker = Worker(finding=Finding(analyzer, tracker=tracker, flow=BoxFlow(), region_grow=config.tracking.region_grow))
     single: Dict[int, List[float]] = {i: [] for i in range(len(people))}
     ended: List[dict] = []
     for n, (bgr, who) in enumerate(queue_frames(people, seed)):

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
@@ -42,7 +42,7 @@ from .tracking.flow import BoxFlow
 from .tracking.motion import MotionGate
 from .tracking.tracker import Tracker
 from .types import FrameResult
-from .worker import Worker
+from .worker import Finding, PictureSpec, Worker
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,37 @@ def _close_quietly(sinks: List[Sink]) -> None:
         log.warning("%s", failure)
 
 
+@dataclass
+class _Shape:
+    """What the opened source makes of the run: its outputs and whether it is a stream, tracked."""
+
+    info: SourceInfo
+    output: Optional[Path]
+    stream: bool
+    tracked: bool
+    aggregate: bool  # output.privacy: aggregate: no picture anywhere
+
+
+@dataclass
+class _Outputs:
+    """The run's sinks in write order (pictures, events, report, window, the caller's); each is on
+    ``sinks`` as soon as it exists, so that it is closed however the run ends."""
+
+    sinks: List[Sink] = field(default_factory=list)
+    pictures: Optional[Sink] = None
+    report: Optional[ReportSink] = None
+
+
+@dataclass
+class _Ending:
+    """How the frame loop ended: ``stopped_by`` (end of input, interrupted, a window closed,
+    error), the error to raise after the summary, and the loop's duration."""
+
+    stopped_by: str = "end of input"
+    error: Optional[StreamerError] = None
+    elapsed_s: float = 0.0
+
+
 def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = None,
         sinks: Sequence[Sink] = ()) -> dict:
     """Process one source end to end and return the summary (also written as JSON when asked).
@@ -203,129 +234,185 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
     as ``error.summary``; a user stop is not an error. Ctrl-C is handled on the main thread only."""
     t_run = time.monotonic()
     sinks = [*sinks, *mqtt_sinks(config, sinks)]  # mqtt.enabled (or --mqtt), whoever runs: run, serve
-    overwrite = options.overwrite or config.output.overwrite
-    summary_path = _summary_path(config, options)
-    report_files = report_paths(options.report) if options.report is not None else []
-    error: Optional[StreamerError] = None
     stop = _StopSignals()
-    aggregate = _aggregate_only(config, options)
+    aggregate = _aggregate_only(config, options)  # a picture asked of an aggregate run: refused before anything opens
     # Two stacks: the signal handlers (outer) stay until the summary is written, so a late Ctrl-C
     # cannot cut the finishing short; the source and the sinks (inner) close before the summary.
     with contextlib.ExitStack() as outer:
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(open_source(options.source, config.capture))
-            info = source.info
-            output = None if aggregate else options.output or default_output(info.kind, info.name)
-            segmented = info.kind == "live" and config.output.segment_s > 0
-            stream = info.kind in ("file", "live")
-            tracked = stream and config.tracking.enabled
-            if options.report is not None and not tracked:
-                log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
-                report_files = []  # nothing will be written there: do not make its folder either
-            check_outputs(info.kind, options.source, getattr(source, "paths", ()), output,
-                          [(options.events, "events file"), (summary_path, "summary"),
-                           *[(path, "report") for path in report_files]], overwrite, segmented)
-            analyzer = analyzer or build_analyzer(config, None, photos=info.kind in ("image", "folder"))
+            shape = _shape(config, options, source, aggregate)
+            analyzer = analyzer or build_analyzer(config, None, photos=shape.info.kind in ("image", "folder"))
             # From here on a stop request ends the run at a frame boundary (before: at once, as
             # Ctrl-C does, e.g. during a model download).
             outer.enter_context(stop.installed())
-            tracker = Tracker(config.tracking, config.classifier.age_groups) if tracked else None
-            flow = BoxFlow() if tracker is not None and config.tracking.flow else None
-            out_cfg = config.output
-            # Photos are unrelated pictures: a face box of one is nothing to hold on the next.
-            anonymizer = build_anonymizer(out_cfg.anonymize, out_cfg.anonymize_shape, out_cfg.anonymize_scale,
-                                          out_cfg.anonymize_hold_frames if stream else 0)
-            worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream,
-                            tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier),
-                            anonymizer, out_cfg.labels, pictures=not aggregate,
-                            mask_detector=build_mask_detector(config),
-                            mask_interval_s=out_cfg.anonymize_detector_interval_s if stream else 0.0,
-                            people=PeopleTally(config.report, config.classifier.age_groups) if tracked else None)
-            # The sinks in write order: pictures, events, window, the caller's. Each is on the list
-            # as soon as it exists, so that it is closed however the run ends.
-            open_sinks: List[Sink] = []
-            stack.callback(_close_quietly, open_sinks)
-            pictures = _picture_sink(config, info, output, overwrite, worker)
-            if pictures is not None:
-                open_sinks.append(pictures)
-            if options.events is not None:
-                open_sinks.append(EventsSink(options.events, overwrite))
-            report = None
-            if options.report is not None and tracker is not None:
-                report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite)
-                open_sinks.append(report)
-            window = None if aggregate else _open_window(config, options, info, stop)
-            if window is not None:
-                open_sinks.append(window)
-            open_sinks.extend(sinks)
-            bar = _progress_bar(info.frame_count, options.progress if info.kind == "file" else False)
-            if bar is not None:
-                stack.callback(bar.close)
-            stopped_by = "end of input"
-            t_loop = time.monotonic()
-            live = _LiveRun(info, source, worker, t_loop)
-            for sink in open_sinks:
-                sink.start(live)
-            frames = iter(source)
-            try:
-                while True:
-                    frame = stop.next_frame(frames)
-                    if frame is None:
-                        break
-                    result, annotated = worker.process(frame, dropped=source.stats.dropped)
-                    live.saw(result)
-                    records = worker.pop_records()
-                    user_stop = _write_all(open_sinks, result, annotated, records, worker)
-                    worker.stats.mark_out()
-                    if bar is not None:
-                        bar.update(1)
-                    if user_stop is not None:
-                        stopped_by = user_stop
-                        break
-            except KeyboardInterrupt:
-                stopped_by = "interrupted"
-                log.warning("stopping: interrupted; finalising outputs")
-            except StreamerError as failure:
-                # A source that is lost for good or an output that failed: finish what can be finished
-                # (open tracks get their end records) and report it, then fail.
-                error, stopped_by = failure, "error"
-            elapsed = time.monotonic() - t_loop
-            stop.finishing = True
-            final = worker.finish()
-            for sink in list(open_sinks):
-                try:
-                    if final:
-                        sink.write_records(final)
-                except StreamerError as failure:
-                    error = _first(error, failure)
-            try:
-                _close_all(open_sinks)
-            except StreamerError as failure:
-                error = _first(error, failure)
-        summary = _summary(info, source.stats, worker, stopped_by, elapsed, t_run, output, options.events)
-        summary.update(_recorded(info, output, pictures))
-        for sink in sinks:  # a caller's sink may count its own (MQTT: messages published, dropped)
-            summary.update(sink.summary_fields())
-        if isinstance(error, SinkError) and not summary["frames_recorded"]:
-            summary["output"] = None  # the output that failed is not there: the summary must not point at it
-        if worker.people is not None:
-            summary["people"] = worker.people.counts()
-            if report is not None and report.written is not None:
-                summary["report"] = str(options.report)
-        if error is not None:
-            summary["error"] = str(error)
-        if summary_path is not None:
-            try:
-                write_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"), overwrite, "summary")
-            except StreamerError as failure:
-                if error is None:
-                    failure.summary = summary
-                    raise
-                log.warning("%s", failure)
-    if error is not None:
-        error.summary = summary
-        raise error
+            worker = build_worker(config, analyzer, shape.stream, shape.tracked, shape.aggregate)
+            outputs = _Outputs()
+            stack.callback(_close_quietly, outputs.sinks)
+            _open_sinks(outputs, config, options, shape, worker, stop, sinks)
+            ending = _loop(source, worker, outputs.sinks, stop, stack, options.progress)
+            ending.error = _finish(worker, outputs.sinks, ending.error)
+        summary = _summarise(shape, source, worker, ending, t_run, options, outputs, sinks)
+        _write_summary(summary, _summary_path(config, options), _overwrite(config, options), ending.error)
+    if ending.error is not None:
+        ending.error.summary = summary
+        raise ending.error
     return summary
+
+
+def _overwrite(config: Config, options: RunOptions) -> bool:
+    return options.overwrite or config.output.overwrite
+
+
+def _shape(config: Config, options: RunOptions, source: FrameSource, aggregate: bool) -> _Shape:
+    """Decide the outputs from what the source turned out to be, and check them all before the
+    first frame (``check_outputs``: StreamerError on an output that could not be written)."""
+    info = source.info
+    output = None if aggregate else options.output or default_output(info.kind, info.name)
+    stream = info.kind in ("file", "live")
+    tracked = stream and config.tracking.enabled
+    report_files = report_paths(options.report) if options.report is not None else []
+    if options.report is not None and not tracked:
+        log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
+        report_files = []  # nothing will be written there: do not make its folder either
+    summary_path = _summary_path(config, options)
+    segmented = info.kind == "live" and config.output.segment_s > 0
+    check_outputs(info.kind, options.source, getattr(source, "paths", ()), output,
+                  [(options.events, "events file"), (summary_path, "summary"),
+                   *[(path, "report") for path in report_files]], _overwrite(config, options), segmented)
+    return _Shape(info, output, stream, tracked, aggregate)
+
+
+def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: bool, aggregate: bool) -> Worker:
+    """The worker a run of this config needs: gate, tracker and flow for streams, the picture spec
+    from ``output`` (masks, labels, HUD; nothing drawn in aggregate mode), the people tally when tracked."""
+    tracker = Tracker(config.tracking, config.classifier.age_groups) if tracked else None
+    finding = Finding(
+        analyzer=analyzer,
+        gate=MotionGate(config.motion) if stream else None,
+        tracker=tracker,
+        flow=BoxFlow() if tracker is not None and config.tracking.flow else None,
+        region_grow=config.tracking.region_grow,
+    )
+    out = config.output
+    anonymizer = build_anonymizer(out.anonymize, out.anonymize_shape, out.anonymize_scale,
+                                  # Photos are unrelated pictures: a face box of one is nothing to hold on the next.
+                                  out.anonymize_hold_frames if stream else 0)
+    picture = PictureSpec(
+        hud=out.hud and stream, label_style=LabelStyle.from_config(config.classifier), labels=out.labels,
+        pictures=not aggregate, anonymizer=anonymizer, mask_detector=build_mask_detector(config),
+        mask_interval_s=out.anonymize_detector_interval_s if stream else 0.0,
+    )
+    people = PeopleTally(config.report, config.classifier.age_groups) if tracked else None
+    return Worker(finding=finding, picture=picture, people=people)
+
+
+def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _Shape, worker: Worker,
+                stop: _StopSignals, callers: Sequence[Sink]) -> None:
+    """Open the run's sinks onto ``outputs`` in write order: pictures, events, report, window, the caller's."""
+    overwrite = _overwrite(config, options)
+    outputs.pictures = _picture_sink(config, shape.info, shape.output, overwrite, worker)
+    if outputs.pictures is not None:
+        outputs.sinks.append(outputs.pictures)
+    if options.events is not None:
+        outputs.sinks.append(EventsSink(options.events, overwrite))
+    if options.report is not None and shape.tracked:
+        outputs.report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite)
+        outputs.sinks.append(outputs.report)
+    window = None if shape.aggregate else _open_window(config, options, shape.info, stop)
+    if window is not None:
+        outputs.sinks.append(window)
+    outputs.sinks.extend(callers)
+
+
+def _loop(source: FrameSource, worker: Worker, sinks: List[Sink], stop: _StopSignals,
+          stack: contextlib.ExitStack, progress: Optional[bool]) -> _Ending:
+    """Frames from the source through the worker to every sink, until the source ends, a sink asks
+    to stop (the window closed), a stop signal comes, or an error (returned, not raised: what can
+    be finished still is)."""
+    info = source.info
+    bar = _progress_bar(info.frame_count, progress if info.kind == "file" else False)
+    if bar is not None:
+        stack.callback(bar.close)
+    ending = _Ending()
+    t_loop = time.monotonic()
+    live = _LiveRun(info, source, worker, t_loop)
+    for sink in sinks:
+        sink.start(live)
+    frames = iter(source)
+    try:
+        while True:
+            frame = stop.next_frame(frames)
+            if frame is None:
+                break
+            result, annotated = worker.process(frame, dropped=source.stats.dropped)
+            live.saw(result)
+            user_stop = _write_all(sinks, result, annotated, worker.pop_records(), worker)
+            worker.stats.mark_out()
+            if bar is not None:
+                bar.update(1)
+            if user_stop is not None:
+                ending.stopped_by = user_stop
+                break
+    except KeyboardInterrupt:
+        ending.stopped_by = "interrupted"
+        log.warning("stopping: interrupted; finalising outputs")
+    except StreamerError as failure:
+        # A source that is lost for good or an output that failed: finish what can be finished
+        # (open tracks get their end records) and report it, then fail.
+        ending.error, ending.stopped_by = failure, "error"
+    ending.elapsed_s = time.monotonic() - t_loop
+    stop.finishing = True
+    return ending
+
+
+def _finish(worker: Worker, sinks: List[Sink], error: Optional[StreamerError]) -> Optional[StreamerError]:
+    """The open tracks' end records to every sink, then every sink closed; the run's error (the
+    first of the loop's and these)."""
+    final = worker.finish()
+    for sink in list(sinks):
+        try:
+            if final:
+                sink.write_records(final)
+        except StreamerError as failure:
+            error = _first(error, failure)
+    try:
+        _close_all(sinks)
+    except StreamerError as failure:
+        error = _first(error, failure)
+    return error
+
+
+def _summarise(shape: _Shape, source: FrameSource, worker: Worker, ending: _Ending, t_run: float,
+               options: RunOptions, outputs: _Outputs, callers: Sequence[Sink]) -> dict:
+    """The run's summary: counts, stages, what is on disk, people, the error."""
+    summary = _summary(shape.info, source.stats, worker, ending.stopped_by, ending.elapsed_s, t_run, shape.output,
+                       options.events)
+    summary.update(_recorded(shape.info, shape.output, outputs.pictures))
+    for sink in callers:  # a caller's sink may count its own (MQTT: messages published, dropped)
+        summary.update(sink.summary_fields())
+    if isinstance(ending.error, SinkError) and not summary["frames_recorded"]:
+        summary["output"] = None  # the output that failed is not there: the summary must not point at it
+    if worker.people is not None:
+        summary["people"] = worker.people.counts()
+        if outputs.report is not None and outputs.report.written is not None:
+            summary["report"] = str(options.report)
+    if ending.error is not None:
+        summary["error"] = str(ending.error)
+    return summary
+
+
+def _write_summary(summary: dict, path: Optional[Path], overwrite: bool, error: Optional[StreamerError]) -> None:
+    """The summary as JSON at ``path``; a failure to write it is the run's error unless it has one."""
+    if path is None:
+        return
+    try:
+        write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"), overwrite, "summary")
+    except StreamerError as failure:
+        if error is None:
+            failure.summary = summary
+            raise
+        log.warning("%s", failure)
 
 
 def _picture_sink(config: Config, info: SourceInfo, output: Optional[Path], overwrite: bool,

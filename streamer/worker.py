@@ -7,6 +7,7 @@ output to the sinks. Its ``RunStats`` (``streamer.stats``) collect what the HUD 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import cv2
@@ -67,6 +68,35 @@ def sample_quality(bgr: np.ndarray, detections: Detections, max_yaw: Optional[fl
     return quality
 
 
+@dataclass(frozen=True)
+class Finding:
+    """How the worker finds and follows faces: the models, the motion gate (None: every frame is
+    analysed), the tracker (None: no ids, labels per frame) and the optical flow that moves its
+    boxes between detections, with the share of a face's size a region look grows by."""
+
+    analyzer: FaceAnalyzer
+    gate: Optional[MotionGate] = None
+    tracker: Optional[Tracker] = None
+    flow: Optional[BoxFlow] = None
+    region_grow: float = 0.75
+
+
+@dataclass(frozen=True)
+class PictureSpec:
+    """What the output frames show. ``anonymizer``: faces hidden before the overlay (and so before
+    any sink), with ``mask_detector`` (``output.anonymize_detector``) finding the faces the main
+    detector misses, at most every ``mask_interval_s``; ``labels``: boxes and labels drawn;
+    ``pictures``: False (``--privacy aggregate``) draws nothing at all; ``hud``: the stats line."""
+
+    hud: bool = False
+    label_style: LabelStyle = LabelStyle()
+    labels: bool = True
+    pictures: bool = True
+    anonymizer: Optional[Anonymizer] = None
+    mask_detector: Optional[FaceDetector] = None
+    mask_interval_s: float = 0.0
+
+
 class Worker:
     """Runs the models on the frames that need them and draws every frame.
 
@@ -77,45 +107,24 @@ class Worker:
     per track.
     """
 
-    def __init__(
-        self,
-        analyzer: FaceAnalyzer,
-        gate: Optional[MotionGate],
-        hud: bool,
-        tracker: Optional[Tracker] = None,
-        flow: Optional[BoxFlow] = None,
-        region_grow: float = 0.75,
-        label_style: LabelStyle = LabelStyle(),
-        anonymizer: Optional[Anonymizer] = None,
-        labels: bool = True,
-        pictures: bool = True,
-        mask_detector: Optional[FaceDetector] = None,
-        mask_interval_s: float = 0.0,
-        people: Optional[PeopleTally] = None,
-    ) -> None:
-        self.analyzer = analyzer
-        # anonymizer: faces hidden in the picture before the overlay (and so before any sink);
-        # labels: boxes and labels drawn; pictures: False (--privacy aggregate) draws nothing.
-        self.anonymizer, self.labels, self.pictures = anonymizer, labels, pictures
-        # mask_detector (output.anonymize_detector): run with the full-frame detector (at most every
-        # mask_interval_s), its faces masked until its next run, never tracked; _mask_boxes holds
-        # its latest (N, 4) boxes.
-        self.mask_detector = mask_detector if anonymizer is not None else None
+    def __init__(self, *, finding: Finding, picture: PictureSpec = PictureSpec(),
+                 people: Optional[PeopleTally] = None) -> None:
+        """``finding``: how faces are found and followed; ``picture``: what the output frames show;
+        ``people``: counts each ended person for the summary (constant memory: a camera that runs
+        for months sees people without end)."""
+        self.analyzer, self.gate, self.tracker = finding.analyzer, finding.gate, finding.tracker
+        self.flow, self.region_grow = finding.flow, finding.region_grow
+        self.anonymizer, self.labels, self.pictures = picture.anonymizer, picture.labels, picture.pictures
+        self.label_style, self.hud = picture.label_style, picture.hud
+        # The mask detector runs with the full-frame detector (at most every mask_interval_s), its
+        # faces masked until its next run, never tracked; _mask_boxes holds its latest (N, 4) boxes.
+        self.mask_detector = picture.mask_detector if picture.anonymizer is not None else None
+        self.mask_interval_s = picture.mask_interval_s
         self._mask_boxes = np.zeros((0, 4), np.float32)
-        self.mask_interval_s = mask_interval_s
         self._mask_t_s: Optional[float] = None  # when the mask detector last ran (frame time)
-        self.label_style = label_style
-        self.gate = gate
-        self.tracker = tracker
-        self.flow = flow
-        self.region_grow = region_grow
         self._cuts = CutDetector()
         self._turned: Dict[int, bool] = {}  # track id -> its latest detection was turned away
-        self.hud = hud
         self.stats = RunStats()
-        # people: counts each ended person for the summary (constant memory; a 50-minute soak on a
-        # busy looped clip grew 3.5 MB/h keeping the ended Tracks, and a list of their records
-        # would still grow with every person a camera sees).
         self.people = people
         self._records: List[dict] = []
         self._record_base: dict = {}  # source, frame and t_s of the latest frame, for end-of-run records

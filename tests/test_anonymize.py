@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from streamer.cli import main
-from streamer.config import Config, ConfigError, override
+from streamer.config import Config, override
+from streamer.errors import ConfigError
 from streamer.picture.anonymize import SOLID_BGR, Anonymizer, MaskSpec, face_mask, mask_rects
 from streamer.tracking.motion import MotionGate
 from streamer.types import Detections, Face, Frame
-from streamer.worker import Worker
+from streamer.worker import Finding, PictureSpec, Worker
 
 FACE = np.array([[200.0, 120.0, 280.0, 220.0]], np.float32)  # an 80x100 face box
 
@@ -188,9 +189,9 @@ def test_a_face_only_the_mask_detector_finds_is_hidden_until_its_next_run():
 
     frame_bgr = _texture()
     mask_detector = _MaskDetector(FACE)
-    worker = Worker(_Analyzer(), MotionGate(Config().motion), False,
-                    anonymizer=Anonymizer(MaskSpec("blur", "ellipse", 1.6, hold_frames=1)), labels=False,
-                    mask_detector=mask_detector)
+    worker = Worker(finding=Finding(_Analyzer(), MotionGate(Config().motion)), picture=PictureSpec(
+        anonymizer=Anonymizer(MaskSpec("blur", "ellipse", 1.6, hold_frames=1)), labels=False,
+        mask_detector=mask_detector))
     skipped = 0
     for index in range(8):  # the same picture: the gate skips the frames after the first
         result, picture = worker.process(Frame(frame_bgr, index, index / 25, "still"))
@@ -208,8 +209,8 @@ def test_a_mask_detector_face_on_a_face_already_found_is_masked_once():
     found = Face(xyxy=tuple(float(v) for v in FACE[0]), score=0.9)
     other = FACE + np.array([[150.0, 0.0, 150.0, 0.0]], np.float32)  # another face, 150 px right
     anonymizer = Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=0))
-    worker = Worker(_Analyzer([found]), None, False, anonymizer=anonymizer, labels=False,
-                    mask_detector=_MaskDetector(np.concatenate([FACE + 3.0, other])))
+    worker = Worker(finding=Finding(_Analyzer([found])), picture=PictureSpec(
+        anonymizer=anonymizer, labels=False, mask_detector=_MaskDetector(np.concatenate([FACE + 3.0, other]))))
     worker.process(Frame(_texture(), 0, 0.0, "still"))
     assert len(anonymizer.last_boxes) == 2, anonymizer.last_boxes  # the found face, the other one
     assert np.allclose(sorted(anonymizer.last_boxes[:, 0]), [FACE[0, 0], other[0, 0]])
@@ -219,7 +220,7 @@ def test_without_anonymize_the_mask_detector_never_runs():
 
     mask_detector = _MaskDetector(FACE)
     frame_bgr = _texture()
-    worker = Worker(_Analyzer(), None, False, mask_detector=mask_detector)
+    worker = Worker(finding=Finding(_Analyzer()), picture=PictureSpec(mask_detector=mask_detector))
     _, picture = worker.process(Frame(frame_bgr, 0, 0.0, "still"))
     assert mask_detector.runs == 0 and (picture == frame_bgr).all()
 
@@ -229,8 +230,9 @@ def test_the_mask_detector_runs_at_most_every_interval_and_its_boxes_hold_betwee
     13 and 26 only (frame time), and its face is hidden on every frame in between."""
     frame_bgr = _texture()
     mask_detector = _MaskDetector(FACE)
-    worker = Worker(_Analyzer(), None, False, anonymizer=Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=0)),
-                    labels=False, mask_detector=mask_detector, mask_interval_s=0.5)
+    worker = Worker(finding=Finding(_Analyzer()), picture=PictureSpec(
+        anonymizer=Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=0)), labels=False,
+        mask_detector=mask_detector, mask_interval_s=0.5))
     runs = []
     for index in range(30):
         before = mask_detector.runs

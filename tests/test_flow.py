@@ -15,7 +15,7 @@ from streamer.tracking.flow import BoxFlow
 from streamer.tracking.motion import CutDetector
 from streamer.tracking.tracker import Tracker
 from streamer.types import Detections, Frame, GenderAge
-from streamer.worker import Worker
+from streamer.worker import Finding, Worker
 
 SIZE_HW = (240, 320)
 FACE_PX = 40
@@ -105,7 +105,7 @@ def run_worker(positions: List[Optional[Tuple[float, float]]], **tracking) -> Li
     """Boxes shown per frame for a face at ``positions`` (None: gone), tracked with flow."""
     cfg = TrackingConfig(**{"detect_every_frames": 15, "detect_min_frames": 15, **tracking})
     analyzer = FaceAnalyzer(SquareDetector(), FixedLabels(), min_face_px=10)
-    worker = Worker(analyzer, None, hud=False, tracker=Tracker(cfg, ClassifierConfig().age_groups), flow=BoxFlow())
+    worker = Worker(finding=Finding(analyzer, tracker=Tracker(cfg, ClassifierConfig().age_groups), flow=BoxFlow()))
     shown = []
     for index, position in enumerate(positions):
         bgr = frame_with_face(*position) if position else frame_with_face(None, None)
@@ -131,7 +131,7 @@ def test_without_flow_a_moving_face_box_is_left_behind():
     positions = [(20 + 6 * i, 80 + 2 * i) for i in range(20)]
     cfg = TrackingConfig(detect_every_frames=15, detect_min_frames=15, flow=False)
     analyzer = FaceAnalyzer(SquareDetector(), FixedLabels(), min_face_px=10)
-    worker = Worker(analyzer, None, hud=False, tracker=Tracker(cfg, ClassifierConfig().age_groups))
+    worker = Worker(finding=Finding(analyzer, tracker=Tracker(cfg, ClassifierConfig().age_groups)))
     last = None
     for index, position in enumerate(positions):
         result, _ = worker.process(Frame(frame_with_face(*position), index, index / 30.0, "s", index / 30.0))
@@ -148,7 +148,7 @@ def test_tracked_faces_carry_the_persons_age_range():
 
     cfg = TrackingConfig(classify_every_frames=1, min_samples=2)
     analyzer = FaceAnalyzer(SquareDetector(), RangedLabels(), min_face_px=10)
-    worker = Worker(analyzer, None, hud=False, tracker=Tracker(cfg, ClassifierConfig().age_groups), flow=BoxFlow())
+    worker = Worker(finding=Finding(analyzer, tracker=Tracker(cfg, ClassifierConfig().age_groups), flow=BoxFlow()))
     faces = ()
     for index in range(8):
         result, _ = worker.process(Frame(frame_with_face(60, 60), index, index / 30.0, "s", index / 30.0))

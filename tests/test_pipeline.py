@@ -168,12 +168,12 @@ def test_levi_hassner_pair_dropped_into_models_dir_runs_end_to_end(tmp_path, mon
 def test_tracked_small_face_is_marked_too_small_and_never_classified():
     from streamer.tracking.tracker import Tracker
     from streamer.types import Frame
-    from streamer.worker import Worker
+    from streamer.worker import Finding, Worker
 
     config = Config()
     classifier = CountingClassifier()
     analyzer = FaceAnalyzer(FakeDetector([[10, 10, 20, 22], [100, 100, 200, 200]]), classifier, 24)
-    worker = Worker(analyzer, None, hud=False, tracker=Tracker(config.tracking, config.classifier.age_groups))
+    worker = Worker(finding=Finding(analyzer, tracker=Tracker(config.tracking, config.classifier.age_groups)))
     for index in range(40):
         frame = Frame(bgr=np.zeros((300, 300, 3), np.uint8), index=index, t_s=index / 30, source="x", pos_s=index / 30)
         result, _ = worker.process(frame)

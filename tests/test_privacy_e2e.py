@@ -25,7 +25,7 @@ from streamer.pipeline import build_analyzer, build_detector
 from streamer.report.build import CHART_FILES, PEOPLE_CSV, PEOPLE_JSON, REPORT_HTML, SUMMARY_JSON
 from streamer.tracking.tracker import Tracker
 from streamer.types import Frame
-from streamer.worker import Worker
+from streamer.worker import Finding, PictureSpec, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -193,8 +193,8 @@ def test_a_newcomer_is_hidden_before_it_is_confirmed_and_after_it_goes(models_en
     config = Config()
     photo = cv2.imread(str(PHOTO))
     anonymizer = Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=2))
-    worker = Worker(build_analyzer(config), None, False, Tracker(config.tracking, config.classifier.age_groups),
-                    None, anonymizer=anonymizer, labels=False)
+    worker = Worker(finding=Finding(build_analyzer(config), tracker=Tracker(config.tracking, config.classifier.age_groups)),
+                    picture=PictureSpec(anonymizer=anonymizer, labels=False))
     result, picture = worker.process(Frame(photo, 0, 0.0, "group"))
     assert result.faces == () and len(anonymizer.last_boxes) >= 4, "expected tentative tracks only"
     for box in anonymizer.last_boxes:
