@@ -6,7 +6,7 @@ no --config) and its copy at the repository root.
     python tools/write_config.py --write      # both files
     python tools/write_config.py > my.yaml    # a copy to edit
 
-The schema is the one source of truth; tests/test_config.py checks both files match it.
+The schema is the one source of truth; tests/config/test_config.py checks both files match it.
 """
 
 from __future__ import annotations

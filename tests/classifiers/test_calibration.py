@@ -26,7 +26,7 @@ from streamer.models.store import MANIFEST_PATH, load_manifest
 from streamer.picture.draw import LabelStyle, label_for
 from streamer.types import Face, GenderAge
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import label_fit  # noqa: E402
 
 GROUPS = ClassifierConfig().age_groups

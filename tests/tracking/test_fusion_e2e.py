@@ -11,7 +11,7 @@ import pytest
 from streamer.config import Config
 from streamer.pipeline import build_analyzer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import fusion  # noqa: E402
 
 pytestmark = pytest.mark.integration
