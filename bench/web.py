@@ -1,4 +1,4 @@
-"""The web service's figures (issue 11): photo analysis throughput and latency, and the memory
+"""The web service's figures: photo analysis throughput and latency, and the memory
 the service adds to a live run.
 
     python bench/web.py [--requests 20] [--seconds 60] [--skip-photos] [--skip-memory] [--json out/web.json]

@@ -1,7 +1,7 @@
 """Boxes that follow the picture between detector runs: pyramidal Lucas-Kanade flow of points
 inside each face.
 
-A box moved by its past velocity slides off a person who stops or turns (issue 10: "analysing..."
+A box moved by its past velocity slides off a person who stops or turns (a box left saying "analysing..."
 on an empty whiteboard). Here each tracked face carries a few corner points found inside it at its
 last detection; every frame they are tracked forward and back (``cv2.calcOpticalFlowPyrLK``), the
 points whose round trip does not come back are dropped, and the box moves by the median shift of
