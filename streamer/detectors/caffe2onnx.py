@@ -25,9 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ModelError
-from ..models.fetch import is_writable
+from ..models import conversion_cache
 from ..models.onnx_proto import LEN, VARINT, OnnxGraph, read_fields, read_varint, value_info
-from ..models.store import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -415,101 +414,26 @@ CONVERTER_VERSION = 1
 def cache_paths(caffemodel: Path, folder: Path) -> Tuple[Path, Path]:
     """``(<stem>.onnx, <stem>.onnx.json)`` in ``folder``: the graph and its sidecar (converter
     version, the sources' sha256, size and mtime, the graph's sha256, the input name and the head)."""
-    onnx = folder / f"{Path(caffemodel).stem}.onnx"
-    return onnx, onnx.with_name(onnx.name + ".json")
+    return conversion_cache.cache_paths(folder, Path(caffemodel).stem)
 
 
 def convert_ssd_cached(prototxt: Path, caffemodel: Path, cache_dirs: Sequence[Path]) -> ConvertedSsd:
-    """``convert_ssd``, done once: the graph is cached in the first of ``cache_dirs`` that may be
-    written (beside the model first, usually) and reused from any of them while it matches its
-    sources. A cache whose sources changed, or that is damaged (its sha256 differs), is rebuilt.
-    With no writable folder the conversion runs in memory, as without a cache."""
+    """``convert_ssd``, done once (``models.conversion_cache``): cached in the first of
+    ``cache_dirs`` that may be written (beside the model first, usually) and reused from any of
+    them while it matches its sources; in memory when none may be written."""
+
+    def convert() -> conversion_cache.Converted:
+        converted = convert_ssd(prototxt, caffemodel)
+        return converted.onnx, {"input_name": converted.input_name, "spec": asdict(converted.spec)}
+
     sources = [Path(prototxt), Path(caffemodel)]
-    for folder in cache_dirs:
-        cached = _read_cache(sources, *cache_paths(caffemodel, folder))
-        if cached is not None:
-            return cached
-    converted = convert_ssd(prototxt, caffemodel)
-    for folder in cache_dirs:
-        if _may_write(folder):
-            try:
-                _write_cache(converted, sources, *cache_paths(caffemodel, folder))
-            except (OSError, ModelError) as error:
-                logger.warning("could not cache the ONNX conversion of %s in %s (%s); it runs again at the next start",
-                               Path(caffemodel).name, folder, error)
-                continue
-            logger.info("converted %s to ONNX once; cached at %s", Path(caffemodel).name, folder)
-            break
-    return converted
-
-
-def _may_write(folder: Path) -> bool:
-    """``folder`` is writable by its mode bits (``fetch.is_writable``: root too keeps off a read-only
-    shared models folder), or does not exist yet and could be made in its nearest existing parent."""
-    if folder.is_dir():
-        return is_writable(folder)
-    parent = next((p for p in folder.parents if p.is_dir()), None)
-    return parent is not None and is_writable(parent)
-
-
-def _source_record(path: Path, sha256: Optional[str] = None) -> Dict[str, Any]:
-    info = path.stat()
-    return {"name": path.name, "size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": sha256 or file_sha256(path)}
-
-
-def _sources_match(records: Any, sources: Sequence[Path]) -> bool:
-    """The sidecar's sources are these files: same size and mtime (no hashing at each start), or,
-    when a file was touched, the same sha256."""
-    if not isinstance(records, list) or len(records) != len(sources):
-        return False
-    for record, path in zip(records, sources):
-        info = path.stat()
-        if record.get("name") != path.name or record.get("size") != info.st_size:
-            return False
-        if record.get("mtime_ns") != info.st_mtime_ns and record.get("sha256") != file_sha256(path):
-            return False
-    return True
-
-
-def _read_cache(sources: Sequence[Path], onnx_path: Path, sidecar: Path) -> Optional[ConvertedSsd]:
-    import hashlib
-    import json
-
-    if not sidecar.is_file():
-        return None
+    onnx, extra = conversion_cache.cached_conversion(sources, Path(caffemodel).stem, cache_dirs, CONVERTER_VERSION, convert)
     try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if meta.get("converter") != CONVERTER_VERSION or not _sources_match(meta.get("sources"), sources):
-            logger.info("the cached ONNX conversion %s is of other files or another converter: converting again", onnx_path)
-            return None
-        data = onnx_path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != meta.get("onnx_sha256"):
-            logger.warning("the cached ONNX conversion %s is damaged (sha256 differs): converting again", onnx_path)
-            return None
-        return ConvertedSsd(onnx=data, spec=_spec_from_dict(meta["spec"]), input_name=str(meta["input_name"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        logger.warning("the cached ONNX conversion %s cannot be read (%s): converting again", onnx_path, error)
-        return None
-
-
-def _write_cache(converted: ConvertedSsd, sources: Sequence[Path], onnx_path: Path, sidecar: Path) -> None:
-    """The graph first, then the sidecar that vouches for it: a crash in between leaves a graph
-    without a matching sidecar, which is rebuilt."""
-    import hashlib
-    import json
-
-    from ..models.fetch import write_checked
-
-    digest = hashlib.sha256(converted.onnx).hexdigest()
-    write_checked([converted.onnx], onnx_path, [digest], "the converter")
-    meta = {
-        "converter": CONVERTER_VERSION,
-        "sources": [_source_record(path) for path in sources],
-        "onnx_sha256": digest,
-        "input_name": converted.input_name,
-        "spec": asdict(converted.spec),
-    }
-    write_checked([json.dumps(meta, indent=1).encode()], sidecar, [], "the converter")
+        return ConvertedSsd(onnx=onnx, spec=_spec_from_dict(extra["spec"]), input_name=str(extra["input_name"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        logger.warning("the cached ONNX conversion of %s has no usable SSD head (%s): converting again",
+                       Path(caffemodel).name, error)
+        return convert_ssd(prototxt, caffemodel)
 
 
 def _spec_from_dict(data: Dict[str, Any]) -> SsdSpec:
