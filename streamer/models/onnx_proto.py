@@ -1,7 +1,8 @@
 """Protobuf's wire format, read and written, and an ONNX model writer on top of it: just the
 messages and fields the converted graphs use (onnx.proto3, opset 13). Enough to turn a model file of
 another format into an ONNX graph that cv2.dnn and onnxruntime load from bytes, with no protobuf or
-onnx package (``detectors/caffe2onnx.py`` converts res10 with it)."""
+onnx package (``detectors/caffe2onnx.py`` converts res10 with it, ``models/tfjs2onnx.py`` face-api's
+AgeGenderNet)."""
 
 from __future__ import annotations
 
@@ -135,9 +136,10 @@ class OnnxGraph:
         self.initializers.append(tensor(name, array))
         return name
 
-    def model(self, inputs: Sequence[bytes], outputs: Sequence[bytes]) -> bytes:
+    def model(self, inputs: Sequence[bytes], outputs: Sequence[bytes], name: str = "streamer_caffe2onnx") -> bytes:
+        """The ModelProto bytes; ``name`` is the graph's (which converter wrote it)."""
         graph: Chunks = [len_field(1, n) for n in self.nodes]
-        graph.append(str_field(2, "streamer_caffe2onnx"))
+        graph.append(str_field(2, name))
         for tensor in self.initializers:
             graph += len_chunks(5, tensor)
         graph += [len_field(11, v) for v in inputs] + [len_field(12, v) for v in outputs]
