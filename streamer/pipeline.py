@@ -19,7 +19,7 @@ from .classifiers.align import yaw_ratio
 from .config import Config, override
 from .detectors import FaceDetector, build_detector, clip_and_filter
 from .models.store import ModelStore
-from .types import Detections, Face, GenderAge, gender_of, gender_p
+from .types import ChildGender, Detections, Face, GenderAge, gender_p
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,11 @@ REGION_INPUT_PX = 128
 
 def faces_from(
     detections: Detections, labels: GenderAge, classified: np.ndarray, turned: Optional[np.ndarray] = None,
-    too_small: Optional[np.ndarray] = None,
+    too_small: Optional[np.ndarray] = None, child_gender: ChildGender = ChildGender(),
 ) -> Tuple[Face, ...]:
     """Join detections with the labels of the classified subset (``classified`` is a bool mask);
-    ``turned`` and ``too_small`` (bool masks, default all False) say why the others were not."""
+    ``turned`` and ``too_small`` (bool masks, default all False) say why the others were not.
+    ``child_gender`` says when a child's gender is left out (gender None, age kept)."""
     faces = []
     label_row = 0
     for i in range(len(detections)):
@@ -45,14 +46,14 @@ def faces_from(
                               turned=turned is not None and bool(turned[i])))
             continue
         p_male = float(labels.p_male[label_row])
-        gender = gender_of(p_male)
+        gender = child_gender.shown_gender(p_male, float(labels.age_years[label_row]))
         age_range = labels.age_range[label_row]
         faces.append(
             Face(
                 xyxy=box,
                 score=score,
                 gender=gender,
-                gender_p=gender_p(gender, p_male),
+                gender_p=None if gender is None else gender_p(gender, p_male),
                 age=float(labels.age_years[label_row]),
                 age_group=labels.age_group[label_row],
                 classified=True,
@@ -65,15 +66,23 @@ def faces_from(
 
 
 class FaceAnalyzer:
-    """Detector + gender/age model. ``analyse`` takes a ``(H, W, 3)`` uint8 BGR frame."""
+    """Detector + gender/age model. ``analyse`` takes a ``(H, W, 3)`` uint8 BGR frame.
+    ``child_gender`` says when a child's gender is shown (``shown_gender``)."""
 
     def __init__(
-        self, detector: FaceDetector, classifier: GenderAgeModel, min_face_px: int, max_yaw: Optional[float] = None
+        self, detector: FaceDetector, classifier: GenderAgeModel, min_face_px: int, max_yaw: Optional[float] = None,
+        child_gender: ChildGender = ChildGender(),
     ) -> None:
         self.detector = detector
         self.classifier = classifier
         self.min_face_px = min_face_px
         self.max_yaw = max_yaw
+        self.child_gender = child_gender
+
+    def shown_gender(self, p_male: float, age_years: float) -> Optional[str]:
+        """The gender to show for a face (or a person's fused labels): None for a child read
+        with too little confidence (``ChildGender``)."""
+        return self.child_gender.shown_gender(p_male, age_years)
 
     def detect(self, bgr: np.ndarray) -> Detections:
         """Faces in a whole ``(H, W, 3)`` uint8 BGR frame."""
@@ -133,7 +142,10 @@ class FaceAnalyzer:
         labels = self.classifier.predict(bgr, detections[mask]) if mask.any() else GenderAge.empty()
         t2 = time.perf_counter()
         timings = {"detect": (t1 - t0) * 1000.0, "classify": (t2 - t1) * 1000.0}
-        return faces_from(detections, labels, mask, self.turned(detections), self.too_small(detections.xyxy)), timings
+        faces = faces_from(
+            detections, labels, mask, self.turned(detections), self.too_small(detections.xyxy), self.child_gender
+        )
+        return faces, timings
 
 
 def build_analyzer(config: Config, store: Optional[ModelStore] = None, photos: bool = False) -> FaceAnalyzer:
@@ -144,7 +156,8 @@ def build_analyzer(config: Config, store: Optional[ModelStore] = None, photos: b
         config = override(config, {"detector.max_side_px": config.detector.photo_max_side_px})
     if config.dnn.threads:
         cv2.setNumThreads(config.dnn.threads)
+    cfg = config.classifier
     return FaceAnalyzer(
-        build_detector(config, store), build_classifier(config, store), config.classifier.min_face_px,
-        config.classifier.max_yaw,
+        build_detector(config, store), build_classifier(config, store), cfg.min_face_px, cfg.max_yaw,
+        ChildGender(cfg.child_max_age, cfg.child_min_gender_p, cfg.baby_max_age),
     )

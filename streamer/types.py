@@ -33,6 +33,28 @@ def gender_of(p_male: float) -> str:
     return GENDERS[int(p_male >= 0.5)]
 
 
+@dataclass(frozen=True)
+class ChildGender:
+    """When a child's gender is shown: a face read younger than ``none_below_years`` never gets one;
+    one read younger than ``below_years`` only when the probability of its gender is at least
+    ``min_p``. Children's faces carry few gender cues, and a guess shown as a label reads as a fact
+    (docs/accuracy.md measures what is shown and how often it is right)."""
+
+    below_years: float = 10.0
+    min_p: float = 0.9
+    none_below_years: float = 3.0
+
+    def shows(self, p_male: float, age_years: float) -> bool:
+        """Whether the gender of a face read ``age_years`` old with ``p_male`` may be shown."""
+        if age_years < self.none_below_years:
+            return False
+        return age_years >= self.below_years or max(p_male, 1.0 - p_male) >= self.min_p
+
+    def shown_gender(self, p_male: float, age_years: float) -> Optional[str]:
+        """``gender_of(p_male)`` where ``shows`` allows it, else None."""
+        return gender_of(p_male) if self.shows(p_male, age_years) else None
+
+
 def gender_p(gender: str, p_male: float) -> float:
     """The probability of the stated ``gender``, from the probability of "male"."""
     return p_male if gender == "male" else 1.0 - p_male
@@ -186,7 +208,8 @@ class Face:
 
     ``xyxy`` frame pixels; ``score`` detector confidence; ``gender`` is "male"/"female" and
     ``gender_p`` the probability of that label; ``age`` expected age in years; ``age_group`` a
-    label such as "25-32". All four are None when ``classified`` is False: ``too_small`` (shorter
+    label such as "25-32". ``gender`` and ``gender_p`` alone are None for a classified child whose
+    gender is not shown (``ChildGender``). All four are None when ``classified`` is False: ``too_small`` (shorter
     side below ``classifier.min_face_px``, never classified), ``turned`` (turned further than
     ``classifier.max_yaw``: a label would be a guess) or not yet analysed (a new track gathering
     samples). ``track`` is a track id when tracking is on. ``age_raw`` is the network's own age

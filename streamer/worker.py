@@ -284,12 +284,16 @@ class Worker:
         faces = []
         for track, box, box_small in zip(tracks, boxes, small):
             ready = track.labels.label_ready
+            # A child's gender stays unshown below the analyzer's confidence, as in photos.
+            fused = track.labels
+            shows_gender = (ready and fused.p_male is not None and fused.age_years is not None
+                            and analyzer.shown_gender(fused.p_male, fused.age_years) is not None)
             faces.append(
                 Face(
                     xyxy=box_tuple(box),
                     score=track.score,
-                    gender=track.labels.gender if ready else None,
-                    gender_p=track.labels.gender_p if ready else None,
+                    gender=track.labels.gender if shows_gender else None,
+                    gender_p=track.labels.gender_p if shows_gender else None,
                     age=track.labels.age_years if ready else None,
                     age_group=track.labels.age_group if ready else None,
                     classified=ready,

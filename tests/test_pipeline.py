@@ -59,7 +59,7 @@ def test_no_faces_runs_no_classifier():
 
 def test_female_probability_is_reported_for_female():
     det = Detections(np.array([[0, 0, 50, 50]], np.float32), np.array([0.7], np.float32))
-    (face,) = faces_from(det, GenderAge(np.array([0.1], np.float32), np.array([5.0], np.float32), ("3-9",)), np.array([True]))
+    (face,) = faces_from(det, GenderAge(np.array([0.1], np.float32), np.array([35.0], np.float32), ("30-39",)), np.array([True]))
     assert face.gender == "female" and face.gender_p == pytest.approx(0.9)
 
 
@@ -209,3 +209,35 @@ def test_turned_faces_are_marked_and_not_classified():
     assert faces[0].classified and not faces[0].turned
     assert faces[1].turned and not faces[1].classified and not faces[1].too_small and faces[1].gender is None
     assert faces[1].to_event()["turned"] is True
+
+
+# ---- children: gender shown only when the classifier is sure ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "p_male, age, shown",
+    [
+        (0.99, 1.5, None),  # babies: never, however sure
+        (0.01, 2.9, None),
+        (0.95, 6.0, "male"),  # a child read with p >= 0.9
+        (0.08, 6.0, "female"),
+        (0.85, 6.0, None),  # a child read with less
+        (0.5, 9.9, None),
+        (0.6, 10.0, "male"),  # from child_max_age on, always
+        (0.3, 45.0, "female"),
+    ],
+)
+def test_child_gender_rule(p_male, age, shown):
+    from streamer.types import ChildGender
+
+    assert ChildGender(below_years=10.0, min_p=0.9, none_below_years=3.0).shown_gender(p_male, age) == shown
+
+
+def test_a_child_read_unsure_keeps_age_and_loses_gender():
+    det = Detections(np.array([[0, 0, 50, 50], [60, 0, 110, 50]], np.float32), np.array([0.7, 0.8], np.float32))
+    labels = GenderAge(np.array([0.7, 0.7], np.float32), np.array([6.0, 30.0], np.float32), ("3-9", "30-39"))
+    child, adult = faces_from(det, labels, np.array([True, True]))
+    assert child.classified and child.gender is None and child.gender_p is None
+    assert child.age == pytest.approx(6.0) and child.age_group == "3-9"
+    assert child.to_event()["gender"] is None and child.to_event()["age_group"] == "3-9"
+    assert adult.gender == "male" and adult.gender_p == pytest.approx(0.7)

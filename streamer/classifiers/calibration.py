@@ -70,8 +70,9 @@ class LabelCalibration:
     @classmethod
     def identity(cls) -> "LabelCalibration":
         half = np.array(_NORMAL_K)[:, None] * _FALLBACK_ERROR_YEARS * np.ones((1, 2))
+        # The age map is the identity up to 120: face-api's regression, unlike Cydral's 0-80 bins, passes 80.
         return cls(
-            np.array([0.0, 80.0]), np.array([0.0, 80.0]), np.array(_NORMAL_LEVELS), np.array([0.0, 80.0]),
+            np.array([0.0, 120.0]), np.array([0.0, 120.0]), np.array(_NORMAL_LEVELS), np.array([0.0, 80.0]),
             -half, half, 1.0, 0.0, "uncalibrated",
         )
 

@@ -2,7 +2,7 @@
 
 Adding one is a new file in this folder plus one line in ``CLASSIFIERS``: the file holds a class
 meeting ``GenderAgeModel`` (``predict(bgr, detections) -> GenderAge``), ``MODEL_ID`` (its entry in
-``streamer/data/models.json``) and ``load(config, store)``. Modules are imported only when chosen.
+``streamer/data/manifest.json``) and ``load(config, store)``. Modules are imported only when chosen.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 # classifier.name -> its module in this folder.
 CLASSIFIERS = Registry(__package__, "gender/age classifier", {
+    "faceapi": "faceapi",
     "cydral": "cydral",
     "levi_hassner": "levi_hassner",
 })

@@ -145,6 +145,29 @@ class ClassifierConfig(_Section):
         "0.45: on fairface_dev, faces turned further get the age group within one for 57 % against 78 % "
         "(gender 74 % against 82 %). Needs a detector with landmarks.",
     )
+    child_max_age: float = setting(
+        default=10.0,
+        ge=0.0,
+        le=120.0,
+        description="Faces read younger than this are children: their gender is shown only at "
+        "child_min_gender_p or above (events: gender null, the overlay: 'child'). 10: the measured "
+        "gender accuracy of faces read under 10 is far below that of adults (docs/accuracy.md).",
+    )
+    child_min_gender_p: float = setting(
+        default=0.9,
+        ge=0.5,
+        le=1.0,
+        description="The probability of the stated gender a child's face needs for it to be shown. "
+        "0.9: on the dev sets' children aged 3-9 the genders shown at 0.9 are right about 19 times "
+        "in 20 (docs/accuracy.md); 1.0: never show a child's gender.",
+    )
+    baby_max_age: float = setting(
+        default=3.0,
+        ge=0.0,
+        le=120.0,
+        description="Faces read younger than this never get a gender (babies: even confident reads "
+        "are right for only about 3 in 4 on the dev sets). 0: no such rule.",
+    )
     border: Literal["replicate", "constant"] = setting(
         default="replicate",
         description="How chip pixels beyond the frame edge are filled: replicate the edge, or black "

@@ -34,7 +34,8 @@ class LabelStyle:
 
 
 def label_for(face: Face, style: LabelStyle = LabelStyle()) -> str:
-    """The text shown over a face, e.g. ``"#3 female 92% | 34y (29-40)"``."""
+    """The text shown over a face, e.g. ``"#3 female 92% | 34y (29-40)"``, or ``"child | 6y (3-9)"``
+    for a child whose gender is not shown."""
     return " | ".join(label_lines(face, style))
 
 
@@ -47,9 +48,12 @@ def label_lines(face: Face, style: LabelStyle = LabelStyle()) -> List[str]:
         return [prefix + "face (too small)"]
     if face.turned and not face.classified:
         return [prefix + "face (turned)"]
-    if not face.classified or face.gender is None:
+    if not face.classified:
         return [prefix + ("face" if face.track is None else "analysing...")]
-    if face.gender_p is None or face.gender_p < style.min_gender_p:
+    if face.gender is None:
+        # A child whose gender is not shown (types.ChildGender): the age still is.
+        gender = f"{prefix}child"
+    elif face.gender_p is None or face.gender_p < style.min_gender_p:
         gender = f"{prefix}{face.gender}?"
     else:
         gender = f"{prefix}{face.gender} {face.gender_p * 100:.0f}%"
@@ -130,7 +134,7 @@ def draw_faces(
     colors = []
     for face in faces:
         color = COLOR_UNKNOWN
-        if face.classified:
+        if face.classified and face.gender is not None:
             color = COLOR_MALE if face.gender == "male" else COLOR_FEMALE
         colors.append(color)
         x1, y1, x2, y2 = (int(round(v)) for v in face.xyxy)
