@@ -34,9 +34,30 @@ def blank_frame() -> np.ndarray:
     return np.full((480, 640, 3), 128, np.uint8)
 
 
+# ../shared keeps face-api's npm files under a folder named for their source, not the manifest's
+# model id: the tests' models folder links them under the id, so the default classifier loads
+# them from ../shared (and caches its conversion there) instead of fetching them from npm.
+SHARED_AS_MODEL_IDS = {"faceapi_agegender": ("faceapi_agegender_npm", ("age_gender_model-weights_manifest.json",
+                                                                       "age_gender_model.bin"))}
+LINKED_MODELS = REPO / "out" / "test-models"
+
+
+def linked_models() -> Path:
+    """``out/test-models``: links to the ../shared models whose folder is not named by model id."""
+    for model_id, (folder, names) in SHARED_AS_MODEL_IDS.items():
+        for name in names:
+            link, target = LINKED_MODELS / model_id / name, SHARED_MODELS / folder / name
+            if target.is_file() and not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.unlink(missing_ok=True)  # a dangling link from an older ../shared
+                link.symlink_to(target)
+    return LINKED_MODELS
+
+
 def models_dirs() -> str:
-    """Test models from ../shared first, then the repo's models/ (where the PyPI ones are fetched)."""
-    return os.pathsep.join([str(SHARED_MODELS), str(REPO / "models")])
+    """Test models from ../shared first (and links to them by model id), then the repo's models/
+    (where the PyPI ones are fetched)."""
+    return os.pathsep.join([str(SHARED_MODELS), str(linked_models()), str(REPO / "models")])
 
 
 @pytest.fixture

