@@ -5,7 +5,8 @@ labelled dev sets, with milliseconds per face (a script, not a test).
     STREAMER_MODELS_DIR=../shared/models:models python tools/eval_pipeline.py
     python tools/eval_pipeline.py --classifier faceapi --write-ranges streamer/data/faceapi_calibration.json
 
-Each image goes through ``FaceAnalyzer`` as a photo (``build_analyzer(..., photos=True)``); the
+Each image goes through ``FaceAnalyzer`` as a photo (``build_analyzer(..., photos=True)``, or as a
+video frame with ``--video``: the detector at ``detector.max_side_px``); the
 face nearest the centre is the labelled one (UTKFace chips are centred in a black frame twice
 their size first, as tools/eval_accuracy.py does). Every found face is classified once with the
 turned-face gate open, so the ``max_yaw`` sweep costs no network run; the headline figures are
@@ -58,22 +59,22 @@ CHILD_LEVELS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
 
 
 def run_set(name: str, folder: Path, padded: bool, classifier: str, max_yaw: float, cache: Path,
-            recollect: bool) -> Dict[str, np.ndarray]:
+            recollect: bool, photos: bool = True) -> Dict[str, np.ndarray]:
     """Per image: ``found``, ``too_small``, ``yaw``, the classifier's ``p_male``, ``p_male_raw``,
     ``age``, ``age_raw``, ``range`` (N, 2), ``shown`` (1 male, 0 female, -1 none) with the config's
     child rule, ``labelled`` (``analyse`` at ``max_yaw`` labelled it) and ``ms`` (classify, one face)."""
     samples = load_samples(folder)
     config = override(Config(), {"classifier.name": classifier, "detector.fallback": None})
     key = hashlib.sha256(json.dumps({"files": [s.path.name for s in samples], "config": config.to_dict(),
-                                     "max_yaw": max_yaw, "v": CACHE_VERSION}, default=str).encode()).hexdigest()[:16]
+                                     "max_yaw": max_yaw, "photos": photos, "v": CACHE_VERSION}, default=str).encode()).hexdigest()[:16]
     if cache.is_file() and not recollect:
         data = dict(np.load(cache))
         if str(data.get("key")) == key:
             return data
     store = ModelStore.from_config(config.models)
     # The gate open for the sweep; the configured max_yaw's analyzer for the headline check.
-    open_gate = build_analyzer(override(config, {"classifier.max_yaw": 10.0}), store, photos=True)
-    gated = build_analyzer(override(config, {"classifier.max_yaw": max_yaw}), store, photos=True)
+    open_gate = build_analyzer(override(config, {"classifier.max_yaw": 10.0}), store, photos=photos)
+    gated = build_analyzer(override(config, {"classifier.max_yaw": max_yaw}), store, photos=photos)
     n = len(samples)
     out = {k: np.full(n, np.nan, np.float32) for k in ("yaw", "p_male", "p_male_raw", "age", "age_raw", "ms")}
     out.update(found=np.zeros(n, bool), too_small=np.zeros(n, bool), labelled=np.zeros(n, bool),
@@ -193,6 +194,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-yaw", type=float, default=None, help="the gate of the headline (default: config's)")
     parser.add_argument("--cache", type=Path, default=REPO / "out" / "eval_pipeline")
     parser.add_argument("--recollect", action="store_true", help="run the pipeline again")
+    parser.add_argument("--video", action="store_true",
+                        help="detect as in a video or stream (detector.max_side_px) instead of as a photo")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per classifier")
     parser.add_argument("--write-ranges", type=Path, default=None,
                         help="fit the first classifier's age-range table on utkface_dev and write a calibration file")
@@ -202,7 +205,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     max_yaw = args.max_yaw if args.max_yaw is not None else Config().classifier.max_yaw
     sets = {"fairface": (args.fairface, False), "utkface": (args.utkface, True)}
     truth = {name: truth_of(folder) for name, (folder, _) in sets.items()}
-    data = {(c, name): run_set(name, folder, padded, c, max_yaw, args.cache / f"{c}_{name}.npz", args.recollect)
+    mode = "video" if args.video else "photos"
+    data = {(c, name): run_set(name, folder, padded, c, max_yaw, args.cache / f"{c}_{name}_{mode}.npz", args.recollect,
+                               photos=not args.video)
             for c in classifiers for name, (folder, padded) in sets.items()}
 
     for key, d in data.items():
@@ -211,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.warning("%s: the sweep's gate and analyse() disagree on %d faces", key, int((~agree).sum()))
 
     cfg = Config().classifier
-    print(f"## Through build_analyzer (photos), max_yaw {max_yaw}; children: no gender under {cfg.baby_max_age:g} "
+    print(f"## Through build_analyzer ({mode}), max_yaw {max_yaw}; children: no gender under {cfg.baby_max_age:g} "
           f"years, under {cfg.child_max_age:g} only at p >= {cfg.child_min_gender_p:g}\n")
     print("| set | classifier | found | labelled (coverage) | gender | shown: share, right | age MAE (y) | group exact | within 1 | "
           "range holds truth | range width (y) | ms/face |")

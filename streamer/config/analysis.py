@@ -154,15 +154,16 @@ class ClassifierConfig(_Section):
         ge=0.0,
         le=120.0,
         description="Faces read younger than this are children: their gender is shown only at "
-        "child_min_gender_p or above (events: gender null, the overlay: 'child'). 10: below it gender "
-        "is right for about 70 % of faces on fairface_dev, against 80-95 % for adults (docs/accuracy.md).",
+        "child_min_gender_p or above (events: gender null, the overlay: 'child'). 10: faceapi's gender "
+        "is right for 57 % of the fairface_dev faces it reads under 10, 83 % of those it reads 20 or "
+        "older (docs/accuracy.md).",
     )
     child_min_gender_p: float = setting(
         default=0.9,
         ge=0.5,
         le=1.0,
         description="The probability of the stated gender a child's face needs for it to be shown. "
-        "0.9, measured with faceapi: of the dev sets' faces read 3-9 years old, 37 of 89 get a gender "
+        "0.9, measured with faceapi: of the dev sets' faces read 3-9 years old, 37 of 92 get a gender "
         "and 36 of those are right (docs/accuracy.md); 1.0: never show a child's gender.",
     )
     baby_max_age: float = setting(
