@@ -284,10 +284,7 @@ class Worker:
         faces = []
         for track, box, box_small in zip(tracks, boxes, small):
             ready = track.labels.label_ready
-            # A child's gender stays unshown below the analyzer's confidence, as in photos.
-            fused = track.labels
-            shows_gender = (ready and fused.p_male is not None and fused.age_years is not None
-                            and analyzer.shown_gender(fused.p_male, fused.age_years) is not None)
+            shows_gender = ready and self._shows_gender(track)
             faces.append(
                 Face(
                     xyxy=box_tuple(box),
@@ -337,6 +334,20 @@ class Worker:
             if track.labels.changed_person:
                 tracker.split(track, frame_index, t_s)
 
+    def _shows_gender(self, track: Track) -> bool:
+        """A child's gender stays unshown below the analyzer's confidence, as in photos: on the
+        overlay, in the events and in the track records alike."""
+        fused = track.labels
+        return (fused.p_male is not None and fused.age_years is not None
+                and self.analyzer.shown_gender(fused.p_male, fused.age_years) is not None)
+
+    def _record(self, track: Track) -> dict:
+        """``track.to_record()`` with the gender left out where ``_shows_gender`` says so."""
+        record = track.to_record()
+        if record.get("gender") is not None and not self._shows_gender(track):
+            record.update(gender=None, gender_p=None)
+        return record
+
     def _collect_records(self, frame: Frame, t_s: float) -> None:
         tracker = self.tracker
         assert tracker is not None
@@ -346,17 +357,20 @@ class Worker:
             self._records.append({"event": "new", **base, "track": track.id})
         for track in tracker.tracks:
             # "update": a person's shown labels settled or changed (what a dashboard shows).
-            labels = (track.labels.gender, track.labels.age_group)
-            if track.shown and track.labels.label_ready and self._labels_sent.get(track.id) != labels:
+            if not (track.shown and track.labels.label_ready):
+                continue
+            record = self._record(track)
+            labels = (record["gender"], record["age_group"])
+            if self._labels_sent.get(track.id) != labels:
                 self._labels_sent[track.id] = labels
-                self._records.append({"event": "update", **base, **track.to_record()})
+                self._records.append({"event": "update", **base, **record})
         for track in tracker.pop_ended():
             self._end(track, base)
 
     def _end(self, track: Track, base: dict) -> None:
         self._turned.pop(track.id, None)
         self._labels_sent.pop(track.id, None)
-        record = track.to_record()
+        record = self._record(track)
         if self.people is not None:
             self.people.add(record)
         self._records.append({"event": "end", **base, **record})

@@ -123,6 +123,36 @@ def test_a_tracked_person_leaves_new_update_and_end_records_and_is_counted_once(
     assert worker.finish() == []  # nothing left open
 
 
+class ChildLabels:
+    """A classifier that reads every face as a 6-year-old, boy by ``p_male``."""
+
+    def __init__(self, p_male: float) -> None:
+        self.p_male = p_male
+
+    def predict(self, bgr, detections):
+        n = len(detections)
+        return GenderAge(np.full(n, self.p_male, np.float32), np.full(n, 6.0, np.float32), ("3-9",) * n)
+
+
+@pytest.mark.parametrize("p_male, gender", [(0.75, None), (0.97, "male")])
+def test_a_tracked_child_read_unsure_shows_and_records_no_gender(p_male, gender):
+    cfg = TrackingConfig(detect_every_frames=3, detect_min_frames=3)
+    people = PeopleTally(ReportConfig(min_seen_s=0.0), GROUPS)
+    finding = Finding(FaceAnalyzer(SquareDetector(), ChildLabels(p_male), min_face_px=10), tracker=Tracker(cfg, GROUPS))
+    worker = Worker(finding=finding, people=people)
+    records, faces = [], []
+    for index in range(30):
+        result, _ = worker.process(frame(frame_with_face(100, 80), index))
+        faces += [f for f in result.faces if f.classified]
+        records += worker.pop_records()
+    records += worker.finish()
+    assert faces and {(f.gender, f.age_group) for f in faces} == {(gender, "3-9")}
+    assert all(f.gender_p is None for f in faces) == (gender is None)
+    labelled = [r for r in records if r["event"] in ("update", "end")]
+    assert labelled and {(r["gender"], r["age_group"]) for r in labelled} == {(gender, "3-9")}
+    assert people.counts()["by_gender"]["male"] == (gender == "male")
+
+
 def test_finish_ends_a_person_still_in_view_at_the_last_frame():
     cfg = TrackingConfig(detect_every_frames=3, detect_min_frames=3)
     worker = Worker(finding=Finding(analyzer(), tracker=Tracker(cfg, GROUPS)))
