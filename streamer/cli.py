@@ -299,6 +299,10 @@ def _format_summary(summary: dict) -> str:
         groups = ", ".join(f"{k} {v}" for k, v in people["by_age_group"].items() if v)
         lines.append(f"people        {people['people']} ({genders}; ages {groups})"
                      + (f"; {people['left_out']} seen too briefly left out" if people.get("left_out") else ""))
+    if summary.get("audience"):
+        from .audience.tally import format_audience
+
+        lines += format_audience(summary["audience"])
     if summary.get("segments"):
         segments = summary["segments"]
         lines.append(f"output        {summary.get('frames_recorded', 0)} frames in {len(segments)} segment(s) "

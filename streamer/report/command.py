@@ -33,7 +33,8 @@ def main(args: argparse.Namespace) -> int:
     config = getattr(args, "config_obj", None) or Config()
     if args.min_seen_s is not None:
         config = override(config, {"report.min_seen_s": args.min_seen_s})
-    report = read_events(args.events, PeopleReport(config.report, config.classifier.age_groups))
+    report = read_events(args.events, PeopleReport(config.report, config.classifier.age_groups,
+                                                   audience=config.audience))
     summary = write_report(report, args.out, args.overwrite, args.events)
     sys.stdout.write(f"{format_people(summary)}\nreport        {args.out}: "
                      f"{', '.join(Path(name).name for name in summary['files'])}\n")
