@@ -36,11 +36,10 @@ log = logging.getLogger(__name__)
 
 PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, REPORT_HTML = "people.csv", "people.json", "summary.json", "report.html"
 CHART_FILES = ("age_gender.png", "in_view.png", "dwell.png")
-# With zones or lines (issue 26): their tables by age group and gender, and two charts.
+REPORT_FILES = (PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, *CHART_FILES, REPORT_HTML)
+# With zones or lines (issue 26), also: their tables by age group and gender, and two charts.
 ZONES_CSV, LINES_CSV = "zones.csv", "lines.csv"
-AUDIENCE_CHART_FILES = ("zone_entries.png", "zone_dwell.png")
-REPORT_FILES = (PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, ZONES_CSV, LINES_CSV, *CHART_FILES, *AUDIENCE_CHART_FILES,
-                REPORT_HTML)
+AUDIENCE_FILES = (ZONES_CSV, LINES_CSV, "zone_entries.png", "zone_dwell.png")
 _AUDIENCE_KINDS = ("zone_enter", "zone_exit", "line_cross")
 ZONE_CSV_COLUMNS = ("zone", "age_group", "gender", "people", "visits", "dwell_p50_s", "dwell_p90_s", "watchers",
                     "passers_by", "attention_share", "attention_p50_s")
@@ -504,7 +503,7 @@ def _json_bytes(data: object) -> bytes:
 
 def report_paths(out_dir: Path) -> List[Path]:
     """Every file :func:`write_report` may write in ``out_dir`` (for the checks before a run)."""
-    return [Path(out_dir) / name for name in REPORT_FILES]
+    return [Path(out_dir) / name for name in (*REPORT_FILES, *AUDIENCE_FILES)]
 
 
 def write_report(report: PeopleReport, out_dir: Path, overwrite: bool = False, events: Optional[Path] = None) -> dict:
