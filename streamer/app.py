@@ -35,6 +35,7 @@ from .outputs.recording import VideoSink
 from .outputs.sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
 from .picture.anonymize import build_anonymizer
 from .picture.draw import LabelStyle
+from .picture.regions import RegionOverlay
 from .pipeline import FaceAnalyzer, build_analyzer
 from .report.build import ReportSink, report_paths
 from .report.tally import PeopleTally
@@ -304,6 +305,8 @@ def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: 
         hud=out.hud and stream, label_style=LabelStyle.from_config(config.classifier), labels=out.labels,
         pictures=not aggregate, anonymizer=anonymizer, mask_detector=build_mask_detector(config),
         mask_interval_s=out.anonymize_detector_interval_s if stream else 0.0,
+        regions=RegionOverlay(config.audience) if tracked and config.audience.draw and (
+            config.audience.zones or config.audience.lines) else None,
     )
     people = PeopleTally(config.report, config.classifier.age_groups) if tracked else None
     audience = config.audience if tracked and config.audience.enabled else None

@@ -20,6 +20,7 @@ from .classifiers.align import yaw_ratio
 from .detectors import FaceDetector
 from .picture.anonymize import Anonymizer
 from .picture.draw import LabelStyle, draw_faces, draw_hud
+from .picture.regions import RegionOverlay
 from .pipeline import FaceAnalyzer
 from .report.tally import PeopleTally
 from .stats import RunStats
@@ -89,7 +90,8 @@ class PictureSpec:
     """What the output frames show. ``anonymizer``: faces hidden before the overlay (and so before
     any sink), with ``mask_detector`` (``output.anonymize_detector``) finding the faces the main
     detector misses, at most every ``mask_interval_s``; ``labels``: boxes and labels drawn;
-    ``pictures``: False (``--privacy aggregate``) draws nothing at all; ``hud``: the stats line."""
+    ``pictures``: False (``--privacy aggregate``) draws nothing at all; ``hud``: the stats line;
+    ``regions``: the audience's zones and lines drawn (``audience.draw``)."""
 
     hud: bool = False
     label_style: LabelStyle = LabelStyle()
@@ -98,6 +100,7 @@ class PictureSpec:
     anonymizer: Optional[Anonymizer] = None
     mask_detector: Optional[FaceDetector] = None
     mask_interval_s: float = 0.0
+    regions: Optional[RegionOverlay] = None
 
 
 class Worker:
@@ -121,6 +124,7 @@ class Worker:
         self.flow, self.region_grow = finding.flow, finding.region_grow
         self.anonymizer, self.labels, self.pictures = picture.anonymizer, picture.labels, picture.pictures
         self.label_style, self.hud = picture.label_style, picture.hud
+        self.regions = picture.regions
         # The mask detector runs with the full-frame detector (at most every mask_interval_s), its
         # faces masked until its next run, never tracked; _mask_boxes holds its latest (N, 4) boxes.
         self.mask_detector = picture.mask_detector if picture.anonymizer is not None else None
@@ -204,6 +208,8 @@ class Worker:
             picture = self.anonymizer.apply(picture, boxes)
             timings["anonymize"] = (time.perf_counter() - t0) * 1000.0
         t0 = time.perf_counter()
+        if self.regions is not None:  # under the face labels, which must stay readable
+            picture = self.regions.draw(picture.copy(), self.audience.occupancy() if self.audience is not None else {})
         annotated = draw_faces(picture, faces if self.labels else (), stale=stale, style=self.label_style)
         if self.hud:
             draw_hud(annotated, self.hud_lines(dropped))

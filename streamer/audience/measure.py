@@ -138,6 +138,14 @@ class Audience:
             return (), None
         return tuple(person.visits.present()), None if person.glances is None else person.glances.looking
 
+    def occupancy(self) -> Dict[str, int]:
+        """People in each zone now (past its inertia), for the overlay."""
+        counts = dict.fromkeys(self.zone_names, 0)
+        for person in self._people.values():
+            for zone in person.visits.present():
+                counts[zone] += 1
+        return counts
+
     def _person_fields(self, person: Optional[_Person]) -> dict:
         if not self.cfg.attention:
             return {}
