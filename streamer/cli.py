@@ -48,7 +48,8 @@ MODES = {
 }
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
-EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command"}
+EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command",
+                  "zones": "streamer.audience.command"}
 CORE_COMMANDS = ("run", "models", "doctor")
 HELP_FLAGS = ("-h", "--help")
 
@@ -58,6 +59,7 @@ _USAGE = """
   {pad}[--mqtt HOST[:PORT]] [--anonymize blur|pixelate|solid] [--no-labels]
   {pad}[--privacy full|aggregate] [-v]
   {prog} models list|fetch|verify [MODEL ...]
+  {prog} zones --source SRC [--out PNG] [--no-window]
   {prog} doctor
   {prog} COMMAND --help"""
 
