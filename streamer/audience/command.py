@@ -134,7 +134,8 @@ def _click(picture, shape_hw: Tuple[int, int]) -> int:
             sys.stdout.write(f"[{points[-1][0]:g}, {points[-1][1]:g}]\n")
             sys.stdout.flush()
 
-    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_AUTOSIZE)
+    # No toolbar (Qt builds add one): a click lands on the picture at its own pixel.
+    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
     cv2.setMouseCallback(WINDOW_NAME, on_mouse)
     try:
         while True:

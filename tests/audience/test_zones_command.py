@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import SHARED_MEDIA
+from test_window import xvfb  # noqa: F401 - the X display fixture
 
 from streamer.audience.command import config_snippet, grid_picture, relative_point
 from streamer.cli import main
@@ -52,3 +53,43 @@ def test_without_a_window_it_writes_the_grid_picture(tmp_path, capsys):
 def test_the_grid_is_a_new_picture():
     frame = np.zeros((100, 200, 3), np.uint8)
     assert grid_picture(frame) is not frame and not frame.any()
+
+
+@pytest.mark.integration
+def test_clicks_in_the_window_print_a_zone(xvfb, tmp_path):  # noqa: F811 - the fixture
+    """Under Xvfb: three clicks on the picture (xdotool), Enter, q: each point printed as relative
+    coordinates, then the zone to paste; the window closed, exit 0."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, DISPLAY=xvfb, QT_QPA_PLATFORM="xcb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "zones", "--source",
+                             str(SHARED_MEDIA / "whitehouse_hamilton_short_clip.mp4")],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def xdotool(*args: str) -> str:
+        return subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True, timeout=10).stdout
+
+    try:
+        deadline = time.monotonic() + 30
+        window = ""
+        while not window and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            window = xdotool("search", "--name", "streamer zones").split("\n")[0]
+        assert window, f"no window: {proc.stderr.read() if proc.poll() is not None else 'still running'}"
+        time.sleep(0.5)
+        for x, y in ((64, 36), (320, 36), (320, 180)):  # 640x360: 0.1, 0.5 of the width and height
+            xdotool("mousemove", "--window", window, str(x), str(y), "click", "1")
+            time.sleep(0.2)
+        xdotool("windowfocus", "--sync", window, "key", "Return")
+        time.sleep(0.3)
+        xdotool("windowfocus", "--sync", window, "key", "q")
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert out.splitlines()[:3] == ["[0.1, 0.1]", "[0.501, 0.1]", "[0.501, 0.501]"]
+    assert "zone1: {polygon: [[0.1, 0.1], [0.501, 0.1], [0.501, 0.501]]}" in out
