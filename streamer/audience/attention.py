@@ -14,11 +14,12 @@ template ``align.py`` uses) with typical depths; faces differ, so pitch is rough
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..classifiers.align import MEAN_FACE_YUNET, yaw_ratio
+from ..classifiers.align import MEAN_FACE_YUNET
 
 _EYE_DISTANCE = float(MEAN_FACE_YUNET[1, 0] - MEAN_FACE_YUNET[0, 0])
 _EYE_Y = float(MEAN_FACE_YUNET[:2, 1].mean())
@@ -48,25 +49,37 @@ def face_model_3d() -> np.ndarray:
 def head_pose(landmarks_xy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """``(yaw_deg, pitch_deg)``, each ``(N,)`` float32, of faces with landmarks ``(N, 5, 2)`` in
     YuNet's order (frame pixels). Yaw is positive when the nose points to the viewer's right, pitch
-    when the face looks up; 0 and 0 face the camera. Faces whose eyes coincide read 0 yaw and 90 pitch
-    (not frontal)."""
-    marks = np.asarray(landmarks_xy, np.float64).reshape(-1, 5, 2)
-    eyes = (marks[:, 0] + marks[:, 1]) / 2.0
-    eye_line = marks[:, 1] - marks[:, 0]
-    length = np.linalg.norm(eye_line, axis=1)
-    safe = np.maximum(length, 1e-6)
-    down = np.stack([-eye_line[:, 1], eye_line[:, 0]], axis=1) / safe[:, None]  # across the eye line, to the mouth
-    nose = np.einsum("ij,ij->i", marks[:, 2] - eyes, down)
-    mouth = np.einsum("ij,ij->i", (marks[:, 3] + marks[:, 4]) / 2.0 - eyes, down)
-    share = nose / np.where(np.abs(mouth) > 1e-6, mouth, 1e-6)
+    when the face looks up; 0 and 0 face the camera. Faces whose eyes coincide read 0 yaw and 90
+    pitch (not frontal)."""
+    rows = np.asarray(landmarks_xy, np.float64).reshape(-1, 10).tolist()
+    poses = [_pose(*row) for row in rows]
+    yaw = np.array([pose[0] for pose in poses], np.float32)
+    pitch = np.array([pose[1] for pose in poses], np.float32)
+    return yaw, pitch
+
+
+def _pose(rx: float, ry: float, lx: float, ly: float, nx: float, ny: float, mrx: float, mry: float, mlx: float,
+          mly: float) -> Tuple[float, float]:
+    """One face's yaw and pitch in degrees from its 5 landmarks (right eye, left eye, nose tip,
+    right and left mouth corner). Plain floats: a frame has a handful of faces, and numpy's
+    per-call cost on arrays of five points is larger than the arithmetic (bench/audience.py)."""
+    ex, ey = lx - rx, ly - ry  # the eye line
+    length = math.hypot(ex, ey)
+    if length <= 1e-6:
+        return 0.0, 90.0
+    ux, uy = ex / length, ey / length  # along the eye line; (-uy, ux) across it, towards the mouth
+    cx, cy = (rx + lx) / 2.0, (ry + ly) / 2.0
+    # The nose tip's offset along the eye line in eye distances: classifiers.align.yaw_ratio.
+    ratio = ((nx - cx) * ux + (ny - cy) * uy) / length
+    nose = (nx - cx) * -uy + (ny - cy) * ux
+    mouth = ((mrx + mlx) / 2.0 - cx) * -uy + ((mry + mly) / 2.0 - cy) * ux
+    share = nose / (mouth if abs(mouth) > 1e-6 else 1e-6)
     # share = (NOSE_DROP - NOSE_DEPTH t) / (MOUTH_DROP - MOUTH_DEPTH t), t = tan(pitch), solved for t.
-    pitch = np.arctan2(NOSE_DROP - share * MOUTH_DROP, NOSE_DEPTH - share * MOUTH_DEPTH)
+    pitch = math.atan2(NOSE_DROP - share * MOUTH_DROP, NOSE_DEPTH - share * MOUTH_DEPTH)
     # A nod moves the nose tip nearer or further (the head turns on the neck, then nods): its depth
     # in front of the eyes after the nod is what a turn shifts sideways.
-    depth = np.maximum(NOSE_DROP * np.sin(pitch) + NOSE_DEPTH * np.cos(pitch), _MIN_NOSE_DEPTH)
-    yaw = np.degrees(np.arctan(yaw_ratio(marks).astype(np.float64) / depth))
-    pitch = np.where(length > 1e-6, np.degrees(pitch), 90.0)
-    return yaw.astype(np.float32), pitch.astype(np.float32)
+    depth = max(NOSE_DROP * math.sin(pitch) + NOSE_DEPTH * math.cos(pitch), _MIN_NOSE_DEPTH)
+    return math.degrees(math.atan(ratio / depth)), math.degrees(pitch)
 
 
 def looking(landmarks_xy: np.ndarray, max_yaw_deg: float, max_pitch_deg: float) -> np.ndarray:

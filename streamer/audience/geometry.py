@@ -16,52 +16,62 @@ import numpy as np
 Point = Tuple[float, float]
 
 
+# An anchor is a linear map of a box: (N, 4) xyxy @ (4, 2) -> (N, 2) points.
+_ANCHORS = {
+    "centre": np.array([[0.5, 0.0], [0.0, 0.5], [0.5, 0.0], [0.0, 0.5]], np.float64),
+    "bottom": np.array([[0.5, 0.0], [0.0, 0.0], [0.5, 0.0], [0.0, 1.0]], np.float64),
+}
+
+
 def anchor_points(xyxy: np.ndarray, anchor: str) -> np.ndarray:
     """The point of each box that says where its person is: ``(N, 2)`` float64 pixels, the box
     centre (``anchor="centre"``) or the middle of its bottom edge (``"bottom"``). ``xyxy``: ``(N, 4)``."""
-    boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    x = (boxes[:, 0] + boxes[:, 2]) / 2.0
-    y = boxes[:, 3] if anchor == "bottom" else (boxes[:, 1] + boxes[:, 3]) / 2.0
-    return np.stack([x, y], axis=1)
+    return np.asarray(xyxy, np.float64).reshape(-1, 4) @ _ANCHORS[anchor]
 
 
 class Polygons:
     """Several polygons (relative coordinates), tested together: all their edges in one array, so
     one broadcast answers "which faces are in which zones" (crossing-number rule; a point exactly on
-    an edge may fall either way, which the zones' inertia absorbs)."""
+    an edge may fall either way, which the zones' inertia absorbs). The edges are scaled to each
+    frame size once, so the per-frame test is a handful of numpy operations whatever the count."""
 
     def __init__(self, polygons: Sequence[Sequence[Point]]) -> None:
         self.count = len(polygons)
         starts: List[int] = []
-        x1: List[float] = []
-        y1: List[float] = []
-        x2: List[float] = []
-        y2: List[float] = []
+        edges: List[Tuple[float, float, float, float]] = []
         for polygon in polygons:
-            starts.append(len(x1))
-            corners = [tuple(map(float, point)) for point in polygon]
-            for (ax, ay), (bx, by) in zip(corners, [*corners[1:], corners[0]]):
-                x1.append(ax)
-                y1.append(ay)
-                x2.append(bx)
-                y2.append(by)
+            starts.append(len(edges))
+            corners = [(float(x), float(y)) for x, y in polygon]
+            edges += [(ax, ay, bx, by) for (ax, ay), (bx, by) in zip(corners, [*corners[1:], corners[0]])]
         self._starts = np.array(starts, np.intp)
-        self._x1, self._y1 = np.array(x1, np.float64), np.array(y1, np.float64)
-        self._y2 = np.array(y2, np.float64)
-        rise = self._y2 - self._y1
-        # x per unit of y along each edge; horizontal edges never cross a ray in x, their slope is unused.
-        self._slope = np.divide(np.array(x2) - self._x1, rise, out=np.zeros_like(rise), where=rise != 0)
+        self._edges = np.array(edges, np.float64).reshape(-1, 4)
+        self._shape_hw: Tuple[int, int] = (0, 0)
 
-    def contains(self, points_rel: np.ndarray) -> np.ndarray:
-        """``(N, Z)`` bool: point i is inside polygon j. ``points_rel``: ``(N, 2)`` relative coordinates."""
-        points = np.asarray(points_rel, np.float64).reshape(-1, 2)
+    def _scale(self, shape_hw: Tuple[int, int]) -> None:
+        if shape_hw == self._shape_hw:
+            return
+        h, w = shape_hw
+        x1, y1, x2, y2 = (self._edges * np.array([w, h, w, h], np.float64)).T
+        rise = y2 - y1
+        self._x1, self._y1, self._y2 = x1[None, :], y1[None, :], y2[None, :]
+        # x per unit of y along each edge; horizontal edges never cross a ray in x, their slope is unused.
+        self._slope = np.divide(x2 - x1, rise, out=np.zeros_like(rise), where=rise != 0)[None, :]
+        self._shape_hw = shape_hw
+
+    def inside(self, points_px: np.ndarray, shape_hw: Tuple[int, int]) -> np.ndarray:
+        """``(N, Z)`` bool: point i (frame pixels, ``(N, 2)``) is inside polygon j on a frame of ``shape_hw``."""
+        points = np.asarray(points_px, np.float64).reshape(-1, 2)
         if not self.count or not len(points):
             return np.zeros((len(points), self.count), bool)
+        self._scale(shape_hw)
         px, py = points[:, :1], points[:, 1:]
         spans = (self._y1 <= py) != (self._y2 <= py)  # the edge straddles the point's row
-        crossing_x = self._x1 + (py - self._y1) * self._slope
-        crosses = spans & (px < crossing_x)
-        return (np.add.reduceat(crosses, self._starts, axis=1) % 2).astype(bool)
+        crosses = spans & (px < self._x1 + (py - self._y1) * self._slope)
+        return (np.add.reduceat(crosses, self._starts, axis=1) & 1).astype(bool)
+
+    def contains(self, points_rel: np.ndarray) -> np.ndarray:
+        """``(N, Z)`` bool for points in relative coordinates (0-1)."""
+        return self.inside(points_rel, (1, 1))
 
 
 class Lines:
@@ -79,15 +89,19 @@ class Lines:
             return
         h, w = shape_hw
         ends = self._ends * np.array([w, h], np.float64)
-        self._a = ends[:, 0]
-        along = ends[:, 1] - ends[:, 0]
-        self._length = np.linalg.norm(along, axis=1)
-        self._unit = along / self._length[:, None]
-        normal = np.stack([-self._unit[:, 1], self._unit[:, 0]], axis=1)
+        start = ends[:, 0]
+        along = ends[:, 1] - start
+        length = np.linalg.norm(along, axis=1)
+        unit = along / length[:, None]
+        normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)
         # Point the normal to the "in" side, so that a positive distance is "in" (the direction is
         # across the line by the config's check, so the dot product is never 0).
-        flip = np.sign(np.einsum("ij,ij->i", normal, self._in))
-        self._normal = normal * flip[:, None]
+        normal *= np.sign(np.einsum("ij,ij->i", normal, self._in))[:, None]
+        # One product gives every point's distance from each line (first L columns) and position
+        # along it (last L): [x y] @ [normals | units] - [normal . start | unit . start].
+        self._project = np.concatenate([normal, unit]).T.copy()
+        self._offset = np.concatenate([np.einsum("ij,ij->i", normal, start), np.einsum("ij,ij->i", unit, start)])
+        self._length = length
         self._shape_hw = shape_hw
 
     def sides(self, points_px: np.ndarray, shape_hw: Tuple[int, int], band: np.ndarray) -> np.ndarray:
@@ -98,10 +112,9 @@ class Lines:
         if not self.count or not len(points):
             return np.zeros((len(points), self.count), np.int8)
         self._pixels(shape_hw)
-        offset = points[:, None, :] - self._a[None, :, :]  # (N, L, 2)
-        distance = np.einsum("nlk,lk->nl", offset, self._normal)
-        along = np.einsum("nlk,lk->nl", offset, self._unit)
+        projected = points @ self._project - self._offset
+        distance, along = projected[:, :self.count], projected[:, self.count:]
         band_px = np.asarray(band, np.float64) * min(shape_hw)
-        side = np.where(distance > band_px, 1, np.where(distance < -band_px, -1, 0)).astype(np.int8)
+        side = ((distance > band_px).astype(np.int8) - (distance < -band_px)).astype(np.int8)
         side[(along < 0) | (along > self._length)] = 2
         return side

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class LineCrossing:
@@ -34,13 +32,16 @@ class LineSides:
 
     def __init__(self, names: List[str]) -> None:
         self._names = names
-        self._side = np.zeros(len(names), np.int8)  # last side beyond the band: +1, -1, 0 unknown
+        self._side = [0] * len(names)  # last side beyond the band: +1, -1, 0 unknown
 
-    def seen(self, t_s: float, sides: np.ndarray) -> List[LineCrossing]:
-        definite = (sides == 1) | (sides == -1)
-        crossed = definite & (self._side != 0) & (sides != self._side)
-        self._side[definite] = sides[definite]
-        self._side[sides == 2] = 0
-        if not crossed.any():
-            return []
-        return [LineCrossing(self._names[i], "in" if sides[i] == 1 else "out", t_s) for i in np.flatnonzero(crossed)]
+    def seen(self, t_s: float, sides: List[int]) -> List[LineCrossing]:
+        """``sides``: this frame's side of each line (a row of ``Lines.sides``, as a list)."""
+        crossings = []
+        for i, side in enumerate(sides):
+            if side == 2:
+                self._side[i] = 0
+            elif side:
+                if self._side[i] and side != self._side[i]:
+                    crossings.append(LineCrossing(self._names[i], "in" if side == 1 else "out", t_s))
+                self._side[i] = side
+        return crossings

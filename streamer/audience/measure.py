@@ -89,10 +89,16 @@ class Audience:
     def update(self, t_s: float, shape_hw: Tuple[int, int], seen: Sightings) -> List[dict]:
         """The people shown on the frame at ``t_s`` (``shape_hw``: its size); the records it caused."""
         records: List[dict] = []
-        h, w = shape_hw
-        anchors = anchor_points(seen.xyxy, self.cfg.anchor)
-        inside = self._polygons.contains(anchors / np.array([w, h], np.float64))
-        sides = self._lines.sides(anchors, shape_hw, self._bands)
+        # Rows as lists: the per-person loop below reads plain Python values (cheaper than numpy
+        # scalars for the handful of zones and lines a person is tested against).
+        inside: List[List[bool]] = [[]] * len(seen)
+        sides: List[List[int]] = [[]] * len(seen)
+        if self._polygons.count or self._lines.count:
+            anchors = anchor_points(seen.xyxy, self.cfg.anchor)
+            if self._polygons.count:
+                inside = self._polygons.inside(anchors, shape_hw).tolist()
+            if self._lines.count:
+                sides = self._lines.sides(anchors, shape_hw, self._bands).tolist()
         frontal: List[Optional[bool]] = [None] * len(seen)
         if self.cfg.attention and seen.landmarks_xy is not None and len(seen):
             measured = ~np.isnan(seen.landmarks_xy).any(axis=(1, 2))
@@ -112,7 +118,7 @@ class Audience:
                 person.glances.update(t_s, t_s - person.last_t if consecutive else 0.0,  # type: ignore[operator]
                                       frontal[i], person.visits.present())
             person.last_t = t_s
-            for change in person.visits.seen(t_s, np.flatnonzero(inside[i]).tolist()):
+            for change in person.visits.seen(t_s, [j for j, flag in enumerate(inside[i]) if flag]):
                 records.append(self._zone_record(track, person, change))
             for crossing in person.sides.seen(t_s, sides[i]):
                 records.append(self._cross_record(track, person, crossing))

@@ -65,10 +65,14 @@ class ZoneVisits:
 
     def present(self) -> List[str]:
         """The zones the person is in now (past the inertia), in config order."""
+        if not self._visits:
+            return []
         return [self._names[i] for i in sorted(self._visits) if self._visits[i].present]
 
     def seen(self, t_s: float, inside: List[int]) -> List[ZoneChange]:
         """A frame at ``t_s`` where the person's anchor is in the zones of index ``inside``."""
+        if not inside and not self._visits:
+            return []  # the common case: nowhere near a zone
         changes: List[ZoneChange] = []
         inside_set = set(inside)
         for index in inside_set | self._visits.keys():
