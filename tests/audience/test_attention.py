@@ -101,3 +101,15 @@ def test_attention_off_adds_no_fields():
     config = parse_config({"audience": {"attention": False, "zones": {"z": {"polygon": [[0, 0], [1, 0], [1, 1]]}}}})
     records = play(Audience(config.audience), [sightings({1: (500.0, 10.0)}, yaw={1: 0.0})] * 5)
     assert [set(r) & {"attention_s", "glances", "watched"} for r in records] == [set()] * len(records)
+
+
+def test_head_pose_reads_the_nose_offset_as_the_classifiers_yaw_ratio():
+    """head_pose works on plain floats for speed; its yaw must stay align.yaw_ratio's measure (one
+    home for that geometry): tan(yaw) times the nose's depth after the nod is the ratio."""
+    from streamer.audience.attention import _MIN_NOSE_DEPTH, NOSE_DEPTH, NOSE_DROP
+    from streamer.classifiers.align import yaw_ratio
+
+    marks = np.random.default_rng(2).uniform(0, 100, (200, 5, 2)).astype(np.float32)
+    yaw, pitch = head_pose(marks)
+    depth = np.maximum(NOSE_DROP * np.sin(np.radians(pitch)) + NOSE_DEPTH * np.cos(np.radians(pitch)), _MIN_NOSE_DEPTH)
+    np.testing.assert_allclose(np.tan(np.radians(yaw)) * depth, yaw_ratio(marks), atol=1e-3)

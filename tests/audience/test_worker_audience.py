@@ -128,3 +128,28 @@ def test_a_worker_without_a_tracker_measures_nothing():
     result, _ = worker.process(Frame(bgr, 0, 0.0, "photo.jpg", None))
     assert worker.audience is None and worker.pop_records() == []
     assert "zones" not in result.faces[0].to_event() and "looking" not in result.faces[0].to_event()
+
+
+def test_aggregate_privacy_keeps_the_measure_and_draws_nothing():
+    """--privacy aggregate: no picture at all, zones, lines and attention all the same."""
+    from streamer.picture.regions import RegionOverlay
+    from streamer.worker import PictureSpec
+
+    config = parse_config({"audience": AUDIENCE})
+    tracking = TrackingConfig(detect_every_frames=1, detect_min_frames=1, flow=False)
+    detector = SquareDetector()
+    worker = Worker(finding=Finding(FaceAnalyzer(detector, Labels(), min_face_px=10), tracker=Tracker(tracking, GROUPS)),
+                    picture=PictureSpec(pictures=False, regions=RegionOverlay(config.audience)),
+                    audience=Audience(config.audience))
+    kinds = []
+    for k in range(FRAMES):
+        detector.frame = k
+        bgr = np.full(SHAPE_HW + (3,), 128, np.uint8)
+        if top_left(k) is not None:
+            x, y = top_left(k)
+            bgr[y:y + FACE_PX, x:x + FACE_PX] = _TEXTURE
+        _, picture = worker.process(Frame(bgr, k, k / FPS, "synthetic", k / FPS))
+        assert picture is None
+        kinds += [r["event"] for r in worker.pop_records()]
+    kinds += [r["event"] for r in worker.finish()]
+    assert kinds.count("zone_exit") == kinds.count("line_cross") == 1
