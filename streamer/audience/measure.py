@@ -112,11 +112,11 @@ class Audience:
             person = self._person(track)
             if seen.labels:
                 person.labels = seen.labels[i]
-            consecutive = person.last_t is not None and person.last_t == self._prev_t
+            # The time since the previous frame passed in the state and zones of that frame (none
+            # after frames where the person was not shown).
+            dt_s = t_s - person.last_t if person.last_t is not None and person.last_t == self._prev_t else 0.0
             if person.glances is not None:
-                # The time since the previous frame passed in the state and zones of that frame.
-                person.glances.update(t_s, t_s - person.last_t if consecutive else 0.0,  # type: ignore[operator]
-                                      frontal[i], person.visits.present())
+                person.glances.update(t_s, dt_s, frontal[i], person.visits.present())
             person.last_t = t_s
             for change in person.visits.seen(t_s, [j for j, flag in enumerate(inside[i]) if flag]):
                 records.append(self._zone_record(track, person, change))

@@ -147,3 +147,27 @@ def test_two_people_through_a_door_and_a_zone_at_known_frames():
     assert (shelf[1]["gender"], shelf[1]["age_group"]) == ("female", "30-39")
     directions = {(r["track"], r["direction"]) for r in records if r["event"] == "line_cross"}
     assert directions == {(1, "in"), (1, "out"), (2, "in")}
+
+
+def test_nobody_on_a_frame_is_the_same_shapes_and_no_records():
+    from streamer.audience import Sightings
+
+    empty = Sightings.empty()
+    assert (empty.track.shape, empty.xyxy.shape, empty.landmarks_xy.shape, len(empty)) == ((0,), (0, 4), (0, 5, 2), 0)
+    measure = Audience(parse_config({"audience": {"zones": {"z": {"polygon": LEFT_HALF}}, "lines": LINE}}).audience)
+    assert measure.update(0.0, (360, 640), empty) == [] and measure.occupancy() == {"z": 0}
+    assert measure.state(5) == ((), None) and measure.end(5, 0.0) == ([], {"attention_s": 0.0, "glances": 0})
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"xyxy": np.zeros((2, 4), np.float32)}, "xyxy must be"),
+     ({"landmarks_xy": np.zeros((1, 4, 2), np.float32)}, "landmarks_xy must be"),
+     ({"labels": ((None, None),) * 2}, "labels must have")],
+)
+def test_sightings_check_their_shapes(kwargs, message):
+    from streamer.audience import Sightings
+
+    fields = {"track": np.array([1]), "xyxy": np.zeros((1, 4), np.float32), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        Sightings(**fields)
