@@ -156,3 +156,13 @@ def test_the_report_gives_the_same_tables_and_writes_them(tmp_path):
     assert "Attention: 2 of 2 people looked at the camera" in page
     names = {name.rsplit("/", 1)[-1] for name in written["files"]}
     assert {"zones.csv", "lines.csv", "zone_entries.png", "zone_dwell.png"} <= names
+
+
+def test_the_command_line_prints_one_line_per_zone_line_and_attention():
+    from streamer.audience.tally import format_audience
+
+    lines = format_audience(tally_of(RECORDS).summary())
+    assert lines[0] == ("zone shelf    2 people, 3 visits, dwell p50 4 s p90 5.6 s, watchers 1 (50 %), "
+                        "passers-by 1")
+    assert lines[3] == "line door     in 2, out 1 (people; crossings in 2, out 1)"
+    assert lines[4].startswith("attention     2 of 2 people looked at the camera (100 %), 3 glances")
