@@ -310,6 +310,9 @@ def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: 
     )
     people = PeopleTally(config.report, config.classifier.age_groups) if tracked else None
     audience = config.audience if tracked and config.audience.enabled else None
+    if not tracked and (config.audience.zones or config.audience.lines):
+        log.warning("audience zones and lines need tracked mode on a video or stream (--mode tracked); "
+                    "not measured in this run")
     return Worker(finding=finding, picture=picture, people=people,
                   audience=None if audience is None else Audience(audience),
                   audience_tally=None if audience is None else AudienceTally(
