@@ -85,8 +85,9 @@ def test_two_zones_and_a_line_on_the_stage_clip_reach_every_output(tmp_path, ana
 
             poller = threading.Thread(target=poll, daemon=True)
             poller.start()
-            options = RunOptions(source=str(source), events=tmp_path / "events.jsonl", window=False, progress=False,
-                                 report=tmp_path / "report", summary_json=tmp_path / "summary.json")
+            options = RunOptions(source=str(source), output=tmp_path / "out.mp4", events=tmp_path / "events.jsonl",
+                                 window=False, progress=False, report=tmp_path / "report",
+                                 summary_json=tmp_path / "summary.json")
             try:
                 summary = run(config, options, analyzer=analyzer, sinks=[mqtt, live])
             finally:
@@ -117,6 +118,15 @@ def test_two_zones_and_a_line_on_the_stage_clip_reach_every_output(tmp_path, ana
     assert longest["dwell_s"] > 3.0 and longest["watched"]
     assert audience["attention"]["people"] == summary["people"]["people"]
     assert json.loads((tmp_path / "summary.json").read_text())["audience"] == audience
+    # The annotated video shows the zones: the stage's left edge (x = 0.2, 128 px) a thin yellow
+    # line, much brighter in green and red than the dark stage 4 px beside it (after compression).
+    import cv2
+
+    capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    ok, first = capture.read()
+    capture.release()
+    edge, beside = first[20:240, 128, 1:].astype(int), first[20:240, 132, 1:].astype(int)
+    assert ok and ((edge - beside).min(axis=1) > 60).mean() > 0.8
 
     # The report, built from the same records: the same tables, on the page and in zones.csv.
     report = json.loads((tmp_path / "report" / "summary.json").read_text())["audience"]
