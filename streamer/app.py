@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
+from .audience import Audience
+from .audience.tally import AudienceTally
 from .config import Config
 from .detectors import build_mask_detector
 from .errors import ConfigError, SinkError, StreamerError
@@ -33,6 +35,7 @@ from .outputs.recording import VideoSink
 from .outputs.sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
 from .picture.anonymize import build_anonymizer
 from .picture.draw import LabelStyle
+from .picture.regions import RegionOverlay
 from .pipeline import FaceAnalyzer, build_analyzer
 from .report.build import ReportSink, report_paths
 from .report.tally import PeopleTally
@@ -41,7 +44,7 @@ from .sources.source import open_source
 from .tracking.flow import BoxFlow
 from .tracking.motion import MotionGate
 from .tracking.tracker import Tracker
-from .types import FrameResult
+from .types import FrameResult, age_group_labels
 from .worker import Finding, PictureSpec, Worker
 
 log = logging.getLogger(__name__)
@@ -302,9 +305,19 @@ def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: 
         hud=out.hud and stream, label_style=LabelStyle.from_config(config.classifier), labels=out.labels,
         pictures=not aggregate, anonymizer=anonymizer, mask_detector=build_mask_detector(config),
         mask_interval_s=out.anonymize_detector_interval_s if stream else 0.0,
+        regions=RegionOverlay(config.audience) if tracked and config.audience.draw and (
+            config.audience.zones or config.audience.lines) else None,
     )
     people = PeopleTally(config.report, config.classifier.age_groups) if tracked else None
-    return Worker(finding=finding, picture=picture, people=people)
+    audience = config.audience if tracked and config.audience.enabled else None
+    if not tracked and (config.audience.zones or config.audience.lines):
+        log.warning("audience zones and lines need tracked mode on a video or stream (--mode tracked); "
+                    "not measured in this run")
+    return Worker(finding=finding, picture=picture, people=people,
+                  audience=None if audience is None else Audience(audience),
+                  audience_tally=None if audience is None else AudienceTally(
+                      list(audience.zones), list(audience.lines), age_group_labels(config.classifier.age_groups),
+                      audience.attention, config.report.min_seen_s))
 
 
 def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _Shape, worker: Worker,
@@ -317,7 +330,8 @@ def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _
     if options.events is not None:
         outputs.sinks.append(EventsSink(options.events, overwrite))
     if options.report is not None and shape.tracked:
-        outputs.report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite)
+        outputs.report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite,
+                                    audience=config.audience)
         outputs.sinks.append(outputs.report)
     window = None if shape.aggregate else _open_window(config, options, shape.info, stop)
     if window is not None:
@@ -397,6 +411,8 @@ def _summarise(shape: _Shape, source: FrameSource, worker: Worker, ending: _Endi
         summary["people"] = worker.people.counts()
         if outputs.report is not None and outputs.report.written is not None:
             summary["report"] = str(options.report)
+    if worker.audience_tally is not None:
+        summary["audience"] = worker.audience_tally.summary()
     if ending.error is not None:
         summary["error"] = str(ending.error)
     return summary

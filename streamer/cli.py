@@ -48,7 +48,8 @@ MODES = {
 }
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
-EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command"}
+EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command",
+                  "zones": "streamer.audience.command"}
 CORE_COMMANDS = ("run", "models", "doctor")
 HELP_FLAGS = ("-h", "--help")
 
@@ -58,6 +59,7 @@ _USAGE = """
   {pad}[--mqtt HOST[:PORT]] [--anonymize blur|pixelate|solid] [--no-labels]
   {pad}[--privacy full|aggregate] [-v]
   {prog} models list|fetch|verify [MODEL ...]
+  {prog} zones --source SRC [--out PNG] [--no-window]
   {prog} doctor
   {prog} COMMAND --help"""
 
@@ -299,6 +301,10 @@ def _format_summary(summary: dict) -> str:
         groups = ", ".join(f"{k} {v}" for k, v in people["by_age_group"].items() if v)
         lines.append(f"people        {people['people']} ({genders}; ages {groups})"
                      + (f"; {people['left_out']} seen too briefly left out" if people.get("left_out") else ""))
+    if summary.get("audience"):
+        from .audience.tally import format_audience
+
+        lines += format_audience(summary["audience"])
     if summary.get("segments"):
         segments = summary["segments"]
         lines.append(f"output        {summary.get('frames_recorded', 0)} frames in {len(segments)} segment(s) "

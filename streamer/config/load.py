@@ -11,6 +11,7 @@ import yaml
 
 from ..errors import ConfigError
 from .analysis import ClassifierConfig, DetectorConfig, DnnConfig, ModelsConfig
+from .audience import AudienceConfig
 from .frames import CaptureConfig, MotionConfig, TrackingConfig
 from .outputs import MqttConfig, OutputConfig, ReportConfig, WebConfig
 from .schema import _SHORT, _BadValue, _build, _Section, _UnknownKey, section
@@ -33,6 +34,7 @@ class Config(_Section):
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
+    audience: AudienceConfig = dataclasses.field(default_factory=AudienceConfig)
 
 
 def parse_config(data: Any, path: Path = Path("<config>")) -> Config:

@@ -145,7 +145,7 @@ def serve(config: Config, host: str, port: int, options=None, ready=None) -> Opt
     ``options``: the app.RunOptions of the live source, or None for photos only. ``ready(url)``
     is called once the server listens. Returns the run's summary (None without a source)."""
     token = resolve_token(config, host)
-    live = LiveView(config.web) if options is not None else None
+    live = LiveView(config.web, config.audience, config.classifier.age_groups) if options is not None else None
     service = Service(config, token, live)
     if live is None:
         service.photos.warm_up()  # model problems show now, not at the first upload
