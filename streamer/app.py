@@ -212,6 +212,7 @@ class _Outputs:
 
     sinks: List[Sink] = field(default_factory=list)
     pictures: Optional[Sink] = None
+    events: Optional[EventsSink] = None
     report: Optional[ReportSink] = None
 
 
@@ -253,7 +254,9 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             ending = _loop(source, worker, outputs.sinks, stop, stack, options.progress)
             ending.error = _finish(worker, outputs.sinks, ending.error)
         summary = _summarise(shape, source, worker, ending, t_run, options, outputs, sinks)
-        _write_summary(summary, _summary_path(config, options), _overwrite(config, options), ending.error)
+        # A live run's summary is of the latest run: a restarted service renews it.
+        _write_summary(summary, _summary_path(config, options), _overwrite(config, options) or shape.info.kind == "live",
+                       ending.error)
     if ending.error is not None:
         ending.error.summary = summary
         raise ending.error
@@ -279,7 +282,8 @@ def _shape(config: Config, options: RunOptions, source: FrameSource, aggregate: 
     segmented = info.kind == "live" and config.output.segment_s > 0
     check_outputs(info.kind, options.source, getattr(source, "paths", ()), output,
                   [(options.events, "events file"), (summary_path, "summary"),
-                   *[(path, "report") for path in report_files]], _overwrite(config, options), segmented)
+                   *[(path, "report") for path in report_files]], _overwrite(config, options), segmented,
+                  kept=[options.events, summary_path] if info.kind == "live" else [])
     return _Shape(info, output, stream, tracked, aggregate)
 
 
@@ -315,7 +319,9 @@ def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _
     if outputs.pictures is not None:
         outputs.sinks.append(outputs.pictures)
     if options.events is not None:
-        outputs.sinks.append(EventsSink(options.events, overwrite))
+        # A live run continues the file: a service restarted after a stop, a crash or a reboot.
+        outputs.events = EventsSink(options.events, overwrite, append=shape.info.kind == "live")
+        outputs.sinks.append(outputs.events)
     if options.report is not None and shape.tracked:
         outputs.report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite)
         outputs.sinks.append(outputs.report)
@@ -389,6 +395,8 @@ def _summarise(shape: _Shape, source: FrameSource, worker: Worker, ending: _Endi
     summary = _summary(shape.info, source.stats, worker, ending.stopped_by, ending.elapsed_s, t_run, shape.output,
                        options.events)
     summary.update(_recorded(shape.info, shape.output, outputs.pictures))
+    if outputs.events is not None:
+        summary.update(outputs.events.summary_fields())
     for sink in callers:  # a caller's sink may count its own (MQTT: messages published, dropped)
         summary.update(sink.summary_fields())
     if isinstance(ending.error, SinkError) and not summary["frames_recorded"]:

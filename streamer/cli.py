@@ -73,6 +73,8 @@ outputs:
   every output file is written under a temporary name and appears only when complete; an existing
   file is never replaced without --overwrite; live recordings are written in segments of
   output.segment_s seconds (rec_00001.mp4, rec_00002.mp4, ...) so a power cut loses at most one.
+  A live source continues what an earlier run left (a restarted service): it appends to the
+  events file and numbers segments on from the highest; its --summary is of the latest run.
 
 exit status: 0 on success or a user stop (q, Esc, Ctrl-C); 2 with a one-line error on bad input,
   bad config, or an output that could not be written (the summary then says what is on disk).

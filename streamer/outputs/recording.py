@@ -172,23 +172,32 @@ def existing_segments(path: Path) -> List[Path]:
         return []
 
 
+def next_segment_number(path: Path) -> int:
+    """The number after the highest segment of a recording at ``path`` on disk (1 when none): a
+    live recording restarted (a service after a crash or a reboot) continues the series."""
+    numbers = [int(segment.stem[len(Path(path).stem) + 1:]) for segment in existing_segments(path)]
+    return max(numbers, default=0) + 1
+
+
 class SegmentedVideoSink(_Closing):
     """A live recording as a series of finished files (``rec_00001.mp4``, ``rec_00002.mp4`` ...),
     each ``segment_frames`` frames long, the way NVRs record: an MP4 plays only once its index is
     written at close, so a power cut or SIGKILL loses at most the segment being written.
 
-    ``write`` takes ``(H, W, 3)`` uint8 BGR frames; ``paths`` lists the finished segments.
+    ``write`` takes ``(H, W, 3)`` uint8 BGR frames; ``paths`` lists the finished segments, numbered
+    from ``first`` on.
     """
 
     def __init__(self, path: Path, fps: float, size_wh: Tuple[int, int], codecs: Sequence[str],
-                 segment_frames: int, overwrite: bool = False) -> None:
+                 segment_frames: int, overwrite: bool = False, first: int = 1) -> None:
         self.path = Path(path)
+        self._first = first
         self._args = (fps, size_wh, codecs)
         self._segment_frames = max(1, int(segment_frames))
         self._overwrite = overwrite
         self.paths: List[Path] = []
         self._finished_frames = 0
-        self._current: Optional[VideoFileSink] = self._open(1)
+        self._current: Optional[VideoFileSink] = self._open(first)
         self.codec = self._current.codec
 
     def _open(self, number: int) -> VideoFileSink:
@@ -208,7 +217,7 @@ class SegmentedVideoSink(_Closing):
             raise SinkError(f"recording {self.path} is already closed")
         if self._current.frames_written >= self._segment_frames:
             self._finish_current()
-            self._current = self._open(len(self.paths) + 1)
+            self._current = self._open(self._first + len(self.paths))
         self._current.write(bgr)
 
     def _finish_current(self) -> None:
@@ -362,7 +371,8 @@ class VideoSink(Sink):
                 for old in existing_segments(self.path):
                     os.unlink(old)  # --overwrite: an older, longer recording must not trail this one
             file = self._segments = SegmentedVideoSink(self.path, self._fps, size_wh, self._codecs,
-                                                       self._segment_frames, self._overwrite)
+                                                       self._segment_frames, self._overwrite,
+                                                       first=next_segment_number(self.path))
         else:
             file = VideoFileSink(self.path, self._fps, size_wh, self._codecs, self._overwrite)
         try:

@@ -234,3 +234,30 @@ def test_video_sink_says_once_when_frames_change_size(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if "change size" in r.getMessage()]
     assert len(warnings) == 1 and "from 64x48 to 100x100 at frame 1" in warnings[0]
     assert frames_in_file(tmp_path / "o.avi") == 4
+
+
+@pytest.mark.parametrize("earlier, kept_lines, cut", [
+    (b"", 0, 0),
+    (b'{"frame":0}\n{"frame":1}\n', 2, 0),
+    (b'{"frame":0}\n{"frame":1}\n{"fra', 2, 1),  # the writer died mid-line
+    (b'{"frame":0,"faces":[' + b"x" * 200_000, 0, 1),  # a torn line longer than one read of the tail
+])
+def test_events_sink_appends_after_the_last_whole_line(tmp_path, earlier, kept_lines, cut):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(earlier)
+    frame = Frame(bgr=np.zeros((4, 4, 3), np.uint8), index=5, t_s=0.0, source="cam")
+    with EventsSink(path, append=True) as sink:
+        sink.write(FrameResult(frame=frame, faces=()))
+        with pytest.raises(SinkError, match="being written by another run"):
+            EventsSink(path, append=True)  # a second service on the same file
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and len(lines) - 1 == kept_lines + 1
+    assert json.loads(lines[-2])["frame"] == 5 and sink.torn_lines_cut == cut
+
+
+def test_events_sink_refuses_an_existing_file_unless_it_appends(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"frame":0}\n')
+    with pytest.raises(SinkError, match="already exists; pass --overwrite"):
+        EventsSink(path)
+    assert path.read_bytes() == b'{"frame":0}\n'
