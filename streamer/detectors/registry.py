@@ -16,7 +16,7 @@ import logging
 from types import ModuleType
 from typing import TYPE_CHECKING, Dict, Optional, Set
 
-from ..errors import ModelError
+from ..errors import ModelError, ModelFileError
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -66,7 +66,8 @@ def build_detector(config: Config, store: ModelStore) -> FaceDetector:
         return load_detector(chosen, config, store)
     except ModelError as error:
         fallback = config.detector.fallback
-        if fallback is None or fallback == chosen:
+        # A damaged or unreadable file is the user's to fix: another detector would hide it.
+        if fallback is None or fallback == chosen or isinstance(error, ModelFileError):
             raise
         log.warning("face detector %s unavailable (%s); falling back to %s", chosen, error, fallback)
         try:
