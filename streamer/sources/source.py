@@ -39,7 +39,7 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tc
 
 # JPEG scales by 1/2, 1/4 and 1/8 while decoding (libjpeg's scaled IDCT), so the full-size picture
 # never exists; other formats are decoded whole and then resized.
-_REDUCED_READ_FLAGS = {
+REDUCED_READ_FLAGS = {
     1: cv2.IMREAD_COLOR,
     2: cv2.IMREAD_REDUCED_COLOR_2,
     4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -86,7 +86,7 @@ class ImageSource(FrameSource):
         size_wh = (file_size_wh(path) if self._decode_side_px else None) or (0, 0)
         factor = decode_reduction(size_wh, self._decode_side_px)
         # IMREAD_COLOR (and its reduced forms) turns grey, palette and RGBA images into 3-channel BGR.
-        image = cv2.imread(str(path), _REDUCED_READ_FLAGS[factor])
+        image = cv2.imread(str(path), REDUCED_READ_FLAGS[factor])
         if image is not None and factor > 1 and not self._said_reduced:
             self._said_reduced = True
             logger.info(

@@ -27,6 +27,7 @@ from typing import Any, Optional
 from cheroot import wsgi
 
 from ..config import MIN_TOKEN_CHARS, Config
+from . import heap
 from .app import Service, create_app
 from .command import TOKEN_ENV, WebError
 from .connections import DeadlineGateway, GatedConnection, GatedConnections, Limits, body_seconds
@@ -186,6 +187,7 @@ def serve(config: Config, host: str, port: int, options=None, ready=None) -> Opt
     ``options``: the app.RunOptions of the live source, or None for photos only. ``ready(url)``
     is called once the server listens. Returns the run's summary (None without a source)."""
     token = resolve_token(config, host)
+    heap.limit_arenas()  # before the request threads start: see streamer/web/heap.py
     live = LiveView(config.web) if options is not None else None
     service = Service(config, token, live)
     if live is None:
