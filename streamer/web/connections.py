@@ -167,7 +167,10 @@ class GatedConnections(connections.ConnectionManager):
                 elif isinstance(data, _Closing):
                     self._drain(sock_fd, data)
                 else:
-                    self._selector.unregister(sock_fd)
+                    try:
+                        self._selector.unregister(sock_fd)
+                    except KeyError:
+                        continue  # dealt with earlier in this round (pushed out by a newcomer)
                     self._look(data, now)
             self._unpark(now)
             self._expire_waiting(now)
@@ -193,6 +196,9 @@ class GatedConnections(connections.ConnectionManager):
     def _look(self, waiting: _Waiting, now: float) -> None:
         """Hand the connection on once its head is whole; park it while it is not; close it at EOF."""
         sock = waiting.conn.socket
+        if sock is None or sock.fileno() < 0:  # closed meanwhile
+            _forget(waiting.conn)
+            return
         try:
             # Non-blocking for the look (a socket with a timeout would wait for data), then back.
             sock.settimeout(0)
@@ -374,27 +380,41 @@ class BodyTooSlow(RequestTimeout):
 
 
 class DeadlineInput:
-    """``wsgi.input`` that raises BodyTooSlow once the front door cut the body off (BodyWatch)."""
+    """``wsgi.input`` read against a deadline that starts at its first read (an upload may wait
+    for its turn before its body is read): the front door cuts the body off when it passes
+    (``BodyWatch``), and the read raises BodyTooSlow."""
 
-    def __init__(self, stream, watch: BodyWatch, seconds: float) -> None:
-        self._stream, self._watch, self._seconds = stream, watch, seconds
+    def __init__(self, stream, gate: GatedConnections, sock: socket.socket, seconds: float) -> None:
+        self._stream, self._gate, self._sock, self._seconds = stream, gate, sock, seconds
+        self.watch: Optional[BodyWatch] = None
+
+    def _start(self) -> None:
+        if self.watch is None:
+            self.watch = self._gate.watch_body(self._sock, time.monotonic() + self._seconds)
 
     def _checked(self, data):
-        if self._watch.expired:
+        if self.watch is not None and self.watch.expired:
             raise BodyTooSlow(self._seconds)
         return data
 
     def read(self, *args):
+        self._start()
         return self._checked(self._stream.read(*args))
 
     def readline(self, *args):
+        self._start()
         return self._checked(self._stream.readline(*args))
 
     def readlines(self, *args):
+        self._start()
         return self._checked(self._stream.readlines(*args))
 
     def __iter__(self):
         return iter(self.readline, b"")
+
+    def done(self) -> None:
+        if self.watch is not None:
+            self._gate.unwatch_body(self.watch)
 
 
 def body_seconds(length: int, base_s: float, min_bytes_per_s: float) -> float:
@@ -409,19 +429,18 @@ class DeadlineGateway(wsgi.Gateway_10):
 
     def get_environ(self):
         env = super().get_environ()
-        self._watch: Optional[BodyWatch] = None
+        self._input: Optional[DeadlineInput] = None
         gate = getattr(self.req.server, "_connections", None)
         length = int(env.get("CONTENT_LENGTH") or 0)
         if isinstance(gate, GatedConnections) and length > 0 and self.req.conn.socket is not None:
-            seconds = self.req.server.body_deadline(length)
-            self._watch = gate.watch_body(self.req.conn.socket, time.monotonic() + seconds)
-            env["wsgi.input"] = DeadlineInput(env["wsgi.input"], self._watch, seconds)
+            self._input = DeadlineInput(env["wsgi.input"], gate, self.req.conn.socket,
+                                        self.req.server.body_deadline(length))
+            env["wsgi.input"] = self._input
         return env
 
     def respond(self):
         try:
             return super().respond()
         finally:
-            gate = getattr(self.req.server, "_connections", None)
-            if self._watch is not None and isinstance(gate, GatedConnections):
-                gate.unwatch_body(self._watch)
+            if self._input is not None:
+                self._input.done()

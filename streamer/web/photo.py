@@ -139,20 +139,48 @@ def encode_jpeg(bgr: np.ndarray, quality: Optional[int] = None) -> bytes:
     return encoded.tobytes()
 
 
+# Uploads that may wait for a turn beyond those being read and analysed; past them an upload is
+# answered 503 at once: a waiting upload holds a request thread (its body waits unread in the
+# socket), and the page, /healthz and /metrics must always find one (streamer/web/server.py sizes
+# the pool from these). 18: a batch of 20 photos at once all get their turn.
+WAITING_UPLOADS = 18
+
+
+class UploadTurns:
+    """``slots`` uploads read and analysed at once, ``waiting`` more queued for a turn; ``enter``
+    is False at once when the queue is full, or after ``timeout_s`` without a turn."""
+
+    def __init__(self, slots: int, waiting: int) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._room = threading.BoundedSemaphore(slots + waiting)
+
+    def enter(self, timeout_s: float) -> bool:
+        if not self._room.acquire(blocking=False):
+            return False
+        if not self._slots.acquire(timeout=timeout_s):
+            self._room.release()
+            return False
+        return True
+
+    def leave(self) -> None:
+        self._slots.release()
+        self._room.release()
+
+
 class PhotoService:
     """Analyses uploaded photos with one analyzer built on first use (the photo settings of
     ``build_analyzer(config, None, photos=True)``: detection at ``detector.photo_max_side_px``)
     and kept. cv2.dnn networks are not thread-safe, so model calls are serialised by a lock, and
     decoding and drawing with them: one photo is decoded at a time. At most
-    ``web.max_parallel_uploads`` uploads are read at once (``slots``); the rest wait their turn
-    or get 503, so N parallel uploads do not grow memory N times."""
+    ``web.max_parallel_uploads`` uploads are read at once and WAITING_UPLOADS more wait their turn
+    (``turns``); the rest get 503, so N parallel uploads do not grow memory N times."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
         self._style = LabelStyle.from_config(config.classifier)
         self._analyzer = None
         self._model_lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(config.web.max_parallel_uploads)
+        self.turns = UploadTurns(config.web.max_parallel_uploads, WAITING_UPLOADS)
         self.max_pixels = int(config.web.max_image_mp * 1e6)
         self._decode_side_px = config.capture.photo_decode_side_px
         self.photos = 0

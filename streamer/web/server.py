@@ -9,8 +9,8 @@ application the socket's stream, so Flask's ``MAX_CONTENT_LENGTH`` answers from 
 Content-Length without reading the body. Both are pure Python (any board), both have a fixed pool
 of request threads; cheroot keeps idle keep-alive connections out of it (a selector).
 
-Threads: cheroot's pool of ``web.max_viewers`` + ``_REQUEST_THREADS`` (each MJPEG viewer holds one
-for as long as it watches; requests beyond the pool wait at the socket for a free thread); the
+Threads: cheroot's pool of ``web.max_viewers`` + the uploads' + ``_REQUEST_THREADS`` (each MJPEG viewer
+holds one for as long as it watches; requests beyond the pool wait for a free thread); the
 run, when there is one, on the main thread, so Ctrl-C and SIGTERM stop it exactly as they stop a
 run.
 """
@@ -32,15 +32,17 @@ from .app import Service, create_app
 from .command import TOKEN_ENV, WebError
 from .connections import DeadlineGateway, GatedConnection, GatedConnections, Limits, body_seconds
 from .live import LiveView
+from .photo import WAITING_UPLOADS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["WebError", "WebServer", "resolve_token", "serve"]
 
-# Request threads beside the viewers': photos (web.max_parallel_uploads decoding, more waiting
-# their turn), the page, stats, health and metrics. No thread waits for a request head
+# Request threads beside the viewers' and the uploads' (web.max_parallel_uploads being read and
+# analysed, photo.WAITING_UPLOADS waiting their turn; more are answered 503): the page, stats,
+# health and metrics always find one. No thread waits for a request head
 # (streamer/web/connections.py): a thread is busy only while a request is answered.
-_REQUEST_THREADS = 10
+_REQUEST_THREADS = 4
 # An idle keep-alive connection, or a stalled one (a viewer that stopped reading), is dropped after
 # this; a single read or write of a request waits at most this long.
 _SOCKET_TIMEOUT_S = 30
@@ -129,7 +131,8 @@ class WebServer:
     def __init__(self, service: Service, host: str, port: int) -> None:
         self._service = service
         self._server = _Cheroot((host, port), create_app(service),
-                                numthreads=service.config.web.max_viewers + _REQUEST_THREADS,
+                                numthreads=service.config.web.max_viewers + service.config.web.max_parallel_uploads
+                                + WAITING_UPLOADS + _REQUEST_THREADS,
                                 server_name="streamer", timeout=_SOCKET_TIMEOUT_S, shutdown_timeout=_SHUTDOWN_S,
                                 request_queue_size=_LISTEN_BACKLOG)
         try:
