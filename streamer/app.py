@@ -6,7 +6,9 @@ cleanly: outputs are finalised and the source is released.
 
 Every output path is checked before the first frame (``streamer.outputs.plan``), and every ending (end
 of input, a user stop, an error) finalises the sinks and writes the summary, which counts only
-frames that are in a finished file. The loop knows sinks only through the ``Sink`` protocol, so a
+frames that are in a finished file. When an output fails (a full disk under the events file), the
+others are not published as complete: the video is kept as ``<name>.partial.mp4`` and the summary
+names it as ``partial_output``. The loop knows sinks only through the ``Sink`` protocol, so a
 caller adds its own (the web stream, MQTT) with ``run(..., sinks=[...])``.
 """
 
@@ -172,12 +174,19 @@ def _write_all(sinks: Sequence[Sink], result: FrameResult, annotated, records: S
     return user_stop
 
 
-def _close_all(sinks: List[Sink]) -> None:
-    """Close every sink, each even when another failed; the first failure is raised."""
-    failures = []
+def _close_all(sinks: List[Sink], failed: Optional[SinkError] = None) -> None:
+    """Close every sink, each even when another failed; the first failure is raised. Once an
+    output has failed (``failed``, or one failing here), the later ones are closed incomplete:
+    a file that would be published as complete is kept as ``<name>.partial<suffix>``."""
+    failures: List[StreamerError] = []
     while sinks:
+        sink = sinks.pop(0)
+        first_failed = failed or next((f for f in failures if isinstance(f, SinkError)), None)
         try:
-            sinks.pop(0).close()
+            if first_failed is not None:
+                sink.close_incomplete(f"{first_failed}")
+            else:
+                sink.close()
         except StreamerError as failure:
             failures.append(failure)
     for later in failures[1:]:
@@ -383,7 +392,7 @@ def _finish(worker: Worker, sinks: List[Sink], error: Optional[StreamerError]) -
         except StreamerError as failure:
             error = _first(error, failure)
     try:
-        _close_all(sinks)
+        _close_all(sinks, error if isinstance(error, SinkError) else None)
     except StreamerError as failure:
         error = _first(error, failure)
     return error
@@ -399,8 +408,8 @@ def _summarise(shape: _Shape, source: FrameSource, worker: Worker, ending: _Endi
         summary.update(outputs.events.summary_fields())
     for sink in callers:  # a caller's sink may count its own (MQTT: messages published, dropped)
         summary.update(sink.summary_fields())
-    if isinstance(ending.error, SinkError) and not summary["frames_recorded"]:
-        summary["output"] = None  # the output that failed is not there: the summary must not point at it
+    if isinstance(ending.error, SinkError) and (not summary["frames_recorded"] or "partial_output" in summary):
+        summary["output"] = None  # not there (it failed, or is kept as .partial): the summary must not point at it
     if worker.people is not None:
         summary["people"] = worker.people.counts()
         if outputs.report is not None and outputs.report.written is not None:
@@ -444,6 +453,8 @@ def _recorded(info: SourceInfo, output: Optional[Path], pictures: Optional[Sink]
         recorded: dict = {"frames_recorded": pictures.frames_in_file}
         if pictures.segments:
             recorded["segments"] = [str(path) for path in pictures.segments]
+        if pictures.kept_at is not None:  # another output failed: not published as complete
+            recorded["partial_output"] = str(pictures.kept_at)
         return recorded
     return {"frames_recorded": 0}
 

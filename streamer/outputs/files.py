@@ -34,6 +34,13 @@ def part_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.part-{os.getpid()}-{next(_part_numbers)}{final.suffix}")
 
 
+def partial_path(final: Path) -> Path:
+    """Where a file is kept that is not published as complete because another output of its run
+    failed: ``rec.mp4`` -> ``rec.partial.mp4``, visible and still playable (the same suffix)."""
+    final = Path(final)
+    return final.with_name(f"{final.stem}.partial{final.suffix}")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import SinkError
 from ..types import FrameResult
-from .files import fsync_path, make_parent, os_reason, part_path, publish, remove_quietly, size_text
+from .files import fsync_path, make_parent, os_reason, part_path, partial_path, publish, remove_quietly, size_text
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ class VideoFileSink(_Closing):
         self.frames_written = 0
         self.frames_in_file = 0
         self._overwrite = overwrite
+        self.incomplete: Optional[str] = None  # why the run's outputs are not complete (mark_incomplete)
+        self.kept_at: Optional[Path] = None  # where the file went when it is not published as complete
         make_parent(self.path, "output video")
         self._part = part_path(self.path)
         self._writer: Optional[cv2.VideoWriter] = None
@@ -151,9 +153,19 @@ class VideoFileSink(_Closing):
             fsync_path(self._part)
         except OSError as error:
             self._fail(error, in_file)
+        if self.incomplete is not None:
+            self.kept_at = partial_path(self.path)
+            publish(self._part, self.kept_at, overwrite=True)  # a name only failed runs use
+            log.warning("output video %s not published as complete: %s; its %d frames are kept at %s",
+                        self.path, self.incomplete, in_file, self.kept_at)
+            return
         publish(self._part, self.path, self._overwrite)
         self.frames_in_file = in_file
         log.info("wrote %d frames to %s", in_file, self.path)
+
+    def mark_incomplete(self, reason: str) -> None:
+        """At close, keep the file at ``partial_path`` instead of publishing it (another output failed)."""
+        self.incomplete = reason
 
 
 def segment_path(path: Path, number: int) -> Path:
@@ -197,6 +209,8 @@ class SegmentedVideoSink(_Closing):
         self._overwrite = overwrite
         self.paths: List[Path] = []
         self._finished_frames = 0
+        self._kept_at: Optional[Path] = None
+        self._incomplete: Optional[str] = None
         self._current: Optional[VideoFileSink] = self._open(first)
         self.codec = self._current.codec
 
@@ -220,16 +234,30 @@ class SegmentedVideoSink(_Closing):
             self._current = self._open(self._first + len(self.paths))
         self._current.write(bgr)
 
+    def close(self) -> None:
+        if self._incomplete is not None and self._current is not None:
+            self._current.mark_incomplete(self._incomplete)
+        self._finish_current()
+
+    def mark_incomplete(self, reason: str) -> None:
+        """At close, the segment being written then is kept at its ``partial_path``; finished segments stay."""
+        self._incomplete = reason
+
+    @property
+    def kept_at(self) -> Optional[Path]:
+        return self._kept_at
+
     def _finish_current(self) -> None:
         current, self._current = self._current, None
         if current is None:
             return
-        current.close()
-        self.paths.append(current.path)
-        self._finished_frames += current.frames_in_file
-
-    def close(self) -> None:
-        self._finish_current()
+        try:
+            current.close()
+        finally:
+            self._kept_at = current.kept_at or getattr(self, "_kept_at", None)
+        if current.kept_at is None:
+            self.paths.append(current.path)
+            self._finished_frames += current.frames_in_file
 
 
 class BackgroundVideoWriter(_Closing):
@@ -399,6 +427,16 @@ class VideoSink(Sink):
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+    def close_incomplete(self, reason: str) -> None:
+        if self._writer is not None:
+            self._writer.sink.mark_incomplete(reason)
+            self._writer.close()
+
+    @property
+    def kept_at(self) -> Optional[Path]:
+        """The ``.partial`` file kept when another output failed, or None."""
+        return self._writer.sink.kept_at if self._writer is not None else None
 
     @property
     def frames_in_file(self) -> int:

@@ -74,6 +74,12 @@ class Sink:
     def close(self) -> None:
         pass
 
+    def close_incomplete(self, reason: str) -> None:
+        """``close`` when another output of the run failed (``reason``): a file that would be
+        published as complete is kept under a ``.partial`` name instead (``files.partial_path``).
+        Sinks whose files are complete piece by piece (images, the events log) just close."""
+        self.close()
+
     def summary_fields(self) -> dict:
         """What this sink adds to the run's summary (after ``close``), e.g. messages sent."""
         return {}

@@ -117,8 +117,12 @@ def test_full_disk_is_exit_2_and_the_summary_claims_only_what_is_on_disk(case, m
             lines = (disk / "e.jsonl").read_text().splitlines()
             assert lines and all(json.loads(text) for text in lines)  # whole lines only
             assert f"after {len(lines)} lines" in line
-            # The video on the other disk is complete: it is not what failed.
-            assert frames_in(tmp_path / "o.mp4") == summary["frames_recorded"] > 0
+            # The video on the other disk played, but holds frames the events do not: it is not
+            # published as complete, it is kept under a visible .partial name and the summary says so.
+            assert not (tmp_path / "o.mp4").exists() and summary["output"] is None
+            assert summary["partial_output"] == str(tmp_path / "o.partial.mp4") and summary["frames_recorded"] == 0
+            assert frames_in(tmp_path / "o.partial.mp4") >= len([text for text in lines if '"faces"' in text]) > 0
+            assert "o.partial.mp4" in result.stderr and "not published as complete" in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--events", "--summary"])

@@ -261,3 +261,22 @@ def test_events_sink_refuses_an_existing_file_unless_it_appends(tmp_path):
     with pytest.raises(SinkError, match="already exists; pass --overwrite"):
         EventsSink(path)
     assert path.read_bytes() == b'{"frame":0}\n'
+
+
+@pytest.mark.parametrize("segment_frames, published, partial", [
+    (0, [], "rec.partial.mp4"),
+    (4, ["rec_00001.mp4", "rec_00002.mp4"], "rec_00003.partial.mp4"),
+])
+def test_a_video_closed_incomplete_is_kept_as_partial_and_finished_segments_stay(tmp_path, segment_frames,
+                                                                                 published, partial):
+    from streamer.outputs.recording import VideoSink, frames_in_file
+
+    sink = VideoSink(tmp_path / "rec.mp4", 10.0, ["mp4v"], live=False, segment_frames=segment_frames)
+    for index in range(10):
+        frame = Frame(bgr=np.zeros((48, 64, 3), np.uint8), index=index, t_s=index / 10, source="x")
+        sink.write(FrameResult(frame=frame, faces=()), np.full((48, 64, 3), index * 20, np.uint8))
+    sink.close_incomplete("events file e.jsonl: the disk is full")
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == sorted(published + [partial])
+    assert sink.kept_at == tmp_path / partial and frames_in_file(tmp_path / partial) == 10 - 4 * len(published)
+    assert sink.frames_in_file == 4 * len(published)
