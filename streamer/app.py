@@ -39,7 +39,7 @@ from .pipeline import FaceAnalyzer, build_analyzer
 from .report.build import ReportSink, report_paths
 from .report.tally import PeopleTally
 from .sources.capture import FrameSource, SourceInfo
-from .sources.source import open_source
+from .sources.source import open_source, redact
 from .tracking.flow import BoxFlow
 from .tracking.motion import MotionGate
 from .tracking.tracker import Tracker
@@ -243,16 +243,26 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
     Raises StreamerError subclasses on bad input, with the summary of what was done (written too)
     as ``error.summary``; a user stop is not an error. Ctrl-C is handled on the main thread only."""
     t_run = time.monotonic()
-    sinks = [*sinks, *mqtt_sinks(config, sinks)]  # mqtt.enabled (or --mqtt), whoever runs: run, serve
+    early = _EarlyEnding(config, options, t_run)
+    with early.summarised():  # an ending before the first frame (the source, a model, Ctrl-C) has its summary too
+        sinks = [*sinks, *mqtt_sinks(config, sinks)]  # mqtt.enabled (or --mqtt), whoever runs: run, serve
+        aggregate = _aggregate_only(config, options)  # a picture asked of an aggregate run: refused before anything opens
+    return _run(config, options, analyzer, sinks, aggregate, early)
+
+
+def _run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer], sinks: Sequence[Sink],
+         aggregate: bool, early: "_EarlyEnding") -> dict:
+    t_run = early.t_run
     stop = _StopSignals()
-    aggregate = _aggregate_only(config, options)  # a picture asked of an aggregate run: refused before anything opens
     # Two stacks: the signal handlers (outer) stay until the summary is written, so a late Ctrl-C
     # cannot cut the finishing short; the source and the sinks (inner) close before the summary.
     with contextlib.ExitStack() as outer:
         with contextlib.ExitStack() as stack:
-            source = stack.enter_context(open_source(options.source, config.capture))
-            shape = _shape(config, options, source, aggregate)
-            analyzer = analyzer or build_analyzer(config, None, photos=shape.info.kind in ("image", "folder"))
+            with early.summarised():
+                source = stack.enter_context(open_source(options.source, config.capture))
+                early.info = source.info
+                shape = _shape(config, options, source, aggregate)
+                analyzer = analyzer or build_analyzer(config, None, photos=shape.info.kind in ("image", "folder"))
             # From here on a stop request ends the run at a frame boundary (before: at once, as
             # Ctrl-C does, e.g. during a model download).
             outer.enter_context(stop.installed())
@@ -270,6 +280,51 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         ending.error.summary = summary
         raise ending.error
     return summary
+
+
+class _EarlyEnding:
+    """The summary of a run that ends before its first frame: the source did not open (an empty
+    file, a camera that is not there, a stream that fails or stalls), a model did not load, an
+    output was refused, or Ctrl-C came while opening. README: the summary is written at every
+    ending, errors included; it then says what was asked, that nothing was done, and why."""
+
+    def __init__(self, config: Config, options: RunOptions, t_run: float) -> None:
+        self.config, self.options, self.t_run = config, options, t_run
+        self.info: Optional[SourceInfo] = None
+
+    @contextlib.contextmanager
+    def summarised(self) -> Iterator[None]:
+        try:
+            yield
+        except StreamerError as error:
+            self._write("error", error)
+            raise
+        except KeyboardInterrupt:
+            self._write("interrupted", None)
+            raise
+
+    def _write(self, stopped_by: str, error: Optional[StreamerError]) -> None:
+        path = _summary_path(self.config, self.options)
+        if path is None:
+            return
+        summary: dict = {
+            "source": self.info.name if self.info is not None else redact(self.options.source),
+            "kind": self.info.kind if self.info is not None else None,
+            "frames_read": 0, "frames_out": 0, "analysed": 0, "skipped": 0, "dropped": 0, "reconnects": 0,
+            "undecodable": 0, "elapsed_s": 0.0, "fps": 0.0, "faces_classified": 0, "stages": {},
+            "stopped_by": stopped_by, "first_output_s": None, "output": None,
+            "events": None, "frames_recorded": 0,
+        }
+        if error is not None:
+            summary["error"] = str(error)
+        overwrite = _overwrite(self.config, self.options) or (self.info is not None and self.info.kind == "live")
+        try:
+            write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"), overwrite, "summary")
+        except StreamerError as failure:
+            # The run's own error is the one line to show; the summary path may be what was refused.
+            log.info("no summary written: %s", failure)
+        if error is not None:
+            error.summary = None  # nothing was done: the command line prints no summary block
 
 
 def _overwrite(config: Config, options: RunOptions) -> bool:

@@ -140,7 +140,7 @@ class ImageSource(FrameSource):
 
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """The URL without its password, for logs and messages."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -328,7 +328,7 @@ def _release(capture: Optional["cv2.VideoCapture"]) -> None:
 
 
 def _open_url(url: str, cfg: CaptureConfig) -> FrameSource:
-    name = _redact(url)
+    name = redact(url)
     capture = interruptible(lambda: _open_network(url, cfg), release=_release)
     if capture is None:
         raise SourceError(
