@@ -211,7 +211,8 @@ def test_two_runs_on_one_output_never_interleave(models_env, tmp_path):
     refused = next(err for code, err in results if code == 2)
     assert "exists" in refused or "appeared while this run was writing it" in refused
     assert frames_in(out) == 120
-    assert len(leftovers(tmp_path)) <= 1  # the loser's finished file is kept and named, if it got that far
+    assert not leftovers(tmp_path)  # the loser's finished file, if it got that far, is kept under a visible name
+    assert all(frames_in(path) == 120 for path in tmp_path.glob("o.kept-*.mp4"))
 
 
 @needs_root
@@ -436,3 +437,26 @@ def test_a_killed_run_not_yet_reaped_counts_as_gone(tmp_path):
         assert remove_stale_parts([tmp_path / "o.mp4"]) == [part] and not part.exists()
     finally:
         proc.wait()
+
+
+def test_the_finished_file_of_a_run_that_lost_the_race_is_kept_visible_and_never_removed(tmp_path):
+    """Two runs on one output: the loser's finished video used to stay at its hidden part name and
+    the next run removed it as a killed run's leftover."""
+    from streamer.outputs.files import remove_stale_parts
+
+    final = tmp_path / "two.mp4"
+    final.write_bytes(b"the winner's video")
+    loser = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path\n"
+         "from streamer.errors import SinkError\n"
+         "from streamer.outputs.files import part_path, publish\n"
+         f"final = Path({str(final)!r}); part = part_path(final); part.write_bytes(b'the loser video')\n"
+         "try:\n    publish(part, final, overwrite=False)\nexcept SinkError as error:\n    print(error)\n"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    kept = [path for path in tmp_path.iterdir() if path != final]
+    assert len(kept) == 1 and kept[0].name.startswith("two.kept-") and kept[0].suffix == ".mp4", kept
+    assert str(kept[0]) in loser.stdout and "appeared while this run was writing it" in loser.stdout
+    assert remove_stale_parts([final]) == []  # the loser is gone, its finished file stays
+    assert kept[0].read_bytes() == b"the loser video" and final.read_bytes() == b"the winner's video"
+    assert not leftovers(tmp_path)
