@@ -47,6 +47,34 @@ BAD_CONFIGS = {
 }
 
 
+CONFIG_MISTAKES = {
+    # the config's bytes, the words of its one line
+    "YAML syntax error": (b"detector:\n  name: [centerface\noutput:\n  window: false\n", "not valid YAML at line 3, column"),
+    "a Python tag": (b"detector: !!python/object/apply:os.system ['true']\n", "a tag this config does not accept at line 1"),
+    "a key given twice": (b"detector:\n  name: centerface\n  score: 0.5\n  name: res10\n",
+                          "'detector.name' is given twice, at lines 2 and 4"),
+    "a number out of range": (b"output:\n  segment_s: 1e308\n",
+                              "'output.segment_s': out of range: must be >= 0 and <= 86400 (got 1e+308)"),
+    "a folder": (None, "is a folder; pass the YAML file itself"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_MISTAKES))
+def test_a_config_mistake_is_one_line_that_says_what_is_wrong(case, models_env, tmp_path):
+    """The whole of stderr is that one line: no YAML snippet, no OpenCV line before it."""
+    text, needle = CONFIG_MISTAKES[case]
+    config = tmp_path / "c.yaml"
+    if text is None:
+        config.mkdir()
+    else:
+        config.write_bytes(text)
+    result = run_cli(["--source", "7", "--config", str(config), "--output", str(tmp_path / "o.mp4")], models_env,
+                     timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert needle in error_line(result)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_bad_config_file_is_one_short_line(case, models_env, tmp_path):
     text, needle = BAD_CONFIGS[case]
