@@ -263,3 +263,19 @@ def test_folder_counts_unreadable_images_apart_and_names_subfolders(models_env, 
     assert report["frames_read"] == report["frames_recorded"] == 2 and report["undecodable"] == 2
     assert "not looking inside 1 subfolder(s): more" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png", "d.png"]
+
+
+def test_opencv_and_libjpeg_print_nothing_of_their_own(models_env, tmp_path):
+    """Only our lines: no `[ERROR:0@0.2] ... Camera index out of range` before the error, no
+    `Premature end of JPEG file` beside our warning; -vv shows OpenCV's own again."""
+    missing = run_cli(["--source", "7"], models_env, timeout=60)
+    assert missing.returncode == 2 and "no camera at index 7" in error_line(missing)
+    assert missing.stderr.strip().splitlines() == [error_line(missing)], missing.stderr
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((SHARED_MEDIA / "pexels_women_on_phones.jpg").read_bytes()[:20000])
+    result = run_cli(["--source", str(cut), "--output", str(tmp_path / "o.jpg")], models_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert all(line.startswith("streamer: ") for line in result.stderr.strip().splitlines()), result.stderr
+    assert "the JPEG file ends early" in result.stderr
+    loud = run_cli(["-vv", "--source", "7"], models_env, timeout=60)
+    assert any(not line.startswith("streamer: ") for line in loud.stderr.splitlines()), loud.stderr

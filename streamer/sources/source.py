@@ -28,6 +28,7 @@ from ..types import Frame
 from .capture import DEFAULT_FPS, CaptureSource, CaptureStats, FrameSource, SourceInfo, interruptible
 from .formats import IMAGE_SUFFIXES
 from .image_header import file_size_wh
+from .native_log import libjpeg_silenced
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,18 @@ def decode_reduction(size_wh: Tuple[int, int], keep_side_px: int) -> int:
         if keep_side_px > 0 and max(size_wh) // factor >= keep_side_px:
             return factor
     return 1
+
+
+def _jpeg_cut_short(path: Path) -> bool:
+    """True for a JPEG whose last bytes hold no end-of-image marker (FF D9)."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(3) != b"\xff\xd8\xff":
+                return False
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 64))
+            return b"\xff\xd9" not in handle.read()
+    except OSError:
+        return False
 
 
 class ImageSource(FrameSource):
@@ -86,7 +99,11 @@ class ImageSource(FrameSource):
         size_wh = (file_size_wh(path) if self._decode_side_px else None) or (0, 0)
         factor = decode_reduction(size_wh, self._decode_side_px)
         # IMREAD_COLOR (and its reduced forms) turns grey, palette and RGBA images into 3-channel BGR.
-        image = cv2.imread(str(path), REDUCED_READ_FLAGS[factor])
+        with libjpeg_silenced():  # "Premature end of JPEG file": said below in our words
+            image = cv2.imread(str(path), REDUCED_READ_FLAGS[factor])
+        if image is not None and _jpeg_cut_short(path):
+            logger.warning("%s: the JPEG file ends early (cut short in a copy or download?); the missing "
+                           "bottom of the picture is grey", path)
         if image is not None and factor > 1 and not self._said_reduced:
             self._said_reduced = True
             logger.info(
