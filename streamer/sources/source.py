@@ -168,11 +168,22 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+def _user_ffmpeg_options(without: str = "") -> List[str]:
+    """The user's own OPENCV_FFMPEG_CAPTURE_OPTIONS pairs, less those starting with ``without``."""
+    raw = os.environ.get(FFMPEG_OPTIONS_ENV, "")
+    return [pair for pair in raw.split("|") if pair and not (without and pair.startswith(without))]
+
+
 def _ffmpeg_options(transport: str) -> str:
     """OPENCV_FFMPEG_CAPTURE_OPTIONS with ``rtsp_transport`` set and the user's other options kept."""
-    raw = os.environ.get(FFMPEG_OPTIONS_ENV, "")
-    kept = [pair for pair in raw.split("|") if pair and not pair.startswith("rtsp_transport;")]
-    return "|".join([f"rtsp_transport;{transport}"] + kept)
+    return "|".join([f"rtsp_transport;{transport}"] + _user_ffmpeg_options("rtsp_transport;"))
+
+
+def _is_avi(path: Path) -> bool:
+    """A RIFF AVI file, by its first 12 bytes."""
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    return head[:4] == b"RIFF" and head[8:12] == b"AVI "
 
 
 # OpenCV takes FFmpeg's open options only from this process-wide variable, read at each open: it is
@@ -266,7 +277,15 @@ def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
     # By content as well as by name: a JPEG saved as .heic is a photo, not a one-frame video.
     if path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path)):
         return ImageSource([path], "image", str(path), cfg.photo_decode_side_px)
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    avi = _is_avi(path)
+    if avi:
+        # FFmpeg's AVI reader numbers frames as it meets them, so frames lost in damaged data
+        # would shift every later time (a stretch of 10 lost: 0.4 s early to the end); read by
+        # the index (sortdts), each frame keeps its own number, as MP4's timestamps do.
+        with _ffmpeg_options_set("|".join(["fflags;sortdts", *_user_ffmpeg_options()])):
+            capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    else:
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if capture.isOpened():
         return CaptureSource(
             capture,
@@ -274,6 +293,7 @@ def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
             name=str(path),
             cfg=cfg,
             no_frame_hint="the file may be truncated or use a codec this OpenCV build cannot decode",
+            constant_rate=avi,
         )
     capture.release()
     brand = _heif_brand(path)

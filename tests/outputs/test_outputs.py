@@ -460,3 +460,31 @@ def test_the_finished_file_of_a_run_that_lost_the_race_is_kept_visible_and_never
     assert remove_stale_parts([final]) == []  # the loser is gone, its finished file stays
     assert kept[0].read_bytes() == b"the loser video" and final.read_bytes() == b"the winner's video"
     assert not leftovers(tmp_path)
+
+
+def test_a_damaged_avi_tells_the_same_truth_as_an_mp4(models_env, tmp_path):
+    """FFmpeg's AVI reader numbered frames as it met them: frames lost in the damage shifted every
+    later event time (0.4 s early) and the loss was reported "at the end"."""
+    intact = tmp_path / "tears.avi"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SHARED_MEDIA / "blender_tears_of_steel_10s.mp4"),
+                    "-c:v", "mpeg4", "-q:v", "5", "-an", str(intact)], check=True, timeout=120)
+    damaged = _damaged_copy(intact, tmp_path / "damaged.avi")
+    cap = cv2.VideoCapture(str(intact))
+    announced, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    out, summary, events = tmp_path / "o.mp4", tmp_path / "s.json", tmp_path / "e.jsonl"
+    result = run_cli(["--source", str(damaged), "--output", str(out), "--summary", str(summary), "--mode", "all",
+                      "--events", str(events)], models_env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(summary.read_text())
+    read = report["frames_read"]
+    assert 0 < read < announced and report["frames_recorded"] == read and report["undecodable"] == announced - read
+    times = [json.loads(line)["t_s"] for line in events.read_text().splitlines() if '"faces"' in line]
+    assert all(later > earlier for earlier, later in zip(times, times[1:]))
+    assert times[-1] == pytest.approx((announced - 1) / fps, abs=1e-3)  # the last frame at its own time
+    skipped = sum(round((later - earlier) * fps) - 1 for earlier, later in zip(times, times[1:]))
+    assert skipped == announced - read  # the lost frames' time is skipped where they were lost
+    warning = [line for line in result.stderr.splitlines() if "could not be decoded" in line]
+    assert len(warning) == 1 and f"{announced - read} frames could not be decoded (damaged data after frame" \
+        in warning[0], result.stderr
+    assert frames_in(out) == read
