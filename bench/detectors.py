@@ -1,4 +1,4 @@
-"""Face-detector bake-off (issue 10): faces found, agreement with a reference, speed and memory.
+"""Face-detector bake-off: faces found, agreement with a reference, speed and memory.
 
     python3 bench/detectors.py [--detectors centerface blazeface_full ...] [--clips ...]
         [--photos ...] [--max-frames N] [--runs 30] [--no-memory] [--json out/detectors.json]

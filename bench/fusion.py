@@ -1,4 +1,4 @@
-"""Per-person labels against single frames, on a queue of labelled faces (issue 16).
+"""Per-person labels against single frames, on a queue of labelled faces.
 
     python3 bench/fusion.py [--people 12] [--seed 0] [--json out/fusion.json]
 

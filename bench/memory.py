@@ -1,4 +1,4 @@
-"""Peak memory of one run by input size (issue 15): a 640x480 stream, a 1080p stream, big photos.
+"""Peak memory of one run by input size: a 640x480 stream, a 1080p stream, big photos.
 
     python3 bench/memory.py [--cases webcam 1080p photo24 photo48] [--mode tracked] [--json out/memory.json]
 
@@ -7,7 +7,7 @@ annotated output, events and summary into a temporary folder; the figure is the 
 resident memory (VmHWM from /proc, see run_bench.measure_child). Inputs are made from the shared
 media: Tears of Steel (640x360, 240 frames) letterboxed to 640x480 and to 1920x1080 (mp4v), and
 the Pexels photo of two women (3458x2282) scaled up and padded to 6000x4000 (24 MP) and
-8000x6000 (48 MP, the size issue 15 measured), saved as JPEG at quality 90.
+8000x6000 (48 MP, the size measured before), saved as JPEG at quality 90.
 """
 
 from __future__ import annotations

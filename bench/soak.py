@@ -1,5 +1,5 @@
 """Memory over a long run on a live camera: resident memory sampled while the app watches a looped
-RTSP stream, and its slope (issue 15: a camera box runs for months, memory must stay flat).
+RTSP stream, and its slope (a camera box runs for months, memory must stay flat).
 
     python3 bench/soak.py [--minutes 60] [--sample-s 10] [--mode tracked] [--clip carphone]
         [--warmup-s 60] [--json out/soak.json]

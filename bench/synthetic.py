@@ -13,7 +13,7 @@ box (``xyxy``, frame pixels, clipped to the frame: empty when only the shoulders
 pasted region, and ``visible``:
 at least half of the face box is in the frame and not covered by a person pasted in front.
 Each person also carries its source file, and age and gender where the source has labels
-(UTKFace; the photos have none), for the age/gender work of issue 16.
+(UTKFace; the photos have none), for the age/gender work.
 """
 
 from __future__ import annotations

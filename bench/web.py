@@ -1,5 +1,5 @@
-"""The web service's figures (issue 11): photo analysis throughput and latency, the memory of 12 MP
-uploads, and the memory the service adds to a live run.
+"""The web service's figures: photo analysis throughput and latency, the memory of 12 MP uploads,
+and the memory the service adds to a live run.
 
     python bench/web.py [--requests 20] [--uploads 200] [--parallel 20] [--seconds 60]
                         [--skip-photos] [--skip-uploads] [--skip-memory] [--json out/web.json]

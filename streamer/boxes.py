@@ -47,17 +47,3 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
-def grown_box(xyxy: np.ndarray, grow: float, shape_hw: Tuple[int, int]) -> Tuple[int, int, int, int]:
-    """Integer pixel bounds ``(x1, y1, x2, y2)`` of a box pushed out by ``grow`` times its width and
-    height on every side, clipped to a frame of ``shape_hw``; empty (x2 <= x1) when outside."""
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(xyxy).reshape(4))
-    dx, dy = (x2 - x1) * grow, (y2 - y1) * grow
-    h, w = shape_hw
-    return (
-        int(max(0, np.floor(x1 - dx))),
-        int(max(0, np.floor(y1 - dy))),
-        int(min(w, np.ceil(x2 + dx))),
-        int(min(h, np.ceil(y2 + dy))),
-    )

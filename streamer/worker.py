@@ -24,7 +24,8 @@ from .stats import RunStats
 from .tracking.appearance import appearance_of
 from .tracking.flow import BoxFlow
 from .tracking.motion import CutDetector, MotionGate
-from .tracking.tracker import Track, Tracker
+from .tracking.track import Track
+from .tracking.tracker import Tracker
 from .types import Detections, Face, Frame, FrameResult, GateDecision
 
 # A tracked face's box grown by this share of its size per side still counts as "that face

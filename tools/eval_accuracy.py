@@ -68,7 +68,7 @@ FRAME_SCALE = 2.0
 # FairFace's groups (also the default classifier.age_groups); 70+ is closed at 100 for fitting.
 GROUPS: Tuple[Tuple[int, int], ...] = ((0, 2), (3, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 100))
 DECADES: Tuple[Tuple[int, int], ...] = tuple((d, d + 9) for d in range(0, 80, 10)) + ((80, 120),)
-# Test-time views: the pipeline's crop jitters (streamer/classify.py), each also mirrored.
+# Test-time views: the pipeline's crop jitters (streamer/classifiers/cydral.py), each also mirrored.
 JITTERS = (NO_JITTER, *SHIFT_JITTERS, *ZOOM_JITTERS)
 # View subsets scored from the cache: view index = 2 * jitter index + mirrored.
 TTA_CHOICES: Dict[str, Tuple[int, ...]] = {
@@ -433,7 +433,7 @@ def calibration_json(cal: LabelCalibration, detector: str, tta: str, age_fit: st
     raw_knots, knots = _knots(cal)
     doc = {
         "schema_version": CALIBRATION_SCHEMA,
-        "about": "Label calibration for the cydral_age_gender networks, applied by streamer/calibration.py. Written by "
+        "about": "Label calibration for the cydral_age_gender networks, applied by streamer/classifiers/calibration.py. Written by "
                  f"tools/eval_accuracy.py --write-calibration: age map fitted on {fitted_on}, age ranges on "
                  "utkface_dev, gender scaling on both (../shared/datasets); numbers only, no images. Refit when the "
                  "detector, crop or test-time flips change, and update its sha256 in streamer/data/manifest.json.",

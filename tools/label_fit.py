@@ -1,7 +1,7 @@
 """Fitting the label calibration (numpy only): isotonic age map, age-range width, gender scaling.
 
 Used by ``tools/eval_accuracy.py`` (cross-validated measurement, and ``--write-calibration``).
-The run-time side, which only applies what is fitted here, is ``streamer/calibration.py``.
+The run-time side, which only applies what is fitted here, is ``streamer/classifiers/calibration.py``.
 
 Age truths may be exact (UTKFace: ``lo == hi``) or an age group (FairFace: ``lo < hi``). Every fit
 minimises the distance from the prediction to the truth's interval (0 inside it), which is the

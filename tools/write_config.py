@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the documented default config from the schema in streamer/config.py (defaults +
+"""Regenerate the documented default config from the schema in streamer/config/ (defaults +
 descriptions): the packaged one (streamer/data/config.yaml, read when there is no ./config.yaml and
 no --config) and its copy at the repository root.
 
@@ -29,7 +29,7 @@ HEADER = """\
 # Unknown keys and out-of-range values are rejected at start-up with the key's path.
 # Command-line flags (--no-window, --output, ...) override these. With no --config, streamer reads
 # ./config.yaml if there is one, else these defaults (packaged with it). Generated from the schema
-# in streamer/config.py (`python tools/write_config.py --write` in a checkout).
+# in streamer/config/ (`python tools/write_config.py --write` in a checkout).
 """
 
 

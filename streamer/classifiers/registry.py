@@ -7,11 +7,9 @@ meeting ``GenderAgeModel`` (``predict(bgr, detections) -> GenderAge``), ``MODEL_
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-from typing import TYPE_CHECKING, Dict
+from typing import TYPE_CHECKING
 
-from ..errors import ModelError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -19,24 +17,18 @@ if TYPE_CHECKING:
     from .base import GenderAgeModel
 
 # classifier.name -> its module in this folder.
-CLASSIFIERS: Dict[str, str] = {
+CLASSIFIERS = Registry(__package__, "gender/age classifier", {
     "cydral": "cydral",
     "levi_hassner": "levi_hassner",
-}
-
-
-def _module(name: str) -> ModuleType:
-    if name not in CLASSIFIERS:
-        raise ModelError(f"unknown gender/age classifier '{name}'; choose one of {', '.join(CLASSIFIERS)}")
-    return importlib.import_module(f"{__package__}.{CLASSIFIERS[name]}")
+})
 
 
 def classifier_model_id(name: str) -> str:
     """The model manifest entry the classifier ``name`` loads (``streamer doctor`` checks it)."""
-    return str(_module(name).MODEL_ID)
+    return str(CLASSIFIERS.module(name).MODEL_ID)
 
 
 def build_classifier(config: Config, store: ModelStore) -> GenderAgeModel:
     """The configured gender/age model, its files located (or fetched) by ``store``."""
-    model: GenderAgeModel = _module(config.classifier.name).load(config, store)
+    model: GenderAgeModel = CLASSIFIERS.module(config.classifier.name).load(config, store)
     return model

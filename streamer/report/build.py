@@ -1,7 +1,7 @@
 """The people report: how many people were seen, when, for how long, of which gender and age group.
 
-Built from tracked-mode events in one pass (house rule: bounded memory for an events file of any
-length): each track's ``end`` record is its row, and the per-frame faces' ``track`` ids give the
+Built from tracked-mode events in one pass, in memory bounded for an events file of any
+length: each track's ``end`` record is its row, and the per-frame faces' ``track`` ids give the
 people in view over time, kept as a few sets of ids per time bin. ``python run.py report
 EVENTS.jsonl --out DIR`` reads a file (:func:`read_events`); a tracked run with ``--report DIR``
 feeds the same :class:`PeopleReport` from its frames and records as they happen (:class:`ReportSink`).

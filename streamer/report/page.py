@@ -234,7 +234,7 @@ def render_html(summary: dict, rows: Sequence[dict], charts: Optional[Dict[str, 
         out += _count_tables(summary)
     out += _people_table(rows, t0, fine)
     out.append("<footer>Gender and age are estimated from the face by a model, per person from several views: "
-               "estimates, not facts (README, Accuracy). Unknown: the person was not seen well enough to label. "
+               "estimates, not facts: how often they are right is measured in streamer's docs (accuracy). Unknown: the person was not seen well enough to label. "
                "People are counted by face tracks: someone who leaves and comes back later counts again. "
                "All numbers are also in summary.json and people.csv beside this page.</footer>")
     out.append("</main></body></html>\n")

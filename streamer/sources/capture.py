@@ -47,7 +47,7 @@ MAX_FILE_READ_FAILURES = 1000
 STALLED_READ_SHARE = 0.9
 # What a file source may hold read ahead of the worker, at most capture.queue_size frames: four
 # 640x480 frames (3.5 MB) fit, one 1080p frame (6.2 MB); one frame ahead already keeps decoding
-# and analysis overlapped, more only absorbs jitter, and big frames make it cost (issue 15).
+# and analysis overlapped, more only absorbs jitter, and big frames make it cost memory.
 READ_AHEAD_BYTES = 8 * 2**20
 
 

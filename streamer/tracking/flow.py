@@ -1,7 +1,7 @@
 """Boxes that follow the picture between detector runs: pyramidal Lucas-Kanade flow of points
 inside each face.
 
-A box moved by its past velocity slides off a person who stops or turns (issue 10: "analysing..."
+A box moved by its past velocity slides off a person who stops or turns (a box left saying "analysing..."
 on an empty whiteboard). Here each tracked face carries a few corner points found inside it at its
 last detection; every frame they are tracked forward and back (``cv2.calcOpticalFlowPyrLK``), the
 points whose round trip does not come back are dropped, and the box moves by the median shift of
@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
+
+from ..picture.resize import shrink_to_long_side
 
 # 640 px keeps a 40 px face (a far person in a 1080p frame scaled down) about 24 px wide, enough
 # corners to follow, at ~1 ms per frame for a handful of faces on a Pi-class core.
@@ -76,9 +78,7 @@ class BoxFlow:
 
     def next_frame(self, bgr: np.ndarray) -> None:
         """Take the ``(H, W, 3)`` uint8 BGR frame that the next calls refer to."""
-        h, w = bgr.shape[:2]
-        scale = min(1.0, WORK_SIDE_PX / max(h, w))
-        small = bgr if scale == 1.0 else cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        small, scale = shrink_to_long_side(bgr, WORK_SIDE_PX)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         if self._grey is not None and (grey.shape != self._grey.shape or scale != self._scale):
             self._points.clear()  # the source changed size: old points mean nothing

@@ -1,7 +1,7 @@
 """One person's labels from many views: weighted, robust fusion of classifier samples, the shown
 gender and age group with hysteresis, and when someone else has stepped into the box.
 
-Classifying every face on every frame makes labels flicker ("Stable labels" in README). A track
+Classifying every face on every frame makes labels flicker (docs/tracking.md). A track
 classifies its face now and then (``Tracker.needs_classification``); each result is a sample
 weighed by face size, detector score and view quality, and the shown labels change only when the
 fused ones cross a group edge by a margin.
@@ -28,7 +28,7 @@ _MIN_SCORE_WEIGHT = 0.01
 _MIN_QUALITY = 0.05
 # Robust fusion: samples further than this many MADs (scaled to a standard deviation) from the
 # weighted median age are left out, but never closer than _OUTLIER_MIN_YEARS: a single view's
-# error has a standard deviation of ~10 years (README, Accuracy), so views of one face 15 years
+# error has a standard deviation of ~10 years (docs/accuracy.md), so views of one face 15 years
 # apart are common and neither is an outlier; with fewer than _MIN_SAMPLES_FOR_OUTLIERS views the
 # median itself is not to be trusted.
 _OUTLIER_MADS = 2.5

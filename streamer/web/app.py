@@ -1,13 +1,13 @@
 """The web service's Flask application: routes, the token check, limits and JSON errors (the
-``web`` extra; streamer/web_server.py serves it with cheroot, streamer/web.py is the command).
+``web`` extra; streamer/web/server.py serves it with cheroot, streamer/web/command.py is the command).
 The pages are Jinja templates in streamer/templates/ (inline CSS and JavaScript, nothing fetched
 from elsewhere: the page must work on a network without internet).
 
 Flask and Werkzeug do the HTTP work: routing, query and ``Accept`` parsing, multipart forms, the
 body limit (``MAX_CONTENT_LENGTH``: a body declared too large is refused from its Content-Length,
 unread), cookies, JSON answers and the MJPEG stream (a generator). What stays here is the
-service's own: which photos are accepted (streamer/web_photo.py), the shared live view
-(streamer/web_live.py), the token, and every error as JSON ``{"error": "..."}`` naming the
+service's own: which photos are accepted (streamer/web/photo.py), the shared live view
+(streamer/web/live.py), the token, and every error as JSON ``{"error": "..."}`` naming the
 problem and the fix, never a stack trace.
 
 Photos and the live run each have their own models (the photo analyzer detects at

@@ -1,6 +1,6 @@
 """``streamer serve`` (and ``python run.py serve``): the web service's command. The upload page
 and JSON API for photos; with ``--source``, that source runs as ``run`` runs it and its live view
-is served too. The application is streamer/web_app.py (Flask), the server streamer/web_server.py
+is served too. The application is streamer/web/app.py (Flask), the server streamer/web/server.py
 (cheroot), both from the optional ``web`` extra; this module stays cheap to import and needs
 neither (the command line imports it for ``--help``)."""
 

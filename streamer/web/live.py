@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import WebConfig
 from ..outputs.sinks import Sink
+from ..picture.resize import shrink_to_long_side
 from ..stats import resident_bytes
 from ..types import FrameResult
 
@@ -35,15 +36,6 @@ _JOIN_S = 2.0
 
 class ViewersFull(Exception):
     """Every viewer slot (``web.max_viewers``) is taken."""
-
-
-def scaled(bgr: np.ndarray, max_side_px: int) -> np.ndarray:
-    """``bgr`` shrunk (INTER_AREA) so that its long side is at most ``max_side_px``; itself if smaller."""
-    h, w = bgr.shape[:2]
-    scale = max_side_px / max(h, w)
-    if scale >= 1.0:
-        return bgr
-    return cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 class LiveView(Sink):
@@ -122,7 +114,7 @@ class LiveView(Sink):
             if frame is None or seq == self._jpeg_seq:
                 continue
             next_due = time.monotonic() + period_s
-            ok, encoded = cv2.imencode(".jpg", scaled(frame, self._cfg.stream_max_side_px), params)
+            ok, encoded = cv2.imencode(".jpg", shrink_to_long_side(frame, self._cfg.stream_max_side_px)[0], params)
             if not ok:
                 log.warning("could not encode a live frame as JPEG; skipped")
                 continue

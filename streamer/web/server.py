@@ -1,6 +1,6 @@
 """The web service's server: the token rule, cheroot serving the Flask application
-(streamer/web_app.py) from a background thread, and ``serve()``, which runs it beside a live
-source until Ctrl-C or SIGTERM (``streamer serve``, streamer/web.py, is the command).
+(streamer/web/app.py) from a background thread, and ``serve()``, which runs it beside a live
+source until Ctrl-C or SIGTERM (``streamer serve``, streamer/web/command.py, is the command).
 
 Why cheroot (CherryPy's threaded pure-Python WSGI server) and not waitress: waitress reads every
 request body whole before the application is called and answers its own size limit in plain

@@ -107,7 +107,7 @@ def test_config_yaml_is_the_defaults_and_documents_every_key():
     data = yaml.safe_load(text)
     lines = text.splitlines()
     for path, field in _leaf_paths(Config()):
-        assert field.metadata["description"], f"{path} has no description in streamer/config.py"
+        assert field.metadata["description"], f"{path} has no description in streamer/config/"
         section, key = path.split(".")
         assert key in data[section], f"config.yaml lacks {path}"
         # The line above each key (or the key's own line) carries a comment.

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from streamer.config import ClassifierConfig, TrackingConfig
-from streamer.tracking.tracker import Track, Tracker
+from streamer.tracking.track import Track
+from streamer.tracking.tracker import Tracker
 from streamer.types import Detections
 
 GROUPS = ClassifierConfig().age_groups

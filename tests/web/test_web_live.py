@@ -21,7 +21,7 @@ from streamer.config import Config, override
 from streamer.sources.capture import SourceInfo
 from streamer.types import Face, Frame, FrameResult
 from streamer.web.app import BOUNDARY, Service
-from streamer.web.live import LiveView, scaled
+from streamer.web.live import LiveView
 from streamer.web.server import WebServer
 
 # The RTSP test server's fixtures, for test_serve_runs_a_live_rtsp_source.
@@ -135,12 +135,6 @@ def live_server() -> Iterator[Tuple[str, LiveView, FakeRun]]:
         feeder.stop.set()
         feeder.thread.join(5)
         live.close()
-
-
-def test_scaled_keeps_the_aspect_and_never_enlarges() -> None:
-    assert scaled(np.zeros((480, 640, 3), np.uint8), 320).shape == (240, 320, 3)
-    small = np.zeros((100, 50, 3), np.uint8)
-    assert scaled(small, 320) is small
 
 
 def test_viewers_share_frames_and_one_too_many_gets_503(live_server) -> None:
