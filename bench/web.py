@@ -163,7 +163,7 @@ def upload_memory(sequential: int, parallel: int) -> Dict[str, object]:
         try:
             note("start")
             done = 0
-            for mark in (1, 12, sequential):
+            for mark in sorted({mark for mark in (1, 12, sequential) if mark <= sequential}):
                 while done < mark:
                     upload()
                     done += 1
