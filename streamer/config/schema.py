@@ -101,11 +101,14 @@ def _check_bounds(meta: Mapping[str, Any], value: Any) -> None:
         return
     if meta.get("min_length") is not None and len(value) < meta["min_length"]:
         raise ValueError(f"needs at least {meta['min_length']} item(s)")
-    for bound, holds, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
-                               ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
-        limit = meta.get(bound)
-        if limit is not None and not holds(float(value), float(limit)):
-            raise ValueError(f"must be {word} {limit:g}")
+    bounds = [(word, holds, meta[bound]) for bound, holds, word in (
+        ("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"), ("le", float.__le__, "<="), ("lt", float.__lt__, "<"))
+        if meta.get(bound) is not None]
+    for word, holds, limit in bounds:
+        if not holds(float(value), float(limit)):
+            if len(bounds) == 1:
+                raise ValueError(f"must be {word} {limit:g}")
+            raise ValueError("out of range: must be " + " and ".join(f"{w} {lim:g}" for w, _, lim in bounds))
 
 
 _HINTS: Dict[type, Dict[str, Any]] = {}
