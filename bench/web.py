@@ -1,7 +1,8 @@
-"""The web service's figures: photo analysis throughput and latency, and the memory
-the service adds to a live run.
+"""The web service's figures: photo analysis throughput and latency, the memory of 12 MP uploads,
+and the memory the service adds to a live run.
 
-    python bench/web.py [--requests 20] [--seconds 60] [--skip-photos] [--skip-memory] [--json out/web.json]
+    python bench/web.py [--requests 20] [--uploads 200] [--parallel 20] [--seconds 60]
+                        [--skip-photos] [--skip-uploads] [--skip-memory] [--json out/web.json]
 
 Photos: `run.py serve` in a child process; POST /api/analyze with the group photo from
 ../shared/media, by 1 and by 4 concurrent clients (each on its own connection), after two warm-up
@@ -12,6 +13,10 @@ a loop by the RTSP test server (tests/rtsp_server.py), watched for ``--seconds``
 --source rtsp://...` and (b) `run.py serve --source rtsp://...` with 4 MJPEG viewers reading the
 stream; prints each child's mean resident memory (VmRSS) over the second half, the difference
 (target: at most 30 MB), and how long Ctrl-C (SIGINT) takes to stop `serve` with the viewers attached.
+Uploads: `run.py serve` (photos only) gets a 4000x3000 JPEG (the group photo scaled up) ``--uploads``
+times one after another, then ``--parallel`` times at once; prints VmRSS after 1, 12 and all of
+them, and VmHWM (the peak); target: peak at most 200 MB over the idle service, flat over the uploads.
+
 The load average is printed before and after: other work on the machine slows the photo figures.
 """
 
@@ -109,6 +114,70 @@ def photo_throughput(requests: int) -> List[Dict[str, object]]:
     return rows
 
 
+def photo_12mp(folder: Path) -> Path:
+    """The group photo scaled to 4000x3000 (12 MP, a phone camera's photo) as a JPEG."""
+    import cv2
+
+    out = folder / "group_12mp.jpg"
+    cv2.imwrite(str(out), cv2.resize(cv2.imread(str(GROUP)), (4000, 3000), interpolation=cv2.INTER_CUBIC),
+                [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return out
+
+
+def _status_mb(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise SystemExit(f"bench/web: no {field} for {pid}")
+
+
+def upload_memory(sequential: int, parallel: int) -> Dict[str, object]:
+    """Resident memory of `serve` (photos only) at start, after 1, 12 and ``sequential`` uploads of a
+    12 MP JPEG one after another, and after ``parallel`` at once: VmRSS after each step and VmHWM
+    (the peak so far). Every answer must be 200 or a 503 with Retry-After."""
+    with tempfile.TemporaryDirectory(prefix="streamer-bench-web-") as tmp:
+        photo = photo_12mp(Path(tmp)).read_bytes()
+        child, url = start_serve([])
+        host, port = _host_port(url)
+        statuses: Dict[int, int] = {}
+
+        def upload(_: int = 0) -> None:
+            conn = http.client.HTTPConnection(host, port, timeout=300)
+            try:
+                conn.request("POST", "/api/analyze", photo, {"Content-Type": "image/jpeg"})
+                response = conn.getresponse()
+                response.read()
+                if response.status == 503 and not response.getheader("Retry-After"):
+                    raise SystemExit("bench/web: a 503 without Retry-After")
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            finally:
+                conn.close()
+
+        steps: List[Dict[str, object]] = []
+
+        def note(label: str) -> None:
+            steps.append({"after": label, "rss_mb": _status_mb(child.pid, "VmRSS"),
+                          "peak_mb": _status_mb(child.pid, "VmHWM")})
+
+        try:
+            note("start")
+            done = 0
+            for mark in sorted({mark for mark in (1, 12, sequential) if mark <= sequential}):
+                while done < mark:
+                    upload()
+                    done += 1
+                note(f"{mark} sequential")
+            with ThreadPoolExecutor(parallel) as pool:
+                list(pool.map(upload, range(parallel)))
+            note(f"{parallel} parallel")
+        finally:
+            interrupt(child)
+    start = float(steps[0]["rss_mb"])  # type: ignore[arg-type]
+    return {"photo_wh": [4000, 3000], "photo_bytes": len(photo), "steps": steps, "statuses": statuses,
+            "peak_over_start_mb": max(float(step["peak_mb"]) for step in steps) - start}  # type: ignore[arg-type]
+
+
 def clip_640x480(folder: Path) -> Path:
     out = folder / "tears_640x480.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(TEARS), "-vf", "scale=640:360,pad=640:480:0:60",
@@ -184,7 +253,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20, help="photo requests per concurrency level")
     parser.add_argument("--seconds", type=float, default=60.0, help="each live run for the memory figure")
+    parser.add_argument("--uploads", type=int, default=200, help="sequential 12 MP uploads for the upload memory")
+    parser.add_argument("--parallel", type=int, default=20, help="12 MP uploads at once for the upload memory")
     parser.add_argument("--skip-photos", action="store_true")
+    parser.add_argument("--skip-uploads", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -197,6 +269,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for row in rows:
             print(f"| {row['clients']} | {row['requests']} | {row['req_per_s']:.2f} | {row['p50_ms']:.0f} | "
                   f"{row['p95_ms']:.0f} |")
+    if not args.skip_uploads:
+        uploads = result["upload_memory"] = upload_memory(args.uploads, args.parallel)
+        print(f"\nresident memory of `serve` (photos only), 12 MP JPEG uploads ({uploads['photo_bytes'] / 1e6:.1f} MB):")
+        print("| after | VmRSS MB | peak (VmHWM) MB |\n|---|---:|---:|")
+        for step in uploads["steps"]:  # type: ignore[attr-defined]
+            print(f"| {step['after']} | {step['rss_mb']:.0f} | {step['peak_mb']:.0f} |")
+        print(f"peak over start: {uploads['peak_over_start_mb']:+.0f} MB (target <= +200); answers {uploads['statuses']}")
     if not args.skip_memory:
         mem = result["memory"] = memory(args.seconds)
         print(f"\nresident memory, 640x480 RTSP source, tracked mode, mean over the last {args.seconds / 2:.0f} s:")

@@ -6,7 +6,9 @@ cleanly: outputs are finalised and the source is released.
 
 Every output path is checked before the first frame (``streamer.outputs.plan``), and every ending (end
 of input, a user stop, an error) finalises the sinks and writes the summary, which counts only
-frames that are in a finished file. The loop knows sinks only through the ``Sink`` protocol, so a
+frames that are in a finished file. When an output fails (a full disk under the events file), the
+others are not published as complete: the video is kept as ``<name>.partial.mp4`` and the summary
+names it as ``partial_output``. The loop knows sinks only through the ``Sink`` protocol, so a
 caller adds its own (the web stream, MQTT) with ``run(..., sinks=[...])``.
 """
 
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
+from .audience import Audience
+from .audience.tally import AudienceTally
 from .config import Config
 from .detectors import build_mask_detector
 from .errors import ConfigError, SinkError, StreamerError
@@ -33,15 +37,16 @@ from .outputs.recording import VideoSink
 from .outputs.sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
 from .picture.anonymize import build_anonymizer
 from .picture.draw import LabelStyle
+from .picture.regions import RegionOverlay
 from .pipeline import FaceAnalyzer, build_analyzer
 from .report.build import ReportSink, report_paths
 from .report.tally import PeopleTally
 from .sources.capture import FrameSource, SourceInfo
-from .sources.source import open_source
+from .sources.source import open_source, redact
 from .tracking.flow import BoxFlow
 from .tracking.motion import MotionGate
 from .tracking.tracker import Tracker
-from .types import FrameResult
+from .types import FrameResult, age_group_labels
 from .worker import Finding, PictureSpec, Worker
 
 log = logging.getLogger(__name__)
@@ -172,12 +177,19 @@ def _write_all(sinks: Sequence[Sink], result: FrameResult, annotated, records: S
     return user_stop
 
 
-def _close_all(sinks: List[Sink]) -> None:
-    """Close every sink, each even when another failed; the first failure is raised."""
-    failures = []
+def _close_all(sinks: List[Sink], failed: Optional[SinkError] = None) -> None:
+    """Close every sink, each even when another failed; the first failure is raised. Once an
+    output has failed (``failed``, or one failing here), the later ones are closed incomplete:
+    a file that would be published as complete is kept as ``<name>.partial<suffix>``."""
+    failures: List[StreamerError] = []
     while sinks:
+        sink = sinks.pop(0)
+        first_failed = failed or next((f for f in failures if isinstance(f, SinkError)), None)
         try:
-            sinks.pop(0).close()
+            if first_failed is not None:
+                sink.close_incomplete(f"{first_failed}")
+            else:
+                sink.close()
         except StreamerError as failure:
             failures.append(failure)
     for later in failures[1:]:
@@ -212,6 +224,7 @@ class _Outputs:
 
     sinks: List[Sink] = field(default_factory=list)
     pictures: Optional[Sink] = None
+    events: Optional[EventsSink] = None
     report: Optional[ReportSink] = None
 
 
@@ -233,16 +246,26 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
     Raises StreamerError subclasses on bad input, with the summary of what was done (written too)
     as ``error.summary``; a user stop is not an error. Ctrl-C is handled on the main thread only."""
     t_run = time.monotonic()
-    sinks = [*sinks, *mqtt_sinks(config, sinks)]  # mqtt.enabled (or --mqtt), whoever runs: run, serve
+    early = _EarlyEnding(config, options, t_run)
+    with early.summarised():  # an ending before the first frame (the source, a model, Ctrl-C) has its summary too
+        sinks = [*sinks, *mqtt_sinks(config, sinks)]  # mqtt.enabled (or --mqtt), whoever runs: run, serve
+        aggregate = _aggregate_only(config, options)  # a picture asked of an aggregate run: refused before anything opens
+    return _run(config, options, analyzer, sinks, aggregate, early)
+
+
+def _run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer], sinks: Sequence[Sink],
+         aggregate: bool, early: "_EarlyEnding") -> dict:
+    t_run = early.t_run
     stop = _StopSignals()
-    aggregate = _aggregate_only(config, options)  # a picture asked of an aggregate run: refused before anything opens
     # Two stacks: the signal handlers (outer) stay until the summary is written, so a late Ctrl-C
     # cannot cut the finishing short; the source and the sinks (inner) close before the summary.
     with contextlib.ExitStack() as outer:
         with contextlib.ExitStack() as stack:
-            source = stack.enter_context(open_source(options.source, config.capture))
-            shape = _shape(config, options, source, aggregate)
-            analyzer = analyzer or build_analyzer(config, None, photos=shape.info.kind in ("image", "folder"))
+            with early.summarised():
+                source = stack.enter_context(open_source(options.source, config.capture))
+                early.info = source.info
+                shape = _shape(config, options, source, aggregate)
+                analyzer = analyzer or build_analyzer(config, None, photos=shape.info.kind in ("image", "folder"))
             # From here on a stop request ends the run at a frame boundary (before: at once, as
             # Ctrl-C does, e.g. during a model download).
             outer.enter_context(stop.installed())
@@ -253,11 +276,58 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             ending = _loop(source, worker, outputs.sinks, stop, stack, options.progress)
             ending.error = _finish(worker, outputs.sinks, ending.error)
         summary = _summarise(shape, source, worker, ending, t_run, options, outputs, sinks)
-        _write_summary(summary, _summary_path(config, options), _overwrite(config, options), ending.error)
+        # A live run's summary is of the latest run: a restarted service renews it.
+        _write_summary(summary, _summary_path(config, options), _overwrite(config, options) or shape.info.kind == "live",
+                       ending.error)
     if ending.error is not None:
         ending.error.summary = summary
         raise ending.error
     return summary
+
+
+class _EarlyEnding:
+    """The summary of a run that ends before its first frame: the source did not open (an empty
+    file, a camera that is not there, a stream that fails or stalls), a model did not load, an
+    output was refused, or Ctrl-C came while opening. README: the summary is written at every
+    ending, errors included; it then says what was asked, that nothing was done, and why."""
+
+    def __init__(self, config: Config, options: RunOptions, t_run: float) -> None:
+        self.config, self.options, self.t_run = config, options, t_run
+        self.info: Optional[SourceInfo] = None
+
+    @contextlib.contextmanager
+    def summarised(self) -> Iterator[None]:
+        try:
+            yield
+        except StreamerError as error:
+            self._write("error", error)
+            raise
+        except KeyboardInterrupt:
+            self._write("interrupted", None)
+            raise
+
+    def _write(self, stopped_by: str, error: Optional[StreamerError]) -> None:
+        path = _summary_path(self.config, self.options)
+        if path is None:
+            return
+        summary: dict = {
+            "source": self.info.name if self.info is not None else redact(self.options.source),
+            "kind": self.info.kind if self.info is not None else None,
+            "frames_read": 0, "frames_out": 0, "analysed": 0, "skipped": 0, "dropped": 0, "reconnects": 0,
+            "undecodable": 0, "elapsed_s": 0.0, "fps": 0.0, "faces_classified": 0, "stages": {},
+            "stopped_by": stopped_by, "first_output_s": None, "output": None,
+            "events": None, "frames_recorded": 0,
+        }
+        if error is not None:
+            summary["error"] = str(error)
+        overwrite = _overwrite(self.config, self.options) or (self.info is not None and self.info.kind == "live")
+        try:
+            write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"), overwrite, "summary")
+        except StreamerError as failure:
+            # The run's own error is the one line to show; the summary path may be what was refused.
+            log.info("no summary written: %s", failure)
+        if error is not None:
+            error.summary = None  # nothing was done: the command line prints no summary block
 
 
 def _overwrite(config: Config, options: RunOptions) -> bool:
@@ -279,7 +349,8 @@ def _shape(config: Config, options: RunOptions, source: FrameSource, aggregate: 
     segmented = info.kind == "live" and config.output.segment_s > 0
     check_outputs(info.kind, options.source, getattr(source, "paths", ()), output,
                   [(options.events, "events file"), (summary_path, "summary"),
-                   *[(path, "report") for path in report_files]], _overwrite(config, options), segmented)
+                   *[(path, "report") for path in report_files]], _overwrite(config, options), segmented,
+                  kept=[options.events, summary_path] if info.kind == "live" else [])
     return _Shape(info, output, stream, tracked, aggregate)
 
 
@@ -302,9 +373,19 @@ def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: 
         hud=out.hud and stream, label_style=LabelStyle.from_config(config.classifier), labels=out.labels,
         pictures=not aggregate, anonymizer=anonymizer, mask_detector=build_mask_detector(config),
         mask_interval_s=out.anonymize_detector_interval_s if stream else 0.0,
+        regions=RegionOverlay(config.audience) if tracked and config.audience.draw and (
+            config.audience.zones or config.audience.lines) else None,
     )
     people = PeopleTally(config.report, config.classifier.age_groups) if tracked else None
-    return Worker(finding=finding, picture=picture, people=people)
+    audience = config.audience if tracked and config.audience.enabled else None
+    if not tracked and (config.audience.zones or config.audience.lines):
+        log.warning("audience zones and lines need tracked mode on a video or stream (--mode tracked); "
+                    "not measured in this run")
+    return Worker(finding=finding, picture=picture, people=people,
+                  audience=None if audience is None else Audience(audience),
+                  audience_tally=None if audience is None else AudienceTally(
+                      list(audience.zones), list(audience.lines), age_group_labels(config.classifier.age_groups),
+                      audience.attention, config.report.min_seen_s))
 
 
 def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _Shape, worker: Worker,
@@ -315,9 +396,12 @@ def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _
     if outputs.pictures is not None:
         outputs.sinks.append(outputs.pictures)
     if options.events is not None:
-        outputs.sinks.append(EventsSink(options.events, overwrite))
+        # A live run continues the file: a service restarted after a stop, a crash or a reboot.
+        outputs.events = EventsSink(options.events, overwrite, append=shape.info.kind == "live")
+        outputs.sinks.append(outputs.events)
     if options.report is not None and shape.tracked:
-        outputs.report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite)
+        outputs.report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite,
+                                    audience=config.audience)
         outputs.sinks.append(outputs.report)
     window = None if shape.aggregate else _open_window(config, options, shape.info, stop)
     if window is not None:
@@ -377,7 +461,7 @@ def _finish(worker: Worker, sinks: List[Sink], error: Optional[StreamerError]) -
         except StreamerError as failure:
             error = _first(error, failure)
     try:
-        _close_all(sinks)
+        _close_all(sinks, error if isinstance(error, SinkError) else None)
     except StreamerError as failure:
         error = _first(error, failure)
     return error
@@ -389,14 +473,18 @@ def _summarise(shape: _Shape, source: FrameSource, worker: Worker, ending: _Endi
     summary = _summary(shape.info, source.stats, worker, ending.stopped_by, ending.elapsed_s, t_run, shape.output,
                        options.events)
     summary.update(_recorded(shape.info, shape.output, outputs.pictures))
+    if outputs.events is not None:
+        summary.update(outputs.events.summary_fields())
     for sink in callers:  # a caller's sink may count its own (MQTT: messages published, dropped)
         summary.update(sink.summary_fields())
-    if isinstance(ending.error, SinkError) and not summary["frames_recorded"]:
-        summary["output"] = None  # the output that failed is not there: the summary must not point at it
+    if isinstance(ending.error, SinkError) and (not summary["frames_recorded"] or "partial_output" in summary):
+        summary["output"] = None  # not there (it failed, or is kept as .partial): the summary must not point at it
     if worker.people is not None:
         summary["people"] = worker.people.counts()
         if outputs.report is not None and outputs.report.written is not None:
             summary["report"] = str(options.report)
+    if worker.audience_tally is not None:
+        summary["audience"] = worker.audience_tally.summary()
     if ending.error is not None:
         summary["error"] = str(ending.error)
     return summary
@@ -436,6 +524,8 @@ def _recorded(info: SourceInfo, output: Optional[Path], pictures: Optional[Sink]
         recorded: dict = {"frames_recorded": pictures.frames_in_file}
         if pictures.segments:
             recorded["segments"] = [str(path) for path in pictures.segments]
+        if pictures.kept_at is not None:  # another output failed: not published as complete
+            recorded["partial_output"] = str(pictures.kept_at)
         return recorded
     return {"frames_recorded": 0}
 

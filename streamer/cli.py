@@ -48,7 +48,8 @@ MODES = {
 }
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
-EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command"}
+EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command",
+                  "zones": "streamer.audience.command"}
 CORE_COMMANDS = ("run", "models", "doctor")
 HELP_FLAGS = ("-h", "--help")
 
@@ -58,6 +59,7 @@ _USAGE = """
   {pad}[--mqtt HOST[:PORT]] [--anonymize blur|pixelate|solid] [--no-labels]
   {pad}[--privacy full|aggregate] [-v]
   {prog} models list|fetch|verify [MODEL ...]
+  {prog} zones --source SRC [--out PNG] [--no-window]
   {prog} doctor
   {prog} COMMAND --help"""
 
@@ -73,6 +75,8 @@ outputs:
   every output file is written under a temporary name and appears only when complete; an existing
   file is never replaced without --overwrite; live recordings are written in segments of
   output.segment_s seconds (rec_00001.mp4, rec_00002.mp4, ...) so a power cut loses at most one.
+  A live source continues what an earlier run left (a restarted service): it appends to the
+  events file and numbers segments on from the highest; its --summary is of the latest run.
 
 exit status: 0 on success or a user stop (q, Esc, Ctrl-C); 2 with a one-line error on bad input,
   bad config, or an output that could not be written (the summary then says what is on disk).
@@ -90,8 +94,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser, top_level: bool) -> N
         help=f"YAML config (default: ./{LOCAL_CONFIG} if present, else the packaged defaults)",
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", default=False if top_level else argparse.SUPPRESS,
-        help="debug logging",
+        "-v", "--verbose", action="count", default=0 if top_level else argparse.SUPPRESS,
+        help="debug logging; -vv also OpenCV's and FFmpeg's own",
     )
 
 
@@ -258,23 +262,17 @@ def _prog_name() -> str:
     return name
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: int) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="streamer: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    if not verbose:
-        # FFmpeg's own log ("moov atom not found", one line per damaged packet) repeats what our
-        # one-line errors and warnings say; AV_LOG_QUIET unless --verbose. Read on first use.
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    import cv2
+    # OpenCV's, FFmpeg's and libjpeg's own lines repeat what our one-line errors say, before
+    # them; -vv keeps them (streamer/sources/native_log.py).
+    from .sources.native_log import quiet
 
-    # OpenCV's own warnings (backend probing, "can't capture by name") repeat what our errors say
-    # more clearly; keep them for --verbose.
-    cv2.utils.logging.setLogLevel(
-        cv2.utils.logging.LOG_LEVEL_DEBUG if verbose else cv2.utils.logging.LOG_LEVEL_ERROR
-    )
+    quiet(verbose < 2)
 
 
 def _load(explicit: Optional[Path]) -> Config:
@@ -299,6 +297,10 @@ def _format_summary(summary: dict) -> str:
         groups = ", ".join(f"{k} {v}" for k, v in people["by_age_group"].items() if v)
         lines.append(f"people        {people['people']} ({genders}; ages {groups})"
                      + (f"; {people['left_out']} seen too briefly left out" if people.get("left_out") else ""))
+    if summary.get("audience"):
+        from .audience.tally import format_audience
+
+        lines += format_audience(summary["audience"])
     if summary.get("segments"):
         segments = summary["segments"]
         lines.append(f"output        {summary.get('frames_recorded', 0)} frames in {len(segments)} segment(s) "

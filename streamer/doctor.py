@@ -248,8 +248,8 @@ def _model_checks(config: Config) -> List[Check]:
             continue
         if not store.spec(model_id).get("provided_by", "fetch") == "fetch":
             fix = bad[0].detail
-        elif any(r.status == FAILED for r in bad):
-            fix = f"delete the damaged file(s) and run `{_FIX_FETCH} {model_id}`"
+        elif any(r.status == FAILED and r.path is not None for r in bad):
+            fix = next(r.detail for r in bad if r.status == FAILED and r.path is not None)  # damaged or unreadable
         else:
             fix = (f"run `{_FIX_FETCH} {model_id}` (needs the network once; a run fetches it too unless "
                    "models.auto_fetch is false)")

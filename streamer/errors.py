@@ -23,6 +23,11 @@ class ModelError(StreamerError):
     """A model file is missing, corrupt, or cannot be loaded by this OpenCV build."""
 
 
+class ModelFileError(ModelError):
+    """A model file is there but damaged (its checksum differs from the manifest's) or unreadable by
+    this user: a fault to fix, never a reason to fall back to another model."""
+
+
 class SinkError(StreamerError):
     """An output (video file, events file, window) cannot be opened or written."""
 

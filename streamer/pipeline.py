@@ -148,6 +148,14 @@ class FaceAnalyzer:
         return faces, timings
 
 
+    def release_buffers(self) -> None:
+        """Let the detector give back the working memory of its last input (detectors that keep
+        large per-input buffers have a ``release_buffers``); the next ``analyse`` is as before."""
+        release = getattr(self.detector, "release_buffers", None)
+        if release is not None:
+            release()
+
+
 def build_analyzer(config: Config, store: Optional[ModelStore] = None, photos: bool = False) -> FaceAnalyzer:
     """Wire detector and classifier from config; models are located (and fetched) via ``store``.
     ``photos``: the source is a photo or a folder of them, detected at ``photo_max_side_px``."""

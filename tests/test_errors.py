@@ -47,6 +47,34 @@ BAD_CONFIGS = {
 }
 
 
+CONFIG_MISTAKES = {
+    # the config's bytes, the words of its one line
+    "YAML syntax error": (b"detector:\n  name: [centerface\noutput:\n  window: false\n", "not valid YAML at line 3, column"),
+    "a Python tag": (b"detector: !!python/object/apply:os.system ['true']\n", "a tag this config does not accept at line 1"),
+    "a key given twice": (b"detector:\n  name: centerface\n  score: 0.5\n  name: res10\n",
+                          "'detector.name' is given twice, at lines 2 and 4"),
+    "a number out of range": (b"output:\n  segment_s: 1e308\n",
+                              "'output.segment_s': out of range: must be >= 0 and <= 86400 (got 1e+308)"),
+    "a folder": (None, "is a folder; pass the YAML file itself"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_MISTAKES))
+def test_a_config_mistake_is_one_line_that_says_what_is_wrong(case, models_env, tmp_path):
+    """The whole of stderr is that one line: no YAML snippet, no OpenCV line before it."""
+    text, needle = CONFIG_MISTAKES[case]
+    config = tmp_path / "c.yaml"
+    if text is None:
+        config.mkdir()
+    else:
+        config.write_bytes(text)
+    result = run_cli(["--source", "7", "--config", str(config), "--output", str(tmp_path / "o.mp4")], models_env,
+                     timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert needle in error_line(result)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_bad_config_file_is_one_short_line(case, models_env, tmp_path):
     text, needle = BAD_CONFIGS[case]
@@ -235,3 +263,19 @@ def test_folder_counts_unreadable_images_apart_and_names_subfolders(models_env, 
     assert report["frames_read"] == report["frames_recorded"] == 2 and report["undecodable"] == 2
     assert "not looking inside 1 subfolder(s): more" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png", "d.png"]
+
+
+def test_opencv_and_libjpeg_print_nothing_of_their_own(models_env, tmp_path):
+    """Only our lines: no `[ERROR:0@0.2] ... Camera index out of range` before the error, no
+    `Premature end of JPEG file` beside our warning; -vv shows OpenCV's own again."""
+    missing = run_cli(["--source", "7"], models_env, timeout=60)
+    assert missing.returncode == 2 and "no camera at index 7" in error_line(missing)
+    assert missing.stderr.strip().splitlines() == [error_line(missing)], missing.stderr
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((SHARED_MEDIA / "pexels_women_on_phones.jpg").read_bytes()[:20000])
+    result = run_cli(["--source", str(cut), "--output", str(tmp_path / "o.jpg")], models_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert all(line.startswith("streamer: ") for line in result.stderr.strip().splitlines()), result.stderr
+    assert "the JPEG file ends early" in result.stderr
+    loud = run_cli(["-vv", "--source", "7"], models_env, timeout=60)
+    assert any(not line.startswith("streamer: ") for line in loud.stderr.splitlines()), loud.stderr

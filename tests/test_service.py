@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import configparser
+import json
+import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Sequence
 
 import pytest
 from conftest import REPO
+from mjpeg_server import serving
 
 UNIT = REPO / "packaging" / "streamer.service"
 INSTALLED_BINARY = "/opt/streamer/bin/streamer"
@@ -65,3 +73,77 @@ def test_unit_runs_headless_as_its_own_user_with_restart_memory_cap_and_cache():
     assert exec_start[:2] == [INSTALLED_BINARY, "run"]
     assert "--no-window" in exec_start and exec_start[exec_start.index("--source") + 1] == "${STREAMER_SOURCE}"
     assert parser["Install"]["WantedBy"] == "multi-user.target"
+
+
+def _unit_command(workdir: Path, source: str, extra: Sequence[str]) -> List[str]:
+    """The unit's ExecStart as this checkout runs it: the installed binary is run.py, the camera is
+    ``source``, STREAMER_ARGS is the unit's documented example with /var/lib/streamer at ``workdir``."""
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read_string(UNIT.read_text())
+    documented = re.search(r"STREAMER_ARGS=(.*)", UNIT.read_text())
+    assert documented, "the unit documents an example STREAMER_ARGS"
+    args = documented.group(1).replace("/var/lib/streamer", str(workdir)).split() + list(extra)
+    command: List[str] = []
+    for word in parser["Service"]["ExecStart"].split():
+        if word == INSTALLED_BINARY:
+            command += [sys.executable, str(REPO / "run.py")]
+        elif word == "${STREAMER_SOURCE}":
+            command.append(source)
+        elif word == "$STREAMER_ARGS":
+            command += args
+        else:
+            command.append(word)
+    return command
+
+
+def _frame_lines(path: Path) -> List[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_bytes().split(b"\n")
+            if line.startswith(b"{") and line.endswith(b"}") and b'"faces"' in line]
+
+
+def _run_until(command: List[str], workdir: Path, env: dict, events: Path, at_least: int) -> subprocess.Popen:
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(_frame_lines(events)) < at_least:
+        if proc.poll() is not None:
+            pytest.fail(f"the service exited {proc.returncode}: {proc.communicate()[1]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"fewer than {at_least} event lines within 60 s: {proc.communicate()[1]}")
+        time.sleep(0.1)
+    return proc
+
+
+@pytest.mark.integration
+def test_the_service_starts_again_after_sigkill_and_continues_its_events_and_segments(tmp_path, models_env):
+    """Restart=on-failure after a crash, an OOM kill or a reboot: the unit's own command starts again
+    on its state folder, appends to the events file (a line torn by the kill is cut) and numbers
+    the recording's segments on from the last one."""
+    (tmp_path / "config.yaml").write_text("output:\n  segment_s: 0.5\n")  # the service's ./config.yaml
+    with serving() as camera:
+        command = _unit_command(tmp_path, camera.url, ["--output", "rec.mp4"])
+        events = tmp_path / "events.jsonl"
+        first = _run_until(command, tmp_path, models_env, events, 60)
+        first.kill()  # SIGKILL: no clean-up at all
+        first.communicate(timeout=10)
+        with open(events, "ab") as torn:
+            torn.write(b'{"source":"x","frame":999,"t_s":1.2,"fa')  # a power cut mid-line
+        before = _frame_lines(events)
+        segments_before = sorted(tmp_path.glob("rec_*.mp4"))
+        second = _run_until(command, tmp_path, models_env, events, len(before) + 30)
+        second.send_signal(signal.SIGTERM)  # systemctl stop
+        _, stderr = second.communicate(timeout=30)
+    assert second.returncode == 0, stderr
+    assert "torn" in stderr and "already exists" not in stderr
+    lines = events.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1]), "every line is whole JSON"
+    after = _frame_lines(events)
+    assert after[:len(before)] == before and len(after) >= len(before) + 30
+    assert not any(line["frame"] == 999 for line in after)
+    assert segments_before, "the first run finished a segment before it was killed"
+    numbers = sorted(int(path.stem.split("_")[1]) for path in tmp_path.glob("rec_*.mp4"))
+    assert numbers == list(range(1, numbers[-1] + 1)) and numbers[-1] > len(segments_before)
+    assert not list(tmp_path.glob(".rec_*")), "the killed run's unfinished segment was removed"

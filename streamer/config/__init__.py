@@ -3,12 +3,13 @@ config and the models are read from.
 
 ``config.yaml`` (in the package, ``streamer/data/config.yaml``, and its copy at the repository root)
 documents each key; these modules are the schema: ``schema.py`` the engine, ``analysis.py``,
-``frames.py`` and ``outputs.py`` the sections, ``load.py`` the whole and its loading, ``paths.py``
+``frames.py``, ``outputs.py`` and ``audience.py`` the sections, ``load.py`` the whole and its loading, ``paths.py``
 where files are found. Unknown keys and out-of-range values are rejected with the YAML path of the
 key (``detector.score``).
 """
 
 from .analysis import ClassifierConfig, DetectorConfig, DnnConfig, ModelsConfig
+from .audience import AudienceConfig, LineConfig, ZoneConfig
 from .frames import CaptureConfig, MotionConfig, TrackingConfig
 from .load import MAX_CONFIG_VALUES, Config, load_config, override, parse_config
 from .outputs import (
@@ -34,4 +35,4 @@ from .paths import (
 )
 from .schema import setting
 
-__all__ = ['ANONYMIZE_MODES', 'CaptureConfig', 'ClassifierConfig', 'Config', 'DATA_DIR', 'DetectorConfig', 'DnnConfig', 'LOCAL_CONFIG', 'MAX_CONFIG_VALUES', 'MIN_TOKEN_CHARS', 'MODELS_DIR_ENV', 'MQTT_PASSWORD_ENV', 'ModelsConfig', 'MotionConfig', 'MqttConfig', 'OutputConfig', 'PACKAGED_CONFIG', 'PACKAGE_DIR', 'REPO_ROOT', 'ReportConfig', 'TrackingConfig', 'WebConfig', 'checkout_root', 'config_path', 'default_models_dir', 'load_config', 'override', 'parse_config', 'setting', 'user_cache_dir']
+__all__ = ['ANONYMIZE_MODES', 'AudienceConfig', 'LineConfig', 'ZoneConfig', 'CaptureConfig', 'ClassifierConfig', 'Config', 'DATA_DIR', 'DetectorConfig', 'DnnConfig', 'LOCAL_CONFIG', 'MAX_CONFIG_VALUES', 'MIN_TOKEN_CHARS', 'MODELS_DIR_ENV', 'MQTT_PASSWORD_ENV', 'ModelsConfig', 'MotionConfig', 'MqttConfig', 'OutputConfig', 'PACKAGED_CONFIG', 'PACKAGE_DIR', 'REPO_ROOT', 'ReportConfig', 'TrackingConfig', 'WebConfig', 'checkout_root', 'config_path', 'default_models_dir', 'load_config', 'override', 'parse_config', 'setting', 'user_cache_dir']

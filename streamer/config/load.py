@@ -4,6 +4,7 @@ overrides."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -11,6 +12,7 @@ import yaml
 
 from ..errors import ConfigError
 from .analysis import ClassifierConfig, DetectorConfig, DnnConfig, ModelsConfig
+from .audience import AudienceConfig
 from .frames import CaptureConfig, MotionConfig, TrackingConfig
 from .outputs import MqttConfig, OutputConfig, ReportConfig, WebConfig
 from .schema import _SHORT, _BadValue, _build, _Section, _UnknownKey, section
@@ -33,6 +35,7 @@ class Config(_Section):
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
+    audience: AudienceConfig = dataclasses.field(default_factory=AudienceConfig)
 
 
 def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
@@ -50,24 +53,86 @@ def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
                           f"see the comment on '{error.key}' in config.yaml") from None
 
 
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's loader where PyYAML was built with it (~20x faster on config.yaml: ~100 ms of
+    start-up with the pure-Python one), same safe subset of YAML, reading ``1e308`` and ``5e-3``
+    as the numbers they are (YAML 1.1 wants a dot: a string, and the error said "expected a number")."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _mark(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line for a YAML error: where, and what (PyYAML's own text spans several lines)."""
+    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(error.problem or ""):
+        return f"a tag this config does not accept{_mark(error)} ({error.problem}); write plain values"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    return f"not valid YAML{_mark(error)}: {problem}" + (f" ({context})" if context else "")
+
+
+def _duplicate_keys(node: yaml.Node, where: str = "", seen: Optional[set] = None) -> None:
+    """ConfigError for a key given twice in one mapping (YAML keeps the last one silently)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias: checked where it was defined (and an alias bomb stays cheap)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: Dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            dotted = f"{where}{key}"
+            if key is not None and key != "<<":
+                if key in lines:
+                    raise ConfigError(f"'{dotted}' is given twice, at lines {lines[key]} and "
+                                      f"{key_node.start_mark.line + 1}; keep one")
+                lines[key] = key_node.start_mark.line + 1
+            _duplicate_keys(value_node, f"{dotted}.", seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _duplicate_keys(item, where, seen)
+
+
+def _parse_yaml(text: str) -> Any:
+    """Parse once: the node tree is checked for duplicate keys, then built into Python values."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _duplicate_keys(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_config(path: Optional[Path]) -> Config:
     """Read and validate a YAML config file; None gives the defaults."""
     if path is None:
         return Config()
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; pass the YAML file itself (e.g. {path / 'config.yaml'})")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}; pass --config with an existing YAML file")
     try:
-        # libyaml's loader where PyYAML was built with it: ~20x faster on config.yaml (~100 ms of
-        # start-up with the pure-Python one), same safe subset of YAML.
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = _parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
                           "save the config as UTF-8") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config ({error.strerror or error})") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {str(error)[:300]}") from None
+        raise ConfigError(f"{path}: {_yaml_problem(error)[:300]}") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
         raise ConfigError(f"{path}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeating "
                           "lists?); a config holds a few hundred: write the values out")

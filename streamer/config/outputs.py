@@ -279,8 +279,9 @@ class WebConfig(_Section):
     )
     max_parallel_uploads: int = setting(
         default=2, ge=1, le=64,
-        description="Photos read and decoded at once; more wait their turn (503 after 2 minutes), so parallel "
-        "uploads cannot grow memory without bound. The models run one photo at a time anyway.",
+        description="Uploads read at once (each photo is decoded and analysed one at a time); 18 more wait "
+        "their turn (503 after 2 minutes), and beyond those an upload gets 503 with Retry-After at once, so "
+        "parallel uploads cannot grow memory or take the threads the page and /healthz need.",
     )
     stream_fps: float = setting(
         default=10.0, gt=0, le=60,

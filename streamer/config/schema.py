@@ -8,6 +8,7 @@ their dotted YAML path."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import reprlib
 import typing
 from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Tuple
@@ -25,15 +26,21 @@ class _BadValue(ValueError):
 
 
 class _UnknownKey(ValueError):
-    """A key the schema does not have; the message names its dotted path."""
+    """A key the schema does not have; ``key`` is its dotted path, ``section`` the path of the
+    mapping it is in ("" at the top level)."""
+
+    def __init__(self, key: str, section: str) -> None:
+        super().__init__(f"unknown config key '{key}'; check the spelling against config.yaml"
+                         + (f" (section '{section}')" if section else ""))
+        self.key, self.section = key, section
 
 
 def setting(default: Any, *, description: str, ge: Optional[float] = None, gt: Optional[float] = None,
             le: Optional[float] = None, lt: Optional[float] = None, min_length: Optional[int] = None) -> Any:
     """A config field: its default, the comment config.yaml shows, and its bounds."""
     metadata = {"description": description, "ge": ge, "gt": gt, "le": le, "lt": lt, "min_length": min_length}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -47,6 +54,8 @@ def _type_name(hint: Any) -> str:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
     if origin in (tuple, Tuple):
         return "[" + ", ".join(_type_name(arg) for arg in typing.get_args(hint)) + "]"
+    if origin in (dict, Dict):
+        return "a mapping of names to settings"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
@@ -92,11 +101,14 @@ def _check_bounds(meta: Mapping[str, Any], value: Any) -> None:
         return
     if meta.get("min_length") is not None and len(value) < meta["min_length"]:
         raise ValueError(f"needs at least {meta['min_length']} item(s)")
-    for bound, holds, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
-                               ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
-        limit = meta.get(bound)
-        if limit is not None and not holds(float(value), float(limit)):
-            raise ValueError(f"must be {word} {limit:g}")
+    bounds = [(word, holds, meta[bound]) for bound, holds, word in (
+        ("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"), ("le", float.__le__, "<="), ("lt", float.__lt__, "<"))
+        if meta.get(bound) is not None]
+    for word, holds, limit in bounds:
+        if not holds(float(value), float(limit)):
+            if len(bounds) == 1:
+                raise ValueError(f"must be {word} {limit:g}")
+            raise ValueError("out of range: must be " + " and ".join(f"{w} {lim:g}" for w, _, lim in bounds))
 
 
 _HINTS: Dict[type, Dict[str, Any]] = {}
@@ -122,6 +134,9 @@ class _Section:
                 elif not isinstance(value, hint):
                     raise _BadValue(spec.name, f"expected a mapping of {spec.name} settings", value)
                 continue
+            if typing.get_origin(hint) in (dict, Dict):
+                object.__setattr__(self, spec.name, _named_sections(spec.name, typing.get_args(hint)[1], value))
+                continue
             try:
                 converted = _convert(hint, value)
                 _check_bounds(spec.metadata, converted)
@@ -140,6 +155,8 @@ class _Section:
                 return value.to_dict()
             if isinstance(value, (list, tuple)):
                 return [plain(item) for item in value]
+            if isinstance(value, dict):
+                return {name: plain(item) for name, item in value.items()}
             return value
         return {spec.name: plain(getattr(self, spec.name))
                 for spec in dataclasses.fields(self)}  # type: ignore[arg-type]  # every section is a dataclass
@@ -150,14 +167,37 @@ def _build(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
     names = {spec.name for spec in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            section = prefix.rstrip(".")
-            raise _UnknownKey(f"unknown config key '{prefix}{key}'; check the spelling against config.yaml"
-                              + (f" (section '{section}')" if section else ""))
+            raise _UnknownKey(f"{prefix}{key}", prefix.rstrip("."))
     try:
         return cls(**data)
     except _BadValue as error:
         key = prefix + error.key
         raise _BadValue(key, error.message, error.got) from None
+    except _UnknownKey as error:  # in a mapping of named sections (audience.zones.<name>)
+        raise _UnknownKey(prefix + error.key, prefix + error.section) from None
+
+
+# A name of a named section (a zone, a line): it becomes an MQTT topic level, a Prometheus label and a
+# Home Assistant id, so only characters all three take as they are.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def _named_sections(field: str, cls: type, value: Any) -> Dict[str, Any]:
+    """A mapping of names to ``cls`` sections (``zones: {shelf: {...}}``), each checked with its
+    own path (``zones.shelf.polygon``)."""
+    if not isinstance(value, dict):
+        raise _BadValue(field, "expected a mapping of names to settings", value)
+    out = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise _BadValue(f"{field}.{name}", "a name needs 1-40 letters, digits, '_' or '-'", name)
+        if isinstance(item, cls):
+            out[name] = item
+        elif isinstance(item, dict):
+            out[name] = _build(cls, item, f"{field}.{name}.")
+        else:
+            raise _BadValue(f"{field}.{name}", f"expected a mapping of {field} settings", item)
+    return out
 
 
 section = dataclasses.dataclass(frozen=True)

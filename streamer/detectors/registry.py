@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Optional, Set
 
-from ..errors import ModelError
+from ..errors import ModelError, ModelFileError
 from ..registry import Registry
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ def build_detector(config: Config, store: ModelStore) -> FaceDetector:
         return load_detector(chosen, config, store)
     except ModelError as error:
         fallback = config.detector.fallback
-        if fallback is None or fallback == chosen:
+        # A damaged or unreadable file is the user's to fix: another detector would hide it.
+        if fallback is None or fallback == chosen or isinstance(error, ModelFileError):
             raise
         log.warning("face detector %s unavailable (%s); falling back to %s", chosen, error, fallback)
         try:

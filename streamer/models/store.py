@@ -12,13 +12,15 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import DATA_DIR, ModelsConfig
-from ..errors import ModelError
+from ..errors import ModelError, ModelFileError
 from .fetch import FETCH_HINT, URL_TIMEOUT_S, FetchSession, WheelDownloader, describe, is_writable, make_dirs
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,38 @@ MISSING = "missing"
 FAILED = "failed"  # checksum mismatch or download failure
 UNVERIFIED = "unverified"  # no checksum known, or a user-provided file that differs from the reference
 MANUAL = "manual"  # user-provided model that is absent: cannot be fetched
+
+# Beside each model's files: the sha256 of each as last checked, with the size and mtime it had,
+# so that a run hashes a model file only when it changed (start-up stays fast on a Pi's SD card).
+_CHECKED_NAME = ".checked.json"
+
+
+def unreadable_message(path: Path, error: OSError) -> str:
+    """One line for a model file (or folder) this user cannot read: who owns it, its mode, the fix."""
+    try:
+        info = path.stat()
+        try:
+            import pwd
+
+            owner = pwd.getpwuid(info.st_uid).pw_name
+        except (ImportError, KeyError):
+            owner = f"uid {info.st_uid}"
+        has = f"owned by {owner}, mode {stat.filemode(info.st_mode)} ({info.st_mode & 0o777:o})"
+    except OSError:
+        has = "its folder cannot be entered"
+    user = _user_name()
+    return (f"model file {path} cannot be read by {user} ({error.strerror or error}): {has}; make it readable, "
+            f"e.g. `chmod -R a+rX {path.parent}` or `chown -R {user}: {path.parent}`")
+
+
+def _user_name() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError, AttributeError):
+        return "this user"
+
 
 def file_sha256(path: Path) -> str:
     import hashlib
@@ -126,7 +160,7 @@ class ModelStore:
         self._file_spec(model_id, filename)
         found = self._find(model_id, filename)
         if found is not None:
-            return found
+            return self._checked(model_id, filename, found)
         reports: List[FileReport] = []
         if self.auto_fetch and self._fetchable(model_id):
             with self._lock:
@@ -136,8 +170,17 @@ class ModelStore:
                 reports = self._auto_fetched[model_id]
             found = self._find(model_id, filename)
             if found is not None:
-                return found
+                return self._checked(model_id, filename, found)
         raise ModelError(self._missing_message(model_id, filename, reports))
+
+    def _checked(self, model_id: str, filename: str, path: Path) -> Path:
+        """``path`` once its checksum matches the manifest (as ``verify`` checks it): a file damaged
+        in place (a bad SD card, a half-finished copy) would otherwise load and find nothing.
+        ModelError naming the file and the fix when it does not match or cannot be read."""
+        status, detail = self._check(model_id, self._file_spec(model_id, filename), path)
+        if status == FAILED:
+            raise ModelFileError(detail)
+        return path
 
     def _model(self, model_id: str) -> Dict[str, Any]:
         if model_id not in self._models:
@@ -296,8 +339,13 @@ class ModelStore:
         """(status, detail) of one present file against its sha256 / git blob."""
         accepted = [h for h in [spec.get("sha256")] + [s.get("sha256") for s in spec.get("sources", [])] if h]
         user_file = not self._fetchable(model_id)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            return FAILED, unreadable_message(path, error)
         if accepted:
-            got = file_sha256(path)
+            got = _cached_sha256(path)
             if got in accepted:
                 return OK, f"sha256 {got[:12]}"
             expected, got_text = accepted[0], got
@@ -315,6 +363,37 @@ class ModelStore:
             origin = spec.get("origin", "upstream")
             return UNVERIFIED, f"{kind} {got_text[:12]} differs from the reference {expected[:12]} ({origin})"
         return FAILED, (
-            f"{path}: {kind} mismatch, expected {expected}, got {got_text}; "
-            f"delete the file and run `{FETCH_HINT} {model_id}`"
+            f"model file {path}: {kind} mismatch (damaged, or not the manifest's file), expected {expected}, got "
+            f"{got_text}; run `{FETCH_HINT} {model_id} --force` to download it again"
         )
+
+
+def _cached_sha256(path: Path) -> str:
+    """``file_sha256(path)``, reused from the folder's record while the file keeps its size and
+    mtime; the record is rewritten when it changed (skipped where the folder is read-only)."""
+    info = path.stat()
+    key = [info.st_size, info.st_mtime_ns]
+    record_path = path.parent / _CHECKED_NAME
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            record = {}
+    except (OSError, ValueError):
+        record = {}
+    entry = record.get(path.name)
+    if isinstance(entry, dict) and entry.get("size_mtime_ns") == key and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = file_sha256(path)
+    if not is_writable(path.parent):  # by its mode bits: root leaves a read-only shared folder alone
+        return digest
+    record[path.name] = {"size_mtime_ns": key, "sha256": digest}
+    temporary = record_path.with_name(f"{_CHECKED_NAME}.{os.getpid()}")
+    try:
+        temporary.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        os.replace(temporary, record_path)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+    return digest

@@ -34,6 +34,13 @@ def part_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.part-{os.getpid()}-{next(_part_numbers)}{final.suffix}")
 
 
+def partial_path(final: Path) -> Path:
+    """Where a file is kept that is not published as complete because another output of its run
+    failed: ``rec.mp4`` -> ``rec.partial.mp4``, visible and still playable (the same suffix)."""
+    final = Path(final)
+    return final.with_name(f"{final.stem}.partial{final.suffix}")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -52,7 +59,8 @@ def _alive(pid: int) -> bool:
 def remove_stale_parts(finals: Iterable[Path], recordings: Iterable[Path] = ()) -> List[Path]:
     """Remove the temporary files (``part_path`` names) of ``finals`` left by runs that were killed
     (SIGKILL, a power cut) before they could clean up: only names of exactly that form, next to
-    those outputs, whose process is gone. ``recordings``: live recordings whose numbered segments
+    those outputs, whose process is gone. A file its run finished but could not publish is never
+    of that form (``publish`` gives it a visible ``kept_path`` name), so it is never removed. ``recordings``: live recordings whose numbered segments
     (``rec_00001.mp4`` ...) count as outputs too. Logs once what it removed; returns it."""
     wanted: Dict[Path, Set[Tuple[str, str]]] = {}
     for final in finals:
@@ -147,11 +155,39 @@ def make_parent(path: Path, what: str) -> None:
                         "choose a path in a writable folder") from None
 
 
+def kept_path(final: Path) -> Path:
+    """A visible, unused name beside ``final`` for a finished file that could not take its place:
+    ``two.mp4`` -> ``two.kept-<pid>.mp4`` (``-2``, ``-3`` ... when taken). Not a ``part_path``
+    name, so no later run removes it as a killed run's leftover."""
+    final = Path(final)
+    for attempt in itertools.count(1):
+        tail = "" if attempt == 1 else f"-{attempt}"
+        candidate = final.with_name(f"{final.stem}.kept-{os.getpid()}{tail}{final.suffix}")
+        if not os.path.lexists(candidate):
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def _keep_finished(part: Path, final: Path) -> Path:
+    """Move a finished ``part`` that cannot become ``final`` to ``kept_path`` (where it stays);
+    the part itself when even that fails."""
+    kept = kept_path(final)
+    try:
+        os.replace(part, kept)
+    except OSError:
+        return part
+    return kept
+
+
 def publish(part: Path, final: Path, overwrite: bool) -> None:
     """Move the finished ``part`` to ``final``. Without ``overwrite`` an existing ``final`` (made
-    meanwhile by another run) is kept and the SinkError says where this run's file is."""
-    appeared = (f"{final} appeared while this run was writing it (another run?); it was left as it is and "
-                f"this run's file kept at {part}; pass --overwrite to replace it")
+    meanwhile by another run) is kept, this run's file gets a visible name (``kept_path``) and
+    the SinkError says where it is."""
+    def appeared() -> SinkError:
+        kept = _keep_finished(part, final)
+        return SinkError(f"{final} appeared while this run was writing it (another run?); it was left as it is and "
+                         f"this run's finished file kept at {kept}; pass --overwrite to replace it")
+
     try:
         if overwrite:
             os.replace(part, final)
@@ -159,16 +195,17 @@ def publish(part: Path, final: Path, overwrite: bool) -> None:
         try:
             os.link(part, final)  # atomic "create if absent"
         except FileExistsError:
-            raise SinkError(appeared) from None
+            raise appeared() from None
         except OSError:  # no hard links here (FAT, some network shares): check, then rename
             if os.path.lexists(final):
-                raise SinkError(appeared) from None
+                raise appeared() from None
             os.replace(part, final)
             return
         os.unlink(part)
     except OSError as error:
+        kept = _keep_finished(part, final)
         raise SinkError(f"{final}: could not move the finished file into place ({os_reason(error)}); "
-                        f"it is at {part}") from None
+                        f"it is kept at {kept}") from None
 
 
 def write_bytes(path: Path, data: bytes, overwrite: bool, what: str) -> None:

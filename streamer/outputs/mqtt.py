@@ -8,6 +8,10 @@
 - ``<prefix>/<camera>/events``: each tracked-mode record (``new``, ``update``, ``end``) as JSON.
 - ``<prefix>/<camera>/people``: people in view now (retained, on change); ``.../people/<gender>``
   and ``.../people/age/<group>`` split it by the labels shown.
+- ``<prefix>/<camera>/zones/<zone>/people``: people in an ``audience`` zone now (retained, on change),
+  split like ``people``; ``<prefix>/<camera>/lines/<line>/in`` and ``.../out``: crossings of a line
+  since the run started (retained). Their ``zone_enter`` / ``zone_exit`` / ``line_cross`` records go
+  to ``events`` with the rest.
 - ``<prefix>/<camera>/source``: ``up`` / ``down`` (retained): is the camera delivering frames.
 - ``<prefix>/<camera>/stats``: the run's summary so far plus resident memory, every
   ``mqtt.stats_interval_s`` and once at the end.
@@ -38,11 +42,20 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import MQTT_PASSWORD_ENV, MqttConfig
+from ..audience.live import AudienceCounts
+from ..config import MQTT_PASSWORD_ENV, AudienceConfig, MqttConfig
 from ..errors import MqttError
 from ..stats import resident_bytes
 from ..types import FrameResult
-from .mqtt_messages import PeopleCounts, Topics, camera_name, discovery_configs, read_password, slug
+from .mqtt_messages import (
+    PeopleCounts,
+    Topics,
+    camera_name,
+    discovery_configs,
+    read_password,
+    slug,
+    topic_level,
+)
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -107,9 +120,16 @@ class MqttSink(Sink):
     threads. ``stats()`` gives the counts the run summary shows under ``mqtt``.
     """
 
-    def __init__(self, config: MqttConfig, age_groups: Iterable[Tuple[int, int]]) -> None:
+    def __init__(self, config: MqttConfig, age_groups: Iterable[Tuple[int, int]],
+                 audience: Optional[AudienceConfig] = None) -> None:
+        """``audience``: the run's zones and lines, published when there are any."""
         self.config = config
         self.counts = PeopleCounts(age_groups)
+        self.audience: Optional[AudienceCounts] = None
+        if audience is not None and (audience.zones or audience.lines):
+            self.audience = AudienceCounts(list(audience.zones), list(audience.lines), self.counts.groups)
+        self._audience_version = -1
+        self._audience_sent: Dict[str, str] = {}
         self.topics: Optional[Topics] = None
         self._password = read_password(config)
         self._run: Any = None  # the RunView, from start()
@@ -180,10 +200,12 @@ class MqttSink(Sink):
         self._set_state(topics.available, "online")
         self._priority = [topics.available]
         if cfg.discovery:
-            for topic, payload in discovery_configs(topics, self.counts.genders):
+            zones, lines = (self.audience.zones, self.audience.lines) if self.audience is not None else ((), ())
+            for topic, payload in discovery_configs(topics, self.counts.genders, zones, lines):
                 self._set_state(topic, json.dumps(payload, separators=(",", ":")))
                 self._priority.append(topic)
         self._publish_counts()
+        self._publish_audience()
         self._thread = threading.Thread(target=self._thread_main, name="mqtt-publisher", daemon=True)
         self._thread.start()
         if cfg.required:
@@ -219,6 +241,9 @@ class MqttSink(Sink):
                 self._boxes.pop(track, None)
             self._enqueue(_Message(self.topics.events, _dumps(payload), self.config.qos))
         self._publish_counts()
+        if self.audience is not None:
+            self.audience.observe(records)
+            self._publish_audience()
 
     def close(self) -> None:
         if self._closed:
@@ -275,6 +300,28 @@ class MqttSink(Sink):
             if self._last_counts.get(suffix) != value:
                 self._set_state(f"{self.topics.people}/{suffix}" if suffix else self.topics.people, str(value))
         self._last_counts = counts
+
+    def _publish_audience(self) -> None:
+        """Each zone's people now (split like ``people``) and each line's crossings, as retained
+        state, the topics whose value changed."""
+        audience, topics = self.audience, self.topics
+        if audience is None or topics is None or audience.version == self._audience_version:
+            return
+        self._audience_version = audience.version
+        values: Dict[str, str] = {}
+        for zone in audience.zones:
+            counted = audience.zone_people(zone)
+            base = topics.zone_people(zone)
+            values[base] = str(counted.people)
+            values.update((f"{base}/{gender}", str(n)) for gender, n in counted.by_gender().items())
+            values.update((f"{base}/age/{topic_level(group)}", str(n)) for group, n in counted.by_age_group().items())
+        for line in audience.lines:
+            for direction in ("in", "out"):
+                values[topics.line_crossings(line, direction)] = str(audience.crossings_total(line, direction))
+        for topic, value in values.items():
+            if self._audience_sent.get(topic) != value:
+                self._set_state(topic, value)
+        self._audience_sent = values
 
     def _enqueue_stats(self, final: bool = False) -> None:
         if self._run is None or self.topics is None:
@@ -592,4 +639,4 @@ def build_sinks(config, given: Sequence[Sink] = ()) -> List[MqttSink]:
     if not config.mqtt.enabled or any(isinstance(sink, MqttSink) for sink in given):
         return []
     _paho()
-    return [MqttSink(config.mqtt, config.classifier.age_groups)]
+    return [MqttSink(config.mqtt, config.classifier.age_groups, config.audience)]

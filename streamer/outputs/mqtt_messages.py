@@ -127,6 +127,14 @@ class Topics:
     def people_age(self, group: str) -> str:
         return f"{self.base}/people/age/{topic_level(group)}"
 
+    def zone_people(self, zone: str) -> str:
+        """People in a zone now (audience.zones); ``/<gender>`` and ``/age/<group>`` split it."""
+        return f"{self.base}/zones/{zone}/people"
+
+    def line_crossings(self, line: str, direction: str) -> str:
+        """Crossings of a line (audience.lines) since the run started, ``direction`` "in" or "out"."""
+        return f"{self.base}/lines/{line}/{direction}"
+
     @property
     def stats(self) -> str:
         return f"{self.base}/stats"
@@ -140,10 +148,12 @@ class Topics:
         return f"{self.discovery_prefix}/status"
 
 
-def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS) -> List[Tuple[str, dict]]:
+def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS, zones: Sequence[str] = (),
+                      lines: Sequence[str] = ()) -> List[Tuple[str, dict]]:
     """Home Assistant MQTT discovery: ``(config topic, payload)`` for the people count, one count
-    per gender, the output fps and the source's status, all of one device per camera and all
-    unavailable while ``<prefix>/available`` is ``offline``."""
+    per gender, the output fps, the source's status, and the occupancy of each zone and the in/out
+    crossings of each line (``audience``), all of one device per camera and all unavailable while
+    ``<prefix>/available`` is ``offline``."""
     node = slug(f"{topics.prefix}_{topics.camera}")
     device = {
         "identifiers": [node],
@@ -166,6 +176,17 @@ def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS) -> List[
         entities.append(("sensor", f"people_{gender}", {
             "name": f"People {gender}", "state_topic": topics.people_gender(gender), "state_class": "measurement",
             "unit_of_measurement": "people", "icon": "mdi:account"}))
+    for zone in zones:
+        entities.append(("sensor", f"zone_{slug(zone)}_people", {
+            "name": f"Zone {zone} people", "state_topic": topics.zone_people(zone), "state_class": "measurement",
+            "unit_of_measurement": "people", "icon": "mdi:account-group-outline"}))
+    for line in lines:
+        for direction in ("in", "out"):
+            entities.append(("sensor", f"line_{slug(line)}_{direction}", {
+                "name": f"Line {line} {direction}", "state_topic": topics.line_crossings(line, direction),
+                # Counts from 0 at each run's start: a meter reset, as total_increasing means.
+                "state_class": "total_increasing", "unit_of_measurement": "people",
+                "icon": "mdi:login" if direction == "in" else "mdi:logout"}))
     entities.append(("sensor", "fps", {
         "name": "Frames per second", "state_topic": topics.stats, "value_template": "{{ value_json.fps_out }}",
         "state_class": "measurement", "unit_of_measurement": "fps", "entity_category": "diagnostic",

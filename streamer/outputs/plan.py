@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..errors import SinkError
 from ..sources.formats import OUTPUT_IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .files import is_special, make_parent, os_reason, part_path, remove_stale_parts
-from .recording import existing_segments, segment_path
+from .recording import next_segment_number, segment_path
 from .sinks import image_output_path
 
 DEFAULT_OUT_DIR = Path("out")
@@ -40,9 +40,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_writable(path: Path, what: str, overwrite: bool, folder: bool = False) -> None:
+def _check_writable(path: Path, what: str, overwrite: bool, folder: bool = False, kept: bool = False) -> None:
     """Before the first frame: ``path`` can be written (its folder exists or can be made, and
-    takes a new file) and does not replace anything without ``overwrite``. SinkError otherwise."""
+    takes a new file) and does not replace anything without ``overwrite`` or ``kept`` (a file a
+    live run continues or renews). SinkError otherwise."""
     if is_special(path):
         try:
             with open(path, "ab"):
@@ -55,7 +56,7 @@ def _check_writable(path: Path, what: str, overwrite: bool, folder: bool = False
     if path.exists() and not path.is_dir():
         if folder:
             raise SinkError(f"{what} {path} is a file; expected a folder (or a path that does not exist yet)")
-        if not overwrite:
+        if not (overwrite or kept):
             raise SinkError(f"{what} {path} already exists; pass --overwrite to replace it, or choose another path")
         if not os.stat(path).st_mode & 0o222:
             raise SinkError(f"{what} {path} is read-only; make it writable or choose another path")
@@ -79,7 +80,7 @@ def _planned_files(kind: str, output: Optional[Path], image_paths: Sequence[Path
             got = "an image path" if output.suffix.lower() in OUTPUT_IMAGE_SUFFIXES else f"'{output.suffix or 'no suffix'}'"
             raise SinkError(f"--output {output}: this run writes a video, but got {got}; "
                             f"use one of {', '.join(VIDEO_SUFFIXES)}")
-        return [(segment_path(output, 1) if segmented else output, "output video")]
+        return [(segment_path(output, next_segment_number(output)) if segmented else output, "output video")]
     if kind == "image" and output.suffix and output.suffix.lower() not in OUTPUT_IMAGE_SUFFIXES:
         raise SinkError(f"--output {output}: this run writes an image, but got '{output.suffix}'; "
                         f"use one of {', '.join(OUTPUT_IMAGE_SUFFIXES)} (or a folder)")
@@ -90,9 +91,12 @@ def _planned_files(kind: str, output: Optional[Path], image_paths: Sequence[Path
 
 
 def check_outputs(kind: str, source: str, image_paths: Sequence[Path], output: Optional[Path],
-                  others: Sequence[Tuple[Optional[Path], str]], overwrite: bool, segmented: bool) -> None:
+                  others: Sequence[Tuple[Optional[Path], str]], overwrite: bool, segmented: bool,
+                  kept: Sequence[Optional[Path]] = ()) -> None:
     """Refuse, before any work, outputs that would destroy the source or each other, replace a file
-    without ``overwrite``, have the wrong type, or sit where nothing can be written."""
+    without ``overwrite``, have the wrong type, or sit where nothing can be written. ``kept``: the
+    ones of ``others`` that may exist already (a live run appends to its events file and renews
+    its summary); a segmented recording continues after its highest segment."""
     source_path = Path(source).expanduser()
     local = source_path.exists()
     inputs = list(image_paths) or ([source_path] if local else [])
@@ -113,11 +117,6 @@ def check_outputs(kind: str, source: str, image_paths: Sequence[Path], output: O
     if kind == "folder" and output is not None:
         _check_writable(output, "output folder", overwrite, folder=True)
     for path, what in files:
-        _check_writable(path, what, overwrite)
-    if segmented and output is not None and not overwrite:
-        old = existing_segments(output)
-        if old:
-            raise SinkError(f"output video {output}: segments of an earlier recording exist ({old[0].name} ...); "
-                            "pass --overwrite to replace them, or choose another path")
+        _check_writable(path, what, overwrite, kept=path in kept)
     remove_stale_parts([path for path, _ in files if not is_special(path)],
                        [output] if segmented and output is not None else [])

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import SinkError
 from ..types import FrameResult
-from .files import fsync_path, make_parent, os_reason, part_path, publish, remove_quietly, size_text
+from .files import fsync_path, make_parent, os_reason, part_path, partial_path, publish, remove_quietly, size_text
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ class VideoFileSink(_Closing):
         self.frames_written = 0
         self.frames_in_file = 0
         self._overwrite = overwrite
+        self.incomplete: Optional[str] = None  # why the run's outputs are not complete (mark_incomplete)
+        self.kept_at: Optional[Path] = None  # where the file went when it is not published as complete
         make_parent(self.path, "output video")
         self._part = part_path(self.path)
         self._writer: Optional[cv2.VideoWriter] = None
@@ -151,9 +153,19 @@ class VideoFileSink(_Closing):
             fsync_path(self._part)
         except OSError as error:
             self._fail(error, in_file)
+        if self.incomplete is not None:
+            self.kept_at = partial_path(self.path)
+            publish(self._part, self.kept_at, overwrite=True)  # a name only failed runs use
+            log.warning("output video %s not published as complete: %s; its %d frames are kept at %s",
+                        self.path, self.incomplete, in_file, self.kept_at)
+            return
         publish(self._part, self.path, self._overwrite)
         self.frames_in_file = in_file
         log.info("wrote %d frames to %s", in_file, self.path)
+
+    def mark_incomplete(self, reason: str) -> None:
+        """At close, keep the file at ``partial_path`` instead of publishing it (another output failed)."""
+        self.incomplete = reason
 
 
 def segment_path(path: Path, number: int) -> Path:
@@ -172,23 +184,34 @@ def existing_segments(path: Path) -> List[Path]:
         return []
 
 
+def next_segment_number(path: Path) -> int:
+    """The number after the highest segment of a recording at ``path`` on disk (1 when none): a
+    live recording restarted (a service after a crash or a reboot) continues the series."""
+    numbers = [int(segment.stem[len(Path(path).stem) + 1:]) for segment in existing_segments(path)]
+    return max(numbers, default=0) + 1
+
+
 class SegmentedVideoSink(_Closing):
     """A live recording as a series of finished files (``rec_00001.mp4``, ``rec_00002.mp4`` ...),
     each ``segment_frames`` frames long, the way NVRs record: an MP4 plays only once its index is
     written at close, so a power cut or SIGKILL loses at most the segment being written.
 
-    ``write`` takes ``(H, W, 3)`` uint8 BGR frames; ``paths`` lists the finished segments.
+    ``write`` takes ``(H, W, 3)`` uint8 BGR frames; ``paths`` lists the finished segments, numbered
+    from ``first`` on.
     """
 
     def __init__(self, path: Path, fps: float, size_wh: Tuple[int, int], codecs: Sequence[str],
-                 segment_frames: int, overwrite: bool = False) -> None:
+                 segment_frames: int, overwrite: bool = False, first: int = 1) -> None:
         self.path = Path(path)
+        self._first = first
         self._args = (fps, size_wh, codecs)
         self._segment_frames = max(1, int(segment_frames))
         self._overwrite = overwrite
         self.paths: List[Path] = []
         self._finished_frames = 0
-        self._current: Optional[VideoFileSink] = self._open(1)
+        self._kept_at: Optional[Path] = None
+        self._incomplete: Optional[str] = None
+        self._current: Optional[VideoFileSink] = self._open(first)
         self.codec = self._current.codec
 
     def _open(self, number: int) -> VideoFileSink:
@@ -208,19 +231,33 @@ class SegmentedVideoSink(_Closing):
             raise SinkError(f"recording {self.path} is already closed")
         if self._current.frames_written >= self._segment_frames:
             self._finish_current()
-            self._current = self._open(len(self.paths) + 1)
+            self._current = self._open(self._first + len(self.paths))
         self._current.write(bgr)
+
+    def close(self) -> None:
+        if self._incomplete is not None and self._current is not None:
+            self._current.mark_incomplete(self._incomplete)
+        self._finish_current()
+
+    def mark_incomplete(self, reason: str) -> None:
+        """At close, the segment being written then is kept at its ``partial_path``; finished segments stay."""
+        self._incomplete = reason
+
+    @property
+    def kept_at(self) -> Optional[Path]:
+        return self._kept_at
 
     def _finish_current(self) -> None:
         current, self._current = self._current, None
         if current is None:
             return
-        current.close()
-        self.paths.append(current.path)
-        self._finished_frames += current.frames_in_file
-
-    def close(self) -> None:
-        self._finish_current()
+        try:
+            current.close()
+        finally:
+            self._kept_at = current.kept_at or getattr(self, "_kept_at", None)
+        if current.kept_at is None:
+            self.paths.append(current.path)
+            self._finished_frames += current.frames_in_file
 
 
 class BackgroundVideoWriter(_Closing):
@@ -362,7 +399,8 @@ class VideoSink(Sink):
                 for old in existing_segments(self.path):
                     os.unlink(old)  # --overwrite: an older, longer recording must not trail this one
             file = self._segments = SegmentedVideoSink(self.path, self._fps, size_wh, self._codecs,
-                                                       self._segment_frames, self._overwrite)
+                                                       self._segment_frames, self._overwrite,
+                                                       first=next_segment_number(self.path))
         else:
             file = VideoFileSink(self.path, self._fps, size_wh, self._codecs, self._overwrite)
         try:
@@ -389,6 +427,16 @@ class VideoSink(Sink):
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+    def close_incomplete(self, reason: str) -> None:
+        if self._writer is not None:
+            self._writer.sink.mark_incomplete(reason)
+            self._writer.close()
+
+    @property
+    def kept_at(self) -> Optional[Path]:
+        """The ``.partial`` file kept when another output failed, or None."""
+        return self._writer.sink.kept_at if self._writer is not None else None
 
     @property
     def frames_in_file(self) -> int:

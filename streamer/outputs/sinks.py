@@ -74,6 +74,12 @@ class Sink:
     def close(self) -> None:
         pass
 
+    def close_incomplete(self, reason: str) -> None:
+        """``close`` when another output of the run failed (``reason``): a file that would be
+        published as complete is kept under a ``.partial`` name instead (``files.partial_path``).
+        Sinks whose files are complete piece by piece (images, the events log) just close."""
+        self.close()
+
     def summary_fields(self) -> dict:
         """What this sink adds to the run's summary (after ``close``), e.g. messages sent."""
         return {}
@@ -127,21 +133,34 @@ class EventsSink(Sink):
     """JSON Lines, one object per frame (schema in README).
 
     Unlike the other files, this one is a log that others follow while the run goes on (a live
-    run lasts months), so it is written in place rather than renamed into place at the end: it
-    is created exclusively (two runs never interleave in it; ``overwrite`` removes an older file
-    first), and each line is written and flushed whole. A failed write is a SinkError saying how
-    many lines are in the file, which is cut back to its last whole line.
+    run lasts months), so it is written in place rather than renamed into place at the end, and
+    each line is written and flushed whole. A new file is created exclusively (two runs never
+    interleave in it; ``overwrite`` removes an older file first). ``append`` (live sources: a
+    service restarted after a stop, a crash or a reboot) continues an existing file instead: a
+    torn last line (a power cut mid-write) is cut first and counted in ``torn_lines_cut``. A
+    failed write is a SinkError saying how many lines are in the file, which is cut back to its
+    last whole line.
     """
 
-    def __init__(self, path: Path, overwrite: bool = False) -> None:
+    def __init__(self, path: Path, overwrite: bool = False, append: bool = False) -> None:
         self.path = Path(path)
         special = is_special(self.path)
+        self.torn_lines_cut = 0
+        self._start = 0  # bytes of an earlier run's lines that this run appends to
         if not special:
             make_parent(self.path, "events file")
             if overwrite and self.path.is_file():
                 remove_quietly(self.path)
         try:
-            self._file: Optional[IO[bytes]] = open(self.path, "wb" if special else "xb")
+            if special:
+                self._file: Optional[IO[bytes]] = open(self.path, "wb")
+            elif append and self.path.is_file():
+                self._file = open(self.path, "r+b")
+                self._start = self._cut_torn_line(self._file)
+            else:
+                self._file = open(self.path, "xb")
+            if not special:
+                _lock(self._file, self.path)
         except FileExistsError:
             raise SinkError(f"events file {self.path} already exists; pass --overwrite to replace it, "
                             "or choose another path") from None
@@ -150,6 +169,26 @@ class EventsSink(Sink):
         self._seekable = not special
         self.lines = 0
         self._bytes = 0
+
+    def _cut_torn_line(self, handle: IO[bytes]) -> int:
+        """Cut a last line that has no newline (its writer died mid-line); the size kept."""
+        size = end = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - _TAIL_CHUNK)
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            os.ftruncate(handle.fileno(), end)
+            self.torn_lines_cut = 1
+            log.warning("events file %s: its last line was torn (%s without a newline, an earlier run stopped "
+                        "mid-write); cut it and appending after line %d", self.path, size_text(size - end),
+                        _count_lines(handle, end))
+        handle.seek(end)
+        return end
 
     def write(self, result: FrameResult, annotated: Optional[np.ndarray] = None) -> None:
         self.write_record(result.to_event())
@@ -175,14 +214,15 @@ class EventsSink(Sink):
         if handle is not None:
             try:
                 if self._seekable:
-                    os.ftruncate(handle.fileno(), self._bytes)  # no half line at the end
-                    handle.seek(self._bytes)
+                    os.ftruncate(handle.fileno(), self._start + self._bytes)  # no half line at the end
+                    handle.seek(self._start + self._bytes)
                 handle.close()
             except OSError:
                 pass  # the same failure again, for the bytes it could not write
+        held = ("which are all it holds" if not self._start
+                else f"appended to {size_text(self._start)} of earlier runs, kept whole")
         raise SinkError(f"events file {self.path}: {os_reason(error)} after {self.lines} lines "
-                        f"({size_text(self._bytes)}), which are all it holds; free space or choose another "
-                        "--events path")
+                        f"({size_text(self._bytes)}), {held}; free space or choose another --events path")
 
     def close(self) -> None:
         if self._file is None:
@@ -195,6 +235,41 @@ class EventsSink(Sink):
         except OSError as error:
             self._fail(error)
         self._file = None
+
+    def summary_fields(self) -> dict:
+        return {"events_torn_lines_cut": self.torn_lines_cut} if self._start or self.torn_lines_cut else {}
+
+
+def _lock(handle: IO[bytes], path: Path) -> None:
+    """Hold an exclusive lock on the events file while the run writes it: a second run appending
+    to the same file (a service started twice) would interleave its lines with ours."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; exclusive creation still guards new files
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SinkError(f"events file {path} is being written by another run; stop it first, or choose "
+                        "another --events path") from None
+
+
+# How much of an events file's end is read at a time when looking for its last newline.
+_TAIL_CHUNK = 64 * 1024
+
+
+def _count_lines(handle: IO[bytes], end: int) -> int:
+    """Newlines in the first ``end`` bytes of ``handle`` (read in chunks: a months-long log)."""
+    handle.seek(0)
+    count, left = 0, end
+    while left > 0:
+        chunk = handle.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        left -= len(chunk)
+    return count
 
 
 def display_available() -> bool:

@@ -24,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
-from ..config import ReportConfig
+from ..audience.tally import AudienceTally
+from ..config import AudienceConfig, ReportConfig
 from ..errors import SinkError, SourceError
 from ..outputs.files import write_bytes
 from ..outputs.sinks import Sink
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, REPORT_HTML = "people.csv", "people.json", "summary.json", "report.html"
 CHART_FILES = ("age_gender.png", "in_view.png", "dwell.png")
 REPORT_FILES = (PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, *CHART_FILES, REPORT_HTML)
+# With zones or lines (issue 26), also: their tables by age group and gender, and two charts.
+ZONES_CSV, LINES_CSV = "zones.csv", "lines.csv"
+AUDIENCE_FILES = (ZONES_CSV, LINES_CSV, "zone_entries.png", "zone_dwell.png")
+_AUDIENCE_KINDS = ("zone_enter", "zone_exit", "line_cross")
+ZONE_CSV_COLUMNS = ("zone", "age_group", "gender", "people", "visits", "dwell_p50_s", "dwell_p90_s", "watchers",
+                    "passers_by", "attention_share", "attention_p50_s")
+LINE_CSV_COLUMNS = ("line", "age_group", "gender", "in", "out", "crossings_in", "crossings_out")
 
 # One row per person: the end record's fields, the age range split in two, and whether the row
 # comes from an end record (false: the events stop before the track ended, the row is from its frames).
@@ -75,7 +83,10 @@ class PeopleReport:
     file) one at a time; :meth:`rows` and :meth:`summary` at any point after. Holds one row per
     track and, per time bin, the distinct sets of track ids seen on one frame."""
 
-    def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]] = (), source: Optional[str] = None):
+    def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]] = (), source: Optional[str] = None,
+                 audience: Optional[AudienceConfig] = None):
+        """``audience``: the run's zones and lines, so that a zone nobody entered still has its
+        (empty) table; without it, the tables are those the events name."""
         self.cfg = cfg
         self.source = source
         self.frames = 0
@@ -91,6 +102,11 @@ class PeopleReport:
         self._clock_offset: Optional[float] = None
         self._level = 0
         self._bins: Dict[int, Set[FrozenSet[int]]] = {}
+        # Zones, lines and attention: made with the run's names, else at the first record that needs it.
+        self.audience: Optional[AudienceTally] = None
+        if audience is not None and (audience.zones or audience.lines):
+            self.audience = AudienceTally(list(audience.zones), list(audience.lines), self._group_labels,
+                                          audience.attention, cfg.min_seen_s)
 
     # --- feeding ---
 
@@ -110,9 +126,19 @@ class PeopleReport:
                 self._open[track] = _Seen(frame, t_s, frame, t_s)
         elif kind == "end":
             self._add_end(event)
+            if self.audience is not None or "glances" in event:
+                self._audience_tally().add(event)
+        elif kind in _AUDIENCE_KINDS:
+            _check_audience(event)
+            self._audience_tally().add(event)
         else:
             keys = ", ".join(sorted(event)[:6]) or "none"
             raise ValueError(f"no 'faces' list and no 'event' record; its keys: {keys}")
+
+    def _audience_tally(self) -> AudienceTally:
+        if self.audience is None:
+            self.audience = AudienceTally([], [], self._group_labels, min_seen_s=self.cfg.min_seen_s)
+        return self.audience
 
     def _add_frame(self, event: dict) -> None:
         # The hot path of a months-long events file (one call per frame): plain type checks.
@@ -249,8 +275,21 @@ class PeopleReport:
             },
             "in_view": in_view,
             "peak": peak,
+            **({} if self.audience is None else {"audience": self._audience_summary()}),
             "warnings": list(self.warnings),
         }
+
+    def _audience_summary(self) -> dict:
+        assert self.audience is not None
+        edges = [0.0, *[edge for edge in self.cfg.dwell_bands_s if edge > 0]]
+        summary = self.audience.summary(entries=True, dwell_edges_s=edges)
+        for zone in summary["zones"].values():
+            for band in zone["dwell_bands"]:
+                band["label"] = _band_label(band["from_s"], math.inf if band["to_s"] is None else band["to_s"])
+        entries = summary["entries"]
+        entries["start_t_s"] = None if self._t0 is None else round(self._t0, 4)
+        entries["start_time"] = self.time_of(self._t0)
+        return summary
 
     def _dwell_bands(self, seen: Sequence[float]) -> List[dict]:
         edges = [self.cfg.min_seen_s, *[e for e in self.cfg.dwell_bands_s if e > self.cfg.min_seen_s], math.inf]
@@ -303,6 +342,19 @@ def _is_number(value: object) -> bool:
 def _num(event: dict, key: str, default: float) -> float:
     value = event.get(key)
     return float(value) if isinstance(value, (int, float)) and _is_number(value) else default
+
+
+def _check_audience(event: dict) -> None:
+    """ValueError unless a zone_enter / zone_exit / line_cross record has what the tally reads."""
+    _int(event, "track")
+    name = "line" if event["event"] == "line_cross" else "zone"
+    if not isinstance(event.get(name), str):
+        raise ValueError(f"a '{event['event']}' record without a '{name}' name")
+    if event["event"] == "line_cross" and event.get("direction") not in ("in", "out"):
+        raise ValueError("a 'line_cross' record whose direction is not 'in' or 'out'")
+    for key in {"zone_enter": ("enter_t_s",), "zone_exit": ("enter_t_s", "dwell_s")}.get(event["event"], ()):
+        if not _is_number(event.get(key)):
+            raise ValueError(f"a '{event['event']}' record without a numeric '{key}'")
 
 
 def _int(event: dict, key: str) -> int:
@@ -434,13 +486,24 @@ def _csv_bytes(rows: Sequence[dict]) -> bytes:
     return text.getvalue().encode("utf-8")
 
 
+def _table_csv_bytes(tables: dict, key: str, columns: Sequence[str]) -> bytes:
+    """One row per (zone or line, age group, gender) of the audience tables."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for name, table in tables.items():
+        for row in table["by_group"]:
+            writer.writerow({key: name, **row})
+    return text.getvalue().encode("utf-8")
+
+
 def _json_bytes(data: object) -> bytes:
     return (json.dumps(data, indent=2) + "\n").encode("utf-8")
 
 
 def report_paths(out_dir: Path) -> List[Path]:
     """Every file :func:`write_report` may write in ``out_dir`` (for the checks before a run)."""
-    return [Path(out_dir) / name for name in REPORT_FILES]
+    return [Path(out_dir) / name for name in (*REPORT_FILES, *AUDIENCE_FILES)]
 
 
 def write_report(report: PeopleReport, out_dir: Path, overwrite: bool = False, events: Optional[Path] = None) -> dict:
@@ -463,8 +526,12 @@ def write_report(report: PeopleReport, out_dir: Path, overwrite: bool = False, e
     written = []
     people = {"source": report.source, "events": None if events is None else str(events),
               "min_seen_s": report.cfg.min_seen_s, "left_out": left_out, "people": rows}
-    for name, data in ((PEOPLE_CSV, _csv_bytes(rows)), (PEOPLE_JSON, _json_bytes(people)),
-                       (SUMMARY_JSON, _json_bytes(summary))):
+    files = [(PEOPLE_CSV, _csv_bytes(rows)), (PEOPLE_JSON, _json_bytes(people)), (SUMMARY_JSON, _json_bytes(summary))]
+    audience = summary.get("audience")
+    if audience is not None:
+        files += [(ZONES_CSV, _table_csv_bytes(audience["zones"], "zone", ZONE_CSV_COLUMNS)),
+                  (LINES_CSV, _table_csv_bytes(audience["lines"], "line", LINE_CSV_COLUMNS))]
+    for name, data in files:
         write_bytes(out_dir / name, data, overwrite, "report file")
         written.append(name)
     charts = report_page.draw_charts(summary)
@@ -487,8 +554,8 @@ class ReportSink(Sink):
     ends. ``written``: what :func:`write_report` returned, once it has."""
 
     def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]], out_dir: Path,
-                 overwrite: bool = False) -> None:
-        self.report = PeopleReport(cfg, age_groups)
+                 overwrite: bool = False, audience: Optional[AudienceConfig] = None) -> None:
+        self.report = PeopleReport(cfg, age_groups, audience=audience)
         self.out_dir, self._overwrite = Path(out_dir), overwrite
         self.written: Optional[dict] = None
         self._closed = False

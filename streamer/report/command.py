@@ -33,10 +33,16 @@ def main(args: argparse.Namespace) -> int:
     config = getattr(args, "config_obj", None) or Config()
     if args.min_seen_s is not None:
         config = override(config, {"report.min_seen_s": args.min_seen_s})
-    report = read_events(args.events, PeopleReport(config.report, config.classifier.age_groups))
+    report = read_events(args.events, PeopleReport(config.report, config.classifier.age_groups,
+                                                   audience=config.audience))
     summary = write_report(report, args.out, args.overwrite, args.events)
-    sys.stdout.write(f"{format_people(summary)}\nreport        {args.out}: "
-                     f"{', '.join(Path(name).name for name in summary['files'])}\n")
+    lines = [format_people(summary)]
+    if summary.get("audience"):
+        from ..audience.tally import format_audience
+
+        lines += format_audience(summary["audience"])
+    lines.append(f"report        {args.out}: {', '.join(Path(name).name for name in summary['files'])}")
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 
 

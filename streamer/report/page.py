@@ -103,7 +103,99 @@ def draw_charts(summary: dict) -> Optional[Dict[str, bytes]]:
     axes.set_ylim(0, max(1, max((band["people"] for band in bands), default=0)) * 1.1)
     axes.tick_params(axis="x", labelsize=8 if len(bands) > 6 else 10)
     charts["dwell.png"] = png(figure)
+    audience = summary.get("audience")
+    if audience and audience["zones"]:
+        charts.update(_zone_charts(audience, new_axes, png))
     return charts
+
+
+# Age groups in the zone-entries chart: one colour each along a sequential ramp (young light, old
+# dark), unknown in grey.
+_GROUP_CMAP = "viridis_r"
+# Zones drawn as panels of the entries chart; the rest are in the tables and zones.csv.
+_MAX_ZONE_PANELS = 4
+
+
+def _zone_charts(audience: dict, new_axes, png) -> Dict[str, bytes]:
+    """Zone entries per time bin stacked by age group (one panel per zone, the first
+    _MAX_ZONE_PANELS), and each zone's visits per dwell band."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    charts = {}
+    entries = audience["entries"]
+    unit, scale = _time_unit(entries["bin_s"])
+    zones = list(audience["zones"])
+    shown = zones[:_MAX_ZONE_PANELS]
+    groups: List[str] = []
+    for zone_bins in entries["zones"].values():
+        for row in zone_bins:
+            groups += [key for key in row if key != "t_s" and key not in groups]
+    groups.sort(key=lambda group: (group == "unknown", _group_start(group)))
+    ramp = colormaps[_GROUP_CMAP]
+    colours = {group: _COLOURS["unknown"] if group == "unknown" else ramp(0.15 + 0.75 * i / max(1, len(groups) - 1))
+               for i, group in enumerate(groups)}
+    starts = [row["t_s"] for bins in entries["zones"].values() for row in bins]
+    first = min(starts) if starts else 0.0
+    last = max(starts) if starts else 0.0
+    width = entries["bin_s"] / scale
+    figure = Figure(figsize=(_CHART_SIZE_IN[0], 0.9 + 1.3 * len(shown)), dpi=_CHART_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+    for axes, zone in zip(panels, shown):
+        bins = entries["zones"].get(zone, [])
+        x = [(row["t_s"] - first) / scale for row in bins]
+        bottom = [0] * len(bins)
+        for group in groups:
+            counts = [row.get(group, 0) for row in bins]
+            if any(counts):
+                axes.bar(x, counts, width=width, bottom=bottom, align="edge", color=colours[group],
+                         edgecolor="white", linewidth=0.4)
+                bottom = [b + c for b, c in zip(bottom, counts)]
+        axes.set_ylabel(zone, fontsize=9)
+        axes.set_ylim(0, max(1, max(bottom, default=0)) * 1.15)
+        axes.set_xlim(0, (last - first) / scale + width)
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.spines[["top", "right"]].set_visible(False)
+    panels[0].set_title(f"Zone entries per {_bin_name(entries['bin_s'])}, by age group"
+                        + (f" (first {len(shown)} of {len(zones)} zones)" if len(shown) < len(zones) else ""))
+    panels[-1].set_xlabel(f"{unit}s from the first entry")
+    handles = [_patch(colours[group]) for group in groups]
+    if handles:
+        figure.legend(handles, groups, loc="outside right upper", frameon=False, fontsize=8)
+    charts["zone_entries.png"] = png(figure)
+
+    figure, axes = new_axes()
+    labels = [band["label"] for band in audience["zones"][zones[0]]["dwell_bands"]]
+    width = 0.8 / len(zones)
+    for z, zone in enumerate(zones):
+        counts = [band["visits"] for band in audience["zones"][zone]["dwell_bands"]]
+        axes.bar([i + z * width for i in range(len(labels))], counts, width=width, align="edge", label=zone)
+    axes.set_xticks([i + 0.4 for i in range(len(labels))], labels)
+    axes.set_title("Time in each zone per visit")
+    axes.set_xlabel("dwell time")
+    axes.set_ylabel("visits")
+    axes.tick_params(axis="x", labelsize=8 if len(labels) > 6 else 10)
+    axes.legend(frameon=False, fontsize=8)
+    charts["zone_dwell.png"] = png(figure)
+    return charts
+
+
+def _patch(colour):
+    from matplotlib.patches import Patch
+
+    return Patch(color=colour)
+
+
+def _group_start(group: str) -> int:
+    digits = "".join(ch for ch in group.split("-")[0] if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def _bin_name(bin_s: float) -> str:
+    return {300.0: "5 minutes", 3600.0: "hour", 86400.0: "day"}.get(bin_s, f"{bin_s:g} s")
 
 
 def _time_unit(bin_s: float):
@@ -159,7 +251,7 @@ def duration(seconds: Optional[float]) -> str:
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0;background:#f6f6f4}
 main{max-width:1320px;margin:0 auto;padding:20px 28px}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 10px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 10px}h3{font-size:15px;margin:18px 0 6px}
 .sub{color:#555;margin:0 0 18px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}
 .card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:10px 16px;min-width:120px}
@@ -223,6 +315,8 @@ def render_html(summary: dict, rows: Sequence[dict], charts: Optional[Dict[str, 
             "age_gender.png": "People by age group, coloured by gender.",
             "in_view.png": f"Most people in view at once in each {_time_unit(summary['in_view']['bin_s'])[0]}.",
             "dwell.png": "How long each person was in view.",
+            "zone_entries.png": "Zone entries over time, stacked by age group.",
+            "zone_dwell.png": "How long each visit to a zone lasted.",
         }
         out.append('<div class="charts">')
         for name, data in charts.items():
@@ -232,6 +326,8 @@ def render_html(summary: dict, rows: Sequence[dict], charts: Optional[Dict[str, 
         out.append("</div>")
     else:
         out += _count_tables(summary)
+    if summary.get("audience"):
+        out += _audience_tables(summary["audience"])
     out += _people_table(rows, t0, fine)
     out.append("<footer>Gender and age are estimated from the face by a model, per person from several views: "
                "estimates, not facts: how often they are right is measured in streamer's docs (accuracy). Unknown: the person was not seen well enough to label. "
@@ -253,6 +349,63 @@ def _count_tables(summary: dict) -> List[str]:
             for band in summary["dwell"]["bands"]]
     unit = _time_unit(summary["in_view"]["bin_s"])[0]
     out.append(f"</table><p>People in view at once, per {unit}: in summary.json (<code>in_view</code>).</p>")
+    return out
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "-" if value is None else duration(value)
+
+
+def _percent(share: Optional[float]) -> str:
+    return "-" if share is None else f"{share * 100:.0f} %"
+
+
+def _audience_tables(audience: dict) -> List[str]:
+    """Per zone and per line, a row per age group and gender; attention per age group and gender."""
+    e = html.escape
+    out = ['<h2>Zones, lines and attention</h2>']
+    for name, zone in audience["zones"].items():
+        out.append(f'<h3>Zone {e(name)}: {zone["people"]} people, {zone["visits"]} visits, dwell median '
+                   f'{_seconds(zone["dwell_s"]["p50"])}, {zone["watchers"]} watched the camera '
+                   f'({_percent(zone["attention_share"])}), {zone["passers_by"]} passers-by</h3>')
+        out.append('<table><tr><th class="l">age group</th><th class="l">gender</th><th>people</th><th>visits</th>'
+                   '<th>dwell p50</th><th>dwell p90</th><th>watchers</th><th>attention share</th>'
+                   '<th>attention p50</th></tr>')
+        for row in zone["by_group"]:
+            out.append(f'<tr><td class="l">{e(row["age_group"])}</td><td class="l">{e(row["gender"])}</td>'
+                       f'<td>{row["people"]}</td><td>{row["visits"]}</td><td>{_seconds(row["dwell_p50_s"])}</td>'
+                       f'<td>{_seconds(row["dwell_p90_s"])}</td><td>{row["watchers"]}</td>'
+                       f'<td>{_percent(row["attention_share"])}</td><td>{_seconds(row["attention_p50_s"])}</td></tr>')
+        if not zone["by_group"]:
+            out.append('<tr><td class="l" colspan="9">nobody entered</td></tr>')
+        out.append("</table>")
+    for name, line in audience["lines"].items():
+        out.append(f'<h3>Line {e(name)}: {line["in"]} people in, {line["out"]} out</h3>')
+        out.append('<table><tr><th class="l">age group</th><th class="l">gender</th><th>in</th><th>out</th>'
+                   '<th>crossings in</th><th>crossings out</th></tr>')
+        for row in line["by_group"]:
+            out.append(f'<tr><td class="l">{e(row["age_group"])}</td><td class="l">{e(row["gender"])}</td>'
+                       f'<td>{row["in"]}</td><td>{row["out"]}</td><td>{row["crossings_in"]}</td>'
+                       f'<td>{row["crossings_out"]}</td></tr>')
+        if not line["by_group"]:
+            out.append('<tr><td class="l" colspan="6">nobody crossed</td></tr>')
+        out.append("</table>")
+    attention = audience.get("attention")
+    if attention is not None:
+        out.append(f'<h3>Attention: {attention["watchers"]} of {attention["people"]} people looked at the camera '
+                   f'({_percent(attention["attention_share"])}), {attention["glances"]} glances</h3>')
+        out.append('<table><tr><th class="l">age group</th><th class="l">gender</th><th>people</th><th>watchers</th>'
+                   '<th>attention share</th><th>glances</th><th>attention p50</th><th>attention p90</th></tr>')
+        for row in attention["by_group"]:
+            out.append(f'<tr><td class="l">{e(row["age_group"])}</td><td class="l">{e(row["gender"])}</td>'
+                       f'<td>{row["people"]}</td><td>{row["watchers"]}</td><td>{_percent(row["attention_share"])}</td>'
+                       f'<td>{row["glances"]}</td><td>{_seconds(row["attention_p50_s"])}</td>'
+                       f'<td>{_seconds(row["attention_p90_s"])}</td></tr>')
+        out.append("</table>")
+    out.append("<p>Dwell: time from the first frame in a zone to the first frame out of it. A watcher looked at "
+               "the camera (a frontal face) for a glance during the visit; passers-by did not: together they "
+               "are the zone's opportunity to see. Counts are per person, labelled as the person finally was; "
+               "all of it is in zones.csv, lines.csv and summary.json.</p>")
     return out
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from ..config import ReportConfig
-from ..types import GENDERS, age_group_labels
+from ..types import GENDERS, UNKNOWN, age_group_labels
 
-UNKNOWN = "unknown"
+__all__ = ["UNKNOWN", "LabelCounts", "PeopleTally"]
 
 
 class LabelCounts:

@@ -170,6 +170,11 @@ class _Failure:
 Reopen = Callable[[], Optional["cv2.VideoCapture"]]
 
 
+# A constant-rate file whose next frame comes more than this many frame intervals after the last
+# one has lost the frames between (1.5: above rounding of millisecond positions, below one frame).
+_GAP_FRAMES = 1.5
+
+
 class CaptureSource(FrameSource):
     """Frames from an opened ``cv2.VideoCapture`` (or anything with ``read/get/release``), read by
     a capture thread that starts on the first ``read()``.
@@ -178,7 +183,9 @@ class CaptureSource(FrameSource):
     ``kind`` "live": only the newest frame waits, older ones are dropped and counted.
     ``reopen`` (network sources) returns a freshly opened capture or None; given, a stream that
     stops is reopened with backoff. The first frame is read here, so a source that opens but
-    delivers nothing fails at once with ``no_frame_hint`` in the message.
+    delivers nothing fails at once with ``no_frame_hint`` in the message. ``constant_rate`` (an AVI
+    file: one frame every 1/fps by design): a jump of the file position over missing frames is
+    damaged data there, counted as such.
     """
 
     def __init__(
@@ -190,6 +197,7 @@ class CaptureSource(FrameSource):
         cfg: CaptureConfig,
         reopen: Optional[Reopen] = None,
         no_frame_hint: str = "check the source plays in another player",
+        constant_rate: bool = False,
     ) -> None:
         if kind not in ("file", "live"):
             raise ValueError(f"kind must be 'file' or 'live', got {kind!r}")
@@ -211,6 +219,7 @@ class CaptureSource(FrameSource):
         self._reconnecting = False
         self._undecodable = 0
         self._damaged_after: List[Tuple[int, float]] = []  # (last good frame, its position s) per bad stretch
+        self._constant_rate = constant_rate
         self._last_t_s = time.monotonic()
         self._last_pos_s = 0.0
         try:
@@ -361,6 +370,9 @@ class CaptureSource(FrameSource):
                 logger.debug("%s: dropped a frame at %.3f s decoded out of order after damaged data",
                              self._name, pos_s)
                 return True
+            if (self._constant_rate and read > 0 and pos_s - self._last_pos_s > _GAP_FRAMES / self.info.fps
+                    and not (self._damaged_after and self._damaged_after[-1][0] == read - 1)):
+                self._damaged_after.append((read - 1, self._last_pos_s))  # frames between were lost
             self._last_pos_s = pos_s
         self._last_t_s = t_s
         with self._stats_lock:

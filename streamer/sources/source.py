@@ -28,6 +28,7 @@ from ..types import Frame
 from .capture import DEFAULT_FPS, CaptureSource, CaptureStats, FrameSource, SourceInfo, interruptible
 from .formats import IMAGE_SUFFIXES
 from .image_header import file_size_wh
+from .native_log import libjpeg_silenced
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tc
 
 # JPEG scales by 1/2, 1/4 and 1/8 while decoding (libjpeg's scaled IDCT), so the full-size picture
 # never exists; other formats are decoded whole and then resized.
-_REDUCED_READ_FLAGS = {
+REDUCED_READ_FLAGS = {
     1: cv2.IMREAD_COLOR,
     2: cv2.IMREAD_REDUCED_COLOR_2,
     4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -52,6 +53,18 @@ def decode_reduction(size_wh: Tuple[int, int], keep_side_px: int) -> int:
         if keep_side_px > 0 and max(size_wh) // factor >= keep_side_px:
             return factor
     return 1
+
+
+def _jpeg_cut_short(path: Path) -> bool:
+    """True for a JPEG whose last bytes hold no end-of-image marker (FF D9)."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(3) != b"\xff\xd8\xff":
+                return False
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 64))
+            return b"\xff\xd9" not in handle.read()
+    except OSError:
+        return False
 
 
 class ImageSource(FrameSource):
@@ -86,7 +99,11 @@ class ImageSource(FrameSource):
         size_wh = (file_size_wh(path) if self._decode_side_px else None) or (0, 0)
         factor = decode_reduction(size_wh, self._decode_side_px)
         # IMREAD_COLOR (and its reduced forms) turns grey, palette and RGBA images into 3-channel BGR.
-        image = cv2.imread(str(path), _REDUCED_READ_FLAGS[factor])
+        with libjpeg_silenced():  # "Premature end of JPEG file": said below in our words
+            image = cv2.imread(str(path), REDUCED_READ_FLAGS[factor])
+        if image is not None and _jpeg_cut_short(path):
+            logger.warning("%s: the JPEG file ends early (cut short in a copy or download?); the missing "
+                           "bottom of the picture is grey", path)
         if image is not None and factor > 1 and not self._said_reduced:
             self._said_reduced = True
             logger.info(
@@ -140,7 +157,7 @@ class ImageSource(FrameSource):
 
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """The URL without its password, for logs and messages."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -151,11 +168,22 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+def _user_ffmpeg_options(without: str = "") -> List[str]:
+    """The user's own OPENCV_FFMPEG_CAPTURE_OPTIONS pairs, less those starting with ``without``."""
+    raw = os.environ.get(FFMPEG_OPTIONS_ENV, "")
+    return [pair for pair in raw.split("|") if pair and not (without and pair.startswith(without))]
+
+
 def _ffmpeg_options(transport: str) -> str:
     """OPENCV_FFMPEG_CAPTURE_OPTIONS with ``rtsp_transport`` set and the user's other options kept."""
-    raw = os.environ.get(FFMPEG_OPTIONS_ENV, "")
-    kept = [pair for pair in raw.split("|") if pair and not pair.startswith("rtsp_transport;")]
-    return "|".join([f"rtsp_transport;{transport}"] + kept)
+    return "|".join([f"rtsp_transport;{transport}"] + _user_ffmpeg_options("rtsp_transport;"))
+
+
+def _is_avi(path: Path) -> bool:
+    """A RIFF AVI file, by its first 12 bytes."""
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    return head[:4] == b"RIFF" and head[8:12] == b"AVI "
 
 
 # OpenCV takes FFmpeg's open options only from this process-wide variable, read at each open: it is
@@ -249,7 +277,15 @@ def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
     # By content as well as by name: a JPEG saved as .heic is a photo, not a one-frame video.
     if path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path)):
         return ImageSource([path], "image", str(path), cfg.photo_decode_side_px)
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    avi = _is_avi(path)
+    if avi:
+        # FFmpeg's AVI reader numbers frames as it meets them, so frames lost in damaged data
+        # would shift every later time (a stretch of 10 lost: 0.4 s early to the end); read by
+        # the index (sortdts), each frame keeps its own number, as MP4's timestamps do.
+        with _ffmpeg_options_set("|".join(["fflags;sortdts", *_user_ffmpeg_options()])):
+            capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    else:
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if capture.isOpened():
         return CaptureSource(
             capture,
@@ -257,6 +293,7 @@ def _open_file(path: Path, cfg: CaptureConfig) -> FrameSource:
             name=str(path),
             cfg=cfg,
             no_frame_hint="the file may be truncated or use a codec this OpenCV build cannot decode",
+            constant_rate=avi,
         )
     capture.release()
     brand = _heif_brand(path)
@@ -328,7 +365,7 @@ def _release(capture: Optional["cv2.VideoCapture"]) -> None:
 
 
 def _open_url(url: str, cfg: CaptureConfig) -> FrameSource:
-    name = _redact(url)
+    name = redact(url)
     capture = interruptible(lambda: _open_network(url, cfg), release=_release)
     if capture is None:
         raise SourceError(

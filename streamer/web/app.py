@@ -153,6 +153,21 @@ def _upload_bytes(service: Service) -> bytes:
     return data
 
 
+def _answer_then_discard(body: bytes, stream: IO[bytes]) -> Iterator[bytes]:
+    """The answer goes out first (cheroot sends each part at once); then the rest of the body the
+    client is still sending is read and dropped, up to a bound, so that a client which sends
+    everything before it reads (curl without 100-continue, Python's http.client) gets this answer
+    instead of a connection reset. The connection is closed after it."""
+    yield body
+    left = _DISCARD_MAX_BYTES
+    with contextlib.suppress(OSError, ValueError):
+        while left > 0:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                break
+            left -= len(chunk)
+
+
 def create_app(service: Service) -> Flask:
     """The Flask application of ``service``: the page, the photo API and, with a live view, its
     stream, latest frame, statistics, health and metrics (README's API table)."""
@@ -198,24 +213,7 @@ def create_app(service: Service) -> Flask:
         size = "" if length is None else f" is {length / 1e6:.1f} MB,"
         body = _error(413, f"the upload{size} above the limit of {web.max_upload_mb:g} MB (web.max_upload_mb); "
                            "send a smaller image").get_data()
-        stream = request.environ["wsgi.input"]
-
-        def answer_then_discard() -> Iterator[bytes]:
-            # The answer goes out first (cheroot sends each part at once); then the rest of the body
-            # the client is still sending is read and dropped, up to a bound, so that a client
-            # which sends everything before it reads (curl without 100-continue, Python's
-            # http.client) gets this answer instead of a connection reset. cheroot closes the
-            # connection after a 413.
-            yield body
-            left = _DISCARD_MAX_BYTES
-            with contextlib.suppress(OSError, ValueError):
-                while left > 0:
-                    chunk = stream.read(min(left, 65536))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-
-        return Response(answer_then_discard(), 413, mimetype="application/json",
+        return Response(_answer_then_discard(body, request.environ["wsgi.input"]), 413, mimetype="application/json",
                         headers={"Content-Length": str(len(body))})
 
     @app.errorhandler(NotFound)
@@ -259,12 +257,15 @@ def create_app(service: Service) -> Flask:
 
     @app.post("/api/analyze")
     def analyze() -> Response:
-        if not service.photos.slots.acquire(timeout=_UPLOAD_WAIT_S):
-            return _error(503, "too many photos in progress; try again", {"Retry-After": "2"})
+        if not service.photos.turns.enter(_UPLOAD_WAIT_S):
+            body = _error(503, "too many photos in progress; try again").get_data()
+            return Response(_answer_then_discard(body, request.environ["wsgi.input"]), 503,
+                            mimetype="application/json",
+                            headers={"Content-Length": str(len(body)), "Retry-After": "2", "Connection": "close"})
         try:
             result = service.photos.analyse(_upload_bytes(service))
         finally:
-            service.photos.slots.release()
+            service.photos.turns.leave()
         best = request.accept_mimetypes.best_match(("application/json", "image/jpeg"))
         if request.args.get("format") == "jpeg" or best == "image/jpeg":
             return Response(encode_jpeg(result.annotated), mimetype="image/jpeg")

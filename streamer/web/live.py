@@ -19,11 +19,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..config import WebConfig
+from ..audience.live import AudienceCounts
+from ..config import AudienceConfig, WebConfig
 from ..outputs.sinks import Sink
 from ..picture.resize import shrink_to_long_side
 from ..stats import resident_bytes
-from ..types import FrameResult
+from ..types import FrameResult, age_group_labels
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,13 @@ class LiveView(Sink):
     every sink a frame it no longer changes.
     """
 
-    def __init__(self, cfg: WebConfig) -> None:
+    def __init__(self, cfg: WebConfig, audience: Optional[AudienceConfig] = None,
+                 age_groups: Sequence[Tuple[int, int]] = ()) -> None:
+        """``audience``: the run's zones and lines, counted from its records for ``/metrics``."""
         self._cfg = cfg
+        self.audience: Optional[AudienceCounts] = None
+        if audience is not None and (audience.zones or audience.lines):
+            self.audience = AudienceCounts(list(audience.zones), list(audience.lines), age_group_labels(age_groups))
         self._run = None
         self._lock = threading.Lock()
         self._new_frame = threading.Event()
@@ -84,6 +90,8 @@ class LiveView(Sink):
 
     def write_records(self, records: Sequence[dict]) -> None:
         self.people_seen += sum(1 for record in records if record.get("event") == "new")
+        if self.audience is not None:
+            self.audience.observe(records)
 
     def close(self) -> None:
         """End the encoder (bounded join) and every viewer's stream; idempotent."""
@@ -260,8 +268,28 @@ def metrics_text(snapshot: Optional[dict], live: Optional[LiveView], web: Dict[s
         metric("streamer_people_seen_total", "counter", "People (tracks) that appeared.", [({}, live.people_seen)])
         metric("streamer_web_viewers", "gauge", "Live stream viewers now.", [({}, live.viewers)])
         metric("streamer_web_stream_frames_total", "counter", "Live stream frames encoded.", [({}, live.stream_frames)])
+    if live is not None and live.audience is not None:
+        _audience_metrics(metric, live.audience.snapshot())
     metric("streamer_web_photos_total", "counter", "Photos analysed through the API.", [({}, web["photos"])])
     metric("streamer_web_photo_faces_total", "counter", "Faces found in photos analysed through the API.",
            [({}, web["photo_faces"])])
     metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [({}, resident_bytes())])
     return "\n".join(lines) + "\n"
+
+
+def _audience_metrics(metric: Callable, audience: dict) -> None:
+    """Zone occupancy, visits (by the labels at the exit), dwell, watchers and line crossings."""
+    metric("streamer_zone_people", "gauge", "People in the zone now (past its inertia).",
+           [({"zone": zone}, n) for zone, n in audience["zones"].items()])
+    visits = audience["visits"]
+    for name, column, help_text in (
+        ("streamer_zone_visits_total", 3, "Zone visits that ended, by age group and gender."),
+        ("streamer_zone_dwell_seconds_total", 4, "Seconds spent in the zone by the visits that ended."),
+        ("streamer_zone_watchers_total", 5, "Zone visits during which the person looked at the camera."),
+        ("streamer_zone_attention_seconds_total", 6, "Seconds zone visitors spent looking at the camera."),
+    ):
+        metric(name, "counter", help_text,
+               [({"zone": row[0], "age_group": row[1], "gender": row[2]}, row[column]) for row in visits])
+    metric("streamer_line_crossings_total", "counter", "Line crossings, by direction, age group and gender.",
+           [({"line": row[0], "direction": row[1], "age_group": row[2], "gender": row[3]}, row[4])
+            for row in audience["crossings"]])

@@ -21,7 +21,9 @@ import numpy as np
 from ..config import Config
 from ..picture.draw import LabelStyle, draw_faces
 from ..sources.image_header import HeaderError, size_wh, sniff
+from ..sources.source import REDUCED_READ_FLAGS, decode_reduction
 from ..types import Face
+from . import heap
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,11 @@ def image_size(data: bytes, kind: str) -> Tuple[int, int]:
         raise UploadError(400, str(error)) from None
 
 
-def check_and_decode(data: bytes, max_pixels: int) -> np.ndarray:
+def check_and_decode(data: bytes, max_pixels: int, decode_side_px: int = 0) -> np.ndarray:
     """The upload decoded to ``(H, W, 3)`` uint8 BGR, as the CLI reads a photo (IMREAD_COLOR: grey
-    and RGBA become BGR; EXIF orientation applied). UploadError: 400 empty, broken or undecodable,
-    413 above ``max_pixels`` (from the header, before decoding), 415 not a supported image."""
+    and RGBA become BGR; EXIF orientation applied; at 1/2, 1/4 or 1/8 when its long side is that
+    many times ``decode_side_px``, capture.photo_decode_side_px). UploadError: 400 empty, broken or
+    undecodable, 413 above ``max_pixels`` (from the header, before decoding), 415 not a supported image."""
     if not data:
         raise UploadError(400, "the upload is empty (0 bytes); send a photo")
     kind = sniff(data)
@@ -72,10 +75,12 @@ def check_and_decode(data: bytes, max_pixels: int) -> np.ndarray:
     if width * height > max_pixels:
         raise UploadError(413, f"the image is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of "
                                f"{max_pixels / 1e6:.1f} MP (web.max_image_mp); send a smaller image")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    # A 12 MP phone photo is 36 MB decoded whole, 9 MB at 1/2, and still twice the detector's input.
+    factor = decode_reduction((width, height), decode_side_px)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED_READ_FLAGS[factor])
     if bgr is None or bgr.size == 0:
         raise UploadError(400, f"a {kind} that OpenCV cannot decode (damaged or cut short); send the complete file")
-    if bgr.shape[0] * bgr.shape[1] > max_pixels:  # a header that lied
+    if bgr.shape[0] * bgr.shape[1] * factor * factor > max_pixels:  # a header that lied
         raise UploadError(413, f"the image decodes to {bgr.shape[1]}x{bgr.shape[0]} pixels, above the limit of "
                                f"{max_pixels / 1e6:.1f} MP (web.max_image_mp); send a smaller image")
     return bgr
@@ -134,20 +139,50 @@ def encode_jpeg(bgr: np.ndarray, quality: Optional[int] = None) -> bytes:
     return encoded.tobytes()
 
 
+# Uploads that may wait for a turn beyond those being read and analysed; past them an upload is
+# answered 503 at once: a waiting upload holds a request thread (its body waits unread in the
+# socket), and the page, /healthz and /metrics must always find one (streamer/web/server.py sizes
+# the pool from these). 18: a batch of 20 photos at once all get their turn.
+WAITING_UPLOADS = 18
+
+
+class UploadTurns:
+    """``slots`` uploads read and analysed at once, ``waiting`` more queued for a turn; ``enter``
+    is False at once when the queue is full, or after ``timeout_s`` without a turn."""
+
+    def __init__(self, slots: int, waiting: int) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._room = threading.BoundedSemaphore(slots + waiting)
+
+    def enter(self, timeout_s: float) -> bool:
+        if not self._room.acquire(blocking=False):
+            return False
+        if not self._slots.acquire(timeout=timeout_s):
+            self._room.release()
+            return False
+        return True
+
+    def leave(self) -> None:
+        self._slots.release()
+        self._room.release()
+
+
 class PhotoService:
     """Analyses uploaded photos with one analyzer built on first use (the photo settings of
     ``build_analyzer(config, None, photos=True)``: detection at ``detector.photo_max_side_px``)
-    and kept. cv2.dnn networks are not thread-safe, so model calls are serialised by a lock;
-    decoding and drawing run outside it. At most ``web.max_parallel_uploads`` photos are held
-    decoded at once (``slots``), so N parallel uploads do not grow memory N times."""
+    and kept. cv2.dnn networks are not thread-safe, so model calls are serialised by a lock, and
+    decoding and drawing with them: one photo is decoded at a time. At most
+    ``web.max_parallel_uploads`` uploads are read at once and WAITING_UPLOADS more wait their turn
+    (``turns``); the rest get 503, so N parallel uploads do not grow memory N times."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
         self._style = LabelStyle.from_config(config.classifier)
         self._analyzer = None
         self._model_lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(config.web.max_parallel_uploads)
+        self.turns = UploadTurns(config.web.max_parallel_uploads, WAITING_UPLOADS)
         self.max_pixels = int(config.web.max_image_mp * 1e6)
+        self._decode_side_px = config.capture.photo_decode_side_px
         self.photos = 0
         self.faces = 0
 
@@ -167,14 +202,25 @@ class PhotoService:
 
     def analyse(self, data: bytes) -> PhotoResult:
         """Decode, check, analyse and draw one uploaded photo (UploadError for a bad upload)."""
-        t0 = time.perf_counter()
-        bgr = check_and_decode(data, self.max_pixels)
-        t1 = time.perf_counter()
+        # One photo decoded at a time: the others wait as their compressed bytes (the network's
+        # working memory at a photo's input size, ~180 MB, is the bulk of a photo's cost anyway).
         with self._model_lock:
-            faces, timings = self._load().analyse(bgr)
-            self.photos += 1
-            self.faces += len(faces)
-        t2 = time.perf_counter()
-        annotated = draw_faces(bgr, faces, stale=False, style=self._style)
+            t0 = time.perf_counter()
+            try:
+                bgr = check_and_decode(data, self.max_pixels, self._decode_side_px)
+                t1 = time.perf_counter()
+                analyzer = self._load()
+                try:
+                    faces, timings = analyzer.analyse(bgr)
+                finally:
+                    analyzer.release_buffers()  # see FaceAnalyzer.release_buffers
+                self.photos += 1
+                self.faces += len(faces)
+                t2 = time.perf_counter()
+                annotated = draw_faces(bgr, faces, stale=False, style=self._style)
+                size_wh = (int(bgr.shape[1]), int(bgr.shape[0]))
+                del bgr  # only the annotated copy is answered
+            finally:
+                heap.trim()
         timing_ms = {"decode": (t1 - t0) * 1000.0, **timings, "draw": (time.perf_counter() - t2) * 1000.0}
-        return PhotoResult(faces, (int(bgr.shape[1]), int(bgr.shape[0])), timing_ms, annotated)
+        return PhotoResult(faces, size_wh, timing_ms, annotated)

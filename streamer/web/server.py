@@ -9,8 +9,8 @@ application the socket's stream, so Flask's ``MAX_CONTENT_LENGTH`` answers from 
 Content-Length without reading the body. Both are pure Python (any board), both have a fixed pool
 of request threads; cheroot keeps idle keep-alive connections out of it (a selector).
 
-Threads: cheroot's pool of ``web.max_viewers`` + ``_REQUEST_THREADS`` (each MJPEG viewer holds one
-for as long as it watches; requests beyond the pool wait at the socket for a free thread); the
+Threads: cheroot's pool of ``web.max_viewers`` + the uploads' + ``_REQUEST_THREADS`` (each MJPEG viewer
+holds one for as long as it watches; requests beyond the pool wait for a free thread); the
 run, when there is one, on the main thread, so Ctrl-C and SIGTERM stop it exactly as they stop a
 run.
 """
@@ -22,25 +22,48 @@ import logging
 import os
 import signal
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 from cheroot import wsgi
 
 from ..config import MIN_TOKEN_CHARS, Config
+from . import heap
 from .app import Service, create_app
 from .command import TOKEN_ENV, WebError
+from .connections import DeadlineGateway, GatedConnection, GatedConnections, Limits, body_seconds
 from .live import LiveView
+from .photo import WAITING_UPLOADS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["WebError", "WebServer", "resolve_token", "serve"]
 
-# Request threads beside the viewers': photos (web.max_parallel_uploads decoding, more waiting
-# their turn), the page, stats, health and metrics.
-_REQUEST_THREADS = 10
-# An idle keep-alive connection, or a stalled one (a viewer that stopped reading, a slow upload),
-# is dropped after this.
+# Request threads beside the viewers' and the uploads' (web.max_parallel_uploads being read and
+# analysed, photo.WAITING_UPLOADS waiting their turn; more are answered 503): the page, stats,
+# health and metrics always find one. No thread waits for a request head
+# (streamer/web/connections.py): a thread is busy only while a request is answered.
+_REQUEST_THREADS = 4
+# An idle keep-alive connection, or a stalled one (a viewer that stopped reading), is dropped after
+# this; a single read or write of a request waits at most this long.
 _SOCKET_TIMEOUT_S = 30
+# The whole request head (request line and headers) arrives within this, or 408: a browser sends it
+# in one packet; only a client that trickles it (a "slowloris") takes longer.
+_HEAD_TIMEOUT_S = 10.0
+# Connections open at once from one client address, and in all. A page with the live stream uses
+# ~6; 64 leaves room for a burst of parallel uploads from one script (each waits its turn for
+# an upload slot), while one address cannot take every socket and file descriptor of the box.
+_CONNECTIONS_PER_CLIENT = 64
+_CONNECTIONS_TOTAL = 256
+# The listen backlog: connections the kernel completes before cheroot's thread accepts them
+# (cheroot's default, 5, leaves a burst of 50 uploads waiting on SYN retries).
+_LISTEN_BACKLOG = 128
+# A request head larger than this is refused (cheroot: 431) before it is parsed.
+_MAX_HEAD_BYTES = 64 * 1024
+# A request body arrives within 10 s plus its size at 64 kB/s (a 10 MB photo: 170 s), or 408: a
+# slow link still uploads a photo, a client that trickles one byte at a time does not hold a
+# request thread and an upload slot for hours.
+_BODY_BASE_S = 10.0
+_BODY_MIN_BYTES_PER_S = 64 * 1024
 # stop(): request threads get this long to finish (a photo being analysed) before their sockets
 # are shut; MJPEG streams end at once (Service.close_streams).
 _SHUTDOWN_S = 1
@@ -73,7 +96,27 @@ def resolve_token(config: Config, host: str) -> Optional[str]:
 
 
 class _Cheroot(wsgi.Server):
-    """cheroot's WSGI server, its messages in this module's log (cheroot writes them to stderr)."""
+    """cheroot's WSGI server, its messages in this module's log (cheroot writes them to stderr), with
+    the front door of streamer/web/connections.py: a request thread only for a complete request
+    head, connections capped per client address and in total."""
+
+    ConnectionClass = GatedConnection
+    max_request_header_size = _MAX_HEAD_BYTES
+    _connections: Any  # cheroot's, which its type stubs leave out
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gateway = DeadlineGateway
+
+    @staticmethod
+    def body_deadline(length: int) -> float:
+        return body_seconds(length, _BODY_BASE_S, _BODY_MIN_BYTES_PER_S)
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._connections.close()  # cheroot's own manager: replaced before it serves anything
+        self._connections = GatedConnections(
+            self, Limits(_HEAD_TIMEOUT_S, _CONNECTIONS_PER_CLIENT, _CONNECTIONS_TOTAL))
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         log.log(logging.WARNING if level >= logging.ERROR else logging.DEBUG, "cheroot: %s", msg,
@@ -88,8 +131,10 @@ class WebServer:
     def __init__(self, service: Service, host: str, port: int) -> None:
         self._service = service
         self._server = _Cheroot((host, port), create_app(service),
-                                numthreads=service.config.web.max_viewers + _REQUEST_THREADS,
-                                server_name="streamer", timeout=_SOCKET_TIMEOUT_S, shutdown_timeout=_SHUTDOWN_S)
+                                numthreads=service.config.web.max_viewers + service.config.web.max_parallel_uploads
+                                + WAITING_UPLOADS + _REQUEST_THREADS,
+                                server_name="streamer", timeout=_SOCKET_TIMEOUT_S, shutdown_timeout=_SHUTDOWN_S,
+                                request_queue_size=_LISTEN_BACKLOG)
         try:
             self._server.prepare()
         except OSError as error:
@@ -145,7 +190,8 @@ def serve(config: Config, host: str, port: int, options=None, ready=None) -> Opt
     ``options``: the app.RunOptions of the live source, or None for photos only. ``ready(url)``
     is called once the server listens. Returns the run's summary (None without a source)."""
     token = resolve_token(config, host)
-    live = LiveView(config.web) if options is not None else None
+    heap.limit_arenas()  # before the request threads start: see streamer/web/heap.py
+    live = LiveView(config.web, config.audience, config.classifier.age_groups) if options is not None else None
     service = Service(config, token, live)
     if live is None:
         service.photos.warm_up()  # model problems show now, not at the first upload

@@ -176,3 +176,23 @@ def test_user_cache_follows_xdg(xdg, expected, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", xdg)
     assert user_cache_dir() == Path(expected.format(home=tmp_path))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("detector:\n  name: centerface\n  name: res10\n", "'detector.name' is given twice, at lines 2 and 3"),
+    ("mqtt:\n  topics:\n    events: a\n    events: b\n", "'mqtt.topics.events' is given twice, at lines 3 and 4"),
+    ("detector:\n  name: centerface\ndetector:\n  score: 0.5\n", "'detector' is given twice, at lines 1 and 3"),
+])
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+
+
+def test_exponent_numbers_are_numbers_and_a_folder_is_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output:\n  segment_s: 5e1\n")
+    assert load_config(path).output.segment_s == 50.0
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)

@@ -117,8 +117,12 @@ def test_full_disk_is_exit_2_and_the_summary_claims_only_what_is_on_disk(case, m
             lines = (disk / "e.jsonl").read_text().splitlines()
             assert lines and all(json.loads(text) for text in lines)  # whole lines only
             assert f"after {len(lines)} lines" in line
-            # The video on the other disk is complete: it is not what failed.
-            assert frames_in(tmp_path / "o.mp4") == summary["frames_recorded"] > 0
+            # The video on the other disk played, but holds frames the events do not: it is not
+            # published as complete, it is kept under a visible .partial name and the summary says so.
+            assert not (tmp_path / "o.mp4").exists() and summary["output"] is None
+            assert summary["partial_output"] == str(tmp_path / "o.partial.mp4") and summary["frames_recorded"] == 0
+            assert frames_in(tmp_path / "o.partial.mp4") >= len([text for text in lines if '"faces"' in text]) > 0
+            assert "o.partial.mp4" in result.stderr and "not published as complete" in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--events", "--summary"])
@@ -207,7 +211,8 @@ def test_two_runs_on_one_output_never_interleave(models_env, tmp_path):
     refused = next(err for code, err in results if code == 2)
     assert "exists" in refused or "appeared while this run was writing it" in refused
     assert frames_in(out) == 120
-    assert len(leftovers(tmp_path)) <= 1  # the loser's finished file is kept and named, if it got that far
+    assert not leftovers(tmp_path)  # the loser's finished file, if it got that far, is kept under a visible name
+    assert all(frames_in(path) == 120 for path in tmp_path.glob("o.kept-*.mp4"))
 
 
 @needs_root
@@ -432,3 +437,54 @@ def test_a_killed_run_not_yet_reaped_counts_as_gone(tmp_path):
         assert remove_stale_parts([tmp_path / "o.mp4"]) == [part] and not part.exists()
     finally:
         proc.wait()
+
+
+def test_the_finished_file_of_a_run_that_lost_the_race_is_kept_visible_and_never_removed(tmp_path):
+    """Two runs on one output: the loser's finished video used to stay at its hidden part name and
+    the next run removed it as a killed run's leftover."""
+    from streamer.outputs.files import remove_stale_parts
+
+    final = tmp_path / "two.mp4"
+    final.write_bytes(b"the winner's video")
+    loser = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path\n"
+         "from streamer.errors import SinkError\n"
+         "from streamer.outputs.files import part_path, publish\n"
+         f"final = Path({str(final)!r}); part = part_path(final); part.write_bytes(b'the loser video')\n"
+         "try:\n    publish(part, final, overwrite=False)\nexcept SinkError as error:\n    print(error)\n"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    kept = [path for path in tmp_path.iterdir() if path != final]
+    assert len(kept) == 1 and kept[0].name.startswith("two.kept-") and kept[0].suffix == ".mp4", kept
+    assert str(kept[0]) in loser.stdout and "appeared while this run was writing it" in loser.stdout
+    assert remove_stale_parts([final]) == []  # the loser is gone, its finished file stays
+    assert kept[0].read_bytes() == b"the loser video" and final.read_bytes() == b"the winner's video"
+    assert not leftovers(tmp_path)
+
+
+def test_a_damaged_avi_tells_the_same_truth_as_an_mp4(models_env, tmp_path):
+    """FFmpeg's AVI reader numbered frames as it met them: frames lost in the damage shifted every
+    later event time (0.4 s early) and the loss was reported "at the end"."""
+    intact = tmp_path / "tears.avi"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SHARED_MEDIA / "blender_tears_of_steel_10s.mp4"),
+                    "-c:v", "mpeg4", "-q:v", "5", "-an", str(intact)], check=True, timeout=120)
+    damaged = _damaged_copy(intact, tmp_path / "damaged.avi")
+    cap = cv2.VideoCapture(str(intact))
+    announced, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    out, summary, events = tmp_path / "o.mp4", tmp_path / "s.json", tmp_path / "e.jsonl"
+    result = run_cli(["--source", str(damaged), "--output", str(out), "--summary", str(summary), "--mode", "all",
+                      "--events", str(events)], models_env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(summary.read_text())
+    read = report["frames_read"]
+    assert 0 < read < announced and report["frames_recorded"] == read and report["undecodable"] == announced - read
+    times = [json.loads(line)["t_s"] for line in events.read_text().splitlines() if '"faces"' in line]
+    assert all(later > earlier for earlier, later in zip(times, times[1:]))
+    assert times[-1] == pytest.approx((announced - 1) / fps, abs=1e-3)  # the last frame at its own time
+    skipped = sum(round((later - earlier) * fps) - 1 for earlier, later in zip(times, times[1:]))
+    assert skipped == announced - read  # the lost frames' time is skipped where they were lost
+    warning = [line for line in result.stderr.splitlines() if "could not be decoded" in line]
+    assert len(warning) == 1 and f"{announced - read} frames could not be decoded (damaged data after frame" \
+        in warning[0], result.stderr
+    assert frames_in(out) == read

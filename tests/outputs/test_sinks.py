@@ -234,3 +234,49 @@ def test_video_sink_says_once_when_frames_change_size(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if "change size" in r.getMessage()]
     assert len(warnings) == 1 and "from 64x48 to 100x100 at frame 1" in warnings[0]
     assert frames_in_file(tmp_path / "o.avi") == 4
+
+
+@pytest.mark.parametrize("earlier, kept_lines, cut", [
+    (b"", 0, 0),
+    (b'{"frame":0}\n{"frame":1}\n', 2, 0),
+    (b'{"frame":0}\n{"frame":1}\n{"fra', 2, 1),  # the writer died mid-line
+    (b'{"frame":0,"faces":[' + b"x" * 200_000, 0, 1),  # a torn line longer than one read of the tail
+])
+def test_events_sink_appends_after_the_last_whole_line(tmp_path, earlier, kept_lines, cut):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(earlier)
+    frame = Frame(bgr=np.zeros((4, 4, 3), np.uint8), index=5, t_s=0.0, source="cam")
+    with EventsSink(path, append=True) as sink:
+        sink.write(FrameResult(frame=frame, faces=()))
+        with pytest.raises(SinkError, match="being written by another run"):
+            EventsSink(path, append=True)  # a second service on the same file
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and len(lines) - 1 == kept_lines + 1
+    assert json.loads(lines[-2])["frame"] == 5 and sink.torn_lines_cut == cut
+
+
+def test_events_sink_refuses_an_existing_file_unless_it_appends(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"frame":0}\n')
+    with pytest.raises(SinkError, match="already exists; pass --overwrite"):
+        EventsSink(path)
+    assert path.read_bytes() == b'{"frame":0}\n'
+
+
+@pytest.mark.parametrize("segment_frames, published, partial", [
+    (0, [], "rec.partial.mp4"),
+    (4, ["rec_00001.mp4", "rec_00002.mp4"], "rec_00003.partial.mp4"),
+])
+def test_a_video_closed_incomplete_is_kept_as_partial_and_finished_segments_stay(tmp_path, segment_frames,
+                                                                                 published, partial):
+    from streamer.outputs.recording import VideoSink, frames_in_file
+
+    sink = VideoSink(tmp_path / "rec.mp4", 10.0, ["mp4v"], live=False, segment_frames=segment_frames)
+    for index in range(10):
+        frame = Frame(bgr=np.zeros((48, 64, 3), np.uint8), index=index, t_s=index / 10, source="x")
+        sink.write(FrameResult(frame=frame, faces=()), np.full((48, 64, 3), index * 20, np.uint8))
+    sink.close_incomplete("events file e.jsonl: the disk is full")
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == sorted(published + [partial])
+    assert sink.kept_at == tmp_path / partial and frames_in_file(tmp_path / partial) == 10 - 4 * len(published)
+    assert sink.frames_in_file == 4 * len(published)

@@ -11,7 +11,6 @@ import selectors
 import socket
 import subprocess
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, SHARED_MEDIA
+from mjpeg_server import MjpegServer, mjpeg_grey, serving
 
 from streamer.config import CaptureConfig
 from streamer.errors import SourceError
@@ -165,78 +165,11 @@ def test_rtsp_server_that_never_returns_gives_a_source_error(rtsp_server: RtspSe
 
 # -- HTTP MJPEG ----------------------------------------------------------------------------
 
-MJPEG_FPS = 50.0
-MJPEG_MAX_FRAMES = 3000  # each connection ends by itself after a minute
-BOUNDARY = "frame"
-
-
-def mjpeg_grey(index: int) -> int:
-    return 20 + (index * 7) % 200
-
-
-class MjpegServer(ThreadingHTTPServer):
-    """multipart/x-mixed-replace JPEG stream of flat grey 64x48 frames; ``stall()`` freezes the
-    connections open at that moment (they send nothing more) while new ones stream normally."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _MjpegHandler)
-        self.stopping = threading.Event()
-        self.connections = 0
-        self.stall_below = 0
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/video.mjpg"
-
-    def stall(self) -> None:
-        with self.lock:
-            self.stall_below = self.connections + 1
-
-
-class _MjpegHandler(BaseHTTPRequestHandler):
-    server: MjpegServer
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.connections += 1
-            connection = self.server.connections
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace;boundary={BOUNDARY}")
-        self.end_headers()
-        for index in range(MJPEG_MAX_FRAMES):
-            if self.server.stopping.wait(1.0 / MJPEG_FPS):
-                return
-            if connection < self.server.stall_below:
-                continue  # a stalled camera: the connection stays open, nothing arrives
-            ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), mjpeg_grey(index), np.uint8))
-            try:
-                self.wfile.write(
-                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                    + jpeg.tobytes()
-                    + b"\r\n"
-                )
-            except (BrokenPipeError, ConnectionResetError):
-                return
-
 
 @pytest.fixture
 def mjpeg_server() -> Iterator[MjpegServer]:
-    server = MjpegServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with serving() as server:
         yield server
-    finally:
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_http_mjpeg_stream_delivers_frames(mjpeg_server: MjpegServer) -> None:
