@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 from .config import Config
-from .detectors import build_mask_detector
+from .detectors import FaceDetector, build_mask_detector
 from .errors import ConfigError, SinkError, StreamerError
 from .outputs.files import write_bytes
 from .outputs.mqtt import build_sinks as mqtt_sinks
@@ -229,18 +229,9 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
             # From here on a stop request ends the run at a frame boundary (before: at once, as
             # Ctrl-C does, e.g. during a model download).
             outer.enter_context(stop.installed())
-            tracker = Tracker(config.tracking, config.classifier.age_groups) if tracked else None
-            flow = BoxFlow() if tracker is not None and config.tracking.flow else None
-            out_cfg = config.output
-            # Photos are unrelated pictures: a face box of one is nothing to hold on the next.
-            anonymizer = build_anonymizer(out_cfg.anonymize, out_cfg.anonymize_shape, out_cfg.anonymize_scale,
-                                          out_cfg.anonymize_hold_frames if stream else 0)
-            worker = Worker(analyzer, MotionGate(config.motion) if stream else None, config.output.hud and stream,
-                            tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier),
-                            anonymizer, out_cfg.labels, pictures=not aggregate,
-                            mask_detector=build_mask_detector(config),
-                            mask_interval_s=out_cfg.anonymize_detector_interval_s if stream else 0.0,
-                            people=PeopleTally(config.report, config.classifier.age_groups) if tracked else None)
+            worker = build_worker(config, analyzer, stream=stream, tracked=tracked, pictures=not aggregate,
+                                  mask_detector=build_mask_detector(config))
+            tracker = worker.tracker
             # The sinks in write order: pictures, events, window, the caller's. Each is on the list
             # as soon as it exists, so that it is closed however the run ends.
             open_sinks: List[Sink] = []
@@ -326,6 +317,25 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         error.summary = summary
         raise error
     return summary
+
+
+def build_worker(config: Config, analyzer: FaceAnalyzer, *, stream: bool, tracked: bool, pictures: bool,
+                 mask_detector: Optional[FaceDetector]) -> Worker:
+    """The worker of one run as ``config`` sets it: ``stream`` (a video or live source: motion gate,
+    HUD, held masks), ``tracked`` (tracker, flow, people tally), ``pictures`` (False: aggregate
+    privacy, nothing drawn), ``mask_detector`` (``build_mask_detector(config)``). A photo run and
+    the web service's photos use the same one (stream and tracked False), so their pictures agree."""
+    tracker = Tracker(config.tracking, config.classifier.age_groups) if tracked else None
+    flow = BoxFlow() if tracker is not None and config.tracking.flow else None
+    out_cfg = config.output
+    # Photos are unrelated pictures: a face box of one is nothing to hold on the next.
+    anonymizer = build_anonymizer(out_cfg.anonymize, out_cfg.anonymize_shape, out_cfg.anonymize_scale,
+                                  out_cfg.anonymize_hold_frames if stream else 0)
+    return Worker(analyzer, MotionGate(config.motion) if stream else None, out_cfg.hud and stream,
+                  tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier),
+                  anonymizer, out_cfg.labels, pictures=pictures, mask_detector=mask_detector,
+                  mask_interval_s=out_cfg.anonymize_detector_interval_s if stream else 0.0,
+                  people=PeopleTally(config.report, config.classifier.age_groups) if tracked else None)
 
 
 def _picture_sink(config: Config, info: SourceInfo, output: Optional[Path], overwrite: bool,

@@ -332,7 +332,7 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
         from .outputs.mqtt_messages import cli_overrides
 
         config = override(config, cli_overrides(args.mqtt))
-    config = _apply_privacy_arguments(config, args)
+    config = apply_privacy_arguments(config, args)
     source = args.source
     if source == DEMO_SOURCE:
         source = str(ModelStore.from_config(config.models).path("demo_carphone", "carphone_pristine.mp4"))
@@ -349,7 +349,7 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
     return config, options
 
 
-def _apply_privacy_arguments(config: Config, args: argparse.Namespace) -> Config:
+def apply_privacy_arguments(config: Config, args: argparse.Namespace) -> Config:
     """The config with --anonymize, --no-labels and --privacy applied; ConfigError for flags that
     contradict each other."""
     changes: Dict[str, Any] = {}

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from streamer.cli import main
-from streamer.config import Config, ConfigError, override
+from streamer.config import Config, override
+from streamer.errors import ConfigError
 from streamer.picture.anonymize import SOLID_BGR, Anonymizer, MaskSpec, face_mask, mask_rects
 from streamer.tracking.motion import MotionGate
 from streamer.types import Detections, Face, Frame

@@ -238,7 +238,8 @@ def create_app(service: Service) -> Flask:
 
     @app.get("/")
     def page() -> str:
-        return render_template("page.html", live=service.live is not None, max_bytes=service.max_body,
+        return render_template("page.html", live=service.live is not None, pictures=service.photos.pictures,
+                               anonymize=service.photos.anonymize, max_bytes=service.max_body,
                                max_upload_mb=f"{web.max_upload_mb:g}", max_image_mp=f"{web.max_image_mp:g}")
 
     @app.get("/login")
@@ -259,18 +260,26 @@ def create_app(service: Service) -> Flask:
 
     @app.post("/api/analyze")
     def analyze() -> Response:
+        best = request.accept_mimetypes.best_match(("application/json", "image/jpeg"))
+        as_jpeg = request.args.get("format") == "jpeg" or best == "image/jpeg"
+        with_image = request.args.get("image") == "1"  # the page: the annotated image in the same answer
+        if (as_jpeg or with_image) and not service.photos.pictures:
+            # Refused before the upload is read: the service was started to keep no pictures.
+            return _error(403, "this service runs with --privacy aggregate (output.privacy): it returns no "
+                               "pictures, only the faces found; ask for JSON (no format=jpeg, no image=1)")
         if not service.photos.slots.acquire(timeout=_UPLOAD_WAIT_S):
             return _error(503, "too many photos in progress; try again", {"Retry-After": "2"})
         try:
             result = service.photos.analyse(_upload_bytes(service))
         finally:
             service.photos.slots.release()
-        best = request.accept_mimetypes.best_match(("application/json", "image/jpeg"))
-        if request.args.get("format") == "jpeg" or best == "image/jpeg":
-            return Response(encode_jpeg(result.annotated), mimetype="image/jpeg")
         answer = result.to_json()
-        if request.args.get("image") == "1":  # the page: the annotated image in the same answer
-            answer["image_jpeg_base64"] = base64.b64encode(encode_jpeg(result.annotated)).decode("ascii")
+        if as_jpeg or with_image:
+            assert result.annotated is not None  # the service keeps pictures (checked above)
+            jpeg = encode_jpeg(result.annotated)
+            if as_jpeg:
+                return Response(jpeg, mimetype="image/jpeg")
+            answer["image_jpeg_base64"] = base64.b64encode(jpeg).decode("ascii")
         return jsonify(answer)
 
     # -- the live view --------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """``serve`` with parsed arguments; StreamerError (one line, exit 2) on bad input."""
-    from ..cli import print_summary, run_options
+    from ..cli import apply_privacy_arguments, print_summary, run_options
     from ..config import override
 
     require_extra()
@@ -72,7 +72,8 @@ def main(args: argparse.Namespace) -> int:
         args.no_window = True  # a service: the picture goes to the browser
         config, options = run_options(args)
     else:
-        config = override(config, {"output.window": False})
+        # Photos only: --anonymize, --no-labels and --privacy still decide what the answers show.
+        config = apply_privacy_arguments(override(config, {"output.window": False}), args)
     try:
         summary = serve(config, host, port, options)
     except StreamerError as error:

@@ -19,9 +19,8 @@ import cv2
 import numpy as np
 
 from ..config import Config
-from ..picture.draw import LabelStyle, draw_faces
 from ..sources.image_header import HeaderError, size_wh, sniff
-from ..types import Face
+from ..types import Face, Frame
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +108,13 @@ def image_from_body(content_type: str, body: bytes) -> bytes:
 @dataclasses.dataclass(frozen=True)
 class PhotoResult:
     """One analysed photo: ``faces``, ``size_wh``, ``timing_ms`` per stage, and the annotated
-    image as ``(H, W, 3)`` uint8 BGR."""
+    image as ``(H, W, 3)`` uint8 BGR, faces hidden when the service anonymizes (None when it
+    keeps no pictures: ``output.privacy: aggregate``)."""
 
     faces: Tuple[Face, ...]
     size_wh: Tuple[int, int]
     timing_ms: Dict[str, float]
-    annotated: np.ndarray
+    annotated: Optional[np.ndarray]
 
     def to_json(self) -> dict:
         """The API's answer: ``faces`` are the events file's face objects (README schema)."""
@@ -135,19 +135,24 @@ def encode_jpeg(bgr: np.ndarray, quality: Optional[int] = None) -> bytes:
 
 
 class PhotoService:
-    """Analyses uploaded photos with one analyzer built on first use (the photo settings of
-    ``build_analyzer(config, None, photos=True)``: detection at ``detector.photo_max_side_px``)
-    and kept. cv2.dnn networks are not thread-safe, so model calls are serialised by a lock;
-    decoding and drawing run outside it. At most ``web.max_parallel_uploads`` photos are held
-    decoded at once (``slots``), so N parallel uploads do not grow memory N times."""
+    """Analyses uploaded photos as a photo run does (``app.build_worker`` for a photo: the same
+    detection at ``detector.photo_max_side_px``, the same masks with ``output.anonymize`` and its
+    mask detector, the same overlay, nothing drawn with ``output.privacy: aggregate``), with the
+    models built on first use and kept. cv2.dnn networks are not thread-safe, so model calls and
+    the drawing are serialised by a lock; decoding runs outside it. At most
+    ``web.max_parallel_uploads`` photos are held decoded at once (``slots``), so N parallel uploads
+    do not grow memory N times."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
-        self._style = LabelStyle.from_config(config.classifier)
         self._analyzer = None
+        self._mask_detector = None
         self._model_lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(config.web.max_parallel_uploads)
         self.max_pixels = int(config.web.max_image_mp * 1e6)
+        # output.privacy: aggregate: no picture leaves the service, uploads get their faces only.
+        self.pictures = config.output.privacy != "aggregate"
+        self.anonymize = config.output.anonymize if self.pictures else None
         self.photos = 0
         self.faces = 0
 
@@ -158,23 +163,28 @@ class PhotoService:
 
     def _load(self):
         if self._analyzer is None:
+            from ..detectors import build_mask_detector
             from ..pipeline import build_analyzer
 
             t0 = time.perf_counter()
             self._analyzer = build_analyzer(self._config, None, photos=True)
+            self._mask_detector = build_mask_detector(self._config) if self.pictures else None
             log.info("photo models loaded in %.1f s", time.perf_counter() - t0)
         return self._analyzer
 
     def analyse(self, data: bytes) -> PhotoResult:
         """Decode, check, analyse and draw one uploaded photo (UploadError for a bad upload)."""
+        from ..app import build_worker
+
         t0 = time.perf_counter()
         bgr = check_and_decode(data, self.max_pixels)
-        t1 = time.perf_counter()
+        decode_ms = (time.perf_counter() - t0) * 1000.0
         with self._model_lock:
-            faces, timings = self._load().analyse(bgr)
+            # A worker per photo: photos are unrelated, nothing of one is held for the next.
+            worker = build_worker(self._config, self._load(), stream=False, tracked=False, pictures=self.pictures,
+                                  mask_detector=self._mask_detector)
+            result, annotated = worker.process(Frame(bgr, 0, time.monotonic(), "upload"))
             self.photos += 1
-            self.faces += len(faces)
-        t2 = time.perf_counter()
-        annotated = draw_faces(bgr, faces, stale=False, style=self._style)
-        timing_ms = {"decode": (t1 - t0) * 1000.0, **timings, "draw": (time.perf_counter() - t2) * 1000.0}
-        return PhotoResult(faces, (int(bgr.shape[1]), int(bgr.shape[0])), timing_ms, annotated)
+            self.faces += len(result.faces)
+        timing_ms = {"decode": decode_ms, **result.timings_ms}
+        return PhotoResult(result.faces, (int(bgr.shape[1]), int(bgr.shape[0])), timing_ms, annotated)
