@@ -269,6 +269,14 @@ class WebConfig(_Section):
         "TOKEN' or log in on the page. The environment variable STREAMER_TOKEN overrides it (keeps it out of "
         "this file). Required when host is not a loopback address.",
     )
+    allowed_hosts: List[str] = setting(
+        default=[],
+        description="Names besides this machine's (localhost, loopback addresses, the address listened on) "
+        "that requests may give in their Host header, e.g. [camera.lan]: without a token every other Host is "
+        "refused (403), so a web page elsewhere cannot reach the service through a name of its own pointed at "
+        "127.0.0.1 (DNS rebinding). With a token, a non-empty list restricts Host as well. POSTs from another "
+        "site's page (Origin, Sec-Fetch-Site) are always refused.",
+    )
     max_upload_mb: float = setting(
         default=10.0, gt=0, le=1024,
         description="Largest photo upload in MB; larger requests get 413 from their Content-Length, unread.",
@@ -298,6 +306,10 @@ class WebConfig(_Section):
     )
 
     def _check(self) -> None:
+        for name in self.allowed_hosts:
+            if not name or any(ch in name for ch in "/ :@") and not name.startswith("["):
+                raise _BadValue("allowed_hosts", "a host name or address without a scheme, port or path (an IPv6 "
+                                "address in brackets), e.g. camera.lan or 192.0.2.10", name)
         if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
             raise _BadValue("token", f"needs at least {MIN_TOKEN_CHARS} characters (a guessable token protects "
                             "nothing); generate one with: python -c 'import secrets; print(secrets.token_urlsafe())'",

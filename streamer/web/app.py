@@ -30,6 +30,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from ..config import Config
+from .hosts import HostRule, cross_site_refusal
 from .live import LiveView, ViewersFull, metrics_text
 from .photo import PhotoService, UploadError, encode_jpeg
 
@@ -60,6 +61,8 @@ class Service:
         self.photos = PhotoService(config)
         self.max_body = int(config.web.max_upload_mb * 1024 * 1024)
         self.started_s = time.monotonic()
+        # Without a token only this machine's names pass; with one, web.allowed_hosts when set.
+        self.hosts = HostRule(config.web.allowed_hosts, enforced=token is None or bool(config.web.allowed_hosts))
         # The session cookie holds a value derived from the token, never the token itself.
         self.session = None if token is None else hmac.new(token.encode(), b"streamer session", hashlib.sha256).hexdigest()
 
@@ -169,6 +172,12 @@ def create_app(service: Service) -> Flask:
         # closes the connection instead).
         if (request.content_length or 0) > app.config["MAX_CONTENT_LENGTH"]:
             raise RequestEntityTooLarge()
+        refusal = service.hosts.refusal(request.headers.get("Host")) or cross_site_refusal(
+            request.method, request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"),
+            request.headers.get("Host"))
+        if refusal is not None:
+            log.warning("refused %s %s: %s", request.method, request.path, refusal)
+            return _error(403, refusal)
         if request.path in OPEN_PATHS:
             return None
         auth = request.authorization

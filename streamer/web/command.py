@@ -44,7 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "With --source, run that source as `run` does (same capture, gate, tracker and outputs;\n"
         "never a preview window) and serve its live view (/api/stream.mjpeg, /api/latest.jpg,\n"
         "/api/latest.json, /api/stats, /healthz, /metrics).\n"
-        f"Listening on anything but 127.0.0.1 needs a token ({TOKEN_ENV} or web.token).\n"
+        f"Listening on anything but 127.0.0.1 needs a token ({TOKEN_ENV} or web.token). Without one, a\n"
+        "request must name this machine in its Host header (localhost, 127.0.0.1, or web.allowed_hosts);\n"
+        "a POST from another site's page is always refused.\n"
         "Ctrl-C or SIGTERM stops it; after a video file ends it keeps serving until then.\n"
         f"Needs the web extra (Flask, cheroot): {INSTALL_HINT}",
     )
