@@ -41,10 +41,13 @@ from .sources.source import open_source
 from .tracking.flow import BoxFlow
 from .tracking.motion import MotionGate
 from .tracking.tracker import Tracker
-from .types import FrameResult
+from .types import Frame, FrameResult
 from .worker import Worker
 
 log = logging.getLogger(__name__)
+
+# A paced file's wait for its next frame is cut into slices this long, so a stop is heard at once.
+_PACE_SLICE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class RunOptions:
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
     report: Optional[Path] = None  # people report folder (tracked mode): streamer.report
     overwrite: bool = False  # replace existing output files (else they are refused before the run)
+    paced: bool = False  # a video file is read at its own fps, not as fast as it decodes (serve's live view)
+    default_output: bool = True  # no --output: write out/<name>_annotated.* (serve: write nothing)
 
 
 class _StopSignals:
@@ -141,16 +146,36 @@ class _LiveRun:
     def __init__(self, info: SourceInfo, source: FrameSource, worker: Worker, t_loop: float) -> None:
         self.info = info
         self._source, self._worker, self._t_loop = source, worker, t_loop
+        self._elapsed_s: Optional[float] = None  # the loop's time once it is over
         self.people_in_view = 0
 
     def saw(self, result: FrameResult) -> None:
         self.people_in_view = len(result.faces)
 
+    def end(self, elapsed_s: float) -> None:
+        """The loop is over: nobody is in view any more, and the rates stay those of the run
+        (not frames over a time that keeps growing while a service stays up)."""
+        self._elapsed_s = elapsed_s
+        self.people_in_view = 0
+
     def snapshot(self) -> dict:
         capture = self._source.stats
-        live = _counts(self.info, capture, self._worker, time.monotonic() - self._t_loop)
+        elapsed = time.monotonic() - self._t_loop if self._elapsed_s is None else self._elapsed_s
+        live = _counts(self.info, capture, self._worker, elapsed)
         live.update(people_in_view=self.people_in_view, source_up=not capture.reconnecting)
         return live
+
+
+def _pace(frame: Frame, t_loop: float, stop: "_StopSignals") -> None:
+    """Wait until a file's frame is due at its own fps (its position in the file after the loop's
+    start); a frame already late is not waited for, and nothing is dropped. Waits end at a stop."""
+    if frame.pos_s is None:
+        return
+    while not stop.requested:
+        wait_s = t_loop + frame.pos_s - time.monotonic()
+        if wait_s <= 0:
+            return
+        time.sleep(min(wait_s, _PACE_SLICE_S))
 
 
 def _write_all(sinks: Sequence[Sink], result: FrameResult, annotated, records: Sequence[dict],
@@ -215,7 +240,8 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(open_source(options.source, config.capture))
             info = source.info
-            output = None if aggregate else options.output or default_output(info.kind, info.name)
+            output = None if aggregate else options.output or (
+                default_output(info.kind, info.name) if options.default_output else None)
             segmented = info.kind == "live" and config.output.segment_s > 0
             stream = info.kind in ("file", "live")
             tracked = stream and config.tracking.enabled
@@ -263,6 +289,8 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                     frame = stop.next_frame(frames)
                     if frame is None:
                         break
+                    if options.paced and info.kind == "file":
+                        _pace(frame, t_loop, stop)
                     result, annotated = worker.process(frame, dropped=source.stats.dropped)
                     live.saw(result)
                     records = worker.pop_records()
@@ -281,6 +309,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
                 # (open tracks get their end records) and report it, then fail.
                 error, stopped_by = failure, "error"
             elapsed = time.monotonic() - t_loop
+            live.end(elapsed)
             stop.finishing = True
             final = worker.finish()
             for sink in list(open_sinks):

@@ -95,7 +95,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser, top_level: bool) -> N
     )
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool, source_required: bool = True) -> None:
+def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool, source_required: bool = True,
+                       default_output: bool = True) -> None:
     """The run options: on the top-level parser (plain `streamer --source X`) and on `run`."""
 
     def add(*names: str, **kwargs: Any) -> None:
@@ -110,7 +111,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool, source_
     add(
         "--output",
         type=Path,
-        help="annotated image, folder or video to write (default: out/<name>_annotated.*; live sources: none)",
+        help="annotated image, folder or video to write (default: "
+        + ("out/<name>_annotated.*; live sources: none)" if default_output else "none)"),
     )
     add("--events", type=Path, help="write one JSON object per analysed image or frame here")
     add("--summary", type=Path, help="also write the end-of-run summary here as JSON")
@@ -368,10 +370,13 @@ def apply_privacy_arguments(config: Config, args: argparse.Namespace) -> Config:
     return override(config, changes) if changes else config
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, source_required: bool = True) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, source_required: bool = True,
+                      default_output: bool = True) -> None:
     """Add ``run``'s options (``--source``, required unless ``source_required`` is False (``serve``:
-    photos only without one), ``--output``, ``--events``, ...) to a command's parser."""
-    _add_run_arguments(parser, top_level=False, source_required=source_required)
+    photos only without one), ``--output``, ``--events``, ...) to a command's parser.
+    ``default_output`` False: the command writes no annotated copy without ``--output`` (its help
+    says so; the command sets ``RunOptions.default_output``)."""
+    _add_run_arguments(parser, top_level=False, source_required=source_required, default_output=default_output)
 
 
 def print_summary(summary: dict) -> None:

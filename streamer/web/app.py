@@ -39,7 +39,12 @@ log = logging.getLogger(__name__)
 COOKIE_NAME = "streamer_session"
 BOUNDARY = "streamerframe"
 # Paths anyone may ask for: a supervisor's health check has no token, and the login form gives one.
-OPEN_PATHS = frozenset({"/healthz", "/login"})
+OPEN_PATHS = frozenset({"/healthz", "/login", "/favicon.svg", "/favicon.ico"})
+# The tab's icon: a face in the page's accent colour (inline: nothing is served from disk).
+FAVICON_SVG = ("<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><rect width='32' height='32' rx='6' "
+               "fill='#0072b2'/><circle cx='16' cy='16' r='10' fill='none' stroke='#fff' stroke-width='2.5'/>"
+               "<circle cx='12.5' cy='14' r='1.6' fill='#fff'/><circle cx='19.5' cy='14' r='1.6' fill='#fff'/>"
+               "<path d='M11.5 19.5q4.5 3.5 9 0' fill='none' stroke='#fff' stroke-width='2' stroke-linecap='round'/></svg>")
 # A request waits this long for an upload slot (web.max_parallel_uploads) before 503: waiting costs
 # a thread and a socket, not memory (the body is read once a slot is free).
 _UPLOAD_WAIT_S = 120.0
@@ -251,6 +256,13 @@ def create_app(service: Service) -> Flask:
                                anonymize=service.photos.anonymize, max_bytes=service.max_body,
                                max_upload_mb=f"{web.max_upload_mb:g}", max_image_mp=f"{web.max_image_mp:g}")
 
+    @app.get("/favicon.svg")
+    @app.get("/favicon.ico")  # asked for by browsers whatever the page says
+    def favicon() -> Response:
+        response = Response(FAVICON_SVG, mimetype="image/svg+xml")
+        response.headers["Cache-Control"] = "max-age=86400"
+        return response
+
     @app.get("/login")
     def login_form() -> str:
         return render_template("login.html")
@@ -321,19 +333,27 @@ def create_app(service: Service) -> Flask:
             return _error(404, "no frame yet; the source is starting")
         return jsonify(event)
 
+    def no_pictures() -> Response:
+        return _error(403, "this service runs with --privacy aggregate (output.privacy): it keeps no pictures; "
+                           "/api/latest.json and /api/stats have the counts")
+
     @app.get("/api/latest.jpg")
     def latest_jpg() -> Response:
         if service.live is None:
             return no_live()
+        if not service.photos.pictures:
+            return no_pictures()
         jpeg = service.live.latest_jpeg()
         if jpeg is None:
-            return _error(404, "no frame yet (or the run keeps no pictures)")
+            return _error(404, "no frame yet; the source is starting")
         return Response(jpeg, mimetype="image/jpeg")
 
     @app.get("/api/stream.mjpeg")
     def stream() -> Response:
         if service.live is None:
             return no_live()
+        if not service.photos.pictures:
+            return no_pictures()
         try:
             viewer = service.live.open_viewer()
         except ViewersFull:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..config import Config
+from ..picture.draw import LabelStyle, label_lines
 from ..sources.image_header import HeaderError, size_wh, sniff
 from ..types import Face, Frame
 
@@ -115,11 +116,14 @@ class PhotoResult:
     size_wh: Tuple[int, int]
     timing_ms: Dict[str, float]
     annotated: Optional[np.ndarray]
+    style: LabelStyle = LabelStyle()
 
     def to_json(self) -> dict:
-        """The API's answer: ``faces`` are the events file's face objects (README schema)."""
+        """The API's answer: ``faces`` are the events file's face objects (README schema), each
+        with ``label``: the lines the overlay draws over it (``draw.label_lines``), which the page
+        shows as they are, so that its table and the picture say the same."""
         return {
-            "faces": [face.to_event() for face in self.faces],
+            "faces": [{**face.to_event(), "label": label_lines(face, self.style)} for face in self.faces],
             "size_wh": list(self.size_wh),
             "timing_ms": {stage: round(ms, 2) for stage, ms in self.timing_ms.items()},
         }
@@ -187,4 +191,5 @@ class PhotoService:
             self.photos += 1
             self.faces += len(result.faces)
         timing_ms = {"decode": decode_ms, **result.timings_ms}
-        return PhotoResult(result.faces, (int(bgr.shape[1]), int(bgr.shape[0])), timing_ms, annotated)
+        return PhotoResult(result.faces, (int(bgr.shape[1]), int(bgr.shape[0])), timing_ms, annotated,
+                           LabelStyle.from_config(self._config.classifier))
