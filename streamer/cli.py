@@ -48,7 +48,8 @@ MODES = {
 }
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
-EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command"}
+EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command",
+                  "mqtt": "streamer.outputs.mqtt_command"}
 CORE_COMMANDS = ("run", "models", "doctor")
 HELP_FLAGS = ("-h", "--help")
 

@@ -132,7 +132,7 @@ class MqttConfig(_Section):
         "each other off the broker: give each box its own camera name or id.",
     )
     topic_prefix: str = setting(
-        default="streamer", min_length=1, description="First level of every topic: <prefix>/available, "
+        default="streamer", min_length=1, description="First level of every topic: <prefix>/<camera>/available, "
         "<prefix>/<camera>/events, ...",
     )
     camera: Optional[str] = setting(
@@ -174,12 +174,20 @@ class MqttConfig(_Section):
         default=60.0,
         ge=0.5,
         le=86400,
-        description="Seconds between <prefix>/<camera>/stats messages (also sent once when the run ends).",
+        description="Seconds between <prefix>/<camera>/stats messages (retained; the first comes 5 s after "
+        "connecting, and one more when the run ends).",
     )
     discovery: bool = setting(
         default=True,
-        description="Publish Home Assistant MQTT discovery configs (people count, per-gender counts, fps, "
-        "source status), again whenever Home Assistant announces itself online.",
+        description="Publish Home Assistant MQTT discovery configs (people count with the last event as its "
+        "attributes, occupancy, counts per gender and per age group, fps, source status), again whenever Home "
+        "Assistant announces itself online. `streamer mqtt retire CAMERA` removes a camera's for good.",
+    )
+    bridge_availability: bool = setting(
+        default=False,
+        description="Also publish <prefix>/available: online while any camera under the prefix is (a run that "
+        "ends clean says offline only when no other camera is online); entities then need both it and their "
+        "camera's <prefix>/<camera>/available. A crash leaves it as it was: the Last Will is the camera's.",
     )
     discovery_prefix: str = setting(
         default="homeassistant", min_length=1, description="Home Assistant's discovery prefix."
