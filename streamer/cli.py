@@ -57,8 +57,11 @@ _USAGE = """
   {prog} [run] --source SRC [--config PATH] [--output PATH] [--events PATH.jsonl] [--no-window]
   {pad}[--mode all|gated|tracked] [--summary PATH.json] [--report DIR] [--overwrite]
   {pad}[--mqtt HOST[:PORT]] [--anonymize blur|pixelate|solid] [--no-labels]
-  {pad}[--privacy full|aggregate] [-v]
+  {pad}[--privacy full|aggregate] [-v | -vv]
+  {prog} serve [--source SRC] [--host HOST] [--port PORT] [run's options]
+  {prog} report EVENTS.jsonl --out DIR
   {prog} models list|fetch|verify [MODEL ...]
+  {prog} mqtt retire CAMERA
   {prog} doctor
   {prog} COMMAND --help"""
 
@@ -91,8 +94,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser, top_level: bool) -> N
         help=f"YAML config (default: ./{LOCAL_CONFIG} if present, else the packaged defaults)",
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", default=False if top_level else argparse.SUPPRESS,
-        help="debug logging",
+        "-v", "--verbose", action="count", default=0 if top_level else argparse.SUPPRESS,
+        help="debug logging; -vv also OpenCV's and FFmpeg's own debug messages",
     )
 
 
@@ -164,10 +167,13 @@ class _Commands:
 
 
 def _extra_modules(argv: Sequence[str]) -> Dict[str, str]:
-    """The extra commands to register for this command line: the one named in it, or all of them
-    for help; each only if its module exists. Others are not imported (start-up time)."""
-    asked_help = any(a in HELP_FLAGS for a in argv) and not any(a in CORE_COMMANDS for a in argv)
-    wanted = {name: module for name, module in EXTRA_COMMANDS.items() if asked_help or name in argv}
+    """The extra commands to register for this command line, each only if its module exists: the
+    one it names; none for a core command; all of them otherwise (help, the default ``run``, and a
+    mistyped command, whose error must list every command). Their modules are cheap to import."""
+    if any(a in CORE_COMMANDS for a in argv):
+        return {}
+    named = {name: module for name, module in EXTRA_COMMANDS.items() if name in argv}
+    wanted = named or dict(EXTRA_COMMANDS)
     found = {}
     for name, module in wanted.items():
         try:
@@ -233,8 +239,10 @@ def build_parser(prog: Optional[str] = None, argv: Sequence[str] = ()) -> argpar
     fetch_parser.add_argument("ids", nargs="*", help="model ids (default: every downloadable model)")
     fetch_parser.add_argument("--force", action="store_true", help="download again even if present")
     list_parser = actions.add_parser("list", help="show every model and where its files are")
-    verify_parser = actions.add_parser("verify", help="check the checksums of the files present")
-    verify_parser.add_argument("ids", nargs="*", help="model ids (default: all)")
+    verify_parser = actions.add_parser(
+        "verify", help="check the checksums of the files present; exit 1 when a file the config needs is "
+        "missing or any file is corrupt (absent models it does not need are listed as optional)")
+    verify_parser.add_argument("ids", nargs="*", help="model ids (default: all; each one named must be there)")
     for action_parser in (fetch_parser, list_parser, verify_parser):
         _add_common_arguments(action_parser, top_level=False)
     models_parser.set_defaults(_main=_models_main)
@@ -261,22 +269,29 @@ def _prog_name() -> str:
     return name
 
 
-def _setup_logging(verbose: bool) -> None:
+# -v: our debug log, OpenCV's warnings and FFmpeg's; -vv: their debug messages too (OpenCV's DEBUG
+# level is a flood: a line per plugin probed, per buffer, per dnn layer).
+_FFMPEG_LOGLEVEL = {0: "-8", 1: "24"}  # AV_LOG_QUIET, AV_LOG_WARNING; -vv: FFmpeg's default
+
+
+def _setup_logging(verbosity: int) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbosity else logging.INFO,
         format="streamer: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    if not verbose:
+    if verbosity in _FFMPEG_LOGLEVEL:
         # FFmpeg's own log ("moov atom not found", one line per damaged packet) repeats what our
-        # one-line errors and warnings say; AV_LOG_QUIET unless --verbose. Read on first use.
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        # one-line errors and warnings say; quiet unless -v. Read on first use.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", _FFMPEG_LOGLEVEL[verbosity])
     import cv2
 
     # OpenCV's own warnings (backend probing, "can't capture by name") repeat what our errors say
-    # more clearly; keep them for --verbose.
+    # more clearly; kept for -v, and its debug lines for -vv only.
+    levels = cv2.utils.logging
     cv2.utils.logging.setLogLevel(
-        cv2.utils.logging.LOG_LEVEL_DEBUG if verbose else cv2.utils.logging.LOG_LEVEL_ERROR
+        levels.LOG_LEVEL_ERROR if not verbosity else levels.LOG_LEVEL_WARNING if verbosity == 1
+        else levels.LOG_LEVEL_DEBUG
     )
 
 
@@ -408,7 +423,7 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def _models_main(args: argparse.Namespace) -> int:
     """``models fetch [ids...] [--force] | list | verify [ids...]``: a table on stdout; 0 if all good, else 1."""
-    from .models.store import FAILED, MANUAL, MISSING, UNVERIFIED, ModelStore
+    from .models.store import FAILED, MANUAL, MISSING, OPTIONAL, UNVERIFIED, ModelStore
 
     out = sys.stdout
     store = ModelStore.from_config(args.config_obj.models)
@@ -421,17 +436,48 @@ def _models_main(args: argparse.Namespace) -> int:
                              str(report.path) if report.path else "missing"])
         out.write(_table(rows, ["model", "task", "licence", "provided by", "file", "location"]) + "\n")
         return 0
-    reports = store.fetch(args.ids, force=args.force) if args.action == "fetch" else store.verify(args.ids)
+    if args.action == "fetch":
+        reports = store.fetch(args.ids, force=args.force)
+    else:
+        reports = store.verify(args.ids)
+        if not args.ids:
+            reports = _optional_marked(reports, args.config_obj)
     rows = [[r.model_id, r.filename, r.status, str(r.path) if r.path else "-"] for r in reports]
     out.write(_table(rows, ["model", "file", "status", "path"]) + "\n")
     bad = [r for r in reports if r.status in (FAILED, MISSING) or (r.status == MANUAL and args.ids)]
     for report in reports:
         if report.status in (UNVERIFIED, MANUAL) or report in bad:
             out.write(f"{report.model_id}/{report.filename}: {report.status}: {report.detail}\n")
+    optional = sorted({r.model_id for r in reports if r.status == OPTIONAL})
+    if optional:
+        out.write(f"not needed by this config, and absent (fine; `models fetch ID` when wanted): "
+                  f"{', '.join(optional)}\n")
     if bad:
-        out.write(f"{len(bad)} file(s) {'could not be fetched' if args.action == 'fetch' else 'missing or corrupt'}\n")
+        out.write(f"{len(bad)} file(s) {'could not be fetched' if args.action == 'fetch' else 'missing or corrupt'}"
+                  f"{'' if args.action == 'fetch' or args.ids else ' that this config needs'}\n")
         return 1
     return 0
+
+
+def _optional_marked(reports, config: Config):
+    """``verify``'s reports with the absent files that ``config`` does not need (``doctor.needed_models``,
+    the mask detector of ``--anonymize`` included) marked ``optional``: a fresh install that fetched
+    only what it uses verifies clean. A damaged file stays ``failed``, needed or not."""
+    import dataclasses
+
+    from .doctor import needed_models
+    from .models.store import MANUAL, MISSING, OPTIONAL
+
+    needed = needed_models(config, with_mask_detector=True)
+
+    def is_needed(model_id: str, filename: str) -> bool:
+        if model_id not in needed:
+            return False
+        files = needed[model_id]
+        return files is None or filename in files
+
+    return [dataclasses.replace(r, status=OPTIONAL, detail="not needed by this config")
+            if r.status in (MISSING, MANUAL) and not is_needed(r.model_id, r.filename) else r for r in reports]
 
 
 def _doctor_main(args: argparse.Namespace) -> int:

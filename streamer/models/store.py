@@ -34,6 +34,7 @@ MISSING = "missing"
 FAILED = "failed"  # checksum mismatch or download failure
 UNVERIFIED = "unverified"  # no checksum known, or a user-provided file that differs from the reference
 MANUAL = "manual"  # user-provided model that is absent: cannot be fetched
+OPTIONAL = "optional"  # absent, and not needed by the config (verify): fine
 
 def file_sha256(path: Path) -> str:
     import hashlib
