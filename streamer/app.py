@@ -364,7 +364,8 @@ def build_worker(config: Config, analyzer: FaceAnalyzer, *, stream: bool, tracke
                   tracker, flow, config.tracking.region_grow, LabelStyle.from_config(config.classifier),
                   anonymizer, out_cfg.labels, pictures=pictures, mask_detector=mask_detector,
                   mask_interval_s=out_cfg.anonymize_detector_interval_s if stream else 0.0,
-                  people=PeopleTally(config.report, config.classifier.age_groups) if tracked else None)
+                  people=PeopleTally(config.report, config.classifier.age_groups) if tracked else None,
+                  mask_grow=out_cfg.anonymize_detector_grow)
 
 
 def _picture_sink(config: Config, info: SourceInfo, output: Optional[Path], overwrite: bool,

@@ -307,3 +307,47 @@ def test_a_face_detector_other_than_the_masks_one_finds_no_pixelated_face(models
             found[mode] += found_at(Anonymizer(MaskSpec(mode, "ellipse", 1.6, 0)).apply(bgr, np.array(boxes)), boxes)
     assert faces >= 300 and found["original"] >= 100, (faces, found)  # the cascade does find these faces
     assert found["pixelate"] == found["solid"] == 0, (faces, found)
+
+
+class _LeftFacing:
+    """A detector that finds one face, only where the picture's left half is bright (a face in
+    profile looking one way): hand-made, for the mirrored detector."""
+
+    name = "left"
+
+    def detect(self, bgr):
+        if bgr[:, : bgr.shape[1] // 2].mean() > bgr[:, bgr.shape[1] // 2 :].mean():
+            return Detections(np.array([[10.0, 20.0, 50.0, 70.0]], np.float32), np.array([0.3], np.float32))
+        return Detections.empty()
+
+
+def test_the_mirrored_detector_finds_faces_looking_either_way_in_frame_pixels():
+    from streamer.detectors.mirrored import MirroredDetector
+
+    frame_bgr = np.zeros((100, 200, 3), np.uint8)
+    frame_bgr[:, 100:] = 255  # bright on the right: only the mirror image has it on the left
+    found = MirroredDetector(_LeftFacing()).detect(frame_bgr)
+    assert found.xyxy.tolist() == [[150.0, 20.0, 190.0, 70.0]] and np.allclose(found.confidence, [0.3])
+    assert found.landmarks_xy is None
+    frame_bgr = frame_bgr[:, ::-1].copy()  # bright on the left: the frame itself has it
+    assert MirroredDetector(_LeftFacing()).detect(frame_bgr).xyxy.tolist() == [[10.0, 20.0, 50.0, 70.0]]
+
+
+@pytest.mark.parametrize("mask_box, kept", [
+    (FACE[0] + [20, 25, -20, -25], False),  # inside the face the main detector holds, grown too: masked already
+    (FACE[0] + [5, 5, -5, -5], True),  # inside it, but grown it reaches beyond: masked as well
+    (FACE[0] + [0, 0, 0, 40], True),    # reaching below it (a chin under a box that lags): masked too
+    (FACE[0] + [150, 0, 150, 0], True),  # another face
+])
+def test_mask_detector_boxes_are_grown_and_kept_unless_inside_a_known_face(mask_box, kept):
+    found = Face(xyxy=tuple(float(v) for v in FACE[0]), score=0.9)
+    anonymizer = Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=0))
+    worker = Worker(_Analyzer([found]), None, False, anonymizer=anonymizer, labels=False,
+                    mask_detector=_MaskDetector([mask_box]), mask_grow=1.3)
+    worker.process(Frame(_texture(), 0, 0.0, "still"))
+    boxes = anonymizer.last_boxes
+    assert len(boxes) == (2 if kept else 1), boxes
+    if kept:
+        x1, y1, x2, y2 = mask_box
+        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 1.3, (y2 - y1) * 1.3
+        assert np.allclose(boxes[1], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], atol=0.01)

@@ -62,34 +62,49 @@ class OutputConfig(_Section):
         "track hidden or dropped); a box of this frame that covers it ends it earlier.",
     )
     anonymize_detector: Optional[str] = setting(
-        default="yunet",
-        description="With anonymize: a second face detector, run on every frame the main one runs on "
-        "the whole frame, whose faces are masked too (until its next run) but not tracked or counted: "
-        "the dim, half-hidden and small faces the main detector misses (on the stage clip, frames "
-        "showing a face: 72 with null, 27 with yunet; README, Privacy). yunet is an upstream download "
-        "(`streamer models fetch yunet_2023mar`, once, on a networked machine); null: only the main "
-        "detector's faces are masked.",
+        default="centerface",
+        description="With anonymize: a second face detector, run with the main one's full-frame detections "
+        "(at most every anonymize_detector_interval_s), whose faces are masked too (until its next run) but not "
+        "tracked or counted: faces in profile, dim, half-hidden and small ones the main detector misses. "
+        "centerface is the main detector's model (from PyPI: nothing more to download), here at 480 px, score "
+        "0.1, mirrored: on the stage clip the frames with a face of 40 px or more left partly unmasked went from "
+        "64 (null) to 4, each face over 98 % masked (docs/privacy.md). yunet is an upstream download (`streamer "
+        "models fetch yunet_2023mar`); null: only the main detector's faces are masked.",
     )
     anonymize_detector_score: float = setting(
-        default=0.3,
+        default=0.1,
         gt=0.0,
         lt=1.0,
         description="Minimum confidence of anonymize_detector's faces. Low on purpose: a face masked by "
-        "mistake costs a blurred patch, a face missed is shown.",
+        "mistake costs a blurred patch, a face missed is shown (0.2 left 44 frames on the stage clip, 0.1: 4).",
     )
     anonymize_detector_interval_s: float = setting(
-        default=0.5,
+        default=0.25,
         ge=0.0,
         le=60.0,
         description="anonymize_detector runs at most this often (and after every cut), its boxes held in "
-        "between: the faces it is for (a dim audience) stay put, and running it on every detection "
-        "cost up to a third of a run's time. 0: with every full-frame detection.",
+        "between. 0: with every full-frame detection (the same leaks on the shared clips, more of its cost); "
+        "0.5 left faces in motion unmasked (13 frames on the stage clip).",
     )
     anonymize_detector_max_side_px: int = setting(
         default=480,
         ge=64,
         le=4096,
-        description="anonymize_detector's input: the frame scaled so its long side is at most this.",
+        description="anonymize_detector's input: the frame scaled so its long side is at most this (640 px left "
+        "more on the stage clip, 12 frames, at twice the cost).",
+    )
+    anonymize_detector_mirror: bool = setting(
+        default=True,
+        description="Run anonymize_detector on the frame and on its mirror image too, masking the faces of "
+        "both: CenterFace finds faces in profile far more often looking one way than the other.",
+    )
+    anonymize_detector_grow: float = setting(
+        default=1.3,
+        ge=1.0,
+        le=3.0,
+        description="anonymize_detector's boxes are scaled by this about their centres before masking (and "
+        "then by anonymize_scale, as every face): they do not follow a face between its runs, and on a dim "
+        "face they often cover part of it.",
     )
     labels: bool = setting(
         default=True,
