@@ -28,7 +28,7 @@ from typing import Iterator, List, Optional, Sequence
 from .audience import Audience
 from .audience.tally import AudienceTally
 from .config import Config
-from .detectors import build_mask_detector
+from .detectors import FaceDetector, build_mask_detector
 from .errors import ConfigError, SinkError, StreamerError
 from .outputs.files import write_bytes
 from .outputs.mqtt import build_sinks as mqtt_sinks
@@ -46,10 +46,13 @@ from .sources.source import open_source, redact
 from .tracking.flow import BoxFlow
 from .tracking.motion import MotionGate
 from .tracking.tracker import Tracker
-from .types import FrameResult, age_group_labels
+from .types import Frame, FrameResult, age_group_labels
 from .worker import Finding, PictureSpec, Worker
 
 log = logging.getLogger(__name__)
+
+# A paced file's wait for its next frame is cut into slices this long, so a stop is heard at once.
+_PACE_SLICE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class RunOptions:
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
     report: Optional[Path] = None  # people report folder (tracked mode): streamer.report
     overwrite: bool = False  # replace existing output files (else they are refused before the run)
+    paced: bool = False  # a video file is read at its own fps, not as fast as it decodes (serve's live view)
+    default_output: bool = True  # no --output: write out/<name>_annotated.* (serve: write nothing)
 
 
 class _StopSignals:
@@ -146,16 +151,36 @@ class _LiveRun:
     def __init__(self, info: SourceInfo, source: FrameSource, worker: Worker, t_loop: float) -> None:
         self.info = info
         self._source, self._worker, self._t_loop = source, worker, t_loop
+        self._elapsed_s: Optional[float] = None  # the loop's time once it is over
         self.people_in_view = 0
 
     def saw(self, result: FrameResult) -> None:
         self.people_in_view = len(result.faces)
 
+    def end(self, elapsed_s: float) -> None:
+        """The loop is over: nobody is in view any more, and the rates stay those of the run
+        (not frames over a time that keeps growing while a service stays up)."""
+        self._elapsed_s = elapsed_s
+        self.people_in_view = 0
+
     def snapshot(self) -> dict:
         capture = self._source.stats
-        live = _counts(self.info, capture, self._worker, time.monotonic() - self._t_loop)
+        elapsed = time.monotonic() - self._t_loop if self._elapsed_s is None else self._elapsed_s
+        live = _counts(self.info, capture, self._worker, elapsed)
         live.update(people_in_view=self.people_in_view, source_up=not capture.reconnecting)
         return live
+
+
+def _pace(frame: Frame, t_loop: float, stop: "_StopSignals") -> None:
+    """Wait until a file's frame is due at its own fps (its position in the file after the loop's
+    start); a frame already late is not waited for, and nothing is dropped. Waits end at a stop."""
+    if frame.pos_s is None:
+        return
+    while not stop.requested:
+        wait_s = t_loop + frame.pos_s - time.monotonic()
+        if wait_s <= 0:
+            return
+        time.sleep(min(wait_s, _PACE_SLICE_S))
 
 
 def _write_all(sinks: Sequence[Sink], result: FrameResult, annotated, records: Sequence[dict],
@@ -273,7 +298,7 @@ def _run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer], 
             outputs = _Outputs()
             stack.callback(_close_quietly, outputs.sinks)
             _open_sinks(outputs, config, options, shape, worker, stop, sinks)
-            ending = _loop(source, worker, outputs.sinks, stop, stack, options.progress)
+            ending = _loop(source, worker, outputs.sinks, stop, stack, options.progress, options.paced)
             ending.error = _finish(worker, outputs.sinks, ending.error)
         summary = _summarise(shape, source, worker, ending, t_run, options, outputs, sinks)
         # A live run's summary is of the latest run: a restarted service renews it.
@@ -338,7 +363,8 @@ def _shape(config: Config, options: RunOptions, source: FrameSource, aggregate: 
     """Decide the outputs from what the source turned out to be, and check them all before the
     first frame (``check_outputs``: StreamerError on an output that could not be written)."""
     info = source.info
-    output = None if aggregate else options.output or default_output(info.kind, info.name)
+    output = None if aggregate else options.output or (
+        default_output(info.kind, info.name) if options.default_output else None)
     stream = info.kind in ("file", "live")
     tracked = stream and config.tracking.enabled
     report_files = report_paths(options.report) if options.report is not None else []
@@ -354,9 +380,13 @@ def _shape(config: Config, options: RunOptions, source: FrameSource, aggregate: 
     return _Shape(info, output, stream, tracked, aggregate)
 
 
-def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: bool, aggregate: bool) -> Worker:
+def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: bool, aggregate: bool,
+                 mask_detector: Optional[FaceDetector] = None) -> Worker:
     """The worker a run of this config needs: gate, tracker and flow for streams, the picture spec
-    from ``output`` (masks, labels, HUD; nothing drawn in aggregate mode), the people tally when tracked."""
+    from ``output`` (masks, labels, HUD; nothing drawn in aggregate mode), the people tally when tracked.
+    ``mask_detector``: one already built (the web service's photos keep theirs), else
+    ``build_mask_detector(config)``. A photo run and the web service's photos use the same one
+    (stream and tracked False), so their pictures agree."""
     tracker = Tracker(config.tracking, config.classifier.age_groups) if tracked else None
     finding = Finding(
         analyzer=analyzer,
@@ -371,8 +401,9 @@ def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: 
                                   out.anonymize_hold_frames if stream else 0)
     picture = PictureSpec(
         hud=out.hud and stream, label_style=LabelStyle.from_config(config.classifier), labels=out.labels,
-        pictures=not aggregate, anonymizer=anonymizer, mask_detector=build_mask_detector(config),
-        mask_interval_s=out.anonymize_detector_interval_s if stream else 0.0,
+        pictures=not aggregate, anonymizer=anonymizer,
+        mask_detector=mask_detector if mask_detector is not None else build_mask_detector(config),
+        mask_interval_s=out.anonymize_detector_interval_s if stream else 0.0, mask_grow=out.anonymize_detector_grow,
         regions=RegionOverlay(config.audience) if tracked and config.audience.draw and (
             config.audience.zones or config.audience.lines) else None,
     )
@@ -410,10 +441,10 @@ def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _
 
 
 def _loop(source: FrameSource, worker: Worker, sinks: List[Sink], stop: _StopSignals,
-          stack: contextlib.ExitStack, progress: Optional[bool]) -> _Ending:
+          stack: contextlib.ExitStack, progress: Optional[bool], paced: bool = False) -> _Ending:
     """Frames from the source through the worker to every sink, until the source ends, a sink asks
     to stop (the window closed), a stop signal comes, or an error (returned, not raised: what can
-    be finished still is)."""
+    be finished still is). ``paced``: a file is read at its own fps (serve's live view)."""
     info = source.info
     bar = _progress_bar(info.frame_count, progress if info.kind == "file" else False)
     if bar is not None:
@@ -429,6 +460,8 @@ def _loop(source: FrameSource, worker: Worker, sinks: List[Sink], stop: _StopSig
             frame = stop.next_frame(frames)
             if frame is None:
                 break
+            if paced and info.kind == "file":
+                _pace(frame, t_loop, stop)
             result, annotated = worker.process(frame, dropped=source.stats.dropped)
             live.saw(result)
             user_stop = _write_all(sinks, result, annotated, worker.pop_records(), worker)
@@ -446,6 +479,7 @@ def _loop(source: FrameSource, worker: Worker, sinks: List[Sink], stop: _StopSig
         # (open tracks get their end records) and report it, then fail.
         ending.error, ending.stopped_by = failure, "error"
     ending.elapsed_s = time.monotonic() - t_loop
+    live.end(ending.elapsed_s)
     stop.finishing = True
     return ending
 

@@ -47,3 +47,38 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def covered_share(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(N,)``: the largest share of each ``(N, 4)`` box of ``a`` lying inside one box of ``(M, 4)``
+    ``b`` (0 when ``b`` is empty): 1 means wholly inside one of them."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    if not len(a) or not len(b):
+        return np.zeros(len(a))
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    return inter.max(axis=1) / np.maximum(box_area(a), 1e-9)
+
+
+def scaled_about_centre(xyxy: np.ndarray, factor: float) -> np.ndarray:
+    """``(N, 4)`` float32 boxes with width and height times ``factor``, centres kept."""
+    boxes = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * (factor / 2)
+    return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
+
+
+def grown_box(xyxy: np.ndarray, grow: float, shape_hw: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """Integer pixel bounds ``(x1, y1, x2, y2)`` of a box pushed out by ``grow`` times its width and
+    height on every side, clipped to a frame of ``shape_hw``; empty (x2 <= x1) when outside."""
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(xyxy).reshape(4))
+    dx, dy = (x2 - x1) * grow, (y2 - y1) * grow
+    h, w = shape_hw
+    return (
+        int(max(0, np.floor(x1 - dx))),
+        int(max(0, np.floor(y1 - dy))),
+        int(min(w, np.ceil(x2 + dx))),
+        int(min(h, np.ceil(y2 + dy))),
+    )

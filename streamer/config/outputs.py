@@ -62,34 +62,49 @@ class OutputConfig(_Section):
         "track hidden or dropped); a box of this frame that covers it ends it earlier.",
     )
     anonymize_detector: Optional[str] = setting(
-        default="yunet",
-        description="With anonymize: a second face detector, run on every frame the main one runs on "
-        "the whole frame, whose faces are masked too (until its next run) but not tracked or counted: "
-        "the dim, half-hidden and small faces the main detector misses (on the stage clip, frames "
-        "showing a face: 72 with null, 27 with yunet; docs/accuracy.md, Privacy). yunet is an upstream download "
-        "(`streamer models fetch yunet_2023mar`, once, on a networked machine); null: only the main "
-        "detector's faces are masked.",
+        default="centerface",
+        description="With anonymize: a second face detector, run with the main one's full-frame detections "
+        "(at most every anonymize_detector_interval_s), whose faces are masked too (until its next run) but not "
+        "tracked or counted: faces in profile, dim, half-hidden and small ones the main detector misses. "
+        "centerface is the main detector's model (from PyPI: nothing more to download), here at 480 px, score "
+        "0.1, mirrored: on the stage clip the frames with a face of 40 px or more left partly unmasked went from "
+        "64 (null) to 4, each face over 98 % masked (docs/privacy.md). yunet is an upstream download (`streamer "
+        "models fetch yunet_2023mar`); null: only the main detector's faces are masked.",
     )
     anonymize_detector_score: float = setting(
-        default=0.3,
+        default=0.1,
         gt=0.0,
         lt=1.0,
         description="Minimum confidence of anonymize_detector's faces. Low on purpose: a face masked by "
-        "mistake costs a blurred patch, a face missed is shown.",
+        "mistake costs a blurred patch, a face missed is shown (0.2 left 44 frames on the stage clip, 0.1: 4).",
     )
     anonymize_detector_interval_s: float = setting(
-        default=0.5,
+        default=0.25,
         ge=0.0,
         le=60.0,
         description="anonymize_detector runs at most this often (and after every cut), its boxes held in "
-        "between: the faces it is for (a dim audience) stay put, and running it on every detection "
-        "cost up to a third of a run's time. 0: with every full-frame detection.",
+        "between. 0: with every full-frame detection (the same leaks on the shared clips, more of its cost); "
+        "0.5 left faces in motion unmasked (13 frames on the stage clip).",
     )
     anonymize_detector_max_side_px: int = setting(
         default=480,
         ge=64,
         le=4096,
-        description="anonymize_detector's input: the frame scaled so its long side is at most this.",
+        description="anonymize_detector's input: the frame scaled so its long side is at most this (640 px left "
+        "more on the stage clip, 12 frames, at twice the cost).",
+    )
+    anonymize_detector_mirror: bool = setting(
+        default=True,
+        description="Run anonymize_detector on the frame and on its mirror image too, masking the faces of "
+        "both: CenterFace finds faces in profile far more often looking one way than the other.",
+    )
+    anonymize_detector_grow: float = setting(
+        default=1.3,
+        ge=1.0,
+        le=3.0,
+        description="anonymize_detector's boxes are scaled by this about their centres before masking (and "
+        "then by anonymize_scale, as every face): they do not follow a face between its runs, and on a dim "
+        "face they often cover part of it.",
     )
     labels: bool = setting(
         default=True,
@@ -132,7 +147,7 @@ class MqttConfig(_Section):
         "each other off the broker: give each box its own camera name or id.",
     )
     topic_prefix: str = setting(
-        default="streamer", min_length=1, description="First level of every topic: <prefix>/available, "
+        default="streamer", min_length=1, description="First level of every topic: <prefix>/<camera>/available, "
         "<prefix>/<camera>/events, ...",
     )
     camera: Optional[str] = setting(
@@ -174,12 +189,20 @@ class MqttConfig(_Section):
         default=60.0,
         ge=0.5,
         le=86400,
-        description="Seconds between <prefix>/<camera>/stats messages (also sent once when the run ends).",
+        description="Seconds between <prefix>/<camera>/stats messages (retained; the first comes 5 s after "
+        "connecting, and one more when the run ends).",
     )
     discovery: bool = setting(
         default=True,
-        description="Publish Home Assistant MQTT discovery configs (people count, per-gender counts, fps, "
-        "source status), again whenever Home Assistant announces itself online.",
+        description="Publish Home Assistant MQTT discovery configs (people count with the last event as its "
+        "attributes, occupancy, counts per gender and per age group, fps, source status), again whenever Home "
+        "Assistant announces itself online. `streamer mqtt retire CAMERA` removes a camera's for good.",
+    )
+    bridge_availability: bool = setting(
+        default=False,
+        description="Also publish <prefix>/available: online while any camera under the prefix is (a run that "
+        "ends clean says offline only when no other camera is online); entities then need both it and their "
+        "camera's <prefix>/<camera>/available. A crash leaves it as it was: the Last Will is the camera's.",
     )
     discovery_prefix: str = setting(
         default="homeassistant", min_length=1, description="Home Assistant's discovery prefix."
@@ -269,6 +292,14 @@ class WebConfig(_Section):
         "TOKEN' or log in on the page. The environment variable STREAMER_TOKEN overrides it (keeps it out of "
         "this file). Required when host is not a loopback address.",
     )
+    allowed_hosts: List[str] = setting(
+        default=[],
+        description="Names besides this machine's (localhost, loopback addresses, the address listened on) "
+        "that requests may give in their Host header, e.g. [camera.lan]: without a token every other Host is "
+        "refused (403), so a web page elsewhere cannot reach the service through a name of its own pointed at "
+        "127.0.0.1 (DNS rebinding). With a token, a non-empty list restricts Host as well. POSTs from another "
+        "site's page (Origin, Sec-Fetch-Site) are always refused.",
+    )
     max_upload_mb: float = setting(
         default=10.0, gt=0, le=1024,
         description="Largest photo upload in MB; larger requests get 413 from their Content-Length, unread.",
@@ -299,6 +330,10 @@ class WebConfig(_Section):
     )
 
     def _check(self) -> None:
+        for name in self.allowed_hosts:
+            if not name or any(ch in name for ch in "/ :@") and not name.startswith("["):
+                raise _BadValue("allowed_hosts", "a host name or address without a scheme, port or path (an IPv6 "
+                                "address in brackets), e.g. camera.lan or 192.0.2.10", name)
         if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
             raise _BadValue("token", f"needs at least {MIN_TOKEN_CHARS} characters (a guessable token protects "
                             "nothing); generate one with: python -c 'import secrets; print(secrets.token_urlsafe())'",

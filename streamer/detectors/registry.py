@@ -83,8 +83,13 @@ def build_mask_detector(config: Config, store: Optional[ModelStore] = None) -> O
         "detector.max_side_px": out.anonymize_detector_max_side_px, "detector.fallback": None,
     })
     try:
-        return build_detector(mask_config, store or ModelStore.from_config(config.models))
+        detector = build_detector(mask_config, store or ModelStore.from_config(config.models))
     except ModelError as error:
         raise ModelError(f"output.anonymize_detector {out.anonymize_detector} (it finds the faces the main "
                          f"detector misses, to mask them): {str(error).rstrip('.')}; or set output.anonymize_detector: null "
                          "to mask only the main detector's faces") from None
+    if out.anonymize_detector_mirror:
+        from .mirrored import MirroredDetector
+
+        return MirroredDetector(detector)
+    return detector

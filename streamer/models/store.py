@@ -36,6 +36,7 @@ MISSING = "missing"
 FAILED = "failed"  # checksum mismatch or download failure
 UNVERIFIED = "unverified"  # no checksum known, or a user-provided file that differs from the reference
 MANUAL = "manual"  # user-provided model that is absent: cannot be fetched
+OPTIONAL = "optional"  # absent, and not needed by the config (verify): fine
 
 # Beside each model's files: the sha256 of each as last checked, with the size and mtime it had,
 # so that a run hashes a model file only when it changed (start-up stays fast on a Pi's SD card).

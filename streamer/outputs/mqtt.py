@@ -3,9 +3,14 @@
 ``MqttSink`` is a run sink (``streamer.outputs.sinks.Sink``). Topics, under ``mqtt.topic_prefix``
 (``streamer``) and the camera name:
 
-- ``<prefix>/available``: ``online`` (retained) while the run is connected, ``offline`` on a clean
-  stop and as the broker's Last Will (a crash, a pulled plug).
-- ``<prefix>/<camera>/events``: each tracked-mode record (``new``, ``update``, ``end``) as JSON.
+- ``<prefix>/<camera>/available``: ``online`` (retained) while the run is connected, ``offline`` on
+  a clean stop and as the broker's Last Will (a crash, a pulled plug). One per camera: runs of
+  other cameras on the same broker keep theirs.
+- ``<prefix>/available`` (``mqtt.bridge_availability``): ``online`` while any camera under the
+  prefix is; a run that ends clean says ``offline`` there only when no other camera is online (it
+  reads their retained availability). A crash leaves it as it was (the will is the camera's).
+- ``<prefix>/<camera>/events``: each tracked-mode record (``new``, ``update``, ``end``) as JSON;
+  ``.../last_event`` (retained) the latest of them, the people sensor's attributes in Home Assistant.
 - ``<prefix>/<camera>/people``: people in view now (retained, on change); ``.../people/<gender>``
   and ``.../people/age/<group>`` split it by the labels shown.
 - ``<prefix>/<camera>/zones/<zone>/people``: people in an ``audience`` zone now (retained, on change),
@@ -13,10 +18,11 @@
   since the run started (retained). Their ``zone_enter`` / ``zone_exit`` / ``line_cross`` records go
   to ``events`` with the rest.
 - ``<prefix>/<camera>/source``: ``up`` / ``down`` (retained): is the camera delivering frames.
-- ``<prefix>/<camera>/stats``: the run's summary so far plus resident memory, every
-  ``mqtt.stats_interval_s`` and once at the end.
+- ``<prefix>/<camera>/stats``: the run's summary so far plus resident memory (retained), a few
+  seconds after connecting, then every ``mqtt.stats_interval_s``, and once at the end.
 - ``<discovery_prefix>/<component>/<node>/<object>/config``: Home Assistant discovery (retained),
-  again whenever ``<discovery_prefix>/status`` says ``online``.
+  again whenever ``<discovery_prefix>/status`` says ``online``; ``streamer mqtt retire CAMERA``
+  (``mqtt_command.py``) removes a camera's for good.
 
 Threads: the frame loop only appends to a bounded deque (real time drops the
 oldest and counts them) and marks retained state dirty, so it never waits on the network.
@@ -69,6 +75,10 @@ _WINDOW = 20
 _TICK_S = 0.25
 # Seconds between looks at the run's source_up (a camera that stops delivering frames).
 _SOURCE_POLL_S = 1.0
+# The first stats message this long after connecting (or at stats_interval_s, if sooner).
+_FIRST_STATS_S = 5.0
+# retire(): the retained messages a subscription brings have all come once none came for this long.
+_RETAINED_QUIET_S = 0.5
 
 
 def _paho():
@@ -155,6 +165,7 @@ class MqttSink(Sink):
         self._last_counts: Dict[str, int] = {}
         self._counted_version = -1
         self._source_up: Optional[bool] = None
+        self._others_online: Dict[str, bool] = {}  # other cameras under the prefix (bridge availability)
         self._down_since: Optional[float] = None
         self._closed = False
         self._ever_connected = False
@@ -199,9 +210,13 @@ class MqttSink(Sink):
 
         self._set_state(topics.available, "online")
         self._priority = [topics.available]
+        if cfg.bridge_availability:
+            self._set_state(topics.bridge_available, "online")
+            self._priority.append(topics.bridge_available)
         if cfg.discovery:
             zones, lines = (self.audience.zones, self.audience.lines) if self.audience is not None else ((), ())
-            for topic, payload in discovery_configs(topics, self.counts.genders, zones, lines):
+            for topic, payload in discovery_configs(topics, self.counts.genders, self.counts.groups,
+                                                    cfg.bridge_availability, zones, lines):
                 self._set_state(topic, json.dumps(payload, separators=(",", ":")))
                 self._priority.append(topic)
         self._publish_counts()
@@ -239,7 +254,9 @@ class MqttSink(Sink):
                 payload["xyxy"] = self._boxes[track]
             if record.get("event") == "end" and track is not None:
                 self._boxes.pop(track, None)
-            self._enqueue(_Message(self.topics.events, _dumps(payload), self.config.qos))
+            message = _dumps(payload)
+            self._enqueue(_Message(self.topics.events, message, self.config.qos))
+        self._set_state(self.topics.last_event, message.decode("utf-8"))
         self._publish_counts()
         if self.audience is not None:
             self.audience.observe(records)
@@ -354,7 +371,8 @@ class MqttSink(Sink):
             "rss_mb": round(resident_bytes() / 1e6, 1),
             "mqtt": {"published": self.published, "dropped": self.dropped, "queued": len(self._queue)},
         })
-        self._enqueue(_Message(self.topics.stats, _dumps(snapshot), self.config.qos))
+        # Retained: Home Assistant's fps sensor has a value from the start, and after its restarts.
+        self._enqueue(_Message(self.topics.stats, _dumps(snapshot), self.config.qos, retain=True))
 
     # --- paho callbacks (paho's network thread: no waiting here) ---
 
@@ -385,6 +403,8 @@ class MqttSink(Sink):
         self._ever_connected = True
         if cfg.discovery:
             client.subscribe(self._topics.ha_status, qos=1)
+        if cfg.bridge_availability:
+            client.subscribe(self._topics.cameras_available, qos=1)
         with self._lock:
             for topic in self._state:
                 self._dirty[topic] = None
@@ -411,7 +431,13 @@ class MqttSink(Sink):
         self._wake.set()
 
     def _on_message(self, client, userdata, message) -> None:
-        if message.topic == self._topics.ha_status and message.payload.strip().lower() == b"online":
+        topics = self._topics
+        if message.topic.startswith(topics.prefix + "/") and message.topic.endswith("/available"):
+            camera = message.topic[len(topics.prefix) + 1:-len("/available")]
+            if camera and camera != topics.camera:
+                self._others_online[camera] = message.payload.strip() == b"online"
+            return
+        if message.topic == topics.ha_status and message.payload.strip().lower() == b"online":
             log.info("MQTT: Home Assistant is online; publishing discovery and state again")
             with self._lock:
                 for topic in self._state:
@@ -475,7 +501,9 @@ class MqttSink(Sink):
 
     def _publish_loop(self) -> None:
         cfg, client = self.config, self._client
-        next_stats = time.monotonic() + cfg.stats_interval_s
+        # The first stats come early (Home Assistant's fps sensor is not 'unknown' for a whole
+        # interval), yet after a few seconds of frames: a rate over the first instant means little.
+        next_stats = time.monotonic() + min(cfg.stats_interval_s, _FIRST_STATS_S)
         next_poll = 0.0
         answer_deadline = time.monotonic() + cfg.connect_timeout_s
         flush_deadline: Optional[float] = None
@@ -514,6 +542,8 @@ class MqttSink(Sink):
                     break
                 if drained:
                     self._set_state(self._topics.available, "offline")
+                    if cfg.bridge_availability and not any(self._others_online.values()):
+                        self._set_state(self._topics.bridge_available, "offline")
                     offline_sent = True
                 continue
             if now >= next_stats:
@@ -596,11 +626,77 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _plain_client(config: MqttConfig, client_id: str):
+    """A paho client for a short session (doctor's probe, retire): login and TLS as configured."""
+    mqtt = _paho()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.connect_timeout = config.connect_timeout_s
+    if config.username is not None:
+        client.username_pw_set(config.username, read_password(config))
+    if config.tls:
+        client.tls_set(ca_certs=config.tls_ca_file, certfile=config.tls_cert_file, keyfile=config.tls_key_file)
+    return client
+
+
+def retire(config: MqttConfig, camera: str, force: bool = False) -> List[str]:
+    """Remove a camera for good: every retained message under ``<prefix>/<camera>/`` and every
+    Home Assistant discovery config of its device is cleared (an empty retained message, which
+    also removes the entities from Home Assistant). MqttError when the broker cannot be reached,
+    or when the camera is online (a run publishes it) and not ``force``. Returns the topics cleared."""
+    topics = Topics(config.topic_prefix, slug(camera), config.discovery_prefix)
+    client = _plain_client(config, f"{config.topic_prefix}-retire-{topics.camera}")
+    retained: Dict[str, bytes] = {}
+    subscribed = threading.Event()
+    answer: Dict[str, Any] = {}
+    last_message = [time.monotonic()]
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        answer["reason"] = reason_code
+        if not reason_code.is_failure:
+            client.subscribe([(f"{topics.base}/#", 1), (topics.discovery_configs, 1)])
+
+    def on_subscribe(*_args) -> None:
+        last_message[0] = time.monotonic()
+        subscribed.set()
+
+    def on_message(client, userdata, message) -> None:
+        if message.retain and message.payload:
+            retained[message.topic] = bytes(message.payload)
+        last_message[0] = time.monotonic()
+
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    where = f"MQTT broker {config.host}:{config.port}"
+    try:
+        client.connect(config.host, config.port, keepalive=config.keepalive_s)
+    except Exception as error:
+        raise MqttError(f"{where}: {_connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]}") from None
+    client.loop_start()
+    try:
+        if not subscribed.wait(config.connect_timeout_s):
+            reason = answer.get("reason")
+            cause = (f"the broker refused the login ({str(reason).lower()})" if reason is not None and reason.is_failure
+                     else f"no MQTT answer within {config.connect_timeout_s:g} s")
+            raise MqttError(f"{where}: {cause}")
+        # The broker sends the retained messages right after the SUBACK; a quiet moment ends them.
+        while time.monotonic() - last_message[0] < _RETAINED_QUIET_S:
+            time.sleep(0.05)
+        if retained.get(topics.available, b"").strip() == b"online" and not force:
+            raise MqttError(f"camera {topics.camera} is online ({topics.available}): a run is publishing it; stop that "
+                            "run first (retiring it now would be undone by it), or retire it anyway with --force")
+        names = sorted(set(retained) | {topic for topic, _ in discovery_configs(topics)})
+        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in names]
+        for info in infos:
+            info.wait_for_publish(config.flush_timeout_s or None)
+        return names
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def probe(config: MqttConfig) -> Tuple[bool, str]:
     """One login to the configured broker (TCP, TLS, CONNECT and the broker's answer within
     ``connect_timeout_s``), publishing nothing: ``(True, "")`` or ``(False, cause and fix)``. For
     ``streamer doctor``; MqttError when paho-mqtt is missing or the password file unreadable."""
-    mqtt = _paho()
     answer: Dict[str, Any] = {}
     answered = threading.Event()
 
@@ -608,12 +704,7 @@ def probe(config: MqttConfig) -> Tuple[bool, str]:
         answer["reason"] = reason_code
         answered.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{config.client_id or config.topic_prefix}-doctor")
-    client.connect_timeout = config.connect_timeout_s
-    if config.username is not None:
-        client.username_pw_set(config.username, read_password(config))
-    if config.tls:
-        client.tls_set(ca_certs=config.tls_ca_file, certfile=config.tls_cert_file, keyfile=config.tls_key_file)
+    client = _plain_client(config, f"{config.client_id or config.topic_prefix}-doctor")
     client.on_connect = on_connect
     try:
         client.connect(config.host, config.port, keepalive=config.keepalive_s)

@@ -106,12 +106,38 @@ class Topics:
     discovery_prefix: str
 
     @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.camera}"
+
+    @property
     def available(self) -> str:
+        """This camera's availability (its run's Last Will): one per camera, so that one run
+        ending on a broker says nothing of another's camera."""
+        return f"{self.base}/available"
+
+    @property
+    def bridge_available(self) -> str:
+        """The optional bridge-level availability: some camera under the prefix is online."""
         return f"{self.prefix}/available"
 
     @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.camera}"
+    def cameras_available(self) -> str:
+        """Every camera's availability under the prefix (a subscription)."""
+        return f"{self.prefix}/+/available"
+
+    @property
+    def last_event(self) -> str:
+        return f"{self.base}/last_event"
+
+    @property
+    def node(self) -> str:
+        """The Home Assistant device and the middle level of its discovery topics."""
+        return slug(f"{self.prefix}_{self.camera}")
+
+    @property
+    def discovery_configs(self) -> str:
+        """Every discovery config of this camera's device (a subscription)."""
+        return f"{self.discovery_prefix}/+/{self.node}/+/config"
 
     @property
     def events(self) -> str:
@@ -148,13 +174,16 @@ class Topics:
         return f"{self.discovery_prefix}/status"
 
 
-def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS, zones: Sequence[str] = (),
+def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS, groups: Sequence[str] = (),
+                      bridge: bool = False, zones: Sequence[str] = (),
                       lines: Sequence[str] = ()) -> List[Tuple[str, dict]]:
-    """Home Assistant MQTT discovery: ``(config topic, payload)`` for the people count, one count
-    per gender, the output fps, the source's status, and the occupancy of each zone and the in/out
-    crossings of each line (``audience``), all of one device per camera and all unavailable while
-    ``<prefix>/available`` is ``offline``."""
-    node = slug(f"{topics.prefix}_{topics.camera}")
+    """Home Assistant MQTT discovery: ``(config topic, payload)`` for the people count (its
+    attributes: the last event), one count per gender and per age group (``groups``, labels as
+    ``age_group_labels`` gives them), occupancy (someone in view), the output fps, the source's
+    status, and the occupancy of each zone and the in/out crossings of each line (``audience``);
+    all of one device per camera and unavailable while ``<prefix>/<camera>/available`` is
+    ``offline`` (and, with ``bridge``, also while ``<prefix>/available`` is)."""
+    node = topics.node
     device = {
         "identifiers": [node],
         "name": f"{topics.prefix} {topics.camera}",
@@ -162,20 +191,32 @@ def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS, zones: S
         "model": "face analyzer",
         "sw_version": __version__,
     }
+    availability = [{"topic": topics.available, "payload_available": "online", "payload_not_available": "offline"}]
+    if bridge:
+        availability.append({"topic": topics.bridge_available, "payload_available": "online",
+                             "payload_not_available": "offline"})
     common = {
-        "availability": [{"topic": topics.available, "payload_available": "online",
-                          "payload_not_available": "offline"}],
+        "availability": availability,
+        "availability_mode": "all",
         "device": device,
         "origin": {"name": "streamer", "sw_version": __version__},
     }
     entities: List[Tuple[str, str, dict]] = [
         ("sensor", "people", {"name": "People", "state_topic": topics.people, "state_class": "measurement",
-                              "unit_of_measurement": "people", "icon": "mdi:account-group"}),
+                              "unit_of_measurement": "people", "icon": "mdi:account-group",
+                              "json_attributes_topic": topics.last_event}),
+        ("binary_sensor", "occupancy", {"name": "Occupancy", "state_topic": topics.people,
+                                        "value_template": "{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
+                                        "device_class": "occupancy"}),
     ]
     for gender in genders:
         entities.append(("sensor", f"people_{gender}", {
             "name": f"People {gender}", "state_topic": topics.people_gender(gender), "state_class": "measurement",
             "unit_of_measurement": "people", "icon": "mdi:account"}))
+    for group in groups:
+        entities.append(("sensor", f"people_age_{topic_level(group)}", {
+            "name": f"People aged {group}", "state_topic": topics.people_age(group), "state_class": "measurement",
+            "unit_of_measurement": "people", "icon": "mdi:account-clock"}))
     for zone in zones:
         entities.append(("sensor", f"zone_{slug(zone)}_people", {
             "name": f"Zone {zone} people", "state_topic": topics.zone_people(zone), "state_class": "measurement",

@@ -101,7 +101,9 @@ class PeopleReport:
         # wall-clock time of any t_s. None for a file's events (their t_s is the file position).
         self._clock_offset: Optional[float] = None
         self._level = 0
-        self._bins: Dict[int, Set[FrozenSet[int]]] = {}
+        # Per time bin: each set of tracks seen together, and when it was first seen (the peak is
+        # said at the moment it began, not at its bin's start).
+        self._bins: Dict[int, Dict[FrozenSet[int], float]] = {}
         # Zones, lines and attention: made with the run's names, else at the first record that needs it.
         self.audience: Optional[AudienceTally] = None
         if audience is not None and (audience.zones or audience.lines):
@@ -170,7 +172,7 @@ class PeopleReport:
         self.frames += 1
         if self.source is None and isinstance(event.get("source"), str):
             self.source = event["source"]
-        self._bin(t_s).add(frozenset(ids))
+        self._bin(t_s).setdefault(frozenset(ids), t_s)
 
     def _add_end(self, event: dict) -> None:
         track = _int(event, "track")
@@ -192,7 +194,7 @@ class PeopleReport:
             self._t0 = float(event["first_t_s"])
         self._t_last = max(self._t_last or float(event["last_t_s"]), float(event["last_t_s"]))
 
-    def _bin(self, t_s: float) -> Set[FrozenSet[int]]:
+    def _bin(self, t_s: float) -> Dict[FrozenSet[int], float]:
         if self._t0 is None:
             self._t0 = t_s
         if self._t_last is None or t_s > self._t_last:
@@ -203,14 +205,16 @@ class PeopleReport:
             self._coarsen()
             width, limit = _BIN_LEVELS[self._level]
             index = max(0, int((t_s - self._t0) // width))
-        return self._bins.setdefault(index, set())
+        return self._bins.setdefault(index, {})
 
     def _coarsen(self) -> None:
         factor = int(_BIN_LEVELS[self._level + 1][0] // _BIN_LEVELS[self._level][0])
         self._level += 1
-        bins: Dict[int, Set[FrozenSet[int]]] = {}
+        bins: Dict[int, Dict[FrozenSet[int], float]] = {}
         for index, combos in self._bins.items():
-            bins.setdefault(index // factor, set()).update(combos)
+            merged = bins.setdefault(index // factor, {})
+            for combo, first_t_s in combos.items():
+                merged[combo] = min(first_t_s, merged.get(combo, first_t_s))
         self._bins = bins
 
     # --- results ---
@@ -310,9 +314,11 @@ class PeopleReport:
             series[index] = max(len(combo & kept) for combo in combos)
         peak = max(count or 0 for count in series)
         at = next(i for i, count in enumerate(series) if (count or 0) == peak)
+        # When the peak began: the first frame of its bin that showed that many people.
+        began = min((t for combo, t in self._bins.get(at, {}).items() if len(combo & kept) == peak),
+                    default=self._t0 + at * width)
         return ({"bin_s": width, "start_t_s": round(self._t0, 4), "start_time": self.time_of(self._t0), "people": series},
-                {"people": peak, "t_s": round(self._t0 + at * width, 4), "time": self.time_of(self._t0 + at * width),
-                 "bin_s": width})
+                {"people": peak, "t_s": round(began, 4), "time": self.time_of(began), "bin_s": width})
 
     def run_counts(self) -> dict:
         """The ``people`` entry of a run's summary: counts only."""

@@ -18,10 +18,14 @@ import math
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+from urllib.parse import urlsplit
 
 # One colour per gender, kept across charts and table; unknown in grey.
 _COLOURS = {"female": "#c2417a", "male": "#2b7bb9", "unknown": "#a0a0a0"}
-_CHART_SIZE_IN, _CHART_DPI = (6.0, 3.0), 100  # 600x300 px: two charts side by side on a laptop
+# 1000x500 px at 100 dpi (2x for a sharp picture on high-density screens): labels and ticks read at
+# the page's width; 600x300 needed a zoom.
+_CHART_SIZE_IN, _CHART_DPI = (10.0, 5.0), 100
+_CHART_SCALE = 2
 _IN_VIEW = "#4a8c5c"
 # People in view over time is drawn as bars up to this many time bins (each readable), as a filled
 # step curve beyond.
@@ -49,7 +53,7 @@ def draw_charts(summary: dict) -> Optional[Dict[str, bytes]]:
 
     def png(figure) -> bytes:
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", metadata={"Software": None})
+        figure.savefig(buffer, format="png", dpi=_CHART_DPI * _CHART_SCALE, metadata={"Software": None})
         return buffer.getvalue()
 
     charts = {}
@@ -198,6 +202,22 @@ def _bin_name(bin_s: float) -> str:
     return {300.0: "5 minutes", 3600.0: "hour", 86400.0: "day"}.get(bin_s, f"{bin_s:g} s")
 
 
+def shown_source(source: Optional[str]) -> str:
+    """The source as the page names it: a file's or folder's name without its folders, a stream's
+    address without its login, query or folders (``rtsp://cam.lan/stream1``)."""
+    if not source:
+        return "unknown source"
+    if "://" in source:
+        parts = urlsplit(source)
+        host = parts.hostname or ""
+        return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}/{Path(parts.path).name}"
+    return Path(source.rstrip("/\\")).name or source
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
+
+
 def _time_unit(bin_s: float):
     if bin_s >= 3600:
         return "hour", 3600.0
@@ -257,8 +277,8 @@ h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 10px}h3{font-si
 .card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:10px 16px;min-width:120px}
 .card b{display:block;font-size:28px;line-height:1.2}.card span{color:#555;font-size:13px}
 .charts{display:flex;flex-wrap:wrap;gap:14px}
-figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:8px;padding:6px}
-figure img{display:block;max-width:100%;height:auto}
+figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:8px;padding:6px;flex:1 1 100%}
+figure img{display:block;width:100%;max-width:1000px;height:auto}
 figcaption{font-size:13px;color:#555;padding:4px 6px 0}
 table{border-collapse:collapse;background:#fff;font-size:14px}
 th,td{border:1px solid #ddd;padding:4px 10px;text-align:right}th{background:#eee}
@@ -275,11 +295,11 @@ def render_html(summary: dict, rows: Sequence[dict], charts: Optional[Dict[str, 
     e = html.escape
     t0 = summary["first_t_s"] or 0.0
     fine = (summary["duration_s"] or 0.0) < 600
-    source = summary["source"] or "unknown source"
+    source = shown_source(summary["source"])
     span = _span(summary, fine)
     by_gender, peak, dwell, left = summary["by_gender"], summary["peak"], summary["dwell"], summary["left_out"]
     cards = [
-        (summary["people"], "people"),
+        (summary["people"], _plural(summary["people"], "person", "people")),
         (by_gender["female"], "women"),
         (by_gender["male"], "men"),
         (by_gender["unknown"], "gender unknown"),
@@ -293,18 +313,20 @@ def render_html(summary: dict, rows: Sequence[dict], charts: Optional[Dict[str, 
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>People report: {e(Path(source).name)}</title><style>{_CSS}</style></head><body><main>",
-        f"<h1>People report: {e(Path(source).name)}</h1>",
-        f'<p class="sub" title="{e(source)}">{e(source)} &middot; {e(span)} &middot; {summary["frames"]} frames'
-        + (f" &middot; from {e(str(events))}" if events is not None else "") + "</p>",
+        f"<title>People report: {e(source)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>People report: {e(source)}</h1>",
+        # Names only, never a folder: the page is meant to be mailed.
+        f'<p class="sub">{e(source)} &middot; {e(span)} &middot; {summary["frames"]} frames'
+        + (f" &middot; from {e(Path(events).name)}" if events is not None else "") + "</p>",
         '<div class="cards">',
         *(f'<div class="card"><b>{e(str(value))}</b><span>{e(label)}</span></div>' for value, label in cards),
         "</div>",
     ]
     notes = list(summary["warnings"])
     if summary["without_end_record"]:
-        notes.append(f"{summary['without_end_record']} people were still in view where the events stop; "
-                     "their rows come from the frames (ended: false).")
+        still = summary["without_end_record"]
+        notes.append(f"{still} {_plural(still, 'person was', 'people were')} still in view where the events stop; "
+                     f"{_plural(still, 'the row comes', 'their rows come')} from the frames (ended: false).")
     if charts is None:
         notes.append("Charts not drawn: matplotlib is not installed (pip install 'streamer[report]'); "
                      "the numbers are in the tables below.")

@@ -30,6 +30,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from ..config import Config
+from .hosts import HostRule, cross_site_refusal
 from .live import LiveView, ViewersFull, metrics_text
 from .photo import PhotoService, UploadError, encode_jpeg
 
@@ -38,7 +39,12 @@ log = logging.getLogger(__name__)
 COOKIE_NAME = "streamer_session"
 BOUNDARY = "streamerframe"
 # Paths anyone may ask for: a supervisor's health check has no token, and the login form gives one.
-OPEN_PATHS = frozenset({"/healthz", "/login"})
+OPEN_PATHS = frozenset({"/healthz", "/login", "/favicon.svg", "/favicon.ico"})
+# The tab's icon: a face in the page's accent colour (inline: nothing is served from disk).
+FAVICON_SVG = ("<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><rect width='32' height='32' rx='6' "
+               "fill='#0072b2'/><circle cx='16' cy='16' r='10' fill='none' stroke='#fff' stroke-width='2.5'/>"
+               "<circle cx='12.5' cy='14' r='1.6' fill='#fff'/><circle cx='19.5' cy='14' r='1.6' fill='#fff'/>"
+               "<path d='M11.5 19.5q4.5 3.5 9 0' fill='none' stroke='#fff' stroke-width='2' stroke-linecap='round'/></svg>")
 # A request waits this long for an upload slot (web.max_parallel_uploads) before 503: waiting costs
 # a thread and a socket, not memory (the body is read once a slot is free).
 _UPLOAD_WAIT_S = 120.0
@@ -60,6 +66,8 @@ class Service:
         self.photos = PhotoService(config)
         self.max_body = int(config.web.max_upload_mb * 1024 * 1024)
         self.started_s = time.monotonic()
+        # Without a token only this machine's names pass; with one, web.allowed_hosts when set.
+        self.hosts = HostRule(config.web.allowed_hosts, enforced=token is None or bool(config.web.allowed_hosts))
         # The session cookie holds a value derived from the token, never the token itself.
         self.session = None if token is None else hmac.new(token.encode(), b"streamer session", hashlib.sha256).hexdigest()
 
@@ -184,6 +192,12 @@ def create_app(service: Service) -> Flask:
         # closes the connection instead).
         if (request.content_length or 0) > app.config["MAX_CONTENT_LENGTH"]:
             raise RequestEntityTooLarge()
+        refusal = service.hosts.refusal(request.headers.get("Host")) or cross_site_refusal(
+            request.method, request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"),
+            request.headers.get("Host"))
+        if refusal is not None:
+            log.warning("refused %s %s: %s", request.method, request.path, refusal)
+            return _error(403, refusal)
         if request.path in OPEN_PATHS:
             return None
         auth = request.authorization
@@ -236,8 +250,16 @@ def create_app(service: Service) -> Flask:
 
     @app.get("/")
     def page() -> str:
-        return render_template("page.html", live=service.live is not None, max_bytes=service.max_body,
+        return render_template("page.html", live=service.live is not None, pictures=service.photos.pictures,
+                               anonymize=service.photos.anonymize, max_bytes=service.max_body,
                                max_upload_mb=f"{web.max_upload_mb:g}", max_image_mp=f"{web.max_image_mp:g}")
+
+    @app.get("/favicon.svg")
+    @app.get("/favicon.ico")  # asked for by browsers whatever the page says
+    def favicon() -> Response:
+        response = Response(FAVICON_SVG, mimetype="image/svg+xml")
+        response.headers["Cache-Control"] = "max-age=86400"
+        return response
 
     @app.get("/login")
     def login_form() -> str:
@@ -257,6 +279,16 @@ def create_app(service: Service) -> Flask:
 
     @app.post("/api/analyze")
     def analyze() -> Response:
+        best = request.accept_mimetypes.best_match(("application/json", "image/jpeg"))
+        as_jpeg = request.args.get("format") == "jpeg" or best == "image/jpeg"
+        with_image = request.args.get("image") == "1"  # the page: the annotated image in the same answer
+        if (as_jpeg or with_image) and not service.photos.pictures:
+            # Refused before the upload is read: the service was started to keep no pictures.
+            body = _error(403, "this service runs with --privacy aggregate (output.privacy): it returns no "
+                               "pictures, only the faces found; ask for JSON (no format=jpeg, no image=1)").get_data()
+            return Response(_answer_then_discard(body, request.environ["wsgi.input"]), 403,
+                            mimetype="application/json",
+                            headers={"Content-Length": str(len(body)), "Connection": "close"})
         if not service.photos.turns.enter(_UPLOAD_WAIT_S):
             body = _error(503, "too many photos in progress; try again").get_data()
             return Response(_answer_then_discard(body, request.environ["wsgi.input"]), 503,
@@ -266,12 +298,13 @@ def create_app(service: Service) -> Flask:
             result = service.photos.analyse(_upload_bytes(service))
         finally:
             service.photos.turns.leave()
-        best = request.accept_mimetypes.best_match(("application/json", "image/jpeg"))
-        if request.args.get("format") == "jpeg" or best == "image/jpeg":
-            return Response(encode_jpeg(result.annotated), mimetype="image/jpeg")
         answer = result.to_json()
-        if request.args.get("image") == "1":  # the page: the annotated image in the same answer
-            answer["image_jpeg_base64"] = base64.b64encode(encode_jpeg(result.annotated)).decode("ascii")
+        if as_jpeg or with_image:
+            assert result.annotated is not None  # the service keeps pictures (checked above)
+            jpeg = encode_jpeg(result.annotated)
+            if as_jpeg:
+                return Response(jpeg, mimetype="image/jpeg")
+            answer["image_jpeg_base64"] = base64.b64encode(jpeg).decode("ascii")
         return jsonify(answer)
 
     # -- the live view --------------------------------------------------------------------------------
@@ -304,19 +337,27 @@ def create_app(service: Service) -> Flask:
             return _error(404, "no frame yet; the source is starting")
         return jsonify(event)
 
+    def no_pictures() -> Response:
+        return _error(403, "this service runs with --privacy aggregate (output.privacy): it keeps no pictures; "
+                           "/api/latest.json and /api/stats have the counts")
+
     @app.get("/api/latest.jpg")
     def latest_jpg() -> Response:
         if service.live is None:
             return no_live()
+        if not service.photos.pictures:
+            return no_pictures()
         jpeg = service.live.latest_jpeg()
         if jpeg is None:
-            return _error(404, "no frame yet (or the run keeps no pictures)")
+            return _error(404, "no frame yet; the source is starting")
         return Response(jpeg, mimetype="image/jpeg")
 
     @app.get("/api/stream.mjpeg")
     def stream() -> Response:
         if service.live is None:
             return no_live()
+        if not service.photos.pictures:
+            return no_pictures()
         try:
             viewer = service.live.open_viewer()
         except ViewersFull:

@@ -7,6 +7,7 @@ neither (the command line imports it for ``--help``)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ..errors import StreamerError
 
@@ -44,11 +45,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "With --source, run that source as `run` does (same capture, gate, tracker and outputs;\n"
         "never a preview window) and serve its live view (/api/stream.mjpeg, /api/latest.jpg,\n"
         "/api/latest.json, /api/stats, /healthz, /metrics).\n"
-        f"Listening on anything but 127.0.0.1 needs a token ({TOKEN_ENV} or web.token).\n"
-        "Ctrl-C or SIGTERM stops it; after a video file ends it keeps serving until then.\n"
+        f"Listening on anything but 127.0.0.1 needs a token ({TOKEN_ENV} or web.token). Without one, a\n"
+        "request must name this machine in its Host header (localhost, 127.0.0.1, or web.allowed_hosts);\n"
+        "a POST from another site's page is always refused.\n"
+        "A video file plays at its own fps (--unpaced: as fast as it is analysed); after it ends the\n"
+        "service keeps serving its last frame until Ctrl-C or SIGTERM. Nothing is written unless asked\n"
+        "(--output, --events, --report, ...).\n"
         f"Needs the web extra (Flask, cheroot): {INSTALL_HINT}",
     )
-    add_run_arguments(parser, source_required=False)
+    add_run_arguments(parser, source_required=False, default_output=False)
+    parser.add_argument("--unpaced", action="store_true",
+                        help="read a video file as fast as it is analysed (default: at its own fps, as a camera)")
     parser.add_argument("--host", help="address to listen on (default: web.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: web.port, 8080; 0: any free port)")
     return parser
@@ -56,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """``serve`` with parsed arguments; StreamerError (one line, exit 2) on bad input."""
-    from ..cli import print_summary, run_options
+    from ..cli import apply_privacy_arguments, print_summary, run_options
     from ..config import override
 
     require_extra()
@@ -71,8 +78,11 @@ def main(args: argparse.Namespace) -> int:
     if args.source:
         args.no_window = True  # a service: the picture goes to the browser
         config, options = run_options(args)
+        # A file plays as a camera would; its annotated copy is written only when asked (--output).
+        options = dataclasses.replace(options, paced=not args.unpaced, default_output=False)
     else:
-        config = override(config, {"output.window": False})
+        # Photos only: --anonymize, --no-labels and --privacy still decide what the answers show.
+        config = apply_privacy_arguments(override(config, {"output.window": False}), args)
     try:
         summary = serve(config, host, port, options)
     except StreamerError as error:

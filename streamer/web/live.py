@@ -94,15 +94,17 @@ class LiveView(Sink):
             self.audience.observe(records)
 
     def close(self) -> None:
-        """End the encoder (bounded join) and every viewer's stream; idempotent."""
-        self.ended = True
+        """The run ended: end the encoder (bounded join); every viewer's stream, and a viewer's who
+        comes later, ends with the last frame (the picture stays in the page). Idempotent."""
         self._stop.set()
         self._new_frame.set()
-        self.close_streams()
         if self._encoder is not None:
             self._encoder.join(_JOIN_S)
             if self._encoder.is_alive():
                 log.warning("web stream encoder did not stop within %.0f s", _JOIN_S)
+        with self._published:
+            self.ended = True
+            self._published.notify_all()
 
     def _encode_loop(self) -> None:
         period_s = 1.0 / self._cfg.stream_fps
@@ -181,17 +183,38 @@ class LiveView(Sink):
                 raise ViewersFull()
             self._viewers += 1
         self._new_frame.set()  # a first viewer gets a frame now, not at the next one
-        return Viewer(self.next_jpeg, self._leave)
+        return Viewer(self.next_jpeg, self._leave, self.final_jpeg)
 
     def next_jpeg(self, last_seq: int) -> Tuple[Optional[bytes], int]:
         """The newest stream JPEG once it is newer than ``last_seq`` (waiting at most ``_RESEND_S``,
         then the same one again; b"" before the first) and its sequence number; None once the
-        run has ended or the streams are closed."""
+        run has ended (``final_jpeg`` then) or the streams are closed."""
         with self._published:
-            self._published.wait_for(lambda: self._jpeg_seq != last_seq or self._streams_closed, timeout=_RESEND_S)
-            if self._streams_closed:
+            self._published.wait_for(lambda: self._jpeg_seq != last_seq or self._streams_closed or self.ended,
+                                     timeout=_RESEND_S)
+            if self._streams_closed or self.ended:
                 return None, last_seq
             return (self._jpeg if self._jpeg is not None else b""), self._jpeg_seq
+
+    def final_jpeg(self) -> Optional[bytes]:
+        """The run's last frame as a stream JPEG (encoded now if the encoder had not), once the run
+        has ended; None before, while nothing was ever shown, or when the server stops."""
+        with self._lock:
+            frame, seq = self._frame, self._frame_seq
+        with self._published:
+            if not self.ended or self._streams_closed or frame is None:
+                return None
+            if self._jpeg_seq == seq and self._jpeg is not None:
+                return self._jpeg
+        params = [cv2.IMWRITE_JPEG_QUALITY, self._cfg.stream_jpeg_quality]
+        ok, encoded = cv2.imencode(".jpg", shrink_to_long_side(frame, self._cfg.stream_max_side_px)[0], params)
+        if not ok:
+            return None
+        with self._published:
+            if self._jpeg_seq != seq:
+                self._jpeg, self._jpeg_seq = encoded.tobytes(), seq
+                self.stream_frames += 1
+            return self._jpeg
 
     def close_streams(self) -> None:
         """End every viewer's stream now (the server stops); idempotent."""
@@ -206,20 +229,27 @@ class LiveView(Sink):
 
 class Viewer:
     """One MJPEG viewer's slot (``LiveView.open_viewer()``): ``frames()`` yields each new stream
-    JPEG until the run ends or the streams close; ``close()`` frees the slot (idempotent)."""
+    JPEG until the run ends (then the last frame, unless it was the last sent) or the streams
+    close; ``close()`` frees the slot (idempotent)."""
 
-    def __init__(self, next_jpeg: Callable[[int], Tuple[Optional[bytes], int]], leave: Callable[[], None]) -> None:
+    def __init__(self, next_jpeg: Callable[[int], Tuple[Optional[bytes], int]], leave: Callable[[], None],
+                 final_jpeg: Callable[[], Optional[bytes]]) -> None:
         self._next_jpeg = next_jpeg
         self._leave = leave
+        self._final_jpeg = final_jpeg
         self._closed = False
 
     def frames(self) -> Iterator[bytes]:
-        seq = 0
+        seq, sent = 0, None
         while not self._closed:
             jpeg, seq = self._next_jpeg(seq)
             if jpeg is None:
+                final = self._final_jpeg()
+                if final is not None and final is not sent:
+                    yield final
                 return
             if jpeg:
+                sent = jpeg
                 yield jpeg
 
     def close(self) -> None:

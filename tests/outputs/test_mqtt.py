@@ -160,14 +160,17 @@ def test_people_counts_without_tracking_are_the_latest_frame():
 
 def test_discovery_configs_are_what_home_assistant_expects():
     topics = Topics("streamer", "door", "homeassistant")
-    configs = discovery_configs(topics)
-    assert len({payload["unique_id"] for _, payload in configs}) == len(configs) == 5
+    groups = PeopleCounts(AGE_GROUPS).groups
+    configs = discovery_configs(topics, groups=groups)
+    # people, occupancy, 2 genders, 9 age groups, fps, source
+    assert len({payload["unique_id"] for _, payload in configs}) == len(configs) == 6 + len(groups) == 15
     for topic, payload in configs:
         component, node, object_id, tail = topic.split("/")[1:]
         assert topic.startswith("homeassistant/") and tail == "config"
         assert component in ("sensor", "binary_sensor") and node == "streamer_door"
         assert payload["state_topic"].startswith("streamer/door/")
-        assert payload["availability"][0]["topic"] == "streamer/available"
+        assert [a["topic"] for a in payload["availability"]] == ["streamer/door/available"]
+        assert payload["availability_mode"] == "all"
         assert payload["device"]["identifiers"] == ["streamer_door"]
         assert payload["default_entity_id"] == f"{component}.{payload['unique_id']}" and "object_id" not in payload
         json.dumps(payload)
@@ -176,6 +179,25 @@ def test_discovery_configs_are_what_home_assistant_expects():
     assert by_object["people_female"]["state_topic"] == "streamer/door/people/female"
     assert by_object["source"]["payload_on"] == "up"
     assert by_object["fps"]["value_template"] == "{{ value_json.fps_out }}"
+    assert by_object["people"]["json_attributes_topic"] == "streamer/door/last_event"
+    assert by_object["occupancy"]["device_class"] == "occupancy"
+    assert by_object["occupancy"]["state_topic"] == topics.people
+    assert by_object["people_age_70plus"]["state_topic"] == "streamer/door/people/age/70plus"
+    assert topics.discovery_configs == "homeassistant/+/streamer_door/+/config"
+    bridged = dict(discovery_configs(topics, bridge=True))
+    assert all([a["topic"] for a in p["availability"]] == ["streamer/door/available", "streamer/available"]
+               for p in bridged.values())
+
+
+@pytest.mark.parametrize("count, rendered", [("0", "OFF"), ("3", "ON"), ("", "OFF")])
+def test_occupancy_template_reads_the_people_count(count, rendered):
+    """The binary sensor's Jinja template, as Home Assistant renders it (a minimal stand-in for its
+    int filter with a default)."""
+    jinja2 = pytest.importorskip("jinja2")
+    environment = jinja2.Environment()
+    environment.filters["int"] = lambda value, default=0: int(value) if str(value).strip().isdigit() else default
+    template = dict((t.split("/")[3], p) for t, p in discovery_configs(Topics("s", "c", "h")))["occupancy"]
+    assert environment.from_string(template["value_template"]).render(value=count) == rendered
 
 
 # --- the sink against a real broker ---
@@ -272,7 +294,7 @@ def test_broker_absent_at_start_then_appearing(tmp_path, caplog):
         events = "streamer/door/events"
         assert sub.wait_for(lambda ms: len([m for m in ms if m.topic == events]) >= 5, 15)
         sink.close()
-        assert sub.wait_for(lambda ms: any(m.topic == "streamer/available" and m.text == "offline" for m in ms), 5)
+        assert sub.wait_for(lambda ms: any(m.topic == "streamer/door/available" and m.text == "offline" for m in ms), 5)
         tracks = [m.json()["track"] for m in sub.on(events)]
     assert tracks == list(range(7, 12))
     assert sink.stats()["dropped"] == 7 and sink.stats()["unsent"] == 0
@@ -285,15 +307,99 @@ def test_home_assistant_online_gets_discovery_again(tmp_path):
         sink = MqttSink(_mqtt(broker.port), AGE_GROUPS)
         sink.start(FakeRun())
         configs = lambda ms: [m for m in ms if m.topic.endswith("/config")]  # noqa: E731
-        assert sub.wait_for(lambda ms: len(configs(ms)) == 5, 10)
+        assert sub.wait_for(lambda ms: len(configs(ms)) == 15, 10)
         publisher = paho.Client(paho.CallbackAPIVersion.VERSION2)
         publisher.connect("127.0.0.1", broker.port)
         publisher.loop_start()
         publisher.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
-        assert sub.wait_for(lambda ms: len(configs(ms)) == 10, 10)
+        assert sub.wait_for(lambda ms: len(configs(ms)) == 30, 10)
         publisher.disconnect()
         publisher.loop_stop()
         sink.close()
+
+
+def _retained(port, topics=("#",)) -> dict:
+    """What a newcomer (Home Assistant starting now) finds retained on the broker: topic -> message."""
+    late = Subscriber(port, topics)
+    time.sleep(0.7)  # retained messages arrive right after the SUBACK
+    late.close()
+    return {m.topic: m for m in late.messages if m.retain}
+
+
+@needs_broker
+def test_two_cameras_on_one_broker_each_have_their_availability(tmp_path):
+    """A second run ending says nothing of the first camera; the bridge-level topic says offline
+    only once the last camera under the prefix is gone."""
+    with Broker(tmp_path / "b") as broker:
+        door = MqttSink(_mqtt(broker.port, bridge_availability=True), AGE_GROUPS)
+        garage = MqttSink(_mqtt(broker.port, bridge_availability=True), AGE_GROUPS)
+        door.start(FakeRun("/media/door.mp4"))
+        garage.start(FakeRun("/media/garage.mp4"))
+        with Subscriber(broker.port, ["streamer/#"]) as sub:
+            online = {"streamer/door/available", "streamer/garage/available", "streamer/available"}
+            assert sub.wait_for(lambda ms: online <= {m.topic for m in ms if m.text == "online"}, 10)
+            garage.close()
+            assert sub.wait_for(lambda ms: any(m.topic == "streamer/garage/available" and m.text == "offline"
+                                               for m in ms), 10)
+            retained = _retained(broker.port, ["streamer/#"])
+            assert retained["streamer/door/available"].text == "online"  # the first camera is still live
+            assert retained["streamer/available"].text == "online"
+            door.close()
+            assert sub.wait_for(lambda ms: any(m.topic == "streamer/available" and m.text == "offline" for m in ms), 10)
+        retained = _retained(broker.port, ["streamer/#"])
+        assert {retained[f"streamer/{c}/available"].text for c in ("door", "garage")} == {"offline"}
+        assert retained["streamer/available"].text == "offline"
+
+
+@needs_broker
+def test_stats_are_retained_from_the_start(tmp_path):
+    """Home Assistant's fps sensor has a value long before the first stats interval."""
+    with Broker(tmp_path / "b") as broker:
+        sink = MqttSink(_mqtt(broker.port, stats_interval_s=3600), AGE_GROUPS)
+        sink.start(FakeRun())
+        try:
+            deadline = time.monotonic() + 10
+            retained: dict = {}
+            while "streamer/door/stats" not in retained and time.monotonic() < deadline:
+                retained = _retained(broker.port, ["streamer/door/stats"])
+            stats = retained["streamer/door/stats"].json()
+            assert stats["seq"] == 1 and not stats["final"] and stats["fps_out"] == 25.0
+        finally:
+            sink.close()
+
+
+@needs_broker
+def test_retire_removes_a_finished_camera_and_refuses_a_live_one(tmp_path, capsys):
+    from streamer.cli import main
+
+    with Broker(tmp_path / "b") as broker:
+        for name in ("door", "garage"):
+            sink = MqttSink(_mqtt(broker.port), AGE_GROUPS)
+            sink.start(FakeRun(f"/media/{name}.mp4"))
+            sink.write_records([{"event": "new", "track": 1, "frame": 0, "t_s": 0.0}])
+            time.sleep(0.3)
+            sink.close()
+        live = MqttSink(_mqtt(broker.port), AGE_GROUPS)
+        live.start(FakeRun("/media/porch.mp4"))
+        try:
+            before = _retained(broker.port)
+            node_configs = lambda names, node: [t for t in names if f"/streamer_{node}/" in t]  # noqa: E731
+            assert len(node_configs(before, "door")) == len(node_configs(before, "garage")) == 15
+            # A run keeps its camera's entities (unavailable) when it ends; retiring removes them.
+            assert main(["mqtt", "retire", "door", "--mqtt", f"127.0.0.1:{broker.port}"]) == 0
+            assert "cleared homeassistant/sensor/streamer_door/people/config" in capsys.readouterr().out
+            after = _retained(broker.port)
+            assert not node_configs(after, "door") and not [t for t in after if t.startswith("streamer/door/")]
+            assert len(node_configs(after, "garage")) == 15 and after["streamer/garage/available"].text == "offline"
+            # A camera that is online is refused (its run would put it all back), unless forced.
+            assert main(["mqtt", "retire", "porch", "--mqtt", f"127.0.0.1:{broker.port}"]) == 2
+            assert "porch" in node_configs(_retained(broker.port), "porch")[0]
+            assert main(["mqtt", "retire", "porch", "--mqtt", f"127.0.0.1:{broker.port}", "--force"]) == 0
+            assert not node_configs(_retained(broker.port), "porch")
+        finally:
+            live.close()
+    # No broker there: one line naming the cause.
+    assert main(["mqtt", "retire", "door", "--mqtt", f"127.0.0.1:{free_port()}"]) == 2
 
 
 # --- whole runs on the Tears of Steel clip ---
@@ -368,8 +474,9 @@ def test_run_publishes_events_counts_stats_and_discovery(tmp_path, tears_short, 
     camera = "tears_short"
     with Broker(tmp_path / "b") as broker, Subscriber(broker.port) as sub:
         summary, sink, records = _run(tmp_path, tears_short, broker.port, analyzer)
-        assert sub.wait_for(lambda ms: any(m.topic == "streamer/available" and m.text == "offline" for m in ms), 10)
-        available = [m.text for m in sub.on("streamer/available")]
+        available_topic = f"streamer/{camera}/available"
+        assert sub.wait_for(lambda ms: any(m.topic == available_topic and m.text == "offline" for m in ms), 10)
+        available = [m.text for m in sub.on(available_topic)]
         assert available[0] == "online" and available[-1] == "offline"
 
         # One new and one end per person, the same records as the events file and the report.
@@ -408,18 +515,21 @@ def test_run_publishes_events_counts_stats_and_discovery(tmp_path, tears_short, 
 
         # What a newcomer (Home Assistant starting later) finds retained on the broker.
         late = Subscriber(broker.port)
-        assert late.wait_for(lambda ms: any(m.topic == "streamer/available" for m in ms), 5)
+        assert late.wait_for(lambda ms: any(m.topic == available_topic for m in ms), 5)
         time.sleep(0.5)
         retained = {m.topic: m for m in late.messages if m.retain}
         late.close()
-    assert retained["streamer/available"].text == "offline"
+    assert retained[f"streamer/{camera}/available"].text == "offline"
+    assert "streamer/available" not in retained  # bridge availability is off by default
     assert retained[f"streamer/{camera}/people"].text == "0"
+    assert retained[f"streamer/{camera}/stats"].json()["final"]
+    assert retained[f"streamer/{camera}/last_event"].json() == published[-1]
     configs = {t: m.json() for t, m in retained.items() if t.startswith("homeassistant/")}
-    assert len(configs) == 5
+    assert len(configs) == 15
     for topic, payload in configs.items():
         assert topic.endswith("/config") and payload["unique_id"] and payload["state_topic"].startswith(
             f"streamer/{camera}/")
-        assert payload["availability"][0]["topic"] == "streamer/available"
+        assert payload["availability"][0]["topic"] == f"streamer/{camera}/available"
 
 
 @needs_broker
@@ -452,7 +562,8 @@ def test_broker_killed_mid_run_and_restarted(tmp_path, analyzer):
         helper.join(30)
         assert summary["stopped_by"] == "end of input" and outage.get("restarted")
         camera = "blender_tears_of_steel_10s"
-        assert sub.wait_for(lambda ms: any(m.topic == "streamer/available" and m.text == "offline" for m in ms), 15)
+        assert sub.wait_for(lambda ms: any(m.topic == f"streamer/{camera}/available" and m.text == "offline"
+                                           for m in ms), 15)
         published = _events(sub, camera)
         assert {(e["event"], e["track"]) for e in published} == {(r["event"], r["track"]) for r in records}
         stats = [m.json() for m in sub.on(f"streamer/{camera}/stats")]
@@ -477,7 +588,7 @@ def test_last_will_on_sigkill(tmp_path, models_env):
 
     from conftest import REPO, SHARED_MEDIA
 
-    with Broker(tmp_path / "b") as broker, Subscriber(broker.port, ["streamer/available"]) as sub:
+    with Broker(tmp_path / "b") as broker, Subscriber(broker.port, ["streamer/+/available"]) as sub:
         process = subprocess.Popen(
             [sys.executable, str(REPO / "run.py"), "--source", str(SHARED_MEDIA / TEARS), "--no-window",
              "--no-progress", "--output", str(tmp_path / "out.mp4"), "--mqtt", f"127.0.0.1:{broker.port}"],

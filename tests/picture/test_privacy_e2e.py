@@ -16,7 +16,7 @@ from conftest import SHARED_MEDIA, models_dirs
 
 from streamer import app as app_module
 from streamer.app import RunOptions
-from streamer.boxes import box_iou
+from streamer.boxes import box_iou, covered_share
 from streamer.cli import main
 from streamer.config import Config, override
 from streamer.models.store import ModelStore
@@ -124,7 +124,16 @@ def test_every_face_of_the_clip_is_hidden_on_every_frame(models_env, tmp_path):
 def test_every_face_of_the_group_photo_is_hidden(models_env, tmp_path, mode):
     config = override(Config(), {"output.anonymize": mode, "output.labels": False, "output.window": False})
     output, events = tmp_path / "group.png", tmp_path / "group.jsonl"
-    app_module.run(config, RunOptions(source=str(PHOTO), output=output, events=events, window=False))
+    masked: List[np.ndarray] = []
+
+    class Recording(Worker):
+        def process(self, frame, dropped=0):
+            result, annotated = super().process(frame, dropped)
+            masked.append(self.anonymizer.last_boxes.copy())
+            return result, annotated
+
+    with mock.patch.object(app_module, "Worker", Recording):
+        app_module.run(config, RunOptions(source=str(PHOTO), output=output, events=events, window=False))
     before, after = cv2.imread(str(PHOTO)), cv2.imread(str(output))
     reference = _reference([before, before])[0]  # a photo: its own neighbour
     assert len(reference) >= 5
@@ -132,10 +141,13 @@ def test_every_face_of_the_group_photo_is_hidden(models_env, tmp_path, mode):
         left = _detail(after, box) / _detail(before, box)
         assert left < MAX_DETAIL_LEFT, f"face {box.round().tolist()} keeps {left:.2f} of its detail"
     (event,) = [json.loads(line) for line in events.read_text().splitlines()]
-    boxes = np.array([face["xyxy"] for face in event["faces"]], np.float32)
+    faces = np.array([face["xyxy"] for face in event["faces"]], np.float32)
+    (boxes,) = masked  # the faces' boxes, and the mask detector's (grown) that reach beyond them
+    assert (box_iou(boxes, faces).max(axis=1) > 0.3).all(), "on this photo every mask is on a face"
+    assert (covered_share(faces, boxes) >= 0.99).all(), "every face of the events is masked"
     spec = MaskSpec(mode, config.output.anonymize_shape, config.output.anonymize_scale, 0)
     # The PNG is lossless; the photo was a JPEG, decoded once: pixels outside the masks are equal
-    # (the masks grown by 2 px: the events round boxes to 0.1 px).
+    # (the masks grown by 2 px for the ellipses' rounding).
     masks = cv2.dilate(face_mask(before.shape[:2], boxes, spec).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     assert not ((after != before).any(axis=2) & ~masks).any()
 
@@ -217,7 +229,8 @@ DIM_FACE_NEAR = (283.0, 45.0)  # its centre, frame pixels
 
 def test_a_face_only_the_mask_detector_finds_is_hidden(models_env, tmp_path):
     """The stage clip, default tracked run, solid masks: the dim audience face the main detector
-    never finds is covered on every frame it shows, by the mask detector (YuNet, by default)."""
+    never finds is covered on every frame it shows, by the mask detector (CenterFace at 640 px,
+    mirrored, by default)."""
     config = override(Config(), {"output.anonymize": "solid", "output.labels": False, "output.hud": False,
                                  "output.window": False, **LOSSLESS})
     output = tmp_path / "stage.mkv"
@@ -253,7 +266,8 @@ def test_a_missing_mask_detector_model_is_one_clear_error(tmp_path, monkeypatch,
             if model_dir.is_dir() and model_dir.name != "yunet_2023mar" and not (models / model_dir.name).exists():
                 (models / model_dir.name).symlink_to(model_dir)
     config = tmp_path / "config.yaml"
-    config.write_text(f"models:\n  dir: {models}\n  auto_fetch: false\n", encoding="utf-8")
+    config.write_text(f"models:\n  dir: {models}\n  auto_fetch: false\noutput:\n  anonymize_detector: yunet\n",
+                      encoding="utf-8")
     monkeypatch.delenv("STREAMER_MODELS_DIR", raising=False)
     output = tmp_path / "out.jpg"
     code = main(["--config", str(config), "--source", str(PHOTO), "--output", str(output), "--anonymize", "blur"])

