@@ -450,7 +450,7 @@ def analyzer():
             os.environ["STREAMER_MODELS_DIR"] = previous
 
 
-def _run(tmp_path, source, port, analyzer, **mqtt_changes):
+def _run(tmp_path, source, port, analyzer, paced=False, **mqtt_changes):
     from streamer.app import RunOptions, run
 
     config = override(Config(), {"output.window": False, **{f"mqtt.{k}": v for k, v in {
@@ -458,7 +458,7 @@ def _run(tmp_path, source, port, analyzer, **mqtt_changes):
         "reconnect_max_s": 0.5, "flush_timeout_s": 10.0, **mqtt_changes}.items()}})
     sink = MqttSink(config.mqtt, config.classifier.age_groups)
     options = RunOptions(source=str(source), output=tmp_path / "out.mp4", events=tmp_path / "events.jsonl",
-                         window=False, progress=False, report=tmp_path / "people")
+                         window=False, progress=False, report=tmp_path / "people", paced=paced)
     summary = run(config, options, analyzer=analyzer, sinks=[sink])
     records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     return summary, sink, [r for r in records if "event" in r]
@@ -558,7 +558,9 @@ def test_broker_killed_mid_run_and_restarted(tmp_path, analyzer):
     helper = threading.Thread(target=outage_once, daemon=True)
     helper.start()
     try:
-        summary, sink, records = _run(tmp_path, SHARED_MEDIA / TEARS, broker.port, analyzer)
+        # Paced at the clip's 24 fps (10 s), as a camera: on a quiet machine the whole clip otherwise
+        # ran in less time than the outage takes, and nothing came after the restart.
+        summary, sink, records = _run(tmp_path, SHARED_MEDIA / TEARS, broker.port, analyzer, paced=True)
         helper.join(30)
         assert summary["stopped_by"] == "end of input" and outage.get("restarted")
         camera = "blender_tears_of_steel_10s"

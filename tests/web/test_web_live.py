@@ -337,6 +337,8 @@ def test_serve_a_clip_in_aggregate_privacy_refuses_pictures(models_env, tmp_path
             status, body = get(url, path)
             assert status == 403 and "--privacy aggregate" in json.loads(body)["error"], path
         assert get(url, "/api/latest.json")[0] == 200
+        status, page = get(url, "/")  # the page asks for no picture either: the counts only
+        assert status == 200 and b"stream.mjpeg" not in page and b"the counts only" in page
     finally:
         status, _ = served.stop(signal.SIGTERM)
     assert status == 0, "".join(served.log)
