@@ -1,4 +1,4 @@
-"""The cost of zones, lines and attention per frame (issue 26), and of drawing them.
+"""The cost of zones, lines and attention per frame, and of drawing them.
 
     python3 bench/audience.py [--frames 2000] [--repeats 3] [--json out/bench_audience.json]
 

@@ -1,4 +1,4 @@
-"""Audience measurement (issue 26): zones with dwell time, counting lines, and attention (looking at
+"""Audience measurement: zones with dwell time, counting lines, and attention (looking at
 the camera) per person, from the tracker's boxes and the detector's 5 landmarks; the counts of a
 run split by age group and gender (``tally.py``)."""
 

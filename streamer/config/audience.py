@@ -1,4 +1,4 @@
-"""The audience section: zones, counting lines and the attention test (issue 26).
+"""The audience section: zones, counting lines and the attention test.
 
 Zones and lines are in relative frame coordinates (0-1, x to the right, y down), so one config
 fits a camera at any resolution; they are named, and the names become event fields, MQTT topic

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, REPORT_HTML = "people.csv", "people.json", "summary.json", "report.html"
 CHART_FILES = ("age_gender.png", "in_view.png", "dwell.png")
 REPORT_FILES = (PEOPLE_CSV, PEOPLE_JSON, SUMMARY_JSON, *CHART_FILES, REPORT_HTML)
-# With zones or lines (issue 26), also: their tables by age group and gender, and two charts.
+# With zones or lines, also: their tables by age group and gender, and two charts.
 ZONES_CSV, LINES_CSV = "zones.csv", "lines.csv"
 AUDIENCE_FILES = (ZONES_CSV, LINES_CSV, "zone_entries.png", "zone_dwell.png")
 _AUDIENCE_KINDS = ("zone_enter", "zone_exit", "line_cross")
