@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import __version__
-from .config import ANONYMIZE_MODES, LOCAL_CONFIG, Config, config_path, load_config, override
+from .config import ANONYMIZE_MODES, LOCAL_CONFIG, MODES, Config, config_path, load_config, override
 from .errors import ConfigError, StreamerError
 
 if TYPE_CHECKING:
@@ -40,12 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamer")
 
 DEMO_SOURCE = "demo"
-# --mode is shorthand for the two switches in config.yaml.
-MODES = {
-    "all": {"motion.enabled": False, "tracking.enabled": False},
-    "gated": {"motion.enabled": True, "tracking.enabled": False},
-    "tracked": {"motion.enabled": True, "tracking.enabled": True},
-}
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
 EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command",
