@@ -100,3 +100,51 @@ class CameraConfig(_Section):
         if self.labels is not None:
             changes["output.labels"] = self.labels
         return changes
+
+
+@section
+class SiteConfig(_Section):
+    """How ``streamer run`` keeps several cameras going: one worker process each, restarted when it
+    dies or goes silent."""
+
+    restart_backoff_s: float = setting(
+        default=1.0,
+        gt=0.0,
+        le=600.0,
+        description="Wait before restarting a worker that died or went silent; doubled at each restart in a row "
+        "(1, 2, 4 ... s), up to restart_backoff_max_s.",
+    )
+    restart_backoff_max_s: float = setting(
+        default=60.0,
+        gt=0.0,
+        le=3600.0,
+        description="The longest wait between restarts; a worker that then runs this long delivering frames "
+        "starts again from restart_backoff_s at its next failure.",
+    )
+    silent_s: float = setting(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="A worker that delivers no frame for this long (hung in a model, a driver, a stopped process) "
+        "is killed and restarted. Above capture.read_timeout_s and a reconnect: a camera that is down is the "
+        "worker's own business (it reconnects), a worker that does not answer is the site's.",
+    )
+    start_timeout_s: float = setting(
+        default=120.0,
+        gt=0.0,
+        le=3600.0,
+        description="A new worker has this long for its first frame (loading models, opening the camera) before "
+        "it counts as silent.",
+    )
+    stop_timeout_s: float = setting(
+        default=20.0,
+        gt=0.0,
+        le=600.0,
+        description="On Ctrl-C or SIGTERM each worker gets this long to finish its outputs and summary; then it "
+        "is killed (its summary then says so, from the site).",
+    )
+
+    def _check(self) -> None:
+        if self.restart_backoff_max_s < self.restart_backoff_s:
+            raise _BadValue("restart_backoff_max_s", f"must be >= restart_backoff_s ({self.restart_backoff_s:g})",
+                            self.restart_backoff_max_s)

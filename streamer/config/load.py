@@ -13,7 +13,7 @@ import yaml
 from ..errors import ConfigError
 from .analysis import ClassifierConfig, DetectorConfig, DnnConfig, ModelsConfig
 from .audience import AudienceConfig
-from .cameras import CAMERA_SECTIONS, CameraConfig
+from .cameras import CAMERA_SECTIONS, CameraConfig, SiteConfig
 from .frames import CaptureConfig, MotionConfig, TrackingConfig
 from .outputs import MqttConfig, OutputConfig, ReportConfig, WebConfig
 from .schema import _SHORT, _BadValue, _build, _Section, _UnknownKey, section, setting
@@ -37,6 +37,7 @@ class Config(_Section):
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
     audience: AudienceConfig = dataclasses.field(default_factory=AudienceConfig)
+    site: SiteConfig = dataclasses.field(default_factory=SiteConfig)
     cameras: Dict[str, CameraConfig] = setting(
         default={},
         description="Several cameras from this one file (`streamer run --config site.yaml` runs them all, each in "
