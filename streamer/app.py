@@ -428,7 +428,8 @@ def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _
         outputs.sinks.append(outputs.pictures)
     if options.events is not None:
         # A live run continues the file: a service restarted after a stop, a crash or a reboot.
-        outputs.events = EventsSink(options.events, overwrite, append=shape.info.kind == "live")
+        outputs.events = EventsSink(options.events, overwrite, append=shape.info.kind == "live",
+                                    camera=config.mqtt.camera)
         outputs.sinks.append(outputs.events)
     if options.report is not None and shape.tracked:
         outputs.report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import __version__
-from .config import ANONYMIZE_MODES, LOCAL_CONFIG, Config, config_path, load_config, override
+from .config import ANONYMIZE_MODES, LOCAL_CONFIG, MODES, Config, config_path, load_config, override
 from .errors import ConfigError, StreamerError
 
 if TYPE_CHECKING:
@@ -40,12 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamer")
 
 DEMO_SOURCE = "demo"
-# --mode is shorthand for the two switches in config.yaml.
-MODES = {
-    "all": {"motion.enabled": False, "tracking.enabled": False},
-    "gated": {"motion.enabled": True, "tracking.enabled": False},
-    "tracked": {"motion.enabled": True, "tracking.enabled": True},
-}
 # Commands implemented in their own module (see the module docstring for the two functions each
 # offers); registered when the module exists.
 EXTRA_COMMANDS = {"serve": "streamer.web.command", "report": "streamer.report.command",
@@ -55,6 +49,7 @@ HELP_FLAGS = ("-h", "--help")
 
 _USAGE = """
   {prog} [run] --source SRC [--config PATH] [--output PATH] [--events PATH.jsonl] [--no-window]
+  {prog} run --config SITE.yaml [--camera NAME] [--summary SITE.json]   (the cameras section)
   {pad}[--mode all|gated|tracked] [--summary PATH.json] [--report DIR] [--overwrite]
   {pad}[--mqtt HOST[:PORT]] [--anonymize blur|pixelate|solid] [--no-labels]
   {pad}[--privacy full|aggregate] [-v | -vv]
@@ -113,8 +108,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser, top_level: bool, source_
 
     parser.add_argument(
         "--source", required=source_required and not top_level, default=None if top_level else argparse.SUPPRESS,
-        help="what to analyse (see sources below)",
+        help="what to analyse (see sources below)" + ("; without it, every camera of the config's cameras "
+                                                       "section" if not source_required else ""),
     )
+    if not source_required or top_level:
+        add("--camera", metavar="NAME", help="run only this camera of the config's cameras section, in this process")
     add(
         "--output",
         type=Path,
@@ -230,7 +228,7 @@ def build_parser(prog: Optional[str] = None, argv: Sequence[str] = ()) -> argpar
         "run", help="analyse a source (the default command)", epilog=_EPILOG,
         description="Detect faces and estimate gender and age in a photo, folder, video file or live stream.",
     )
-    _add_run_arguments(run_parser, top_level=False)
+    _add_run_arguments(run_parser, top_level=False, source_required=False)
     run_parser.set_defaults(_main=_run_main)
 
     models_parser = commands.add_parser(
@@ -397,6 +395,8 @@ def print_summary(summary: dict) -> None:
 def _run_main(args: argparse.Namespace) -> int:
     from .app import run
 
+    if args.source is None or getattr(args, "camera", None):
+        return _site_main(args)
     config, options = run_options(args)
     try:
         summary = run(config, options)
@@ -407,6 +407,70 @@ def _run_main(args: argparse.Namespace) -> int:
         raise
     print_summary(summary)
     return 0
+
+
+def _site_main(args: argparse.Namespace) -> int:
+    """``run`` without --source: every camera of the config (supervised workers), or with
+    --camera NAME that one camera in this process."""
+    from .config import camera_config
+
+    config: Config = args.config_obj
+    if not config.cameras:
+        raise ConfigError("run needs --source, or a config with a cameras section (--config site.yaml; "
+                          "README, Several cameras)")
+    if args.source is not None:
+        raise ConfigError("--camera runs a camera of the config with its own source; drop --source")
+    for flag, given in (("--output", args.output), ("--events", args.events), ("--report", args.report)):
+        if given and not args.camera:
+            raise ConfigError(f"{flag} names one file, and this config runs {len(config.cameras)} cameras; give "
+                              f"each its own in the config (cameras.<name>.{flag[2:]}), or run one with --camera NAME")
+    site_summary = args.summary or Path("out") / "site.summary.json"
+    args.source = ""
+    _, base = run_options(args)
+
+    def adjust(merged: Config) -> Config:
+        """The command line's flags win over the file's, the camera's own keys included."""
+        if args.mode:
+            merged = override(merged, MODES[args.mode])
+        if args.mqtt:
+            from .outputs.mqtt_messages import cli_overrides
+
+            merged = override(merged, cli_overrides(args.mqtt))
+        return apply_privacy_arguments(merged, args)
+
+    if args.camera:
+        import dataclasses
+
+        from .app import run
+        from .site import camera_jobs
+
+        camera_config(config, args.camera)  # an unknown name: the error lists the known ones
+        job = camera_jobs(config, base, [args.camera], site_summary, adjust)[0]
+        options = dataclasses.replace(
+            job.options, window=not args.no_window, progress=False if args.no_progress else None,
+            output=args.output or job.options.output, events=args.events or job.options.events,
+            summary_json=args.summary or job.options.summary_json, report=args.report)
+        print_summary(run(job.config, options))
+        return 0
+    from .site import run_site
+
+    summary = run_site(config, base, site_summary, args.verbose, adjust)
+    print_site_summary(summary, site_summary)
+    return 0
+
+
+def print_site_summary(summary: dict, path: Path) -> None:
+    """The site summary as ``run`` prints it: a line per camera, then the site's."""
+    lines = []
+    for name, camera in summary["cameras"].items():
+        lines.append(f"{name:<12}  {camera.get('frames_read', 0)} frames, {camera.get('fps', 0.0)} fps, "
+                     f"{camera.get('dropped', 0)} dropped, {camera['restarts']} restarts"
+                     + (f" ({camera['restart_reasons'][-1]})" if camera["restart_reasons"] else "")
+                     + (f", summary {camera['summary']}" if camera["summary"] else f"; {camera.get('error')}"))
+    site = summary["site"]
+    lines.append(f"site          {site['cameras']} cameras, {site['restarts']} restarts, stopped by "
+                 f"{site['stopped_by']}; {path}")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:

@@ -268,7 +268,7 @@ def test_config_is_read_wherever_it_is_given(argv, tmp_path, caplog):
 
 @pytest.mark.parametrize(
     "argv, needle",
-    [([], "required: --source"), (["run"], "required: --source"), (["models"], "required: ACTION"),
+    [([], "required: --source"), (["models"], "required: ACTION"),
      (["models", "check"], "invalid choice: 'check'"), (["serve2"], "invalid choice")],
 )
 def test_incomplete_command_lines_are_usage_errors(argv, needle, capsys):
@@ -276,6 +276,27 @@ def test_incomplete_command_lines_are_usage_errors(argv, needle, capsys):
         main(argv)
     assert stop.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run"], "run needs --source, or a config with a cameras section"),
+    (["run", "--camera", "door"], "run needs --source, or a config with a cameras section"),
+])
+def test_run_without_a_source_needs_cameras(argv, needle, caplog):
+    assert main(argv) == 2
+    assert needle in caplog.text
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--camera", "hall"], "no camera 'hall' in the config; its cameras: door, till"),
+    (["--events", "e.jsonl"], "--events names one file, and this config runs 2 cameras"),
+    (["--camera", "door", "--source", "x.mp4"], "--camera runs a camera of the config with its own source"),
+])
+def test_site_command_line_errors_name_the_fix(extra, needle, tmp_path, caplog):
+    site = tmp_path / "site.yaml"
+    site.write_text("cameras:\n  door: {source: a.mp4}\n  till: {source: b.mp4}\n")
+    assert main(["run", "--config", str(site), *extra]) == 2
+    assert needle in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamer.config import PACKAGED_CONFIG, REPO_ROOT, Config  # noqa: E402
+from streamer.config import PACKAGED_CONFIG, REPO_ROOT, CameraConfig, Config  # noqa: E402
 
 TARGETS = (PACKAGED_CONFIG, REPO_ROOT / "config.yaml")
 
@@ -43,12 +43,29 @@ def render(config: Config) -> str:
     values = config.to_dict()  # plain lists, as YAML writes them
     for section_field in dataclasses.fields(config):
         section_name = section_field.name
+        if section_name == "cameras":
+            out.extend(_cameras(section_field, values[section_name]))
+            continue
         out.append(f"\n{section_name}:")
         for field in dataclasses.fields(getattr(config, section_name)):
             for line in textwrap.wrap(field.metadata["description"], width=94):
                 out.append(f"  # {line}")
             out.append(f"  {field.name}: {_yaml_value(values[section_name][field.name])}")
     return "\n".join(out) + "\n"
+
+
+def _cameras(field, value) -> list:
+    """The cameras mapping: its description, each camera key's (commented: there is no default
+    camera), and its value."""
+    out = [""]
+    for line in textwrap.wrap(field.metadata["description"], width=96):
+        out.append(f"# {line}")
+    out.append("# Keys of each camera:")
+    for key_field in dataclasses.fields(CameraConfig):
+        for i, line in enumerate(textwrap.wrap(key_field.metadata["description"], width=84)):
+            out.append(f"#   {key_field.name + ':' if i == 0 else '':<12} {line}".rstrip())
+    out.append(f"cameras: {_yaml_value(value)}")
+    return out
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ import yaml
 from ..errors import ConfigError
 from .analysis import ClassifierConfig, DetectorConfig, DnnConfig, ModelsConfig
 from .audience import AudienceConfig
+from .cameras import CAMERA_SECTIONS, CameraConfig, SiteConfig
 from .frames import CaptureConfig, MotionConfig, TrackingConfig
 from .outputs import MqttConfig, OutputConfig, ReportConfig, WebConfig
-from .schema import _SHORT, _BadValue, _build, _Section, _UnknownKey, section
+from .schema import _SHORT, _BadValue, _build, _Section, _UnknownKey, section, setting
 
 # A config is a few hundred values. YAML aliases can make a few lines expand to billions (an
 # "alias bomb"), which would take minutes and gigabytes to check: refuse anything above this.
@@ -36,6 +37,16 @@ class Config(_Section):
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
     audience: AudienceConfig = dataclasses.field(default_factory=AudienceConfig)
+    site: SiteConfig = dataclasses.field(default_factory=SiteConfig)
+    cameras: Dict[str, CameraConfig] = setting(
+        default={},
+        description="Several cameras from this one file (`streamer run --config site.yaml` runs them all, each in "
+        "its own process; --camera NAME runs one): names (1-40 letters, digits, '_', '-'; they become MQTT "
+        "topic levels) to each camera's source, output, events, summary, mode, privacy, anonymize and "
+        "labels, and overrides of the detector, classifier, capture, motion, tracking, report and audience "
+        "sections for it alone. e.g. {door: {source: 'rtsp://cam1/stream', events: out/door.jsonl, mode: "
+        "tracked}, till: {source: 'rtsp://cam2/stream', detector: {score: 0.6}}}. README, Several cameras.",
+    )
 
 
 def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
@@ -45,12 +56,63 @@ def parse_config(data: Any, path: Path = Path("<config>")) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     try:
-        return _build(Config, data)
+        config = _build(Config, data)
     except _UnknownKey as error:
         raise ConfigError(f"{path}: {error}") from None
     except _BadValue as error:
-        raise ConfigError(f"{path}: bad value for '{error.key}': {error.message} (got {_SHORT.repr(error.got)}); "
-                          f"see the comment on '{error.key}' in config.yaml") from None
+        raise _bad_value(path, error) from None
+    _check_camera_names(config, path)
+    for name in config.cameras:  # each camera's merged config is checked now, not when it starts
+        camera_config(config, name, path)
+    return config
+
+
+def _bad_value(path: Path, error: _BadValue, prefix: str = "") -> ConfigError:
+    key = prefix + error.key
+    return ConfigError(f"{path}: bad value for '{key}': {error.message} (got {_SHORT.repr(error.got)}); "
+                       f"see the comment on '{error.key}' in config.yaml")
+
+
+def _check_camera_names(config: Config, path: Path) -> None:
+    """Camera names differ in more than case: each is a Home Assistant device id, which is lower case."""
+    seen: Dict[str, str] = {}
+    for name in config.cameras:
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise ConfigError(f"{path}: cameras '{other}' and '{name}' differ only in case; their MQTT devices "
+                              "would be one. Rename one")
+
+
+def camera_config(config: Config, name: str, path: Path = Path("<config>")) -> Config:
+    """The config of camera ``name`` of ``config.cameras``: the global sections with the camera's
+    overrides merged key by key, its mode and privacy switches applied, ``mqtt.camera`` set to its
+    name (and an explicit ``mqtt.client_id`` suffixed by it: one id per connection), and no cameras
+    of its own. ConfigError naming ``cameras.<name>.<key>`` for a bad override."""
+    if name not in config.cameras:
+        known = ", ".join(config.cameras) or "none"
+        raise ConfigError(f"no camera '{name}' in the config; its cameras: {known}")
+    camera = config.cameras[name]
+    data = config.to_dict()
+    data["cameras"] = {}
+    prefix = f"cameras.{name}."
+    for section_name in CAMERA_SECTIONS:
+        for key, value in getattr(camera, section_name).items():
+            if key not in data[section_name]:
+                raise ConfigError(f"{path}: unknown config key '{prefix}{section_name}.{key}'; check the spelling "
+                                  f"against the {section_name} section of config.yaml")
+            data[section_name][key] = value
+    for dotted, value in camera.changes().items():
+        section_name, key = dotted.split(".")
+        data[section_name][key] = value
+    data["mqtt"]["camera"] = name
+    if data["mqtt"]["client_id"]:
+        data["mqtt"]["client_id"] = f"{data['mqtt']['client_id']}-{name}"
+    try:
+        return _build(Config, data)
+    except _UnknownKey as error:
+        raise ConfigError(f"{path}: {_UnknownKey(prefix + error.key, prefix + error.section)}") from None
+    except _BadValue as error:
+        raise _bad_value(path, error, prefix) from None
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]

@@ -135,7 +135,12 @@ class _Section:
                     raise _BadValue(spec.name, f"expected a mapping of {spec.name} settings", value)
                 continue
             if typing.get_origin(hint) in (dict, Dict):
-                object.__setattr__(self, spec.name, _named_sections(spec.name, typing.get_args(hint)[1], value))
+                item_cls = typing.get_args(hint)[1]
+                if isinstance(item_cls, type) and issubclass(item_cls, _Section):
+                    object.__setattr__(self, spec.name, _named_sections(spec.name, item_cls, value))
+                elif not isinstance(value, dict):
+                    # A plain mapping (a camera's section overrides): checked where it is merged.
+                    raise _BadValue(spec.name, "expected a mapping of settings", value)
                 continue
             try:
                 converted = _convert(hint, value)

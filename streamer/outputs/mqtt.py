@@ -39,12 +39,13 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -731,3 +732,78 @@ def build_sinks(config, given: Sequence[Sink] = ()) -> List[MqttSink]:
         return []
     _paho()
     return [MqttSink(config.mqtt, config.classifier.age_groups, config.audience)]
+
+
+def listen_events(config: MqttConfig, handle: Callable[[dict], None], stop: threading.Event,
+                  duration_s: Optional[float] = None) -> int:
+    """Every camera's events under ``config.topic_prefix`` (``<prefix>/+/events``, QoS 1), each
+    JSON object given to ``handle`` on this thread, until ``stop`` is set or ``duration_s`` has
+    passed (None: only ``stop``). A message that is not a JSON object is logged and skipped; a lost
+    connection is retried by paho (events sent meanwhile are lost: QoS 1 without a persistent
+    session). MqttError when the broker cannot be reached or refuses the login at the start.
+    Returns how many events were handled."""
+    import queue
+
+    client = _plain_client(config, config.client_id or f"{config.topic_prefix}-report-{os.getpid()}")
+    inbox: "queue.Queue[bytes]" = queue.Queue(maxsize=100_000)
+    answer: Dict[str, Any] = {}
+    subscribed = threading.Event()
+    topic = f"{config.topic_prefix}/+/events"
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        answer["reason"] = reason_code
+        if not reason_code.is_failure:
+            client.subscribe(topic, qos=1)
+
+    def on_message(client, userdata, message) -> None:
+        try:
+            inbox.put_nowait(bytes(message.payload))
+        except queue.Full:
+            answer["dropped"] = answer.get("dropped", 0) + 1
+
+    client.on_connect, client.on_message = on_connect, on_message
+    client.on_subscribe = lambda *_args: subscribed.set()
+    where = f"MQTT broker {config.host}:{config.port}"
+    try:
+        client.connect(config.host, config.port, keepalive=config.keepalive_s)
+    except Exception as error:
+        raise MqttError(f"{where}: {_connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]}") from None
+    client.loop_start()
+    handled = 0
+    try:
+        if not subscribed.wait(config.connect_timeout_s):
+            reason = answer.get("reason")
+            cause = (f"the broker refused the login ({str(reason).lower()})" if reason is not None and reason.is_failure
+                     else f"no MQTT answer within {config.connect_timeout_s:g} s")
+            raise MqttError(f"{where}: {cause}")
+        log.info("listening to %s on %s", topic, where)
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            try:
+                payload = inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                event = json.loads(payload)
+            except ValueError:
+                log.warning("%s: a message on %s is not JSON; skipped", where, topic)
+                continue
+            if isinstance(event, dict):
+                handle(event)
+                handled += 1
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    while True:  # what arrived before the disconnect
+        try:
+            event = json.loads(inbox.get_nowait())
+        except queue.Empty:
+            break
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            handle(event)
+            handled += 1
+    if answer.get("dropped"):
+        log.warning("%s: %d events dropped (more than 100000 waiting)", where, answer["dropped"])
+    return handled

@@ -139,11 +139,15 @@ class EventsSink(Sink):
     service restarted after a stop, a crash or a reboot) continues an existing file instead: a
     torn last line (a power cut mid-write) is cut first and counted in ``torn_lines_cut``. A
     failed write is a SinkError saying how many lines are in the file, which is cut back to its
-    last whole line.
+    last whole line. ``camera``: the run's camera name (a site's camera, ``mqtt.camera``), put in
+    every object, so that events of several cameras read together (``streamer report a.jsonl
+    b.jsonl``) say whose they are, as their MQTT messages do.
     """
 
-    def __init__(self, path: Path, overwrite: bool = False, append: bool = False) -> None:
+    def __init__(self, path: Path, overwrite: bool = False, append: bool = False,
+                 camera: Optional[str] = None) -> None:
         self.path = Path(path)
+        self._camera = {"camera": camera} if camera else {}
         special = is_special(self.path)
         self.torn_lines_cut = 0
         self._start = 0  # bytes of an earlier run's lines that this run appends to
@@ -200,6 +204,8 @@ class EventsSink(Sink):
     def write_record(self, record: dict) -> None:
         if self._file is None:
             raise SinkError(f"events file {self.path} is already closed")
+        if self._camera:
+            record = {**record, **self._camera}
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
         try:
             self._file.write(line)

@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Protocol, Sequence, Set, Tuple, TypeVar
 
 from ..audience.tally import AudienceTally
 from ..config import AudienceConfig, ReportConfig
@@ -417,7 +417,24 @@ def _lines(handle: io.BufferedReader) -> Iterable[Tuple[bytes, bool]]:
         yield line, False
 
 
-def read_events(path: Path, report: PeopleReport) -> PeopleReport:
+class EventsReport(Protocol):
+    """What ``read_events`` feeds: a ``PeopleReport``, or a ``fleet.FleetReport`` of several cameras."""
+
+    @property
+    def warnings(self) -> List[str]: ...
+
+    @property
+    def untracked_faces(self) -> int: ...
+
+    def add(self, event: dict) -> None: ...
+
+    def all_rows(self) -> List[dict]: ...
+
+
+Report = TypeVar("Report", bound=EventsReport)
+
+
+def read_events(path: Path, report: Report) -> Report:
     """Feed every usable line of the events file ``path`` to ``report``, in one pass. Lines that
     cannot be used (not UTF-8, not JSON, not a streamer event, cut short at the end of the file) are
     skipped and named in warnings (logged and kept in ``report.warnings``). SourceError (exit 2)

@@ -82,6 +82,19 @@ def test_events_sink_flushes_each_line(tmp_path):
     }
 
 
+@pytest.mark.parametrize("camera, expected", [("door", "door"), (None, None)])
+def test_events_of_a_named_camera_say_so_on_every_line(tmp_path, camera, expected):
+    """A site's camera (mqtt.camera) is named on frames and records alike, as in its MQTT messages,
+    so that several cameras' files read together tell them apart; an unnamed run adds nothing."""
+    frame = Frame(bgr=np.zeros((4, 4, 3), np.uint8), index=1, t_s=1.0, source="rtsp://cam/1")
+    with EventsSink(tmp_path / "e.jsonl", camera=camera) as sink:
+        sink.write(FrameResult(frame=frame, faces=()))
+        sink.write_records([{"event": "end", "track": 1, "t_s": 1.0}])
+    lines = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [line.get("camera") for line in lines] == [expected, expected]
+    assert all(("camera" in line) is (camera is not None) for line in lines)
+
+
 def test_write_image_checks_extension(tmp_path):
     write_image(tmp_path / "a" / "b.png", np.zeros((5, 5, 3), np.uint8))
     assert cv2.imread(str(tmp_path / "a" / "b.png")).shape == (5, 5, 3)
