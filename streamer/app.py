@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,16 +41,15 @@ from .report.build import ReportSink, report_paths
 from .report.tally import PeopleTally
 from .sources.capture import FrameSource, SourceInfo
 from .sources.source import open_source, redact
+from .stopping import StopSignals, pace
+from .summary import counts, recorded, summary_of, write_summary
 from .tracking.flow import BoxFlow
 from .tracking.motion import MotionGate
 from .tracking.tracker import Tracker
-from .types import Frame, FrameResult, age_group_labels
+from .types import FrameResult, age_group_labels
 from .worker import Finding, PictureSpec, Worker
 
 log = logging.getLogger(__name__)
-
-# A paced file's wait for its next frame is cut into slices this long, so a stop is heard at once.
-_PACE_SLICE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -69,56 +66,6 @@ class RunOptions:
     overwrite: bool = False  # replace existing output files (else they are refused before the run)
     paced: bool = False  # a video file is read at its own fps, not as fast as it decodes (serve's live view)
     default_output: bool = True  # no --output: write out/<name>_annotated.* (serve: write nothing)
-
-
-class _StopSignals:
-    """Ctrl-C (SIGINT) and SIGTERM ask the run to stop at the next frame boundary, so that the
-    video, the events and the summary always agree on the frames written. While the loop waits
-    for a frame (a stalled camera, a reconnect) the signal interrupts the wait at once, and a
-    second signal interrupts whatever runs (a stage that hangs). Once the loop is over
-    (``finishing``), signals are noted but interrupt nothing: finishing the files and the summary
-    is bounded work, and cutting it short would lose them."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.waiting = False
-        self.finishing = False
-        self._raised = False  # the loop is being left: a further signal must not cut the way out
-
-    def _handler(self, signum, _frame) -> None:
-        if self.finishing or self._raised:
-            if not self.requested:
-                log.warning("already finishing the outputs; stopping when they are written")
-            self.requested = True
-            return
-        # A second signal stops at once: the way out of a stage that hangs.
-        if self.waiting or self.requested:
-            self.requested = self._raised = True
-            raise KeyboardInterrupt(f"signal {signum}")
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator["_StopSignals"]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # signals are only delivered to the main thread; nothing to install
-            return
-        previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def next_frame(self, frames: Iterator):
-        """The next frame, or None at the end of the source; KeyboardInterrupt on a stop request."""
-        if self.requested:
-            self._raised = True
-            raise KeyboardInterrupt("stop requested")
-        self.waiting = True
-        try:
-            return next(frames, None)
-        finally:
-            self.waiting = False
 
 
 def _progress_bar(total: Optional[int], enabled: Optional[bool]):
@@ -166,21 +113,9 @@ class _LiveRun:
     def snapshot(self) -> dict:
         capture = self._source.stats
         elapsed = time.monotonic() - self._t_loop if self._elapsed_s is None else self._elapsed_s
-        live = _counts(self.info, capture, self._worker, elapsed)
+        live = counts(self.info, capture, self._worker, elapsed)
         live.update(people_in_view=self.people_in_view, source_up=not capture.reconnecting)
         return live
-
-
-def _pace(frame: Frame, t_loop: float, stop: "_StopSignals") -> None:
-    """Wait until a file's frame is due at its own fps (its position in the file after the loop's
-    start); a frame already late is not waited for, and nothing is dropped. Waits end at a stop."""
-    if frame.pos_s is None:
-        return
-    while not stop.requested:
-        wait_s = t_loop + frame.pos_s - time.monotonic()
-        if wait_s <= 0:
-            return
-        time.sleep(min(wait_s, _PACE_SLICE_S))
 
 
 def _write_all(sinks: Sequence[Sink], result: FrameResult, annotated, records: Sequence[dict],
@@ -281,7 +216,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
 def _run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer], sinks: Sequence[Sink],
          aggregate: bool, early: "_EarlyEnding") -> dict:
     t_run = early.t_run
-    stop = _StopSignals()
+    stop = StopSignals()
     # Two stacks: the signal handlers (outer) stay until the summary is written, so a late Ctrl-C
     # cannot cut the finishing short; the source and the sinks (inner) close before the summary.
     with contextlib.ExitStack() as outer:
@@ -302,7 +237,7 @@ def _run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer], 
             ending.error = _finish(worker, outputs.sinks, ending.error)
         summary = _summarise(shape, source, worker, ending, t_run, options, outputs, sinks)
         # A live run's summary is of the latest run: a restarted service renews it.
-        _write_summary(summary, _summary_path(config, options), _overwrite(config, options) or shape.info.kind == "live",
+        write_summary(summary, _summary_path(config, options), _overwrite(config, options) or shape.info.kind == "live",
                        ending.error)
     if ending.error is not None:
         ending.error.summary = summary
@@ -420,7 +355,7 @@ def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: 
 
 
 def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _Shape, worker: Worker,
-                stop: _StopSignals, callers: Sequence[Sink]) -> None:
+                stop: StopSignals, callers: Sequence[Sink]) -> None:
     """Open the run's sinks onto ``outputs`` in write order: pictures, events, report, window, the caller's."""
     overwrite = _overwrite(config, options)
     outputs.pictures = _picture_sink(config, shape.info, shape.output, overwrite, worker)
@@ -441,7 +376,7 @@ def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _
     outputs.sinks.extend(callers)
 
 
-def _loop(source: FrameSource, worker: Worker, sinks: List[Sink], stop: _StopSignals,
+def _loop(source: FrameSource, worker: Worker, sinks: List[Sink], stop: StopSignals,
           stack: contextlib.ExitStack, progress: Optional[bool], paced: bool = False) -> _Ending:
     """Frames from the source through the worker to every sink, until the source ends, a sink asks
     to stop (the window closed), a stop signal comes, or an error (returned, not raised: what can
@@ -462,7 +397,7 @@ def _loop(source: FrameSource, worker: Worker, sinks: List[Sink], stop: _StopSig
             if frame is None:
                 break
             if paced and info.kind == "file":
-                _pace(frame, t_loop, stop)
+                pace(frame, t_loop, stop)
             result, annotated = worker.process(frame, dropped=source.stats.dropped)
             live.saw(result)
             user_stop = _write_all(sinks, result, annotated, worker.pop_records(), worker)
@@ -505,9 +440,9 @@ def _finish(worker: Worker, sinks: List[Sink], error: Optional[StreamerError]) -
 def _summarise(shape: _Shape, source: FrameSource, worker: Worker, ending: _Ending, t_run: float,
                options: RunOptions, outputs: _Outputs, callers: Sequence[Sink]) -> dict:
     """The run's summary: counts, stages, what is on disk, people, the error."""
-    summary = _summary(shape.info, source.stats, worker, ending.stopped_by, ending.elapsed_s, t_run, shape.output,
+    summary = summary_of(shape.info, source.stats, worker, ending.stopped_by, ending.elapsed_s, t_run, shape.output,
                        options.events)
-    summary.update(_recorded(shape.info, shape.output, outputs.pictures))
+    summary.update(recorded(shape.info, shape.output, outputs.pictures))
     if outputs.events is not None:
         summary.update(outputs.events.summary_fields())
     for sink in callers:  # a caller's sink may count its own (MQTT: messages published, dropped)
@@ -525,19 +460,6 @@ def _summarise(shape: _Shape, source: FrameSource, worker: Worker, ending: _Endi
     return summary
 
 
-def _write_summary(summary: dict, path: Optional[Path], overwrite: bool, error: Optional[StreamerError]) -> None:
-    """The summary as JSON at ``path``; a failure to write it is the run's error unless it has one."""
-    if path is None:
-        return
-    try:
-        write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"), overwrite, "summary")
-    except StreamerError as failure:
-        if error is None:
-            failure.summary = summary
-            raise
-        log.warning("%s", failure)
-
-
 def _picture_sink(config: Config, info: SourceInfo, output: Optional[Path], overwrite: bool,
                   worker: Worker) -> Optional[Sink]:
     """The annotated images (photos, folders) or video (files, live) of the run, when it has an output."""
@@ -549,20 +471,6 @@ def _picture_sink(config: Config, info: SourceInfo, output: Optional[Path], over
     segment_frames = int(round(config.output.segment_s * info.fps)) if live and config.output.segment_s > 0 else 0
     return VideoSink(output, info.fps, config.output.codecs, live=live, segment_frames=segment_frames,
                      overwrite=overwrite, on_encode_ms=lambda ms: worker.stats.add_ms("encode", ms))
-
-
-def _recorded(info: SourceInfo, output: Optional[Path], pictures: Optional[Sink]) -> dict:
-    """What is on disk, for the summary: frames in finished files, the segment files."""
-    if isinstance(pictures, ImageSink):
-        return {"frames_recorded": pictures.images_written}
-    if isinstance(pictures, VideoSink):
-        recorded: dict = {"frames_recorded": pictures.frames_in_file}
-        if pictures.segments:
-            recorded["segments"] = [str(path) for path in pictures.segments]
-        if pictures.kept_at is not None:  # another output failed: not published as complete
-            recorded["partial_output"] = str(pictures.kept_at)
-        return recorded
-    return {"frames_recorded": 0}
 
 
 def _aggregate_only(config: Config, options: RunOptions) -> bool:
@@ -582,7 +490,7 @@ def _aggregate_only(config: Config, options: RunOptions) -> bool:
 
 
 def _open_window(config: Config, options: RunOptions, info: SourceInfo,
-                 stop: "_StopSignals") -> Optional[PreviewWindow]:
+                 stop: "StopSignals") -> Optional[PreviewWindow]:
     if not (options.window and config.output.window):
         return None
     if not display_available():
@@ -592,35 +500,3 @@ def _open_window(config: Config, options: RunOptions, info: SourceInfo,
                          stop_requested=lambda: stop.requested)
 
 
-def _counts(info: SourceInfo, capture_stats, worker: Worker, elapsed: float) -> dict:
-    """The counters of the summary, also read live (``_LiveRun.snapshot``)."""
-    stats = worker.stats
-    return {
-        "source": info.name,
-        "kind": info.kind,
-        "frames_read": capture_stats.frames_read,
-        "frames_out": stats.frames_out,
-        "analysed": stats.analysed,
-        "skipped": stats.skipped,
-        "dropped": capture_stats.dropped,
-        "reconnects": capture_stats.reconnects,
-        "undecodable": capture_stats.undecodable,
-        "elapsed_s": round(elapsed, 3),
-        "fps": round(stats.frames_out / elapsed, 2) if elapsed > 0 else 0.0,
-        "faces_classified": stats.faces_classified,
-        "stages": stats.percentiles(),
-    }
-
-
-def _summary(info: SourceInfo, capture_stats, worker: Worker, stopped_by: str, elapsed: float, t_run: float,
-             output: Optional[Path], events: Optional[Path]) -> dict:
-    first = worker.stats.first_output_s
-    summary = _counts(info, capture_stats, worker, elapsed)
-    summary.update(
-        stopped_by=stopped_by,
-        # From the start of the run (source opened, models loaded) to the first frame written.
-        first_output_s=None if first is None else round(first - t_run, 3),
-        output=None if output is None else str(output),
-        events=None if events is None else str(events),
-    )
-    return summary
