@@ -158,7 +158,7 @@ def _mqtt_check(config: Config) -> Check:
     if not cfg.enabled:
         return Check("mqtt", OK, f"paho-mqtt {version} (mqtt.enabled is false; --mqtt HOST turns it on)")
     from .errors import StreamerError
-    from .outputs.mqtt import probe
+    from .outputs.mqtt_session import probe
 
     try:
         reached, cause = probe(cfg)

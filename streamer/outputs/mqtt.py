@@ -39,13 +39,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -78,11 +77,9 @@ _TICK_S = 0.25
 _SOURCE_POLL_S = 1.0
 # The first stats message this long after connecting (or at stats_interval_s, if sooner).
 _FIRST_STATS_S = 5.0
-# retire(): the retained messages a subscription brings have all come once none came for this long.
-_RETAINED_QUIET_S = 0.5
 
 
-def _paho():
+def paho_module():
     try:
         import paho.mqtt.client as client  # noqa: F401 - the optional extra
         from paho.mqtt.enums import CallbackAPIVersion  # noqa: F401 - 2.x only
@@ -99,7 +96,7 @@ class _Message:
     retain: bool = False
 
 
-def _connect_failure(error: BaseException, host: str, port: int, tls: bool, timeout_s: float) -> Tuple[str, bool]:
+def connect_failure(error: BaseException, host: str, port: int, tls: bool, timeout_s: float) -> Tuple[str, bool]:
     """``(cause and fix, permanent)`` for an exception of a connection attempt to ``host:port``."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return (f"its TLS certificate is not trusted ({error.verify_message}); set mqtt.tls_ca_file to the CA "
@@ -185,7 +182,7 @@ class MqttSink(Sink):
 
     def start(self, run) -> None:
         cfg = self.config
-        mqtt = _paho()
+        mqtt = paho_module()
         self._run = run
         camera = slug(cfg.camera) if cfg.camera else camera_name(run.info.name)
         self.topics = topics = Topics(cfg.topic_prefix, camera, cfg.discovery_prefix)
@@ -468,7 +465,7 @@ class MqttSink(Sink):
             try:
                 client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
             except Exception as error:  # OSError, ssl.SSLError, a ValueError from paho's TLS set-up
-                cause, permanent = _connect_failure(error, cfg.host, cfg.port, cfg.tls, cfg.connect_timeout_s)
+                cause, permanent = connect_failure(error, cfg.host, cfg.port, cfg.tls, cfg.connect_timeout_s)
                 if permanent:
                     self._fatal = cause
                     if not cfg.required:
@@ -627,183 +624,12 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _plain_client(config: MqttConfig, client_id: str):
-    """A paho client for a short session (doctor's probe, retire): login and TLS as configured."""
-    mqtt = _paho()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    client.connect_timeout = config.connect_timeout_s
-    if config.username is not None:
-        client.username_pw_set(config.username, read_password(config))
-    if config.tls:
-        client.tls_set(ca_certs=config.tls_ca_file, certfile=config.tls_cert_file, keyfile=config.tls_key_file)
-    return client
-
-
-def retire(config: MqttConfig, camera: str, force: bool = False) -> List[str]:
-    """Remove a camera for good: every retained message under ``<prefix>/<camera>/`` and every
-    Home Assistant discovery config of its device is cleared (an empty retained message, which
-    also removes the entities from Home Assistant). MqttError when the broker cannot be reached,
-    or when the camera is online (a run publishes it) and not ``force``. Returns the topics cleared."""
-    topics = Topics(config.topic_prefix, slug(camera), config.discovery_prefix)
-    client = _plain_client(config, f"{config.topic_prefix}-retire-{topics.camera}")
-    retained: Dict[str, bytes] = {}
-    subscribed = threading.Event()
-    answer: Dict[str, Any] = {}
-    last_message = [time.monotonic()]
-
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
-        answer["reason"] = reason_code
-        if not reason_code.is_failure:
-            client.subscribe([(f"{topics.base}/#", 1), (topics.discovery_configs, 1)])
-
-    def on_subscribe(*_args) -> None:
-        last_message[0] = time.monotonic()
-        subscribed.set()
-
-    def on_message(client, userdata, message) -> None:
-        if message.retain and message.payload:
-            retained[message.topic] = bytes(message.payload)
-        last_message[0] = time.monotonic()
-
-    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-    where = f"MQTT broker {config.host}:{config.port}"
-    try:
-        client.connect(config.host, config.port, keepalive=config.keepalive_s)
-    except Exception as error:
-        raise MqttError(f"{where}: {_connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]}") from None
-    client.loop_start()
-    try:
-        if not subscribed.wait(config.connect_timeout_s):
-            reason = answer.get("reason")
-            cause = (f"the broker refused the login ({str(reason).lower()})" if reason is not None and reason.is_failure
-                     else f"no MQTT answer within {config.connect_timeout_s:g} s")
-            raise MqttError(f"{where}: {cause}")
-        # The broker sends the retained messages right after the SUBACK; a quiet moment ends them.
-        while time.monotonic() - last_message[0] < _RETAINED_QUIET_S:
-            time.sleep(0.05)
-        if retained.get(topics.available, b"").strip() == b"online" and not force:
-            raise MqttError(f"camera {topics.camera} is online ({topics.available}): a run is publishing it; stop that "
-                            "run first (retiring it now would be undone by it), or retire it anyway with --force")
-        names = sorted(set(retained) | {topic for topic, _ in discovery_configs(topics)})
-        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in names]
-        for info in infos:
-            info.wait_for_publish(config.flush_timeout_s or None)
-        return names
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-def probe(config: MqttConfig) -> Tuple[bool, str]:
-    """One login to the configured broker (TCP, TLS, CONNECT and the broker's answer within
-    ``connect_timeout_s``), publishing nothing: ``(True, "")`` or ``(False, cause and fix)``. For
-    ``streamer doctor``; MqttError when paho-mqtt is missing or the password file unreadable."""
-    answer: Dict[str, Any] = {}
-    answered = threading.Event()
-
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
-        answer["reason"] = reason_code
-        answered.set()
-
-    client = _plain_client(config, f"{config.client_id or config.topic_prefix}-doctor")
-    client.on_connect = on_connect
-    try:
-        client.connect(config.host, config.port, keepalive=config.keepalive_s)
-    except Exception as error:
-        return False, _connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]
-    client.loop_start()
-    try:
-        if not answered.wait(config.connect_timeout_s):
-            return False, (f"no MQTT answer within {config.connect_timeout_s:g} s; is {config.port} the broker's "
-                           "port (1883 plain, 8883 TLS)?")
-        reason = answer["reason"]
-        if reason.is_failure:
-            return False, f"the broker refused the login ({str(reason).lower()}); check mqtt.username and the password"
-        return True, ""
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 def build_sinks(config, given: Sequence[Sink] = ()) -> List[MqttSink]:
     """The MQTT sink a run's config asks for (``mqtt.enabled``), unless ``given`` (the caller's
     sinks) already holds one; MqttError when paho-mqtt is missing or the password file unreadable."""
     if not config.mqtt.enabled or any(isinstance(sink, MqttSink) for sink in given):
         return []
-    _paho()
+    paho_module()
     return [MqttSink(config.mqtt, config.classifier.age_groups, config.audience)]
 
 
-def listen_events(config: MqttConfig, handle: Callable[[dict], None], stop: threading.Event,
-                  duration_s: Optional[float] = None) -> int:
-    """Every camera's events under ``config.topic_prefix`` (``<prefix>/+/events``, QoS 1), each
-    JSON object given to ``handle`` on this thread, until ``stop`` is set or ``duration_s`` has
-    passed (None: only ``stop``). A message that is not a JSON object is logged and skipped; a lost
-    connection is retried by paho (events sent meanwhile are lost: QoS 1 without a persistent
-    session). MqttError when the broker cannot be reached or refuses the login at the start.
-    Returns how many events were handled."""
-    import queue
-
-    client = _plain_client(config, config.client_id or f"{config.topic_prefix}-report-{os.getpid()}")
-    inbox: "queue.Queue[bytes]" = queue.Queue(maxsize=100_000)
-    answer: Dict[str, Any] = {}
-    subscribed = threading.Event()
-    topic = f"{config.topic_prefix}/+/events"
-
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
-        answer["reason"] = reason_code
-        if not reason_code.is_failure:
-            client.subscribe(topic, qos=1)
-
-    def on_message(client, userdata, message) -> None:
-        try:
-            inbox.put_nowait(bytes(message.payload))
-        except queue.Full:
-            answer["dropped"] = answer.get("dropped", 0) + 1
-
-    client.on_connect, client.on_message = on_connect, on_message
-    client.on_subscribe = lambda *_args: subscribed.set()
-    where = f"MQTT broker {config.host}:{config.port}"
-    try:
-        client.connect(config.host, config.port, keepalive=config.keepalive_s)
-    except Exception as error:
-        raise MqttError(f"{where}: {_connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]}") from None
-    client.loop_start()
-    handled = 0
-    try:
-        if not subscribed.wait(config.connect_timeout_s):
-            reason = answer.get("reason")
-            cause = (f"the broker refused the login ({str(reason).lower()})" if reason is not None and reason.is_failure
-                     else f"no MQTT answer within {config.connect_timeout_s:g} s")
-            raise MqttError(f"{where}: {cause}")
-        log.info("listening to %s on %s", topic, where)
-        deadline = None if duration_s is None else time.monotonic() + duration_s
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            try:
-                payload = inbox.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            try:
-                event = json.loads(payload)
-            except ValueError:
-                log.warning("%s: a message on %s is not JSON; skipped", where, topic)
-                continue
-            if isinstance(event, dict):
-                handle(event)
-                handled += 1
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    while True:  # what arrived before the disconnect
-        try:
-            event = json.loads(inbox.get_nowait())
-        except queue.Empty:
-            break
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            handle(event)
-            handled += 1
-    if answer.get("dropped"):
-        log.warning("%s: %d events dropped (more than 100000 waiting)", where, answer["dropped"])
-    return handled

@@ -30,8 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     """``mqtt retire``: the topics cleared on stdout; MqttError (exit 2) when it cannot be done."""
     from ..config import override
-    from .mqtt import retire
     from .mqtt_messages import cli_overrides
+    from .mqtt_session import retire
 
     config = args.config_obj
     if args.mqtt:

@@ -115,7 +115,7 @@ def _fleet_main(args: argparse.Namespace, config: Config) -> int:
 def _listen(mqtt_config, fleet, duration_s: Optional[float]) -> None:
     """Feed ``fleet`` from the broker until ``duration_s`` or Ctrl-C/SIGTERM (then the reports are
     still written: a stop is how --until-ctrl-c ends)."""
-    from ..outputs.mqtt import listen_events
+    from ..outputs.mqtt_session import listen_events
 
     stop = threading.Event()
     previous = {}

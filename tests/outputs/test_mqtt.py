@@ -630,7 +630,7 @@ def test_cli_required_broker_absent_is_one_line_error(tmp_path, models_env):
 def test_doctor_logs_in_once_and_names_the_cause(tmp_path, monkeypatch):
     """`streamer doctor` with mqtt.enabled: one login to the broker, publishing nothing."""
     from streamer.doctor import FAIL, OK, WARN, _mqtt_check
-    from streamer.outputs.mqtt import probe
+    from streamer.outputs.mqtt_session import probe
 
     monkeypatch.setenv("STREAMER_MQTT_PASSWORD", "right-password")
     with Broker(tmp_path / "auth", users={"cam": "right-password"}) as broker:
