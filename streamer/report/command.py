@@ -14,7 +14,8 @@ from typing import Optional
 
 from ..config import Config, override
 from ..errors import ConfigError
-from .build import PeopleReport, read_events, write_report
+from .build import PeopleReport, write_report
+from .events import read_events
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def _duration(text: str) -> float:
 
 def _fleet_main(args: argparse.Namespace, config: Config) -> int:
     from ..outputs.mqtt_messages import cli_overrides
-    from .build import read_events
+    from .events import read_events
     from .fleet import FleetReport, write_fleet_report
 
     fleet = FleetReport(config.report, config.classifier.age_groups)

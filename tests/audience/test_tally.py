@@ -10,7 +10,8 @@ import pytest
 
 from streamer.audience.tally import AudienceTally, Quantiles
 from streamer.config import ClassifierConfig, ReportConfig, parse_config
-from streamer.report.build import PeopleReport, read_events, write_report
+from streamer.report.build import PeopleReport, write_report
+from streamer.report.events import read_events
 from streamer.types import age_group_labels
 
 GROUPS = age_group_labels(ClassifierConfig().age_groups)

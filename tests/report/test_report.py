@@ -29,9 +29,9 @@ from streamer.report.build import (
     REPORT_FILES,
     REPORT_HTML,
     PeopleReport,
-    read_events,
     write_report,
 )
+from streamer.report.events import read_events
 from streamer.report.tally import PeopleTally
 from streamer.types import age_group_labels
 
