@@ -20,6 +20,7 @@ from .classifiers.align import yaw_ratio
 from .detectors import FaceDetector
 from .picture.anonymize import Anonymizer
 from .picture.draw import LabelStyle, draw_faces, draw_hud
+from .picture.grey import GreyFrame
 from .picture.regions import RegionOverlay
 from .pipeline import FaceAnalyzer
 from .report.tally import PeopleTally
@@ -151,19 +152,26 @@ class Worker:
         timings: Dict[str, float] = {}
         decision: Optional[GateDecision] = None
         gate_open = True
+        grey: Optional[GreyFrame] = None
+        if self.gate is not None or self.tracker is not None:
+            t0 = time.perf_counter()
+            grey = GreyFrame.of(frame.bgr)  # one conversion, shared by the gate, the cut detector and the flow
+            timings["grey"] = (time.perf_counter() - t0) * 1000.0
         if self.gate is not None:
+            assert grey is not None
             t0 = time.perf_counter()
             ignore = None
             if self.tracker is not None:
                 # Motion on a face already tracked (talking, nodding) is the tracker's job; only
                 # motion elsewhere (someone new) needs the detector before its schedule.
-                ignore = self.tracker.shown_boxes(grow=_TRACKED_MOTION_MARGIN)
-            decision = self.gate.update(frame.bgr, frame.index, ignore)
+                ignore = grey.to_grey(self.tracker.shown_boxes(grow=_TRACKED_MOTION_MARGIN))
+            decision = self.gate.update(grey.grey, frame.index, ignore)
             timings["gate"] = (time.perf_counter() - t0) * 1000.0
             gate_open = decision.analyse
         if self.tracker is not None:
-            cut = self._cuts.update(frame.bgr) or (decision is not None and decision.reason == "recalibrate")
-            faces, analysed = self._tracked(frame, gate_open, cut, timings)
+            assert grey is not None
+            cut = self._cuts.update(grey.grey) or (decision is not None and decision.reason == "recalibrate")
+            faces, analysed = self._tracked(frame, grey, gate_open, cut, timings)
         elif gate_open or self._last_analysed_index is None:
             faces, model_ms = self.analyzer.analyse(frame.bgr)
             timings.update(model_ms)
@@ -237,10 +245,10 @@ class Worker:
         timings["mask_detect"] = (time.perf_counter() - t0) * 1000.0
 
     def _tracked(
-        self, frame: Frame, gate_open: bool, cut: bool, timings: Dict[str, float]
+        self, frame: Frame, grey: GreyFrame, gate_open: bool, cut: bool, timings: Dict[str, float]
     ) -> Tuple[Tuple[Face, ...], bool]:
-        """Faces from the tracker; True when the full-frame detector ran on this frame. ``cut``:
-        the whole picture changed (the gate's "recalibrate")."""
+        """Faces from the tracker; True when the full-frame detector ran on this frame. ``grey``:
+        the frame's grey picture; ``cut``: the whole picture changed (the gate's "recalibrate")."""
         tracker, analyzer, flow = self.tracker, self.analyzer, self.flow
         assert tracker is not None
         # File time when there is one: decoding faster than real time must not shrink the
@@ -249,7 +257,7 @@ class Worker:
         bgr = frame.bgr
         if flow is not None:
             t0 = time.perf_counter()
-            flow.next_frame(bgr)
+            flow.next_frame(grey)
             timings["flow"] = (time.perf_counter() - t0) * 1000.0
 
         def look(track: Track) -> Optional[Tuple[Detections, Optional[np.ndarray]]]:
