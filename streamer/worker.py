@@ -260,6 +260,13 @@ class Worker:
             flow.next_frame(grey)
             timings["flow"] = (time.perf_counter() - t0) * 1000.0
 
+        def move(track: Track) -> Optional[np.ndarray]:
+            assert flow is not None
+            t0 = time.perf_counter()
+            moved = flow.follow(track.id, track.xyxy)
+            timings["flow"] = timings.get("flow", 0.0) + (time.perf_counter() - t0) * 1000.0
+            return moved
+
         def look(track: Track) -> Optional[Tuple[Detections, Optional[np.ndarray]]]:
             t0 = time.perf_counter()
             found = analyzer.detect_near(bgr, track.xyxy, self.region_grow)
@@ -284,10 +291,11 @@ class Worker:
             )
             self._look_for_masks(frame, timings, force=cut)
         elif flow is not None:
-            tracks = tracker.follow(frame.index, t_s, lambda track: flow.follow(track.id, track.xyxy), look)
+            tracks = tracker.follow(frame.index, t_s, move, look)
         else:
             tracks = tracker.predict(frame.index, t_s)
         if flow is not None:
+            t0 = time.perf_counter()
             alive = set()
             for track in tracker.tracks:
                 alive.add(track.id)
@@ -296,6 +304,7 @@ class Worker:
             for key in flow.keys():
                 if key not in alive:
                     flow.forget(key)
+            timings["flow"] += (time.perf_counter() - t0) * 1000.0
         self._classify_due(bgr, frame.index, t_s, timings)
         self._collect_records(frame, t_s)
         boxes = clipped(np.array([track.xyxy for track in tracks], np.float32).reshape(-1, 4), bgr.shape[:2])
