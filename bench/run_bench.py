@@ -64,6 +64,9 @@ BASELINE_STAGES = ("decode", "detect", "classify", "draw", "encode")
 ORIGINAL_DETECT_PX = 300
 ORIGINAL_CROP_PAD_PX = 20
 OPENCV4_PYTHON_ENV = "STREAMER_OPENCV4_PYTHON"
+# Children's compiled bytecode: an installed app has it (pip compiles at install); a checkout run
+# with PYTHONDONTWRITEBYTECODE would compile every module of the package at each start (~60 ms).
+PYCACHE = Path(tempfile.gettempdir()) / "streamer_bench_pycache"
 
 
 # -- set-up --------------------------------------------------------------------------------------
@@ -71,8 +74,11 @@ OPENCV4_PYTHON_ENV = "STREAMER_OPENCV4_PYTHON"
 
 def models_env(repo: Path = REPO) -> Dict[str, str]:
     """The environment for children: shared test models first, then the repo's (fetched) ones;
-    ``repo``'s code first on the path."""
+    ``repo``'s code first on the path; Python's bytecode cached (outside the checkout), as in an
+    installed app, so that start-up figures do not include compiling the package's sources."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     env.setdefault(MODELS_DIR_ENV, os.pathsep.join([str(SHARED / "models"), str(REPO / "models")]))
     env.pop("DISPLAY", None)
     env["PYTHONPATH"] = os.pathsep.join([str(repo)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -545,6 +551,9 @@ def run_sizes(sizes: Sequence[Tuple[int, int]], source: Path, config_path: Path,
     ``repeats`` rounds interleaved (the load of a shared machine drifts); with ``before`` (another
     checkout), its every-frame and tracked runs too. One row per run kind, medians of the rounds."""
     rows: List[Dict[str, object]] = []
+    for repo in [REPO] + ([before] if before is not None else []):  # bytecode compiled before the rounds
+        subprocess.run([sys.executable, "-c", "import streamer.app, streamer.cli"], env=models_env(repo), cwd=str(repo),
+                       check=True)
     for size in sizes:
         clip = make_letterboxed(source, size, workdir)
         kinds: List[Tuple[str, Optional[str], object]] = []

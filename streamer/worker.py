@@ -92,7 +92,9 @@ class PictureSpec:
     any sink), with ``mask_detector`` (``output.anonymize_detector``) finding the faces the main
     detector misses, at most every ``mask_interval_s``; ``labels``: boxes and labels drawn;
     ``pictures``: False (``--privacy aggregate``) draws nothing at all; ``hud``: the stats line;
-    ``regions``: the audience's zones and lines drawn (``audience.draw``)."""
+    ``regions``: the audience's zones and lines drawn (``audience.draw``); ``in_place``: draw on
+    the frame's own pixels (``Frame.bgr`` becomes the annotated picture), for a caller that keeps
+    no clean copy of it: a frame's copy and its memory saved per frame."""
 
     hud: bool = False
     label_style: LabelStyle = LabelStyle()
@@ -102,6 +104,7 @@ class PictureSpec:
     mask_detector: Optional[FaceDetector] = None
     mask_interval_s: float = 0.0
     regions: Optional[RegionOverlay] = None
+    in_place: bool = False
 
 
 class Worker:
@@ -126,6 +129,7 @@ class Worker:
         self.anonymizer, self.labels, self.pictures = picture.anonymizer, picture.labels, picture.pictures
         self.label_style, self.hud = picture.label_style, picture.hud
         self.regions = picture.regions
+        self.in_place = picture.in_place
         # The mask detector runs with the full-frame detector (at most every mask_interval_s), its
         # faces masked until its next run, never tracked; _mask_boxes holds its latest (N, 4) boxes.
         self.mask_detector = picture.mask_detector if picture.anonymizer is not None else None
@@ -199,8 +203,10 @@ class Worker:
 
     def _picture(self, frame: Frame, faces: Tuple[Face, ...], stale: bool, dropped: int,
                  timings: Dict[str, float]) -> np.ndarray:
-        """The annotated copy of the frame: faces hidden first when anonymizing, then the overlay."""
+        """The annotated frame (a copy unless ``in_place``): faces hidden first when anonymizing,
+        then the overlay."""
         picture = frame.bgr
+        own = self.in_place  # may ``picture`` be drawn on
         if self.anonymizer is not None:
             t0 = time.perf_counter()
             if self.tracker is not None:
@@ -213,12 +219,13 @@ class Worker:
             if len(self._mask_boxes):
                 live_xyxy = np.concatenate([live_xyxy, self._mask_boxes])
             boxes = self.anonymizer.update(frame.index, live_xyxy)
-            picture = self.anonymizer.apply(picture, boxes)
+            picture, own = self.anonymizer.apply(picture, boxes), True
             timings["anonymize"] = (time.perf_counter() - t0) * 1000.0
         t0 = time.perf_counter()
         if self.regions is not None:  # under the face labels, which must stay readable
-            picture = self.regions.draw(picture.copy(), self.audience.occupancy() if self.audience is not None else {})
-        annotated = draw_faces(picture, faces if self.labels else (), stale=stale, style=self.label_style)
+            canvas = picture if own and picture.flags.c_contiguous else picture.copy()
+            picture, own = self.regions.draw(canvas, self.audience.occupancy() if self.audience is not None else {}), True
+        annotated = draw_faces(picture, faces if self.labels else (), stale=stale, style=self.label_style, in_place=own)
         if self.hud:
             draw_hud(annotated, self.hud_lines(dropped))
         timings["draw"] = (time.perf_counter() - t0) * 1000.0
