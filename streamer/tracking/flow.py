@@ -41,6 +41,9 @@ _KEEP_POINTS_IOU = 0.5
 # Corners are looked for in the central part of the box (this share of each side cut away), where
 # the face is; the box's corners often hold background that does not move with the face.
 _INNER_MARGIN = 0.15
+# goodFeaturesToTrack's derivative (3 px) and block (3 px) reach: the crop it gets is this much
+# wider than where corners are looked for, so it finds what it would on the whole picture.
+_CORNER_BORDER_PX = 4
 # A face larger than twice this (long side, grey pixels) is followed on its crop halved (or
 # quartered...) until it is under twice this: LK's cost grows with the crop's area, 64 px still
 # hold 24 corners a few pixels apart, and halving is area interpolation's fast path.
@@ -131,12 +134,17 @@ class BoxFlow:
                 return
         kept = np.zeros((0, 1, 2), np.float32) if kept is None else kept
         min_distance = max(2.0, min(right - left, bottom - top) / 8.0)
-        mask = np.full((bottom - top, right - left), 255, np.uint8)
+        # The corner measure of a pixel looks at its neighbours: the crop reaches _CORNER_BORDER_PX
+        # past the inner rect (masked out), so the corners are those of the whole picture there.
+        h, w = grey.shape
+        x0, y0 = max(0, left - _CORNER_BORDER_PX), max(0, top - _CORNER_BORDER_PX)
+        x1, y1 = min(w, right + _CORNER_BORDER_PX), min(h, bottom + _CORNER_BORDER_PX)
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        mask[top - y0:bottom - y0, left - x0:right - x0] = 255
         for x, y in kept.reshape(-1, 2):
-            cv2.circle(mask, (int(x) - left, int(y) - top), int(min_distance), 0, -1)
-        corners = cv2.goodFeaturesToTrack(grey[top:bottom, left:right], _MAX_POINTS - len(kept), 0.01,
-                                          min_distance, mask=mask)
-        found = np.zeros((0, 1, 2), np.float32) if corners is None else corners.astype(np.float32) + np.array((left, top), np.float32)
+            cv2.circle(mask, (int(x) - x0, int(y) - y0), int(min_distance), 0, -1)
+        corners = cv2.goodFeaturesToTrack(grey[y0:y1, x0:x1], _MAX_POINTS - len(kept), 0.01, min_distance, mask=mask)
+        found = np.zeros((0, 1, 2), np.float32) if corners is None else corners.astype(np.float32) + np.array((x0, y0), np.float32)
         points = np.concatenate([kept, found])
         if len(points) < _MIN_POINTS:
             # A flat face (low light, blur): a grid still carries the texture LK needs, if any.
@@ -174,7 +182,7 @@ class BoxFlow:
             return None
         points.xy, points.box = moved
         points.frame = self._count
-        return (points.box / self._cur.scale).astype(np.float32)
+        return (np.asarray(points.box, np.float64) / self._cur.scale).astype(np.float32)
 
     def _track(self, points: _Points) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """``points`` (at ``points.box`` on the previous frame) on the current frame: the
@@ -211,11 +219,13 @@ class BoxFlow:
         new = p1.reshape(-1, 2)[good] / to_crop + origin
         shift = np.median(new - old, axis=0)
         scale = _median_scale(old, new)
-        cx, cy = (x1 + x2) / 2 + shift[0], (y1 + y2) / 2 + shift[1]
+        # In float64 (Python floats), as the box's own arithmetic: float32 here shifts boxes by
+        # rounding, which the tracker's thresholds can turn into a different decision frames later.
+        cx, cy = (x1 + x2) / 2 + float(shift[0]), (y1 + y2) / 2 + float(shift[1])
         half_w, half_h = (x2 - x1) / 2 * scale, (y2 - y1) / 2 * scale
         if cx + half_w <= 0 or cy + half_h <= 0 or cx - half_w >= w or cy - half_h >= h:
             return None  # followed out of the picture
-        box = np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h], np.float32)
+        box = np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h], np.float64)
         return new.reshape(-1, 1, 2).astype(np.float32), box
 
     def forget(self, key: int) -> None:
