@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import resource
@@ -35,7 +36,7 @@ from run_bench import bench_config, models_env  # noqa: E402
 
 from streamer import app as app_module  # noqa: E402
 from streamer.cli import MODES  # noqa: E402
-from streamer.config import MODELS_DIR_ENV, override  # noqa: E402
+from streamer.config import MODELS_DIR_ENV, load_config, override  # noqa: E402
 from streamer.pipeline import build_analyzer  # noqa: E402
 
 SAMPLE_S = 0.05  # how often the sampler reads the threads' CPU (a thread that lives less is missed)
@@ -98,6 +99,33 @@ class ThreadCpu:
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
+# The frame loop's stages, each the CPU time (main thread, cumulative) of the functions that do it;
+# matched by "file:function" suffixes of the profile's entries. What the main thread spent
+# outside them (the tracker's bookkeeping, records, the loop) is "other".
+STAGES = {
+    "grey": ("grey.py:of",),
+    "gate + cuts": ("motion.py:update",),
+    "flow": ("worker.py:move", "flow.py:seed", "flow.py:next_frame"),
+    "looks": ("worker.py:look",),
+    "detect": ("pipeline.py:detect", "pipeline.py:analyse"),
+    "classify": ("worker.py:_classify_due",),
+    "draw": ("worker.py:_picture",),
+    "sinks": ("app.py:_write_all",),
+}
+
+
+def stage_cpu_s(stats: pstats.Stats) -> Dict[str, float]:
+    """CPU seconds of each of STAGES and of the rest of ``app.run`` (main thread); "detect" in
+    mode all is the whole analysis (detector and classifiers)."""
+    cumulative: Dict[str, float] = {}
+    for (filename, _, function), (_, _, _, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
+        key = f"{Path(filename).name}:{function}"
+        cumulative[key] = cumulative.get(key, 0.0) + cum
+    out = {stage: sum(cumulative.get(name, 0.0) for name in names) for stage, names in STAGES.items()}
+    out["other"] = max(0.0, cumulative.get("app.py:run", 0.0) - sum(out.values()))
+    return out
+
+
 def _value(text: str) -> object:
     import yaml
 
@@ -109,15 +137,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--source", required=True, help="a video file")
     parser.add_argument("--mode", default="tracked", choices=sorted(MODES))
     parser.add_argument("--top", type=int, default=25, help="functions listed, by CPU time spent in them")
+    parser.add_argument("--config", type=Path, help="YAML config (default: the checkout's config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--stats", type=Path, help="also save the pstats file here")
+    parser.add_argument("--json", type=Path, help="also write the figures (threads, stages) here")
     args = parser.parse_args(argv)
     os.environ[MODELS_DIR_ENV] = models_env()[MODELS_DIR_ENV]
     changes = dict(MODES[args.mode])
     for item in args.set:
         key, _, text = item.partition("=")
         changes[key] = _value(text)
-    config = override(bench_config(None, None), changes)
+    config = override(load_config(args.config) if args.config else bench_config(None, None), changes)
     analyzer = build_analyzer(config)
     threads = ThreadCpu()
     profiler = cProfile.Profile(time.thread_time)
@@ -145,13 +175,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     stream = io.StringIO()
     stats = pstats.Stats(profiler, stream=stream)
-    stats.sort_stats("tottime").print_stats(args.top)
-    lines: List[str] = stream.getvalue().splitlines()
-    print("main thread, CPU time by function (tottime = in the function itself):")
-    print("\n".join(line for line in lines if line.strip() and not line.startswith(("   Ordered", "   List"))))
+    stages = stage_cpu_s(stats)
+    print("| main thread stage | CPU s | share of all threads |\n|---|---:|---:|")
+    for name, seconds in stages.items():
+        print(f"| {name} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
+    print()
+    if args.top:
+        stats.sort_stats("tottime").print_stats(args.top)
+        lines: List[str] = stream.getvalue().splitlines()
+        print("main thread, CPU time by function (tottime = in the function itself):")
+        print("\n".join(line for line in lines if line.strip() and not line.startswith(("   Ordered", "   List"))))
     if args.stats:
         args.stats.parent.mkdir(parents=True, exist_ok=True)
         stats.dump_stats(str(args.stats))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"frames": frames, "process_cpu_s": round(cpu_s, 3), "wall_s": round(wall_s, 3),
+                                         "threads_cpu_s": {k: round(v, 3) for k, v in shares.items()},
+                                         "stages_cpu_s": {k: round(v, 3) for k, v in stages.items()}}, indent=2) + "\n",
+                             encoding="utf-8")
     return 0
 
 

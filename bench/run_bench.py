@@ -205,6 +205,7 @@ def measure_child(argv: List[str], first_line: Path, workdir: Path, tag: str, re
     parent's memory at fork/exec counts), so it would report this process's size, not the app's.
     ``repo``: the checkout whose code the child imports (another one to compare before/after)."""
     log_path = workdir / f"{tag}.log"
+    first_line.unlink(missing_ok=True)  # a repeated run's, left by the one before
     with open(log_path, "w", encoding="utf-8") as log:
         t_launch = time.monotonic()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=models_env(repo), cwd=str(repo))
@@ -532,8 +533,7 @@ def run_latency(clip: Path, duration_s: float, config: Config, mode: str, workdi
 # A performer who walks across a stage and turns, a cut to the audience: people who move.
 SIZE_CLIP = "whitehouse_hamilton_short_clip.mp4"
 SIZE_CORES = ("0", "0,1")  # taskset -c lists for the tracked runs: one core, two cores
-# The stages of the frame loop reported as shares of its time (the app's summary), in loop order.
-SHARE_STAGES = ("grey", "gate", "flow", "look", "detect", "classify", "draw", "output", "encode")
+SIZE_LOOPS = 3  # the clip played 3 times (825 frames): about the 842 frames of issue 27's webcam clip
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -545,17 +545,23 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 
 def run_sizes(sizes: Sequence[Tuple[int, int]], source: Path, config_path: Path, workdir: Path, repeats: int,
-              original: Optional[Path], score: float, before: Optional[Path]) -> List[Dict[str, object]]:
-    """Per size (``source`` letterboxed to it): the original script, the decode + encode floor,
-    every frame analysed, and tracked pinned to each of SIZE_CORES, all in fresh processes,
-    ``repeats`` rounds interleaved (the load of a shared machine drifts); with ``before`` (another
-    checkout), its every-frame and tracked runs too. One row per run kind, medians of the rounds."""
+              original: Optional[Path], score: float, before: Optional[Path], loops: int = 1
+              ) -> Tuple[List[Dict[str, object]], List[Dict[str, object]]]:
+    """Per size (``source`` letterboxed to it, played ``loops`` times): the original script, the
+    decode + encode floor, every frame analysed, and tracked pinned to each of SIZE_CORES, all in
+    fresh processes, ``repeats`` rounds interleaved (the load of a shared machine drifts); with
+    ``before`` (another checkout), its every-frame and tracked runs too. One row per run kind,
+    medians of the rounds; and per size the CPU of a tracked run by thread and stage
+    (bench/profile_run.py in a child)."""
     rows: List[Dict[str, object]] = []
+    profiles: List[Dict[str, object]] = []
     for repo in [REPO] + ([before] if before is not None else []):  # bytecode compiled before the rounds
         subprocess.run([sys.executable, "-c", "import streamer.app, streamer.cli"], env=models_env(repo), cwd=str(repo),
                        check=True)
     for size in sizes:
         clip = make_letterboxed(source, size, workdir)
+        if loops > 1:
+            clip = make_looped(clip, loops, workdir)
         kinds: List[Tuple[str, Optional[str], object]] = []
         if original is not None:
             kinds.append(("original", None, lambda c=clip: run_original(c, original, score, workdir)))
@@ -577,7 +583,18 @@ def run_sizes(sizes: Sequence[Tuple[int, int]], source: Path, config_path: Path,
                       f"{result['frames']} frames, {result['process_cpu_s']} s CPU, {result['process_wall_s']} s wall",
                       file=sys.stderr)
         rows.extend(_size_rows(f"{size[0]}x{size[1]}", runs))
-    return rows
+        profiles.append({"size": f"{size[0]}x{size[1]}", **profile_child(clip, config_path, workdir)})
+    return rows, profiles
+
+
+def profile_child(clip: Path, config_path: Path, workdir: Path) -> Dict[str, object]:
+    """bench/profile_run.py on ``clip``, tracked, in a fresh process: CPU by thread and by stage."""
+    out = workdir / f"{clip.stem}_profile.json"
+    argv = [sys.executable, str(Path(__file__).resolve().parent / "profile_run.py"), "--source", str(clip),
+            "--config", str(config_path), "--top", "0", "--json", str(out)]
+    subprocess.run(argv, env=models_env(), cwd=str(REPO), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=CHILD_TIMEOUT_S)
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
 def _tag(clip: Path, kind: str) -> str:
@@ -608,12 +625,6 @@ def _size_rows(size: str, runs: Dict[Tuple[str, Optional[str]], List[Dict[str, o
             "cpu_to_first_frame_s": median(results, "cpu_to_first_frame_s"),
             "detector_runs_per_frame": median(results, "detector_runs_per_frame"),
         }
-        stages = results[-1].get("stages")
-        elapsed = results[-1].get("elapsed_s")
-        if name.endswith("tracked") and isinstance(stages, dict) and elapsed and all(
-                "total_ms" in stage for stage in stages.values()):
-            row["stage_share"] = {stage: round(stages[stage].get("total_ms", 0.0) / (10.0 * float(elapsed)), 1)
-                                  for stage in SHARE_STAGES if stage in stages}  # type: ignore[arg-type]
         rows.append(row)
     return rows
 
@@ -634,13 +645,19 @@ def sizes_table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def shares_table(rows: List[Dict[str, object]]) -> str:
-    lines = ["| size | run | cores | " + " | ".join(SHARE_STAGES) + " |", "|---|---|---|" + "---:|" * len(SHARE_STAGES)]
-    for r in rows:
-        share = r.get("stage_share")
-        if isinstance(share, dict):
-            cells = [f"{share[stage]:.1f} %" if stage in share else "-" for stage in SHARE_STAGES]
-            lines.append(f"| {r['size']} | {r['run']} | {r['cores']} | " + " | ".join(cells) + " |")
+def cpu_table(profiles: List[Dict[str, object]]) -> str:
+    """CPU seconds of a tracked run by thread and, for the main thread, by stage, and each one's share."""
+    lines = ["| size | where | CPU s | share |", "|---|---|---:|---:|"]
+    for p in profiles:
+        threads = p["threads_cpu_s"]
+        stages = p["stages_cpu_s"]
+        assert isinstance(threads, dict) and isinstance(stages, dict)
+        total = sum(threads.values()) or 1.0
+        for name, seconds in threads.items():
+            if name != "MainThread" and seconds >= 0.005:
+                lines.append(f"| {p['size']} | thread: {name} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
+        for name, seconds in stages.items():
+            lines.append(f"| {p['size']} | main thread: {name} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
     return "\n".join(lines)
 
 
@@ -725,6 +742,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size-clip", default=SIZE_CLIP, help="the clip of --sizes (a file in --media, a short "
                         "name or a path)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of --sizes, interleaved; medians reported")
+    parser.add_argument("--size-loops", type=int, default=SIZE_LOOPS, help="--sizes plays the clip this many times")
     parser.add_argument("--before", type=Path, help="another checkout: --sizes also runs its every-frame and "
                         "tracked modes, interleaved with this one's (before/after in one session)")
     parser.add_argument("--opencv4-python", type=Path, help="interpreter with OpenCV 4.x for the original "
@@ -742,6 +760,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "throughput": [],
         "latency": None,
         "sizes": [],
+        "profiles": [],
     }
     with tempfile.TemporaryDirectory(prefix="streamer_bench_") as tmp:
         workdir = Path(tmp)
@@ -774,8 +793,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       file=sys.stderr)
             size_clip = args.media / args.size_clip if (args.media / args.size_clip).is_file() else \
                 clip_path(args.size_clip, args.media)
-            results["sizes"] = run_sizes(args.sizes, size_clip, config_path, workdir, args.repeats, original,
-                                         Res10Detector.DEFAULT_SCORE, args.before)
+            results["sizes"], results["profiles"] = run_sizes(
+                args.sizes, size_clip, config_path, workdir, args.repeats, original, Res10Detector.DEFAULT_SCORE,
+                args.before, args.size_loops)
     print(f"machine: {results['machine']}; detector {config.detector.name}, dnn.threads {config.dnn.threads}, "
           f"dnn.engine {config.dnn.engine} (baseline: opencv)\n")
     if rows:
@@ -788,8 +808,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "CPU s: user + system of the whole process (every thread, start-up included); wall s: launch "
               "to exit; loop fps: the app's frames over its frame loop's wall time. On a shared machine the "
               "CPU figures are the ones to compare.\n\n" + sizes_table(results["sizes"]) + "\n")
-        print("### Share of the frame loop's wall time by stage (tracked; encode runs on its own thread)\n\n"
-              + shares_table(results["sizes"]) + "\n")
+        print("### Where a tracked run's CPU goes (bench/profile_run.py: per thread, and the main thread by "
+              "stage; one run, all cores)\n\n" + cpu_table(results["profiles"]) + "\n")
     if args.json:
         write_json(args.json, results)
     return 0
