@@ -39,6 +39,7 @@ from streamer.classifiers.levi_hassner import LEVI_MEAN_BGR, LEVI_SCALE, LEVI_SI
 from streamer.cli import MODES  # noqa: E402
 from streamer.config import MODELS_DIR_ENV, Config, load_config, override  # noqa: E402
 from streamer.detectors import DETECTORS  # noqa: E402
+from streamer.detectors.res10 import Res10Detector  # noqa: E402
 from streamer.pipeline import build_analyzer  # noqa: E402
 from streamer.sources.capture import CaptureSource  # noqa: E402
 from streamer.types import Detections, GenderAge  # noqa: E402
@@ -63,17 +64,24 @@ BASELINE_STAGES = ("decode", "detect", "classify", "draw", "encode")
 ORIGINAL_DETECT_PX = 300
 ORIGINAL_CROP_PAD_PX = 20
 OPENCV4_PYTHON_ENV = "STREAMER_OPENCV4_PYTHON"
+# Children's compiled bytecode: an installed app has it (pip compiles at install); a checkout run
+# with PYTHONDONTWRITEBYTECODE would compile every module of the package at each start (~60 ms).
+PYCACHE = Path(tempfile.gettempdir()) / "streamer_bench_pycache"
 
 
 # -- set-up --------------------------------------------------------------------------------------
 
 
-def models_env() -> Dict[str, str]:
-    """The environment for children: shared test models first, then the repo's (fetched) ones."""
+def models_env(repo: Path = REPO) -> Dict[str, str]:
+    """The environment for children: shared test models first, then the repo's (fetched) ones;
+    ``repo``'s code first on the path; Python's bytecode cached (outside the checkout), as in an
+    installed app, so that start-up figures do not include compiling the package's sources."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     env.setdefault(MODELS_DIR_ENV, os.pathsep.join([str(SHARED / "models"), str(REPO / "models")]))
     env.pop("DISPLAY", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join([str(repo)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 
@@ -189,21 +197,26 @@ def percentiles_ms(values: Sequence[float]) -> Dict[str, float]:
 # -- one measured subprocess ---------------------------------------------------------------------
 
 
-def measure_child(argv: List[str], first_line: Path, workdir: Path, tag: str) -> Dict[str, object]:
-    """Run ``argv`` to the end; seconds from launch to the first line of ``first_line``, and the
+def measure_child(argv: List[str], first_line: Path, workdir: Path, tag: str, repo: Path = REPO) -> Dict[str, object]:
+    """Run ``argv`` to the end; seconds from launch to the first line of ``first_line``, the
+    whole process's wall and CPU seconds (user + system of all its threads, from wait4), and the
     child's own peak RSS: VmHWM of its /proc status, read at every poll (the last read is at most
     POLL_S before it exits). Not ru_maxrss: on Linux a child's starts from its parent's peak (the
-    parent's memory at fork/exec counts), so it would report this process's size, not the app's."""
+    parent's memory at fork/exec counts), so it would report this process's size, not the app's.
+    ``repo``: the checkout whose code the child imports (another one to compare before/after)."""
     log_path = workdir / f"{tag}.log"
+    first_line.unlink(missing_ok=True)  # a repeated run's, left by the one before
     with open(log_path, "w", encoding="utf-8") as log:
         t_launch = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=models_env(), cwd=str(REPO))
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=models_env(repo), cwd=str(repo))
         first_s: Optional[float] = None
+        first_cpu_s: Optional[float] = None
         status, rusage, hwm_kb = 0, None, 0
         while True:
             hwm_kb = max(hwm_kb, _vm_hwm_kb(proc.pid))
             if first_s is None and first_line.exists() and first_line.stat().st_size > 0:
                 first_s = time.monotonic() - t_launch
+                first_cpu_s = _cpu_s(proc.pid)
             pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -216,9 +229,24 @@ def measure_child(argv: List[str], first_line: Path, workdir: Path, tag: str) ->
     if proc.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
         raise SystemExit(f"{tag}: {' '.join(argv)} exited with {proc.returncode}:\n{tail}")
+    wall_s = time.monotonic() - t_launch
     # Both in kilobytes on Linux; ru_maxrss only where /proc is missing.
     return {"launch_to_first_frame_s": None if first_s is None else round(first_s, 3),
-            "peak_rss_mb": round((hwm_kb or rusage.ru_maxrss) / 1024.0, 1)}
+            "cpu_to_first_frame_s": None if first_cpu_s is None else round(first_cpu_s, 3),
+            "peak_rss_mb": round((hwm_kb or rusage.ru_maxrss) / 1024.0, 1),
+            "process_wall_s": round(wall_s, 3),
+            "process_cpu_s": round(rusage.ru_utime + rusage.ru_stime, 3)}
+
+
+def _cpu_s(pid: int) -> Optional[float]:
+    """CPU seconds (user + system, all threads) a running process has used so far; None when
+    unreadable. At most POLL_S late, like the first-frame time it goes with."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_hwm_kb(pid: int) -> int:
@@ -233,14 +261,17 @@ def _vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def run_mode(clip: Path, mode: str, config_path: Path, workdir: Path) -> Dict[str, object]:
-    """One app run (``run.py --mode``) in a fresh process: its summary plus process figures."""
-    tag = f"{clip.stem}_{mode}"
+def run_mode(clip: Path, mode: str, config_path: Path, workdir: Path, cores: Optional[str] = None,
+             repo: Path = REPO, tag: Optional[str] = None) -> Dict[str, object]:
+    """One app run (``run.py --mode``) in a fresh process: its summary plus process figures.
+    ``cores``: ``taskset -c`` list the process is pinned to (None: any core); ``repo``: the
+    checkout whose ``run.py`` runs."""
+    tag = tag or f"{clip.stem}_{mode}"
     events, summary_path = workdir / f"{tag}.jsonl", workdir / f"{tag}_summary.json"
-    argv = [sys.executable, str(REPO / "run.py"), "--source", str(clip), "--config", str(config_path),
+    argv = [*_pinned(cores), sys.executable, str(repo / "run.py"), "--source", str(clip), "--config", str(config_path),
             "--mode", mode, "--no-window", "--no-progress", "--output", str(workdir / f"{tag}.mp4"),
             "--events", str(events), "--summary", str(summary_path), "--overwrite"]
-    process = measure_child(argv, events, workdir, tag)
+    process = measure_child(argv, events, workdir, tag, repo)
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     frames = summary["frames_out"]
     return {
@@ -256,6 +287,20 @@ def run_mode(clip: Path, mode: str, config_path: Path, workdir: Path) -> Dict[st
         "stages": summary["stages"],
         **process,
     }
+
+
+def _pinned(cores: Optional[str]) -> List[str]:
+    return [] if cores is None else ["taskset", "-c", cores]
+
+
+def run_floor(clip: Path, workdir: Path, cores: Optional[str] = None) -> Dict[str, object]:
+    """The decode + encode floor (``bench/floor.py``) on ``clip`` in a fresh process."""
+    tag = f"{clip.stem}_floor"
+    out_json, first = workdir / f"{tag}.json", workdir / f"{tag}_first.txt"
+    argv = [*_pinned(cores), sys.executable, str(Path(__file__).resolve().parent / "floor.py"), str(clip),
+            str(workdir / f"{tag}.mp4"), str(first), str(out_json)]
+    process = measure_child(argv, first, workdir, tag)
+    return {**json.loads(out_json.read_text(encoding="utf-8")), **process}
 
 
 def run_baseline(clip: Path, config_path: Path, workdir: Path) -> Dict[str, object]:
@@ -482,6 +527,144 @@ def run_latency(clip: Path, duration_s: float, config: Config, mode: str, workdi
     }
 
 
+# -- issue 27: speed by frame size against the original script and the decode + encode floor --------
+
+
+# A performer who walks across a stage and turns, a cut to the audience: people who move.
+SIZE_CLIP = "whitehouse_hamilton_short_clip.mp4"
+SIZE_CORES = ("0", "0,1")  # taskset -c lists for the tracked runs: one core, two cores
+SIZE_LOOPS = 3  # the clip played 3 times (825 frames): about the 842 frames of issue 27's webcam clip
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        return int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+
+
+def run_sizes(sizes: Sequence[Tuple[int, int]], source: Path, config_path: Path, workdir: Path, repeats: int,
+              original: Optional[Path], score: float, before: Optional[Path], loops: int = 1
+              ) -> Tuple[List[Dict[str, object]], List[Dict[str, object]]]:
+    """Per size (``source`` letterboxed to it, played ``loops`` times): the original script, the
+    decode + encode floor, every frame analysed, and tracked pinned to each of SIZE_CORES, all in
+    fresh processes, ``repeats`` rounds interleaved (the load of a shared machine drifts); with
+    ``before`` (another checkout), its every-frame and tracked runs too. One row per run kind,
+    medians of the rounds; and per size the CPU of a tracked run by thread and stage
+    (bench/profile_run.py in a child)."""
+    rows: List[Dict[str, object]] = []
+    profiles: List[Dict[str, object]] = []
+    for repo in [REPO] + ([before] if before is not None else []):  # bytecode compiled before the rounds
+        subprocess.run([sys.executable, "-c", "import streamer.app, streamer.cli"], env=models_env(repo), cwd=str(repo),
+                       check=True)
+    for size in sizes:
+        clip = make_letterboxed(source, size, workdir)
+        if loops > 1:
+            clip = make_looped(clip, loops, workdir)
+        kinds: List[Tuple[str, Optional[str], object]] = []
+        if original is not None:
+            kinds.append(("original", None, lambda c=clip: run_original(c, original, score, workdir)))
+        kinds.append(("floor", None, lambda c=clip: run_floor(c, workdir)))
+        for code, repo in [("", REPO)] + ([("before ", before)] if before is not None else []):
+            kinds.append((f"{code}every frame", None,
+                          lambda c=clip, r=repo, t=f"{code}all": run_mode(c, "all", config_path, workdir, repo=r,
+                                                                          tag=_tag(c, t))))
+            for cores in SIZE_CORES:
+                kinds.append((f"{code}tracked", cores,
+                              lambda c=clip, r=repo, k=cores, t=f"{code}tracked{cores}":
+                              run_mode(c, "tracked", config_path, workdir, cores=k, repo=r, tag=_tag(c, t))))
+        runs: Dict[Tuple[str, Optional[str]], List[Dict[str, object]]] = {}
+        for round_ in range(repeats):
+            for name, cores, measure in kinds:
+                result = measure()  # type: ignore[operator]
+                runs.setdefault((name, cores), []).append(result)
+                print(f"{clip.name} round {round_ + 1}: {name}{'' if cores is None else ' cores ' + cores} "
+                      f"{result['frames']} frames, {result['process_cpu_s']} s CPU, {result['process_wall_s']} s wall",
+                      file=sys.stderr)
+        rows.extend(_size_rows(f"{size[0]}x{size[1]}", runs))
+        profiles.append({"size": f"{size[0]}x{size[1]}", **profile_child(clip, config_path, workdir)})
+    return rows, profiles
+
+
+def profile_child(clip: Path, config_path: Path, workdir: Path) -> Dict[str, object]:
+    """bench/profile_run.py on ``clip``, tracked, in a fresh process: CPU by thread and by stage."""
+    out = workdir / f"{clip.stem}_profile.json"
+    argv = [sys.executable, str(Path(__file__).resolve().parent / "profile_run.py"), "--source", str(clip),
+            "--config", str(config_path), "--top", "0", "--json", str(out)]
+    subprocess.run(argv, env=models_env(), cwd=str(REPO), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=CHILD_TIMEOUT_S)
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _tag(clip: Path, kind: str) -> str:
+    return f"{clip.stem}_{kind.replace(' ', '_').replace(',', '')}"
+
+
+def _size_rows(size: str, runs: Dict[Tuple[str, Optional[str]], List[Dict[str, object]]]) -> List[Dict[str, object]]:
+    def median(results: List[Dict[str, object]], key: str) -> Optional[float]:
+        values = [float(r[key]) for r in results if r.get(key) is not None]  # type: ignore[arg-type]
+        return round(float(np.median(values)), 3) if values else None
+
+    original = runs.get(("original", None))
+    floor = runs[("floor", None)]
+    rows = []
+    for (name, cores), results in runs.items():
+        frames = int(results[0]["frames"])  # type: ignore[arg-type]
+        cpu_s, wall_s = median(results, "process_cpu_s"), median(results, "process_wall_s")
+        row: Dict[str, object] = {
+            "size": size, "run": name, "cores": cores or "any", "rounds": len(results), "frames": frames,
+            "process_wall_s": wall_s, "process_cpu_s": cpu_s,
+            "loop_fps": median(results, "fps"),
+            "fps_per_cpu_s": round(frames / cpu_s, 1) if cpu_s else None,
+            "x_original_cpu": round(median(original, "process_cpu_s") / cpu_s, 2) if original and cpu_s else None,  # type: ignore[operator]
+            "x_original_wall": round(median(original, "process_wall_s") / wall_s, 2) if original and wall_s else None,  # type: ignore[operator]
+            "x_floor_cpu": round(cpu_s / median(floor, "process_cpu_s"), 2) if cpu_s else None,  # type: ignore[operator]
+            "peak_rss_mb": median(results, "peak_rss_mb"),
+            "launch_to_first_frame_s": median(results, "launch_to_first_frame_s"),
+            "cpu_to_first_frame_s": median(results, "cpu_to_first_frame_s"),
+            "detector_runs_per_frame": median(results, "detector_runs_per_frame"),
+        }
+        rows.append(row)
+    return rows
+
+
+def sizes_table(rows: List[Dict[str, object]]) -> str:
+    lines = [
+        "| size | run | cores | frames | whole process wall s | CPU s | loop fps (wall) | frames per CPU s "
+        "| x original (CPU) | x original (wall) | CPU x floor | peak RSS MB | first frame: wall s (CPU s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['run']} | {r['cores']} | {r['frames']} | {r['process_wall_s']} | {r['process_cpu_s']} "
+            f"| {_cell(r['loop_fps'])} | {_cell(r['fps_per_cpu_s'])} | {_cell(r['x_original_cpu'])} "
+            f"| {_cell(r['x_original_wall'])} | {_cell(r['x_floor_cpu'])} | {_cell(r['peak_rss_mb'], '.0f')} "
+            f"| {_cell(r['launch_to_first_frame_s'])} ({_cell(r['cpu_to_first_frame_s'])}) |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_table(profiles: List[Dict[str, object]]) -> str:
+    """CPU seconds of a tracked run by thread and, for the main thread, by stage, and each one's share."""
+    lines = ["| size | where | CPU s | share |", "|---|---|---:|---:|"]
+    for p in profiles:
+        threads = p["threads_cpu_s"]
+        stages = p["stages_cpu_s"]
+        assert isinstance(threads, dict) and isinstance(stages, dict)
+        total = sum(threads.values()) or 1.0
+        for name, seconds in threads.items():
+            if name != "MainThread" and seconds >= 0.005:
+                lines.append(f"| {p['size']} | thread: {name} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
+        for name, seconds in stages.items():
+            lines.append(f"| {p['size']} | main thread: {name} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
+    return "\n".join(lines)
+
+
+def _cell(value: object, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 # -- report ----------------------------------------------------------------------------------------
 
 
@@ -553,6 +736,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, help="override dnn.threads (cv2.setNumThreads; 0: all cores)")
     parser.add_argument("--engine", choices=["opencv", "onnxruntime"], help="override dnn.engine for the modes "
                         "(the baseline always runs the seed's cv2.dnn)")
+    parser.add_argument("--sizes", nargs="*", type=parse_size, default=[], metavar="WxH",
+                        help=f"issue 27's table: {SIZE_CLIP} letterboxed to each size (e.g. 640x480 1280x720); the "
+                        "original script, the decode + encode floor, every frame, tracked on 1 and 2 cores")
+    parser.add_argument("--size-clip", default=SIZE_CLIP, help="the clip of --sizes (a file in --media, a short "
+                        "name or a path)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of --sizes, interleaved; medians reported")
+    parser.add_argument("--size-loops", type=int, default=SIZE_LOOPS, help="--sizes plays the clip this many times")
+    parser.add_argument("--before", type=Path, help="another checkout: --sizes also runs its every-frame and "
+                        "tracked modes, interleaved with this one's (before/after in one session)")
+    parser.add_argument("--opencv4-python", type=Path, help="interpreter with OpenCV 4.x for the original "
+                        "script (default: $STREAMER_OPENCV4_PYTHON, then .venv-opencv4)")
     parser.add_argument("--media", type=Path, default=SHARED / "media")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
@@ -565,6 +759,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "modes": args.modes, "latency_s": args.latency_s},
         "throughput": [],
         "latency": None,
+        "sizes": [],
+        "profiles": [],
     }
     with tempfile.TemporaryDirectory(prefix="streamer_bench_") as tmp:
         workdir = Path(tmp)
@@ -590,6 +786,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.latency_s > 0:
             results["latency"] = run_latency(clip_path(args.latency_clip, args.media), args.latency_s, config,
                                              args.latency_mode, workdir)
+        if args.sizes:
+            original = opencv4_python(args.opencv4_python)
+            if original is None:
+                print("no OpenCV 4.x interpreter found (--opencv4-python): the original script is not run",
+                      file=sys.stderr)
+            size_clip = args.media / args.size_clip if (args.media / args.size_clip).is_file() else \
+                clip_path(args.size_clip, args.media)
+            results["sizes"], results["profiles"] = run_sizes(
+                args.sizes, size_clip, config_path, workdir, args.repeats, original, Res10Detector.DEFAULT_SCORE,
+                args.before, args.size_loops)
     print(f"machine: {results['machine']}; detector {config.detector.name}, dnn.threads {config.dnn.threads}, "
           f"dnn.engine {config.dnn.engine} (baseline: opencv)\n")
     if rows:
@@ -597,6 +803,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("## Time per stage (app: worker thread; decode only in the baseline)\n\n" + stages_table(rows) + "\n")
     if results["latency"]:
         print("## Live latency (fake camera at 30 fps)\n\n" + latency_table(results["latency"]) + "\n")
+    if results["sizes"]:
+        print(f"## Speed by frame size (issue 27), medians of {args.repeats} interleaved rounds\n\n"
+              "CPU s: user + system of the whole process (every thread, start-up included); wall s: launch "
+              "to exit; loop fps: the app's frames over its frame loop's wall time. On a shared machine the "
+              "CPU figures are the ones to compare.\n\n" + sizes_table(results["sizes"]) + "\n")
+        print("### Where a tracked run's CPU goes (bench/profile_run.py: per thread, and the main thread by "
+              "stage; one run, all cores)\n\n" + cpu_table(results["profiles"]) + "\n")
     if args.json:
         write_json(args.json, results)
     return 0

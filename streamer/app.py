@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 
 from .audience import Audience
 from .audience.tally import AudienceTally
@@ -29,7 +29,6 @@ from .config import Config
 from .detectors import FaceDetector, build_mask_detector
 from .errors import ConfigError, SinkError, StreamerError
 from .outputs.files import write_bytes
-from .outputs.mqtt import build_sinks as mqtt_sinks
 from .outputs.plan import check_outputs, default_output
 from .outputs.recording import VideoSink
 from .outputs.sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
@@ -37,7 +36,6 @@ from .picture.anonymize import build_anonymizer
 from .picture.draw import LabelStyle
 from .picture.regions import RegionOverlay
 from .pipeline import FaceAnalyzer, build_analyzer
-from .report.build import ReportSink, report_paths
 from .report.tally import PeopleTally
 from .sources.capture import FrameSource, SourceInfo
 from .sources.source import open_source, redact
@@ -48,6 +46,9 @@ from .tracking.motion import MotionGate
 from .tracking.tracker import Tracker
 from .types import FrameResult, age_group_labels
 from .worker import Finding, PictureSpec, Worker
+
+if TYPE_CHECKING:
+    from .report.build import ReportSink
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def run(config: Config, options: RunOptions, analyzer: Optional[FaceAnalyzer] = 
     t_run = time.monotonic()
     early = _EarlyEnding(config, options, t_run)
     with early.summarised():  # an ending before the first frame (the source, a model, Ctrl-C) has its summary too
-        sinks = [*sinks, *mqtt_sinks(config, sinks)]  # mqtt.enabled (or --mqtt), whoever runs: run, serve
+        sinks = [*sinks, *_mqtt_sinks(config, sinks)]  # mqtt.enabled (or --mqtt), whoever runs: run, serve
         aggregate = _aggregate_only(config, options)  # a picture asked of an aggregate run: refused before anything opens
     return _run(config, options, analyzer, sinks, aggregate, early)
 
@@ -290,6 +291,17 @@ class _EarlyEnding:
             error.summary = None  # nothing was done: the command line prints no summary block
 
 
+def _mqtt_sinks(config: Config, given: Sequence[Sink]) -> List[Sink]:
+    """The MQTT sink ``mqtt.enabled`` asks for (``streamer.outputs.mqtt.build_sinks``), its module
+    imported only then: paho, TLS and the message builders are start-up time a run without MQTT
+    does not need (start to first annotated frame)."""
+    if not config.mqtt.enabled:
+        return []
+    from .outputs.mqtt import build_sinks
+
+    return list(build_sinks(config, given))
+
+
 def _overwrite(config: Config, options: RunOptions) -> bool:
     return options.overwrite or config.output.overwrite
 
@@ -302,7 +314,11 @@ def _shape(config: Config, options: RunOptions, source: FrameSource, aggregate: 
         default_output(info.kind, info.name) if options.default_output else None)
     stream = info.kind in ("file", "live")
     tracked = stream and config.tracking.enabled
-    report_files = report_paths(options.report) if options.report is not None else []
+    report_files = []
+    if options.report is not None:  # the report's module only when one is asked for (start-up time)
+        from .report.build import report_paths
+
+        report_files = report_paths(options.report)
     if options.report is not None and not tracked:
         log.warning("--report needs tracked mode on a video or stream (tracking.enabled); no report written")
         report_files = []  # nothing will be written there: do not make its folder either
@@ -341,6 +357,9 @@ def build_worker(config: Config, analyzer: FaceAnalyzer, stream: bool, tracked: 
         mask_interval_s=out.anonymize_detector_interval_s if stream else 0.0, mask_grow=out.anonymize_detector_grow,
         regions=RegionOverlay(config.audience) if tracked and config.audience.draw and (
             config.audience.zones or config.audience.lines) else None,
+        # A stream's frames come fresh from the capture thread and are kept by nobody after the
+        # worker: drawing on them saves a frame copy (and the memory of one) per frame.
+        in_place=stream,
     )
     people = PeopleTally(config.report, config.classifier.age_groups) if tracked else None
     audience = config.audience if tracked and config.audience.enabled else None
@@ -367,6 +386,8 @@ def _open_sinks(outputs: _Outputs, config: Config, options: RunOptions, shape: _
                                     camera=config.mqtt.camera)
         outputs.sinks.append(outputs.events)
     if options.report is not None and shape.tracked:
+        from .report.build import ReportSink
+
         outputs.report = ReportSink(config.report, config.classifier.age_groups, options.report, overwrite,
                                     audience=config.audience)
         outputs.sinks.append(outputs.report)

@@ -52,6 +52,7 @@ class RunStats:
     faces_classified: int = 0
     stage_ms: Dict[str, _Ring] = field(default_factory=dict)
     stage_runs: Dict[str, int] = field(default_factory=dict)
+    stage_total_ms: Dict[str, float] = field(default_factory=dict)
     first_output_s: Optional[float] = None
     _in_times: Deque[Tuple[int, float]] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
     _out_times: Deque[float] = field(default_factory=lambda: deque(maxlen=_FPS_WINDOW))
@@ -66,6 +67,7 @@ class RunStats:
                 ring = self.stage_ms[stage] = _Ring(_STAGE_SAMPLES)
             ring.append(ms)
             self.stage_runs[stage] = self.stage_runs.get(stage, 0) + 1
+            self.stage_total_ms[stage] = self.stage_total_ms.get(stage, 0.0) + ms
 
     def mark_in(self, index: int, t_s: float) -> None:
         self.frames_in += 1
@@ -99,16 +101,18 @@ class RunStats:
         return (len(times) - 1) / (times[-1] - times[0])
 
     def percentiles(self) -> Dict[str, Dict[str, float]]:
-        """Per stage: p50 and p95 in ms (over the last _STAGE_SAMPLES runs), and how often it ran."""
+        """Per stage: p50 and p95 in ms (over the last _STAGE_SAMPLES runs), how often it ran, and
+        its total ms over the whole run (what share of the run it took)."""
         with self._lock:
-            samples = {stage: (ring.values().astype(np.float64), self.stage_runs[stage])
+            samples = {stage: (ring.values().astype(np.float64), self.stage_runs[stage], self.stage_total_ms[stage])
                        for stage, ring in self.stage_ms.items()}
         table = {}
-        for stage, (arr, runs) in samples.items():
+        for stage, (arr, runs, total_ms) in samples.items():
             table[stage] = {
                 "p50_ms": round(float(np.percentile(arr, 50)), 2),
                 "p95_ms": round(float(np.percentile(arr, 95)), 2),
                 "n": runs,
+                "total_ms": round(total_ms, 1),
             }
         return table
 

@@ -20,6 +20,7 @@ from .classifiers.align import yaw_ratio
 from .detectors import FaceDetector
 from .picture.anonymize import Anonymizer
 from .picture.draw import LabelStyle, draw_faces, draw_hud
+from .picture.grey import GreyFrame
 from .picture.regions import RegionOverlay
 from .pipeline import FaceAnalyzer
 from .report.tally import PeopleTally
@@ -94,7 +95,9 @@ class PictureSpec:
     detector misses, at most every ``mask_interval_s``, its boxes scaled ``mask_grow`` about their
     centres; ``labels``: boxes and labels drawn;
     ``pictures``: False (``--privacy aggregate``) draws nothing at all; ``hud``: the stats line;
-    ``regions``: the audience's zones and lines drawn (``audience.draw``)."""
+    ``regions``: the audience's zones and lines drawn (``audience.draw``); ``in_place``: draw on
+    the frame's own pixels (``Frame.bgr`` becomes the annotated picture), for a caller that keeps
+    no clean copy of it: a frame's copy and its memory saved per frame."""
 
     hud: bool = False
     label_style: LabelStyle = LabelStyle()
@@ -105,6 +108,7 @@ class PictureSpec:
     mask_interval_s: float = 0.0
     mask_grow: float = 1.0
     regions: Optional[RegionOverlay] = None
+    in_place: bool = False
 
 
 class Worker:
@@ -129,6 +133,7 @@ class Worker:
         self.anonymizer, self.labels, self.pictures = picture.anonymizer, picture.labels, picture.pictures
         self.label_style, self.hud = picture.label_style, picture.hud
         self.regions = picture.regions
+        self.in_place = picture.in_place
         # The mask detector runs with the full-frame detector (at most every mask_interval_s), its
         # faces masked until its next run, never tracked; _mask_boxes holds its latest (N, 4) boxes.
         self.mask_detector = picture.mask_detector if picture.anonymizer is not None else None
@@ -158,19 +163,26 @@ class Worker:
         timings: Dict[str, float] = {}
         decision: Optional[GateDecision] = None
         gate_open = True
+        grey: Optional[GreyFrame] = None
+        if self.gate is not None or self.tracker is not None:
+            t0 = time.perf_counter()
+            grey = GreyFrame.of(frame.bgr)  # one conversion, shared by the gate, the cut detector and the flow
+            timings["grey"] = (time.perf_counter() - t0) * 1000.0
         if self.gate is not None:
+            assert grey is not None
             t0 = time.perf_counter()
             ignore = None
             if self.tracker is not None:
                 # Motion on a face already tracked (talking, nodding) is the tracker's job; only
                 # motion elsewhere (someone new) needs the detector before its schedule.
-                ignore = self.tracker.shown_boxes(grow=_TRACKED_MOTION_MARGIN)
-            decision = self.gate.update(frame.bgr, frame.index, ignore)
+                ignore = grey.to_grey(self.tracker.shown_boxes(grow=_TRACKED_MOTION_MARGIN))
+            decision = self.gate.update(grey.grey, frame.index, ignore)
             timings["gate"] = (time.perf_counter() - t0) * 1000.0
             gate_open = decision.analyse
         if self.tracker is not None:
-            cut = self._cuts.update(frame.bgr) or (decision is not None and decision.reason == "recalibrate")
-            faces, analysed = self._tracked(frame, gate_open, cut, timings)
+            assert grey is not None
+            cut = self._cuts.update(grey.grey) or (decision is not None and decision.reason == "recalibrate")
+            faces, analysed = self._tracked(frame, grey, gate_open, cut, timings)
         elif gate_open or self._last_analysed_index is None:
             faces, model_ms = self.analyzer.analyse(frame.bgr)
             timings.update(model_ms)
@@ -198,20 +210,23 @@ class Worker:
 
     def _picture(self, frame: Frame, faces: Tuple[Face, ...], stale: bool, dropped: int,
                  timings: Dict[str, float]) -> np.ndarray:
-        """The annotated copy of the frame: faces hidden first when anonymizing, then the overlay."""
+        """The annotated frame (a copy unless ``in_place``): faces hidden first when anonymizing,
+        then the overlay."""
         picture = frame.bgr
+        own = self.in_place  # may ``picture`` be drawn on
         if self.anonymizer is not None:
             t0 = time.perf_counter()
             live_xyxy = self._face_boxes_to_mask(faces)
             if len(self._mask_boxes):
                 live_xyxy = np.concatenate([live_xyxy, self._mask_boxes])
             boxes = self.anonymizer.update(frame.index, live_xyxy)
-            picture = self.anonymizer.apply(picture, boxes)
+            picture, own = self.anonymizer.apply(picture, boxes), True
             timings["anonymize"] = (time.perf_counter() - t0) * 1000.0
         t0 = time.perf_counter()
         if self.regions is not None:  # under the face labels, which must stay readable
-            picture = self.regions.draw(picture.copy(), self.audience.occupancy() if self.audience is not None else {})
-        annotated = draw_faces(picture, faces if self.labels else (), stale=stale, style=self.label_style)
+            canvas = picture if own and picture.flags.c_contiguous else picture.copy()
+            picture, own = self.regions.draw(canvas, self.audience.occupancy() if self.audience is not None else {}), True
+        annotated = draw_faces(picture, faces if self.labels else (), stale=stale, style=self.label_style, in_place=own)
         if self.hud:
             draw_hud(annotated, self.hud_lines(dropped))
         timings["draw"] = (time.perf_counter() - t0) * 1000.0
@@ -250,10 +265,10 @@ class Worker:
         return np.array(live, np.float32).reshape(-1, 4)
 
     def _tracked(
-        self, frame: Frame, gate_open: bool, cut: bool, timings: Dict[str, float]
+        self, frame: Frame, grey: GreyFrame, gate_open: bool, cut: bool, timings: Dict[str, float]
     ) -> Tuple[Tuple[Face, ...], bool]:
-        """Faces from the tracker; True when the full-frame detector ran on this frame. ``cut``:
-        the whole picture changed (the gate's "recalibrate")."""
+        """Faces from the tracker; True when the full-frame detector ran on this frame. ``grey``:
+        the frame's grey picture; ``cut``: the whole picture changed (the gate's "recalibrate")."""
         tracker, analyzer, flow = self.tracker, self.analyzer, self.flow
         assert tracker is not None
         # File time when there is one: decoding faster than real time must not shrink the
@@ -262,8 +277,15 @@ class Worker:
         bgr = frame.bgr
         if flow is not None:
             t0 = time.perf_counter()
-            flow.next_frame(bgr)
+            flow.next_frame(grey)
             timings["flow"] = (time.perf_counter() - t0) * 1000.0
+
+        def move(track: Track) -> Optional[np.ndarray]:
+            assert flow is not None
+            t0 = time.perf_counter()
+            moved = flow.follow(track.id, track.xyxy)
+            timings["flow"] = timings.get("flow", 0.0) + (time.perf_counter() - t0) * 1000.0
+            return moved
 
         def look(track: Track) -> Optional[Tuple[Detections, Optional[np.ndarray]]]:
             t0 = time.perf_counter()
@@ -289,10 +311,11 @@ class Worker:
             )
             self._look_for_masks(frame, timings, force=cut)
         elif flow is not None:
-            tracks = tracker.follow(frame.index, t_s, lambda track: flow.follow(track.id, track.xyxy), look)
+            tracks = tracker.follow(frame.index, t_s, move, look)
         else:
             tracks = tracker.predict(frame.index, t_s)
         if flow is not None:
+            t0 = time.perf_counter()
             alive = set()
             for track in tracker.tracks:
                 alive.add(track.id)
@@ -301,6 +324,7 @@ class Worker:
             for key in flow.keys():
                 if key not in alive:
                     flow.forget(key)
+            timings["flow"] += (time.perf_counter() - t0) * 1000.0
         self._classify_due(bgr, frame.index, t_s, timings)
         self._collect_records(frame, t_s)
         boxes = clipped(np.array([track.xyxy for track in tracks], np.float32).reshape(-1, 4), bgr.shape[:2])

@@ -108,6 +108,30 @@ def test_make_letterboxed_keeps_the_picture_undistorted_between_black_bars(tmp_p
     assert abs(rows[10:38].mean() - 128) < 10
 
 
+def test_run_bench_sizes_table_has_the_floor_both_modes_and_core_counts(short_clip, tmp_path, models_env):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run_bench.py"), "--clips", "--loops", "0", "--no-webcam", "--latency-s", "0",
+         "--sizes", "96x72", "--repeats", "1", "--size-loops", "2", "--size-clip", str(short_clip), "--json", str(out)],
+        cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## Speed by frame size" in proc.stdout and "### Where a tracked run's CPU goes" in proc.stdout
+    result = json.loads(out.read_text(encoding="utf-8"))
+    rows = {(row["run"], row["cores"]): row for row in result["sizes"]}
+    assert set(rows) >= {("floor", "any"), ("every frame", "any"), ("tracked", "0"), ("tracked", "0,1")}
+    for row in rows.values():
+        assert row["size"] == "96x72" and row["frames"] == 2 * SHORT_FRAMES  # the clip played twice
+        assert row["process_cpu_s"] > 0 and row["fps_per_cpu_s"] > 0 and row["peak_rss_mb"] > 0
+        assert row["x_floor_cpu"] > 0 and row["launch_to_first_frame_s"] > 0
+        # The original script runs where an OpenCV 4 interpreter is (CI's .venv-opencv4).
+        assert (row["x_original_cpu"] is None) == (("original", "any") not in rows)
+    (profile,) = result["profiles"]
+    assert profile["frames"] == 2 * SHORT_FRAMES and profile["threads_cpu_s"]["MainThread"] > 0
+    assert {"flow", "looks", "detect", "classify", "draw", "other"} <= set(profile["stages_cpu_s"])
+    assert sum(profile["stages_cpu_s"].values()) <= profile["process_cpu_s"] + 0.05
+
+
 def test_run_bench_engine_onnxruntime_keeps_the_baseline_on_opencv(short_clip, tmp_path, models_env):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "bench.json"

@@ -80,6 +80,18 @@ def test_without_gate_every_frame_is_analysed_and_drawn_on_a_copy():
     assert (worker.stats.analysed, worker.stats.skipped) == (3, 0)
 
 
+def test_in_place_the_overlay_is_drawn_on_the_frame_itself():
+    # A stream's frames are kept by nobody after the worker (app.build_worker): no copy is made.
+    worker = Worker(finding=Finding(analyzer()), picture=PictureSpec(hud=True, in_place=True))
+    bgr = frame_with_face(100, 80)
+    original = bgr.copy()
+    result, picture = worker.process(frame(bgr, 0))
+    assert picture is bgr and result.frame.bgr is bgr
+    assert not np.array_equal(bgr, original)
+    (face,) = result.faces
+    assert face.classified
+
+
 def test_a_still_scene_behind_the_gate_reuses_the_faces_marked_stale():
     detector = SquareDetector()
     worker = Worker(finding=Finding(FaceAnalyzer(detector, Labels(), min_face_px=10), gate=MotionGate(MotionConfig())))

@@ -1,4 +1,5 @@
-"""The overlay: boxes, labels and a small HUD drawn on a copy of the frame (never in place)."""
+"""The overlay: boxes, labels and a small HUD drawn on a copy of the frame, or on the frame itself
+when its caller keeps no clean copy."""
 
 from __future__ import annotations
 
@@ -120,15 +121,17 @@ def _draw_label(canvas: np.ndarray, lines: Sequence[str], rect, color, scale: fl
 
 
 def draw_faces(
-    bgr: np.ndarray, faces: Sequence[Face], stale: bool = False, style: LabelStyle = LabelStyle()
+    bgr: np.ndarray, faces: Sequence[Face], stale: bool = False, style: LabelStyle = LabelStyle(),
+    in_place: bool = False,
 ) -> np.ndarray:
     """A copy of ``bgr`` ((H, W, 3) uint8 BGR) with a box and label per face (``style``: when
-    labels admit doubt).
+    labels admit doubt); ``in_place``: drawn on ``bgr`` itself and returned, for a caller that
+    keeps no clean copy (a frame's copy costs 0.9 MB at 640x480, 6.2 MB at 1080p).
 
     Stale results (reused while the motion gate is closed) are drawn with thinner boxes. Labels
     are placed after all boxes so that none hides another.
     """
-    canvas = bgr.copy()
+    canvas = bgr if in_place else bgr.copy()
     scale, thickness = _text_scale(canvas.shape[:2])
     box_thickness = max(1, thickness - (1 if stale else 0))
     colors = []
@@ -153,7 +156,7 @@ def draw_faces(
 
 def draw_hud(canvas: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     """Small status lines in the bottom-left corner (faces are rarely there), on a darkened
-    panel; drawn in place on ``canvas`` (already a copy made by ``draw_faces``) and returned."""
+    panel; drawn in place on ``canvas`` (what ``draw_faces`` returned) and returned."""
     if not lines:
         return canvas
     scale, thickness = _text_scale(canvas.shape[:2])

@@ -54,7 +54,7 @@ class MotionGate:
         working image that differs from the background by more than ``pixel_threshold`` grey
         levels (0.0 when the gate is off or has no background yet).
 
-        ``ignore_xyxy`` (``(N, 4)`` frame pixels, optional): regions whose motion does not open
+        ``ignore_xyxy`` (``(N, 4)`` pixels of ``bgr``, optional): regions whose motion does not open
         the gate, e.g. faces already tracked: a person talking keeps changing their own box, and
         the tracker follows that without a new detection. Motion only there gives reason
         "tracked" (analyse=False); ``changed_frac`` still counts the whole frame.
@@ -154,10 +154,13 @@ class CutDetector:
     def __init__(self) -> None:
         self._prev: Optional[np.ndarray] = None
 
-    def update(self, bgr: np.ndarray) -> bool:
-        """True when this ``(H, W, 3)`` uint8 BGR frame starts a new shot."""
-        grey = cv2.cvtColor(cv2.resize(bgr, self.THUMB_WH, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-        thumb = grey.astype(np.float32).ravel()
+    def update(self, picture: np.ndarray) -> bool:
+        """True when this frame starts a new shot: ``(H, W, 3)`` uint8 BGR, or ``(h, w)`` uint8
+        grey (the frame's ``GreyFrame``, which the worker has made anyway)."""
+        thumb = cv2.resize(picture, self.THUMB_WH, interpolation=cv2.INTER_AREA)
+        if thumb.ndim == 3:
+            thumb = cv2.cvtColor(thumb, cv2.COLOR_BGR2GRAY)
+        thumb = thumb.astype(np.float32).ravel()
         spread = float(thumb.std())
         # A flat picture (black between shots, a lens cap) has no pattern to compare: not a cut.
         pattern = (thumb - thumb.mean()) / spread if spread >= _FLAT_GREY_STD else None

@@ -10,6 +10,7 @@ import pytest
 
 from streamer.boxes import box_iou
 from streamer.config import ClassifierConfig, TrackingConfig
+from streamer.picture.grey import GreyFrame
 from streamer.pipeline import FaceAnalyzer
 from streamer.tracking.flow import BoxFlow
 from streamer.tracking.motion import CutDetector
@@ -40,25 +41,104 @@ def face_box(x: float, y: float) -> np.ndarray:
 
 def test_flow_follows_a_moving_face_and_loses_it_when_it_goes():
     flow = BoxFlow()
-    flow.next_frame(frame_with_face(50, 60))
+    flow.next_frame(GreyFrame.of(frame_with_face(50, 60)))
     flow.seed(1, face_box(50, 60))
     box = face_box(50, 60)
     for step in range(1, 15):  # 5 px right and 2 px down per frame
-        flow.next_frame(frame_with_face(50 + 5 * step, 60 + 2 * step))
+        flow.next_frame(GreyFrame.of(frame_with_face(50 + 5 * step, 60 + 2 * step)))
         box = flow.follow(1, box)
         assert box is not None, f"lost at step {step}"
         np.testing.assert_allclose(box, face_box(50 + 5 * step, 60 + 2 * step), atol=2.0)
-    flow.next_frame(frame_with_face(None, None))  # covered: a flat patch where the face was
+    flow.next_frame(GreyFrame.of(frame_with_face(None, None)))  # covered: a flat patch where the face was
     assert flow.follow(1, box) is None
     assert 1 not in flow.keys()
 
 
 def test_flow_without_points_or_previous_frame_is_lost():
     flow = BoxFlow()
-    flow.next_frame(frame_with_face(50, 60))
+    flow.next_frame(GreyFrame.of(frame_with_face(50, 60)))
     assert flow.follow(7, face_box(50, 60)) is None  # never seeded
     flow.seed(7, np.array([0, 0, 2, 2], np.float32))  # too small to hold points
     assert 7 not in flow.keys()
+
+
+class CountedCorners:
+    """cv2.goodFeaturesToTrack that records the size of each picture and the corners asked for."""
+
+    def __init__(self) -> None:
+        self.calls: List[Tuple[Tuple[int, ...], int]] = []
+        self._real = cv2.goodFeaturesToTrack
+
+    def __call__(self, image, max_corners, *args, **kwargs):
+        self.calls.append((image.shape, max_corners))
+        return self._real(image, max_corners, *args, **kwargs)
+
+
+def test_a_detection_keeps_the_points_the_flow_followed(monkeypatch):
+    # Corners are found once per track: a detection on a followed face keeps its points (moved to
+    # the detection's frame when the tracker did not follow it there) instead of finding new ones.
+    flow = BoxFlow()
+    box = face_box(50, 60)
+    flow.next_frame(GreyFrame.of(frame_with_face(50, 60)))
+    flow.seed(1, box)
+    corners = CountedCorners()
+    monkeypatch.setattr(cv2, "goodFeaturesToTrack", corners)
+    for step in range(1, 8):
+        flow.next_frame(GreyFrame.of(frame_with_face(50 + 4 * step, 60)))
+        if step % 3:
+            box = flow.follow(1, box)
+        else:  # a full-frame detection: no follow on this frame
+            box = face_box(50 + 4 * step, 60)
+            flow.seed(1, box)
+        assert box is not None
+    assert corners.calls == [], "the detected face's points were found again"
+    np.testing.assert_allclose(box, face_box(50 + 4 * 7, 60), atol=2.0)
+
+
+def test_points_are_topped_up_in_the_face_and_found_again_when_they_drifted(monkeypatch):
+    flow = BoxFlow()
+    flow.next_frame(GreyFrame.of(frame_with_face(50, 60)))
+    flow.seed(1, face_box(50, 60))
+    corners = CountedCorners()
+    monkeypatch.setattr(cv2, "goodFeaturesToTrack", corners)
+    # A flat hand over the left 60 % of the face: its points are lost, the rest follow.
+    covered = frame_with_face(52, 60)
+    covered[:, : 52 + int(0.6 * FACE_PX)] = 128
+    flow.next_frame(GreyFrame.of(covered))
+    assert flow.follow(1, face_box(50, 60)) is not None
+    flow.next_frame(GreyFrame.of(frame_with_face(52, 60)))
+    flow.seed(1, face_box(52, 60))
+    (shape, asked), = corners.calls
+    inner = round(0.7 * FACE_PX) + 2 * 4  # the face's inner part and the corner measure's reach around it
+    assert abs(shape[0] - inner) <= 2 and abs(shape[1] - inner) <= 2, "corners are looked for inside the face only"
+    assert 0 < asked < 24, "only the missing points are added"
+    # A detection far from where the points lead (they followed something else): all new ones.
+    flow.next_frame(GreyFrame.of(frame_with_face(200, 150)))
+    flow.seed(1, face_box(200, 150))
+    assert corners.calls[-1][1] == 24
+
+
+def test_a_large_face_is_followed_on_a_smaller_crop():
+    # A 200 px face in a 1280x720 frame: grey at 640 (a 100 px face), its crop halved for LK.
+    side = 200
+    texture = cv2.resize(np.random.default_rng(5).integers(0, 255, (25, 25, 3), dtype=np.uint8), (side, side),
+                         interpolation=cv2.INTER_LINEAR)
+
+    def big_frame(x: int, y: int) -> np.ndarray:
+        bgr = np.full((720, 1280, 3), 128, np.uint8)
+        bgr[y:y + side, x:x + side] = texture
+        return bgr
+
+    flow = BoxFlow()
+    flow.next_frame(GreyFrame.of(big_frame(300, 200)))
+    box = np.array([300, 200, 300 + side, 200 + side], np.float32)
+    flow.seed(1, box)
+    for step in range(1, 10):
+        x, y = 300 + 12 * step, 200 + 4 * step
+        flow.next_frame(GreyFrame.of(big_frame(x, y)))
+        box = flow.follow(1, box)
+        assert box is not None, f"lost at step {step}"
+        np.testing.assert_allclose(box, [x, y, x + side, y + side], atol=4.0)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +156,9 @@ def test_cut_detector(second, is_cut):
     cuts = CutDetector()
     assert cuts.update(first) is False
     assert cuts.update(second(first)) is is_cut
+    greys = CutDetector()  # the same answer from the frames' shared grey pictures
+    assert greys.update(GreyFrame.of(first).grey) is False
+    assert greys.update(GreyFrame.of(second(first)).grey) is is_cut
 
 
 class SquareDetector:
