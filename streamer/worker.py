@@ -358,6 +358,9 @@ class Worker:
                 float(labels.p_male[i]), float(labels.age_years[i]), float(min(x2 - x1, y2 - y1)), track.score,
                 quality=float(quality[i]), age_range=None if np.isnan(low) else (low, high),
             )
+        # After the whole batch: two faces that crossed contradict their tracks on the same frame,
+        # and the tracker can only tell a swap from a newcomer when both samples are in.
+        for track in due:
             if track.labels.changed_person:
                 tracker.split(track, frame_index, t_s)
 

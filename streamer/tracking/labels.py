@@ -181,8 +181,15 @@ class PersonLabels:
         return taken
 
     def adopt(self, samples: Sequence["_Sample"]) -> None:
-        """Start this track's labels from another track's contradicting samples."""
+        """Fold in another track's contradicting samples: they are views of this person."""
         self._fold(samples)
+
+    def explains(self, other: "PersonLabels") -> bool:
+        """The samples that contradicted ``other`` (at least one) fit this person's shown labels:
+        this person's face is the one in ``other``'s box."""
+        return self.label_ready and bool(other._contradicting) and not any(
+            self._contradicts(sample) for sample in other._contradicting
+        )
 
     @property
     def settled(self) -> bool:

@@ -252,7 +252,18 @@ class Tracker:
 
     def split(self, track: Track, frame_index: int, t_s: float) -> Track:
         """Someone else is in ``track``'s box (``PersonLabels.changed_person``): end it and start a new,
-        confirmed track on the same box, labelled from the samples that gave the change away."""
+        confirmed track on the same box, labelled from the samples that gave the change away; returns
+        the track now on the box. When that someone is the person of another shown track whose own
+        latest sample is this track's person, two faces crossed and their boxes were swapped: the two
+        tracks trade labels instead, and nobody is counted twice."""
+        for other in self._shown():
+            if other is not track and track.labels.explains(other.labels) and other.labels.explains(track.labels):
+                mine, theirs = track.labels.take_contradicting(), other.labels.take_contradicting()
+                track.labels, other.labels = other.labels, track.labels
+                track.labels.adopt(mine)
+                other.labels.adopt(theirs)
+                logger.debug("tracks %s and %s trade labels: their faces crossed", track.id, other.id)
+                return track
         self._tracks.remove(track)
         if track.confirmed:
             self._ended.append(track)

@@ -293,6 +293,22 @@ def test_a_face_the_detector_keeps_losing_is_sampled_all_the_same() -> None:
     assert sampled and sampled[0] in (10, 11) and len(sampled) >= 2, sampled
 
 
+def test_two_faces_that_crossed_and_swapped_boxes_trade_labels_instead_of_splitting() -> None:
+    tracker = make_tracker(min_hits=1, min_samples=2)
+    a, b = tracker.update(dets([box(100, 200), box(300, 200)]), 0, 0.0)
+    for _ in range(3):
+        a.add_sample(0.03, 25.0, 80, 0.9)  # a young woman
+        b.add_sample(0.96, 60.0, 80, 0.9)  # an old man
+    for _ in range(2):  # they crossed: each box now on the other's face
+        a.add_sample(0.95, 61.0, 80, 0.9)
+        b.add_sample(0.04, 26.0, 80, 0.9)
+    assert a.labels.changed_person and b.labels.changed_person
+    assert tracker.split(a, 1, 0.1) is a and not b.labels.contradicted
+    assert (a.labels.gender, b.labels.gender) == ("male", "female")
+    assert a.labels.samples == b.labels.samples == 5 and a.labels.age_years == pytest.approx(60.4)
+    assert [tr.id for tr in tracker.tracks] == [a.id, b.id] and tracker.pop_ended() == []
+
+
 def test_a_settled_person_is_checked_when_back_and_split_when_someone_else_stands_there() -> None:
     # A queue at a counter where the next person looks like the one who left (appearance veto off):
     # the tracker gives them the same track. Its labels are capped and settled, so only a check of
