@@ -38,6 +38,18 @@ def clipped(xyxy: np.ndarray, shape_hw: Tuple[int, int]) -> np.ndarray:
     return out
 
 
+def at_frame_edge(xyxy: np.ndarray, shape_hw: Tuple[int, int], margin_px: float = 1.0) -> np.ndarray:
+    """Bool mask of ``(N, 4)`` boxes that reach the border of a frame of ``shape_hw`` (within
+    ``margin_px``). Detector boxes are clipped to the frame, so a face cut by the edge of the
+    picture (walking in or out) has a box on the border."""
+    h, w = shape_hw
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    return (
+        (xyxy[:, 0] <= margin_px) | (xyxy[:, 1] <= margin_px)
+        | (xyxy[:, 2] >= w - margin_px) | (xyxy[:, 3] >= h - margin_px)
+    )
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix ``(len(a), len(b))`` of two ``(N, 4)`` / ``(M, 4)`` xyxy arrays."""
     a = np.asarray(a, np.float64).reshape(-1, 4)

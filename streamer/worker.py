@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from .audience import Audience, sightings_of
 from .audience.tally import AudienceTally
-from .boxes import box_iou, box_tuple, clipped, covered_share, scaled_about_centre
+from .boxes import at_frame_edge, box_iou, box_tuple, clipped, covered_share, scaled_about_centre
 from .classifiers.align import yaw_ratio
 from .detectors import FaceDetector
 from .picture.anonymize import Anonymizer
@@ -40,6 +40,15 @@ _TRACKED_MOTION_MARGIN = 0.25
 _SHARP_LAPLACIAN_VAR = 100.0
 # A sample from a face turned as far as classifier.max_yaw counts this much of a frontal one.
 _TURNED_QUALITY = 0.3
+# A face moving this many of its widths per frame is smeared by a webcam's exposure (about half
+# the frame time indoors) by ~2.5 % of its width, ~1.5 px of the age network's 64 px chip: about
+# the detector's landmark noise. Faster (walking in or out: 0.05-0.15) views read 6 years from the
+# person's steady views on the queue bench, against 3 (docs/tracking.md), so they wait for a
+# steady one, and weigh 1 / (1 + (speed / _STEADY_SPEED)^2) when taken.
+_STEADY_SPEED = 0.05
+# A face cut by the frame's edge (walking in or out) loses part of its chip: such views read 14
+# years from the person's steady views on the queue bench; their weight, about the ratio of variances.
+_CUT_QUALITY = 0.1
 # A face found by a look at a track's region is that track's face only if it overlaps its box this
 # much; less is a neighbour or a newcomer, left to the next full-frame run.
 _LOOK_MIN_IOU = 0.2
@@ -55,11 +64,27 @@ def _detection(track: Track) -> Detections:
     return track.detection
 
 
-def sample_quality(bgr: np.ndarray, detections: Detections, max_yaw: Optional[float]) -> np.ndarray:
+def steady_views(shape_hw: Tuple[int, int], detections: Detections, speeds: Sequence[Optional[float]]) -> np.ndarray:
+    """Bool mask ``(N,)`` of faces worth a classifier sample now: inside the frame (not cut by its
+    edge) and moving at most _STEADY_SPEED of their width per frame (``speeds``: each face's
+    ``Track.speed``; None, not known yet, is not steady)."""
+    inside = ~at_frame_edge(detections.xyxy, shape_hw)
+    slow = np.array([speed is not None and speed <= _STEADY_SPEED for speed in speeds], bool).reshape(-1)
+    return inside & slow
+
+
+def sample_quality(bgr: np.ndarray, detections: Detections, max_yaw: Optional[float],
+                   speeds: Optional[Sequence[Optional[float]]] = None) -> np.ndarray:
     """How much to trust a classifier sample of each face, ``(N,)`` in (0, 1]: sharpness (the
     variance of the Laplacian of the face at 64 px, full marks from _SHARP_LAPLACIAN_VAR) times
-    frontalness (1 for a frontal face, falling to _TURNED_QUALITY at ``max_yaw``)."""
+    frontalness (1 for a frontal face, falling to _TURNED_QUALITY at ``max_yaw``), times
+    _CUT_QUALITY for a face cut by the frame's edge and a motion factor from ``speeds`` (each
+    face's ``Track.speed``, face widths per frame; None: not known)."""
     quality = np.ones(len(detections), np.float32)
+    quality[at_frame_edge(detections.xyxy, bgr.shape[:2])] *= _CUT_QUALITY
+    for i, speed in enumerate(speeds if speeds is not None else ()):
+        if speed is not None:
+            quality[i] /= 1.0 + (speed / _STEADY_SPEED) ** 2
     h, w = bgr.shape[:2]
     for i, (x1, y1, x2, y2) in enumerate(detections.xyxy):
         left, top, right, bottom = int(max(0, x1)), int(max(0, y1)), int(min(w, x2)), int(min(h, y2))
@@ -68,7 +93,7 @@ def sample_quality(bgr: np.ndarray, detections: Detections, max_yaw: Optional[fl
         grey = cv2.cvtColor(cv2.resize(bgr[top:bottom, left:right], (64, 64), interpolation=cv2.INTER_AREA),
                             cv2.COLOR_BGR2GRAY)
         sharpness = float(cv2.Laplacian(grey, cv2.CV_32F).var())
-        quality[i] = min(1.0, max(sharpness / _SHARP_LAPLACIAN_VAR, 0.1))
+        quality[i] *= min(1.0, max(sharpness / _SHARP_LAPLACIAN_VAR, 0.1))
     if max_yaw is not None and detections.landmarks_xy is not None and len(detections):
         turn = np.clip(np.abs(yaw_ratio(detections.landmarks_xy)) / max_yaw, 0.0, 1.0)
         quality *= 1.0 - (1.0 - _TURNED_QUALITY) * turn
@@ -362,7 +387,10 @@ class Worker:
         if detected:
             turned = analyzer.turned(Detections.concat([_detection(track) for track in detected]))
             self._turned.update((track.id, bool(away)) for track, away in zip(detected, turned))
-        due = [track for track in detected if tracker.needs_classification(track, frame_index, t_s)]
+        steady = steady_views(bgr.shape[:2], Detections.concat([_detection(track) for track in detected]),
+                              [track.speed for track in detected]) if detected else np.zeros(0, bool)
+        due = [track for track, ok in zip(detected, steady)
+               if tracker.needs_classification(track, frame_index, t_s, steady=bool(ok))]
         if not due:
             return
         detections = Detections.concat([_detection(track) for track in due])
@@ -374,7 +402,7 @@ class Worker:
         labels = analyzer.classify(bgr, detections)
         timings["classify"] = (time.perf_counter() - t0) * 1000.0
         self.stats.faces_classified += len(due)
-        quality = sample_quality(bgr, detections, analyzer.max_yaw)
+        quality = sample_quality(bgr, detections, analyzer.max_yaw, [track.speed for track in due])
         for i, track in enumerate(due):
             x1, y1, x2, y2 = detections.xyxy[i]
             low, high = (float(v) for v in labels.age_range[i])
@@ -382,6 +410,9 @@ class Worker:
                 float(labels.p_male[i]), float(labels.age_years[i]), float(min(x2 - x1, y2 - y1)), track.score,
                 quality=float(quality[i]), age_range=None if np.isnan(low) else (low, high),
             )
+        # After the whole batch: two faces that crossed contradict their tracks on the same frame,
+        # and the tracker can only tell a swap from a newcomer when both samples are in.
+        for track in due:
             if track.labels.changed_person:
                 tracker.split(track, frame_index, t_s)
 

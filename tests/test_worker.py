@@ -13,7 +13,7 @@ from streamer.report.tally import PeopleTally
 from streamer.tracking.motion import MotionGate
 from streamer.tracking.tracker import Tracker
 from streamer.types import Detections, Face, Frame, GenderAge
-from streamer.worker import Finding, PictureSpec, Worker, sample_quality
+from streamer.worker import Finding, PictureSpec, Worker, sample_quality, steady_views
 
 SIZE_HW = (240, 320)
 FACE_PX = 48
@@ -188,6 +188,51 @@ def test_sample_quality_prefers_sharp_frontal_faces():
     assert 0.0 < q_blur[0] < q_sharp[0] <= 1.0
     assert 0.0 < q_turned[0] < q_sharp[0]
     assert sample_quality(sharp, Detections.empty(with_landmarks=True), max_yaw=0.6).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "x, speed, steady, weight",
+    [
+        (100, 0.01, True, (0.9, 1.0)),  # inside the frame, swaying
+        (100, 0.2, False, (0.0, 0.1)),  # walking: smeared
+        (100, None, False, (1.0, 1.0)),  # first sight: its motion not known, nothing against it
+        (0, 0.01, False, (0.0, 0.1)),  # cut by the left edge
+        (SIZE_HW[1] - FACE_PX, 0.01, False, (0.0, 0.1)),  # cut by the right edge
+    ],
+)
+def test_a_steady_view_is_inside_the_frame_and_slow_and_others_weigh_less(x, speed, steady, weight):
+    detections = Detections(np.array([[x, 80, x + FACE_PX, 80 + FACE_PX]], np.float32), np.ones(1, np.float32))
+    assert steady_views(SIZE_HW, detections, [speed]).tolist() == [steady]
+    bgr = frame_with_face(x, 80)
+    (still,) = sample_quality(bgr, detections, None)  # the face's sharpness alone
+    (quality,) = sample_quality(bgr, detections, None, [speed])
+    assert weight[0] - 1e-6 <= quality / still <= weight[1] + 1e-6 if x == 100 else quality <= weight[1]
+
+
+class Spy(Labels):
+    """Labels, and the boxes of the faces it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked = []
+
+    def predict(self, bgr, detections):
+        self.asked += [tuple(float(v) for v in xyxy) for xyxy in detections.xyxy]
+        return super().predict(bgr, detections)
+
+
+def test_a_face_walking_in_from_the_edge_is_first_classified_inside_the_frame_and_still():
+    spy = Spy()
+    cfg = TrackingConfig(detect_every_frames=1, detect_min_frames=1, min_hits=1)
+    worker = Worker(finding=Finding(FaceAnalyzer(SquareDetector(), spy, min_face_px=10), tracker=Tracker(cfg, GROUPS)))
+    for index in range(40):
+        left = min(-FACE_PX // 2 + 16 * index, 100)  # half out at first, 16 px a frame (a third of its width), then stops
+        bgr = np.full(SIZE_HW + (3,), 128, np.uint8)
+        bgr[80:80 + FACE_PX, max(left, 0):left + FACE_PX] = _TEXTURE[:, max(-left, 0):]
+        result, _ = worker.process(frame(bgr, index))
+    assert spy.asked, "labelled in the end"
+    x1, _, x2, _ = spy.asked[0]
+    assert x1 == 100 and x2 == 100 + FACE_PX, "first classified where it stopped, not on the way in"
+    assert result.faces[0].classified, "labelled once min_samples steady views were taken"
 
 
 def test_the_hud_reports_the_share_of_frames_skipped():

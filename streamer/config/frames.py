@@ -232,7 +232,9 @@ class TrackingConfig(_Section):
         default=1.0,
         gt=0.0,
         le=3600.0,
-        description="Classify a track again after this many seconds; 1 s keeps labels coming at low fps.",
+        description="Classify a track again after this many seconds; 1 s keeps labels coming at low fps. Also "
+        "how long a due sample waits for a steady view (the face inside the frame and not moving fast) before "
+        "it takes the view there is: someone who walks past without stopping is still labelled.",
     )
     regrow_ratio: float = setting(
         default=1.5,
@@ -252,9 +254,10 @@ class TrackingConfig(_Section):
         default=15,
         ge=1,
         le=100000,
-        description="Classifier runs per track at most (regrowth included); then its labels are "
-        "settled and it costs no more CPU. 15: the running mean barely moves after that. Must be "
-        ">= min_samples.",
+        description="Classifier samples per track at most (regrowth included); then its labels are "
+        "settled and it costs no more CPU, except one run to check who it is when the face is back after "
+        "being hidden (the next person in a queue may have taken the spot). 15: the running mean barely "
+        "moves after that. Must be >= min_samples.",
     )
     gender_hysteresis: float = setting(
         default=0.1,

@@ -124,7 +124,8 @@ class PersonLabels:
         their weighted median (one blurred or turned view does not drag it), gender the weighted
         mean of p_male. ``taken_at`` ``(frame_index, t_s, box area)`` of the view, for the
         classification schedule. A sample that contradicts a settled person (see
-        ``changed_person``) is counted, not folded in.
+        ``changed_person``) is counted, not folded in; past ``max_samples`` a sample only checks
+        that it is still the same person.
         """
         for name, value, lo, hi in (
             ("p_male", p_male, 0.0, 1.0),
@@ -151,6 +152,8 @@ class PersonLabels:
             self._contradicting.append(sample)
             return
         self._contradicting.clear()
+        if self.samples >= self._cfg.max_samples:
+            return  # a check of who it is, past the cap: it agrees, and memory stays bounded
         self._fold([sample])
 
     def _fold(self, samples: Sequence["_Sample"]) -> None:
@@ -178,8 +181,15 @@ class PersonLabels:
         return taken
 
     def adopt(self, samples: Sequence["_Sample"]) -> None:
-        """Start this track's labels from another track's contradicting samples."""
+        """Fold in another track's contradicting samples: they are views of this person."""
         self._fold(samples)
+
+    def explains(self, other: "PersonLabels") -> bool:
+        """The samples that contradicted ``other`` (at least one) fit this person's shown labels:
+        this person's face is the one in ``other``'s box."""
+        return self.label_ready and bool(other._contradicting) and not any(
+            self._contradicts(sample) for sample in other._contradicting
+        )
 
     @property
     def settled(self) -> bool:

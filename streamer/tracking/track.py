@@ -39,6 +39,10 @@ class Track:
     gives them), None when it was not detected on this frame. ``score``: the latest detection's
     confidence. ``appearance``: a running colour histogram of the face (``appearance.py``).
 
+    ``view_frame``/``view_t_s``: when the face came into view, at first sight or back after being
+    hidden (someone else may have stepped into the spot: the schedule checks who it is).
+    ``speed``: how fast the face moves, None until it has moved once.
+
     ``labels``: the person's :class:`~streamer.tracking.labels.PersonLabels` (``add_sample`` adds a view of
     this track's latest detection). Owned and driven by the :class:`Tracker` (``hit``, ``moved``,
     ``miss``); use :meth:`to_record` for a copy.
@@ -55,8 +59,8 @@ class Track:
     ) -> None:
         self.id = track_id
         self.xyxy = np.asarray(xyxy, np.float32).copy()
-        self.first_frame = self.last_frame = frame_index
-        self.first_t_s = self.last_t_s = t_s
+        self.first_frame = self.last_frame = self.view_frame = frame_index
+        self.first_t_s = self.last_t_s = self.view_t_s = t_s
         self.hits = 1
         self.missed = 0
         self.confirmed = False
@@ -70,6 +74,7 @@ class Track:
         # look for a hidden face where it was heading, never to draw a box.
         self._velocity_xyxy = np.zeros(4, np.float32)
         self._evidence_frame = frame_index
+        self._velocity_known = False
 
     def __repr__(self) -> str:
         box = ", ".join(f"{v:.0f}" for v in self.xyxy)
@@ -77,6 +82,17 @@ class Track:
             f"Track(id={self.id}, xyxy=[{box}], hits={self.hits}, missed={self.missed}, "
             f"samples={self.labels.samples}, gender={self.labels.gender}, age_group={self.labels.age_group})"
         )
+
+    @property
+    def speed(self) -> Optional[float]:
+        """How fast the face moves: its box centre's recent motion per frame over the box's shorter
+        side (face widths per frame); None at first sight and just after coming back, when its
+        motion is not known yet."""
+        if not self._velocity_known:
+            return None
+        v = self._velocity_xyxy
+        side = max(min(float(self.xyxy[2] - self.xyxy[0]), float(self.xyxy[3] - self.xyxy[1])), 1.0)
+        return float(np.hypot(v[0] + v[2], v[1] + v[3])) / 2.0 / side
 
     @property
     def seen_s(self) -> float:
@@ -121,7 +137,10 @@ class Track:
     def hit(self, detection: Detections, frame_index: int, t_s: float, appearance: Optional[np.ndarray]) -> None:
         """The face was detected on this frame: ``detection`` is its one row."""
         xyxy = np.asarray(detection.xyxy[0], np.float32)
-        self._evidence(xyxy, frame_index, reset=self.missed > self._cfg.max_missed)
+        back = self.missed > self._cfg.max_missed
+        if back:
+            self.view_frame, self.view_t_s = frame_index, t_s
+        self._evidence(xyxy, frame_index, reset=back)
         self._detected_xyxy = xyxy.copy()
         self.detection = detection
         self.score = float(detection.confidence[0])
@@ -151,11 +170,13 @@ class Track:
         if reset:
             # Back after being hidden: the gap says nothing about its speed.
             self._velocity_xyxy[:] = 0.0
+            self._velocity_known = False
         else:
             steps = max(frame_index - self._evidence_frame, 1)
             measured = (xyxy - self.xyxy) / steps
-            self._velocity_xyxy = (
-                _VELOCITY_ALPHA * measured + (1.0 - _VELOCITY_ALPHA) * self._velocity_xyxy
-            ).astype(np.float32)
+            # The first step is the first measure of its motion, not a change from standing still.
+            alpha = _VELOCITY_ALPHA if self._velocity_known else 1.0
+            self._velocity_xyxy = (alpha * measured + (1.0 - alpha) * self._velocity_xyxy).astype(np.float32)
+            self._velocity_known = True
         self.xyxy = xyxy.copy()
         self._evidence_frame = frame_index

@@ -214,30 +214,56 @@ class Tracker:
             or t_s - self._last_detect_t_s >= self._cfg.detect_every_s
         )
 
-    def needs_classification(self, track: Track, frame_index: int, t_s: float) -> bool:
-        """Run the classifiers on this track now? At first sight; then every ``classify_every_frames``
-        frames or ``classify_every_s`` seconds, or early when its box area grew ``regrow_ratio``
-        times; never after ``max_samples`` samples or once the person is ``settled``. Only on a face
-        detected on this frame (a box
-        moved by flow has no landmarks); otherwise reuse the track's smoothed labels."""
+    def needs_classification(self, track: Track, frame_index: int, t_s: float, steady: bool = True) -> bool:
+        """Run the classifiers on this track now? Only on a face detected on this frame (a box moved
+        by flow has no landmarks; otherwise the track's fused labels are reused). Due when the face
+        came into view (first sight, or back after being hidden), then every
+        ``classify_every_frames`` frames or ``classify_every_s`` seconds, or early when its box area
+        grew ``regrow_ratio`` times. No more after ``max_samples`` samples or once the person is
+        ``settled``, except to check who it is: when the face is back after being hidden (at a
+        counter, the next person steps into the spot) and after a sample that contradicted the
+        person's labels. ``steady``: the view is worth a sample (inside the frame, not moving fast:
+        the worker's ``steady_views``); an unsteady view is taken only when no steady one came for
+        ``classify_every_s`` (someone who never stops is still labelled)."""
         cfg = self._cfg
         labels = track.labels
-        if labels.samples >= cfg.max_samples or track.detection is None or track.last_frame != frame_index:
-            return False
-        if labels.settled and not labels.contradicted:
+        if track.detection is None or track.last_frame != frame_index:
             return False
         if labels.last_sample_frame is None or labels.last_sample_t_s is None:
+            # First sight. A face that keeps being lost and found is timed from when it was first
+            # seen, or an unsteady one would wait for ever.
+            return steady or t_s - track.first_t_s >= cfg.classify_every_s
+        if labels.label_ready and labels.last_sample_frame < track.view_frame:
+            # Back after being hidden: is it still the same person? On a steady view, or on what
+            # there is once it has been back classify_every_s.
+            if steady or t_s - track.view_t_s >= cfg.classify_every_s:
+                return True
+        if (labels.samples >= cfg.max_samples or labels.settled) and not labels.contradicted:
+            return False
+        waited = t_s - labels.last_sample_t_s >= cfg.classify_every_s
+        if not (steady or waited):
+            return False
+        if waited:
             return True
         if frame_index - labels.last_sample_frame >= cfg.classify_every_frames:
-            return True
-        if t_s - labels.last_sample_t_s >= cfg.classify_every_s:
             return True
         area = float(_area(track.xyxy))
         return labels.last_sample_area > 0 and area >= cfg.regrow_ratio * labels.last_sample_area
 
     def split(self, track: Track, frame_index: int, t_s: float) -> Track:
         """Someone else is in ``track``'s box (``PersonLabels.changed_person``): end it and start a new,
-        confirmed track on the same box, labelled from the samples that gave the change away."""
+        confirmed track on the same box, labelled from the samples that gave the change away; returns
+        the track now on the box. When that someone is the person of another shown track whose own
+        latest sample is this track's person, two faces crossed and their boxes were swapped: the two
+        tracks trade labels instead, and nobody is counted twice."""
+        for other in self._shown():
+            if other is not track and track.labels.explains(other.labels) and other.labels.explains(track.labels):
+                mine, theirs = track.labels.take_contradicting(), other.labels.take_contradicting()
+                track.labels, other.labels = other.labels, track.labels
+                track.labels.adopt(mine)
+                other.labels.adopt(theirs)
+                logger.debug("tracks %s and %s trade labels: their faces crossed", track.id, other.id)
+                return track
         self._tracks.remove(track)
         if track.confirmed:
             self._ended.append(track)

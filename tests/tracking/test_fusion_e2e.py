@@ -1,5 +1,6 @@
-"""A queue of labelled faces at one spot (issue 16): one person per face, and per-person ages that
-are no worse than single frames. Real models, UTKFace chips from ../shared, bench/fusion.py's clip."""
+"""A queue of labelled faces at one spot, walking in and out: one track per person, and per-person
+ages better than single frames, for fewer classifier runs. Real models, UTKFace chips from
+../shared, bench/fusion.py's clip."""
 
 from __future__ import annotations
 
@@ -17,11 +18,16 @@ import fusion  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
-def test_a_queue_of_people_is_counted_person_by_person(models_env):
+def test_a_queue_of_people_is_counted_and_labelled_person_by_person(models_env):
     config = Config()
     people = fusion.pick_people(6, seed=0)  # 1, 7, 16, 20, 39 and 45 years
     result = fusion.evaluate(people, build_analyzer(config), config, seed=0)
-    assert result["people_counted"] == len(people), result["rows"]
     rows = result["rows"]
+    assert result["people_counted"] == result["people_with_one_track"] == len(people), rows
     assert all(row["fused_age"] is not None for row in rows), rows
-    assert result["fused_over_single_error"] <= 1.0, rows
+    # Against single frames of the person standing at the spot (walking views left out): the
+    # samples are taken on steady views, not as the face walks in (0.76 when they were).
+    assert result["fused_over_spot_error"] <= 0.85, rows
+    # Samples wait for steady views instead of being spent on the way in and out (7.3 a person when they were).
+    assert result["classified_per_person"] <= 6.0, result
+    assert result["flicker"]["flicker_rate"] <= 0.01, result["flicker"]

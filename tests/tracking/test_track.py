@@ -258,6 +258,109 @@ def test_classification_first_sight_coasting_and_cap() -> None:
 
 
 @pytest.mark.parametrize(
+    "steady_from, first_sample",
+    [
+        (0, 0),  # standing in view at first sight: sampled at once
+        (4, 4),  # walking in (cut by the edge, smeared): waits until the view is steady
+        (None, 10),  # never steady (walking past): after classify_every_s (1 s at 10 fps) all the same
+    ],
+)
+def test_a_face_walking_in_is_first_sampled_on_a_steady_view(steady_from: Optional[int], first_sample: int) -> None:
+    tracker = make_tracker(min_hits=1, classify_every_frames=3, classify_every_s=1.0)
+    sampled = []
+    for frame in range(14):
+        (track,) = tracker.update(dets([box(200, 200)]), frame, frame / FPS)
+        steady = steady_from is not None and frame >= steady_from
+        if tracker.needs_classification(track, frame, frame / FPS, steady=steady):
+            track.add_sample(0.9, 30.0, 60, 0.9)
+            sampled.append(frame)
+    assert sampled[0] == first_sample
+    if steady_from is None:
+        assert sampled == [10], "unsteady views: one sample per classify_every_s"
+
+
+def test_a_face_the_detector_keeps_losing_is_sampled_all_the_same() -> None:
+    # Lost every third frame and back (its motion unknown again each time, so never steady): timed
+    # from first sight, not from each return.
+    tracker = make_tracker(min_hits=1, max_missed=0, max_age_s=5.0, classify_every_s=1.0)
+    sampled = []
+    for frame in range(30):
+        shown = tracker.update(dets([box(200, 200)] if frame % 3 != 2 else []), frame, frame / FPS)
+        for track in shown:
+            if tracker.needs_classification(track, frame, frame / FPS, steady=False):
+                track.add_sample(0.9, 30.0, 60, 0.9)
+                sampled.append(frame)
+    assert sampled and sampled[0] in (10, 11) and len(sampled) >= 2, sampled
+
+
+def test_two_faces_that_crossed_and_swapped_boxes_trade_labels_instead_of_splitting() -> None:
+    tracker = make_tracker(min_hits=1, min_samples=2)
+    a, b = tracker.update(dets([box(100, 200), box(300, 200)]), 0, 0.0)
+    for _ in range(3):
+        a.add_sample(0.03, 25.0, 80, 0.9)  # a young woman
+        b.add_sample(0.96, 60.0, 80, 0.9)  # an old man
+    for _ in range(2):  # they crossed: each box now on the other's face
+        a.add_sample(0.95, 61.0, 80, 0.9)
+        b.add_sample(0.04, 26.0, 80, 0.9)
+    assert a.labels.changed_person and b.labels.changed_person
+    assert tracker.split(a, 1, 0.1) is a and not b.labels.contradicted
+    assert (a.labels.gender, b.labels.gender) == ("male", "female")
+    assert a.labels.samples == b.labels.samples == 5 and a.labels.age_years == pytest.approx(60.4)
+    assert [tr.id for tr in tracker.tracks] == [a.id, b.id] and tracker.pop_ended() == []
+
+
+def test_a_settled_person_is_checked_when_back_and_split_when_someone_else_stands_there() -> None:
+    # A queue at a counter where the next person looks like the one who left (appearance veto off):
+    # the tracker gives them the same track. Its labels are capped and settled, so only a check of
+    # who it is when the face is back finds out.
+    tracker = make_tracker(min_hits=1, min_samples=2, max_samples=4, classify_every_frames=2, max_missed=0,
+                           max_age_s=5.0, reappear_appearance_distance=1.0)
+    sampled = []
+    for frame in range(30):
+        here = not 12 <= frame < 15  # A leaves at frame 12, B steps in at 15
+        shown = tracker.update(dets([box(200, 200)] if here else []), frame, frame / FPS)
+        for track in shown:
+            if tracker.needs_classification(track, frame, frame / FPS):
+                adult_man, old_woman = (0.95, 30.0 + frame % 2), (0.03, 70.0)
+                p_male, age = adult_man if frame < 12 else old_woman
+                track.add_sample(p_male, age, 80, 0.9)
+                sampled.append((frame, track.id))
+                if track.labels.changed_person:
+                    tracker.split(track, frame, frame / FPS)
+    ids = sorted({track_id for _, track_id in sampled})
+    assert len(ids) == 2, sampled
+    first = [frame for frame, track_id in sampled if track_id == ids[0]]
+    assert len([f for f in first if f < 12]) == 4, "capped at max_samples while A stood there"
+    assert 15 in first, "checked as soon as the face was back"
+    (b,) = tracker.tracks
+    assert b.id == ids[1] and b.labels.p_male < 0.1 and b.labels.age_years == pytest.approx(70.0)
+    assert [tr.id for tr in tracker.pop_ended()] == [ids[0]]
+
+
+def test_a_check_past_the_cap_that_agrees_changes_nothing() -> None:
+    tracker = make_tracker(min_hits=1, min_samples=2, max_samples=3)
+    (track,) = tracker.update(dets([box(200, 200)]), 0, 0.0)
+    for age in (30.0, 32.0, 31.0):
+        track.add_sample(0.9, age, 80, 0.9)
+    track.add_sample(0.9, 39.0, 80, 0.9)  # the same person (9 years off is no contradiction)
+    assert track.labels.samples == 3 and track.labels.age_years == pytest.approx(31.0)
+    assert not track.labels.contradicted
+
+
+def test_speed_is_unknown_at_first_sight_and_just_after_coming_back() -> None:
+    tracker = make_tracker(min_hits=1, max_missed=0, max_age_s=5.0)
+    (track,) = tracker.update(dets([box(200, 200, 60)]), 0, 0.0)
+    assert track.speed is None
+    tracker.update(dets([box(206, 200, 60)]), 1, 0.1)  # 6 px in a frame: a tenth of its width
+    assert track.speed == pytest.approx(0.1)
+    tracker.update(dets([box(206, 200, 60)]), 2, 0.2)  # stopped: the running mean halves
+    assert track.speed == pytest.approx(0.05)
+    tracker.update(dets([]), 3, 0.3)  # hidden
+    (back,) = tracker.update(dets([box(206, 200, 60)]), 5, 0.5)
+    assert back is track and track.speed is None and (track.view_frame, track.view_t_s) == (5, 0.5)
+
+
+@pytest.mark.parametrize(
     "gate_open, with_track, frames_since, seconds_since, expected",
     [
         (True, False, 1, 0.03, True),  # motion and nobody tracked: always detect
