@@ -195,7 +195,8 @@ class PersonLabels:
     def settled(self) -> bool:
         """Enough agreeing samples that more would not change the labels: at least twice
         ``min_samples``, gender clear of 0.5 by ``_SETTLED_GENDER_MARGIN`` and the fused age's
-        standard error under ``_SETTLED_AGE_SE_YEARS``. The schedule then stops classifying."""
+        standard error under ``_SETTLED_AGE_SE_YEARS``. The schedule then stops classifying, but
+        for a check of who it is when the face is back after being hidden."""
         if self.samples < 2 * self._cfg.min_samples or self.p_male is None or self._age_se is None:
             return False
         return abs(self.p_male - 0.5) >= _SETTLED_GENDER_MARGIN and self._age_se <= _SETTLED_AGE_SE_YEARS
