@@ -75,3 +75,21 @@ def models_env(monkeypatch) -> dict:
     env = dict(os.environ)
     env.pop("DISPLAY", None)
     return env
+
+
+@pytest.fixture(scope="module")
+def test_models_analyzer():
+    """One analyzer of the default config on the test models, for a module's in-process runs (the
+    models load once); STREAMER_MODELS_DIR is restored after the module."""
+    from streamer.config import Config
+    from streamer.pipeline import build_analyzer
+
+    previous = os.environ.get("STREAMER_MODELS_DIR")
+    os.environ["STREAMER_MODELS_DIR"] = models_dirs()
+    try:
+        yield build_analyzer(Config())
+    finally:
+        if previous is None:
+            os.environ.pop("STREAMER_MODELS_DIR", None)
+        else:
+            os.environ["STREAMER_MODELS_DIR"] = previous

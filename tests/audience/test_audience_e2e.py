@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import threading
 import time
 
 import pytest
-from conftest import SHARED_MEDIA, models_dirs
+from conftest import SHARED_MEDIA
 from mqtt_broker import Broker, Subscriber, mosquitto_missing
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.config import Config, parse_config
+from streamer.config import parse_config
 from streamer.outputs.mqtt import MqttSink
 from streamer.web.app import Service
 from streamer.web.live import LiveView
@@ -47,18 +46,9 @@ def _samples(text: str, name: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def analyzer():
-    from streamer.pipeline import build_analyzer
-
-    previous = os.environ.get("STREAMER_MODELS_DIR")
-    os.environ["STREAMER_MODELS_DIR"] = models_dirs()
-    try:
-        yield build_analyzer(Config())
-    finally:
-        if previous is None:
-            os.environ.pop("STREAMER_MODELS_DIR", None)
-        else:
-            os.environ["STREAMER_MODELS_DIR"] = previous
+def analyzer(test_models_analyzer):
+    """One analyzer for the in-process runs (the models load once)."""
+    return test_models_analyzer
 
 
 @pytest.mark.integration

@@ -431,23 +431,9 @@ def tears_short(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def analyzer():
+def analyzer(test_models_analyzer):
     """One analyzer for the in-process runs (the models load once)."""
-    import os
-
-    from conftest import models_dirs
-
-    from streamer.pipeline import build_analyzer
-
-    previous = os.environ.get("STREAMER_MODELS_DIR")
-    os.environ["STREAMER_MODELS_DIR"] = models_dirs()
-    try:
-        yield build_analyzer(Config())
-    finally:
-        if previous is None:
-            os.environ.pop("STREAMER_MODELS_DIR", None)
-        else:
-            os.environ["STREAMER_MODELS_DIR"] = previous
+    return test_models_analyzer
 
 
 def _run(tmp_path, source, port, analyzer, paced=False, **mqtt_changes):
