@@ -408,14 +408,14 @@ def _run_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _site_main(args: argparse.Namespace) -> int:
-    """``run`` without --source: every camera of the config (supervised workers), or with
-    --camera NAME that one camera in this process."""
-    from .config import camera_config
-
+def site_options(args: argparse.Namespace, command: str = "run"):
+    """For ``run`` or ``serve`` without --source: the config with cameras, the run options every
+    camera starts from, the site summary's path and ``adjust`` (the command line's flags applied
+    over each camera's merged config). ConfigError when the config has no cameras, or a flag names
+    one file for several cameras."""
     config: Config = args.config_obj
     if not config.cameras:
-        raise ConfigError("run needs --source, or a config with a cameras section (--config site.yaml; "
+        raise ConfigError(f"{command} needs --source, or a config with a cameras section (--config site.yaml; "
                           "README, Several cameras)")
     if args.source is not None:
         raise ConfigError("--camera runs a camera of the config with its own source; drop --source")
@@ -437,6 +437,15 @@ def _site_main(args: argparse.Namespace) -> int:
             merged = override(merged, cli_overrides(args.mqtt))
         return apply_privacy_arguments(merged, args)
 
+    return config, base, site_summary, adjust
+
+
+def _site_main(args: argparse.Namespace) -> int:
+    """``run`` without --source: every camera of the config (supervised workers), or with
+    --camera NAME that one camera in this process."""
+    from .config import camera_config
+
+    config, base, site_summary, adjust = site_options(args)
     if args.camera:
         import dataclasses
 

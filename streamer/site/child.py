@@ -14,7 +14,8 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from multiprocessing.connection import Connection
+from typing import Any, List, Optional
 
 from ..config import Config
 from ..errors import StreamerError
@@ -32,10 +33,13 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 @dataclass(frozen=True)
 class Heartbeat:
     """Shared with the supervisor: ``last_frame_s`` (``time.monotonic()``, one clock for every
-    process on the machine; 0.0 before the first frame) and ``frames`` delivered by this run."""
+    process on the machine; 0.0 before the first frame), ``frames`` delivered by this run, and
+    ``pictures_until``, set by the supervisor: until then the worker relays its picture
+    (relay.RelaySink)."""
 
     last_frame_s: Any  # multiprocessing.Value("d")
     frames: Any  # multiprocessing.Value("Q")
+    pictures_until: Any  # multiprocessing.Value("d")
 
 
 class HeartbeatSink(Sink):
@@ -65,9 +69,10 @@ def _interrupt(signum, _frame) -> None:
 
 
 def camera_main(name: str, config: Config, options: Any, heartbeat: Heartbeat, verbosity: int,
-                parent_pid: Optional[int] = None) -> None:
+                parent_pid: Optional[int] = None, relay: Optional[Connection] = None) -> None:
     """The worker's entry point (``multiprocessing.Process(target=...)``): run the camera until
-    its source ends, a stop signal comes, or an error; exit EXIT_DONE or EXIT_ERROR."""
+    its source ends, a stop signal comes, or an error; exit EXIT_DONE or EXIT_ERROR. ``relay``:
+    the sending end of this run's pipe to the supervisor (relay.RelaySink)."""
     # Its own session: a Ctrl-C on the terminal reaches the supervisor only, which stops each
     # worker once (a second signal would cut a worker's finishing short).
     os.setsid()
@@ -84,8 +89,13 @@ def camera_main(name: str, config: Config, options: Any, heartbeat: Heartbeat, v
     signal.signal(signal.SIGTERM, _interrupt)
     from ..app import run
 
+    sinks: List[Sink] = [HeartbeatSink(heartbeat)]
+    if relay is not None:
+        from .relay import RelaySink
+
+        sinks.append(RelaySink(config, relay, heartbeat.pictures_until))
     try:
-        run(config, options, sinks=[HeartbeatSink(heartbeat)])
+        run(config, options, sinks=sinks)
     except StreamerError as error:
         log.error("%s", error)
         sys.exit(EXIT_ERROR)

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from ..config import SiteConfig
 from .child import EXIT_DONE, Heartbeat, camera_main
+from .relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,11 @@ class Supervisor:
         self._stop = threading.Event()
         self.cameras: Dict[str, CameraState] = {
             job.name: CameraState(job, Heartbeat(self._context.Value("d", 0.0, lock=False),
-                                                 self._context.Value("Q", 0, lock=False)))
+                                                 self._context.Value("Q", 0, lock=False),
+                                                 self._context.Value("d", 0.0, lock=False)))
             for job in jobs}
+        self.relay = Relay(list(self.cameras), {name: state.heartbeat.pictures_until
+                                                for name, state in self.cameras.items()})
         self.stopped_by = "end of input"
 
     def stop(self, reason: str = "stopped") -> None:
@@ -120,6 +124,7 @@ class Supervisor:
                     self._stop.wait(_POLL_S)
             finally:
                 self._stop_all()
+                self.relay.stop()
 
     # --- one camera ---
 
@@ -146,10 +151,14 @@ class Supervisor:
         state.heartbeat.last_frame_s.value = 0.0
         state.heartbeat.frames.value = 0
         job = state.job
+        # A new pipe for every run: one killed in the middle of a send breaks only its own.
+        reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=camera_main, name=f"streamer-{job.name}",
-            args=(job.name, job.config, job.options, state.heartbeat, self._verbosity, os.getpid()))
+            args=(job.name, job.config, job.options, state.heartbeat, self._verbosity, os.getpid(), writer))
         process.start()
+        writer.close()  # the worker's end: the reader sees EOF when the worker's copy closes
+        self.relay.attach(job.name, reader)
         state.process, state.started_s, state.exit_code = process, time.monotonic(), None
         state.starts += 1
         log.info("camera %s: worker started (pid %d)%s", job.name, process.pid,

@@ -23,13 +23,14 @@ import hmac
 import io
 import logging
 import time
-from typing import IO, Any, Dict, Iterator, Mapping, Optional
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from flask import Flask, Request, Response, jsonify, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from ..config import Config
+from .cameras import CameraView
 from .hosts import HostRule, cross_site_refusal
 from .live import LiveView, ViewersFull, metrics_text
 from .photo import PhotoService, UploadError, encode_jpeg
@@ -59,10 +60,14 @@ _PHOTO_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
 class Service:
     """What the routes share: config, token, photo analysis, the live view (or None)."""
 
-    def __init__(self, config: Config, token: Optional[str], live: Optional[LiveView]) -> None:
+    def __init__(self, config: Config, token: Optional[str], live: Optional[LiveView],
+                 cameras: Optional[Dict[str, CameraView]] = None) -> None:
+        """``live``: the one source's view (``serve --source``); ``cameras``: each camera's of a
+        site (``serve --config site.yaml``), which may be filled in once its supervisor exists."""
         self.config = config
         self.token = token
         self.live = live
+        self.cameras: Dict[str, CameraView] = dict(cameras or {})
         self.photos = PhotoService(config)
         self.max_body = int(config.web.max_upload_mb * 1024 * 1024)
         self.started_s = time.monotonic()
@@ -83,11 +88,27 @@ class Service:
 
     def close_streams(self) -> None:
         """End every MJPEG stream now (the server is stopping)."""
-        if self.live is not None:
-            self.live.close_streams()
+        for view in self.views():
+            view.close_streams()
 
-    def stats(self) -> dict:
-        live = self.live
+    def views(self) -> List[Any]:
+        """Every live view: the one source's, or each camera's."""
+        return list(self.cameras.values()) if self.cameras else [] if self.live is None else [self.live]
+
+    def stats(self, view: Any = None) -> dict:
+        """``/api/stats``: the live view's run figures (``view``, else the one source's), or with a
+        site's cameras and no ``view``, each camera's card and the site's people now."""
+        if view is None and self.cameras:
+            cards = {name: camera.card() for name, camera in self.cameras.items()}
+            counted = [card["people_in_view"] for card in cards.values() if card["people_in_view"] is not None]
+            return {
+                "cameras": cards,
+                "site": {"people_in_view": sum(counted), "cameras": len(cards),
+                         "cameras_up": sum(1 for card in cards.values() if card["status"] == "up")},
+                "web": self._web_stats(sum(camera.viewers for camera in self.cameras.values()),
+                                       sum(camera.stream_frames for camera in self.cameras.values())),
+            }
+        live = self.live if view is None else view
         stats: Dict[str, Any] = {"source": None}
         if live is not None:
             snapshot = live.snapshot()
@@ -98,19 +119,32 @@ class Service:
             stats["size_wh"] = None if info is None else list(info.size_wh)
             stats["run"] = "ended" if live.ended else ("running" if live.running else "starting")
             stats["faces_in_frame"] = live.latest_faces()
-        stats["web"] = {
-            "viewers": 0 if live is None else live.viewers,
-            "stream_frames": 0 if live is None else live.stream_frames,
-            "photos": self.photos.photos,
-            "uptime_s": round(time.monotonic() - self.started_s, 1),
-        }
+            if isinstance(live, CameraView):
+                stats.update(camera=live.name, status=live.status(), restarts=live.restarts)
+        stats["web"] = self._web_stats(0 if live is None else live.viewers, 0 if live is None else live.stream_frames)
         return stats
 
-    def health(self) -> "tuple[dict, int]":
-        """``/healthz``'s answer and status: 503 while the source starts or reconnects."""
-        live = self.live
+    def _web_stats(self, viewers: int, stream_frames: int) -> dict:
+        return {"viewers": viewers, "stream_frames": stream_frames, "photos": self.photos.photos,
+                "uptime_s": round(time.monotonic() - self.started_s, 1)}
+
+    def health(self, view: Any = None) -> "tuple[dict, int]":
+        """``/healthz``'s answer and status: 503 while the source starts or reconnects. A site's
+        (no ``view``): 200 while any camera delivers, each camera's state in ``cameras``; a
+        camera's own (``/api/<camera>/healthz``): 503 unless it is up (or ended)."""
         body: Dict[str, Any] = {"status": "ok", "uptime_s": round(time.monotonic() - self.started_s, 1)}
+        if view is None and self.cameras:
+            states = {name: camera.status() for name, camera in self.cameras.items()}
+            body["cameras"] = states
+            if not any(state in ("up", "ended") for state in states.values()):
+                body["status"] = "starting" if all(state == "starting" for state in states.values()) else "down"
+                return body, 503
+            return body, 200
+        live = self.live if view is None else view
         status = 200
+        if isinstance(live, CameraView) and live.status() == "restarting":
+            body["source"], body["status"] = "restarting", "worker down"
+            return body, 503
         if live is not None:
             snapshot = live.snapshot()
             if live.ended:
@@ -250,7 +284,10 @@ def create_app(service: Service) -> Flask:
 
     @app.get("/")
     def page() -> str:
-        return render_template("page.html", live=service.live is not None, pictures=service.photos.pictures,
+        cameras = [{"name": name, "pictures": view.pictures} for name, view in service.cameras.items()]
+        return render_template("page.html", live=service.live is not None, cameras=cameras,
+                               live_pictures=service.live is not None and service.live.pictures,
+                               pictures=service.photos.pictures,
                                anonymize=service.photos.anonymize, max_bytes=service.max_body,
                                max_upload_mb=f"{web.max_upload_mb:g}", max_image_mp=f"{web.max_image_mp:g}")
 
@@ -307,62 +344,96 @@ def create_app(service: Service) -> Flask:
             answer["image_jpeg_base64"] = base64.b64encode(jpeg).decode("ascii")
         return jsonify(answer)
 
-    # -- the live view --------------------------------------------------------------------------------
+    # -- the live view ----------------------------------------------------------------------------
+    # Each route twice: /api/<name> for the one source (serve --source), /api/<camera>/<name> for a
+    # camera of a site (serve --config site.yaml).
 
-    def no_live() -> Response:
-        return _error(404, "no live source: start the service with --source to get a live view")
+    class _NoView(Exception):
+        def __init__(self, response: Response) -> None:
+            self.response = response
+
+    @app.errorhandler(_NoView)
+    def no_view(error: "_NoView") -> Response:
+        return error.response
+
+    def view_of(camera: Optional[str]) -> Any:
+        """The live view a request asks for; _NoView (404, naming what there is) when none."""
+        if camera is None:
+            if service.cameras:
+                raise _NoView(_error(404, f"this service shows {len(service.cameras)} cameras; ask "
+                                          f"/api/<camera>/{request.path.rsplit('/', 1)[-1]} (cameras: "
+                                          f"{', '.join(service.cameras)}), or /api/stats for all"))
+            if service.live is None:
+                raise _NoView(_error(404, "no live source: start the service with --source (or a config with "
+                                          "cameras) to get a live view"))
+            return service.live
+        view = service.cameras.get(camera)
+        if view is None:
+            known = ", ".join(service.cameras) if service.cameras else "none (start the service with a config with cameras)"
+            raise _NoView(_error(404, f"no camera named '{camera}'; cameras: {known}"))
+        return view
+
+    def picture_view(camera: Optional[str]) -> Any:
+        view = view_of(camera)
+        if not view.pictures:
+            if camera is None:
+                raise _NoView(_error(403, "this service runs with --privacy aggregate (output.privacy): it keeps "
+                                          "no pictures; /api/latest.json and /api/stats have the counts"))
+            raise _NoView(_error(403, f"camera {camera} runs with aggregate privacy (output.privacy): it keeps no "
+                                      f"pictures; /api/{camera}/latest.json and /api/{camera}/stats have the counts"))
+        return view
 
     @app.get("/healthz")
     def healthz() -> "tuple[Response, int]":
         body, status = service.health()
         return jsonify(body), status
 
+    @app.get("/api/<camera>/healthz")
+    def camera_healthz(camera: str) -> "tuple[Response, int]":
+        body, status = service.health(view_of(camera))
+        return jsonify(body), status
+
     @app.get("/api/stats")
     def stats() -> Response:
         return jsonify(service.stats())
 
+    @app.get("/api/<camera>/stats")
+    def camera_stats(camera: str) -> Response:
+        return jsonify(service.stats(view_of(camera)))
+
     @app.get("/metrics")
     def metrics() -> Response:
-        live = service.live
-        text = metrics_text(live.snapshot() if live else None, live,
-                            {"photos": service.photos.photos, "photo_faces": service.photos.faces})
+        views: List[Tuple[Dict[str, str], Any]] = (
+            [({"camera": name}, view) for name, view in service.cameras.items()] if service.cameras
+            else [] if service.live is None else [({}, service.live)])
+        text = metrics_text(views, {"photos": service.photos.photos, "photo_faces": service.photos.faces})
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/latest.json")
-    def latest_json() -> Response:
-        if service.live is None:
-            return no_live()
-        event = service.live.latest_event()
+    @app.get("/api/<camera>/latest.json")
+    def latest_json(camera: Optional[str] = None) -> Response:
+        event = view_of(camera).latest_event()
         if event is None:
             return _error(404, "no frame yet; the source is starting")
         return jsonify(event)
 
-    def no_pictures() -> Response:
-        return _error(403, "this service runs with --privacy aggregate (output.privacy): it keeps no pictures; "
-                           "/api/latest.json and /api/stats have the counts")
-
     @app.get("/api/latest.jpg")
-    def latest_jpg() -> Response:
-        if service.live is None:
-            return no_live()
-        if not service.photos.pictures:
-            return no_pictures()
-        jpeg = service.live.latest_jpeg()
+    @app.get("/api/<camera>/latest.jpg")
+    def latest_jpg(camera: Optional[str] = None) -> Response:
+        jpeg = picture_view(camera).latest_jpeg()
         if jpeg is None:
             return _error(404, "no frame yet; the source is starting")
         return Response(jpeg, mimetype="image/jpeg")
 
     @app.get("/api/stream.mjpeg")
-    def stream() -> Response:
-        if service.live is None:
-            return no_live()
-        if not service.photos.pictures:
-            return no_pictures()
+    @app.get("/api/<camera>/stream.mjpeg")
+    def stream(camera: Optional[str] = None) -> Response:
+        view = picture_view(camera)
         try:
-            viewer = service.live.open_viewer()
+            viewer = view.open_viewer()
         except ViewersFull:
             return _error(503, f"{web.max_viewers} viewers already watch (web.max_viewers); try again later or "
-                               "use /api/latest.jpg", {"Retry-After": "5"})
+                               "use latest.jpg", {"Retry-After": "5"})
 
         def parts():
             for jpeg in viewer.frames():

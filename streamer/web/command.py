@@ -40,11 +40,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "serve",
-        help="web page and JSON API for photos; with --source, also a live view of that source",
+        help="web page and JSON API for photos; with --source, also a live view of that source; with a "
+        "config with cameras, a live view of each",
         description="Serve the upload page and the JSON API (POST /api/analyze) on HOST:PORT.\n"
         "With --source, run that source as `run` does (same capture, gate, tracker and outputs;\n"
         "never a preview window) and serve its live view (/api/stream.mjpeg, /api/latest.jpg,\n"
         "/api/latest.json, /api/stats, /healthz, /metrics).\n"
+        "With a config with cameras and no --source, run every camera as `run --config` does (one\n"
+        "supervised worker each) and serve them all: a card per camera on the page, /api/<camera>/...\n"
+        "for each (stream.mjpeg, latest.jpg, latest.json, stats, healthz), /api/stats for the site,\n"
+        "/metrics labelled by camera; --camera NAME serves that one camera alone.\n"
         f"Listening on anything but 127.0.0.1 needs a token ({TOKEN_ENV} or web.token). Without one, a\n"
         "request must name this machine in its Host header (localhost, 127.0.0.1, or web.allowed_hosts);\n"
         "a POST from another site's page is always refused.\n"
@@ -75,8 +80,10 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= port <= 65535:
         raise WebError(f"--port {port}: expected 0-65535")
     options = None
+    args.no_window = True  # a service: the picture goes to the browser
+    if not args.source and config.cameras:
+        return _serve_cameras(args, host, port)
     if args.source:
-        args.no_window = True  # a service: the picture goes to the browser
         config, options = run_options(args)
         # A file plays as a camera would; its annotated copy is written only when asked (--output).
         options = dataclasses.replace(options, paced=not args.unpaced, default_output=False)
@@ -92,4 +99,29 @@ def main(args: argparse.Namespace) -> int:
         raise
     if summary is not None:
         print_summary(summary)
+    return 0
+
+
+def _serve_cameras(args: argparse.Namespace, host: str, port: int) -> int:
+    """``serve`` of a config with cameras: all of them (one supervised worker each), or with
+    ``--camera NAME`` that one in this process; its summary (or the site's) printed at the end."""
+    from ..cli import print_site_summary, print_summary, site_options
+    from ..config import camera_config
+    from ..site import camera_jobs
+    from .server import serve, serve_site
+
+    config, base, site_summary, adjust = site_options(args, "serve")
+    # Files play at their own fps, as cameras would (--unpaced: as fast as analysed).
+    base = dataclasses.replace(base, paced=not args.unpaced)
+    if args.camera:
+        camera_config(config, args.camera)  # an unknown name: the error lists the known ones
+        job = camera_jobs(config, base, [args.camera], site_summary, adjust)[0]
+        options = dataclasses.replace(job.options, output=args.output or job.options.output,
+                                      events=args.events or job.options.events,
+                                      summary_json=args.summary or job.options.summary_json, report=args.report)
+        summary = serve(job.config, host, port, options)
+        if summary is not None:
+            print_summary(summary)
+        return 0
+    print_site_summary(serve_site(config, host, port, base, site_summary, args.verbose, adjust), site_summary)
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -49,9 +49,11 @@ class LiveView(Sink):
     """
 
     def __init__(self, cfg: WebConfig, audience: Optional[AudienceConfig] = None,
-                 age_groups: Sequence[Tuple[int, int]] = ()) -> None:
-        """``audience``: the run's zones and lines, counted from its records for ``/metrics``."""
+                 age_groups: Sequence[Tuple[int, int]] = (), pictures: bool = True) -> None:
+        """``audience``: the run's zones and lines, counted from its records for ``/metrics``;
+        ``pictures`` False: the run keeps no pictures (aggregate privacy), none is served."""
         self._cfg = cfg
+        self.pictures = pictures
         self.audience: Optional[AudienceCounts] = None
         if audience is not None and (audience.zones or audience.lines):
             self.audience = AudienceCounts(list(audience.zones), list(audience.lines), age_group_labels(age_groups))
@@ -258,59 +260,84 @@ class Viewer:
             self._leave()
 
 
-def metrics_text(snapshot: Optional[dict], live: Optional[LiveView], web: Dict[str, float]) -> str:
-    """The Prometheus text exposition (format 0.0.4) of the run's counters, the web service's own
-    and the process's resident memory."""
-    lines: List[str] = []
+class _Exposition:
+    """Prometheus text exposition (format 0.0.4): samples gathered per metric, each metric's HELP
+    and TYPE written once however many label sets (cameras) it has."""
 
-    def metric(name: str, kind: str, help_text: str, samples) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            label_text = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-            number = float(value)
-            lines.append(f"{name}{label_text} {int(number) if number.is_integer() else round(number, 4)}")
+    def __init__(self) -> None:
+        self._metrics: Dict[str, Tuple[str, str, List[Tuple[Dict[str, str], float]]]] = {}
 
-    if snapshot is not None:
-        counters = (
-            ("frames_read", "Frames read from the source."),
-            ("frames_out", "Frames the run produced."),
-            ("analysed", "Frames the models ran on."),
-            ("skipped", "Frames whose faces were reused (motion gate closed)."),
-            ("dropped", "Frames dropped because the worker was slower than the live source."),
-            ("reconnects", "Successful reconnects of the live source."),
-            ("faces_classified", "Faces given gender and age labels."),
-        )
-        for key, help_text in counters:
-            metric(f"streamer_{key}_total", "counter", help_text, [({}, snapshot.get(key, 0) or 0)])
-        metric("streamer_fps", "gauge", "Frames per second of the run.", [({}, snapshot.get("fps", 0) or 0)])
-        metric("streamer_source_up", "gauge", "1 while the source delivers, 0 while it reconnects.",
-               [({}, 1 if snapshot.get("source_up", True) else 0)])
-        if snapshot.get("people_in_view") is not None:
-            metric("streamer_people_in_view", "gauge", "People tracked in view now.",
-                   [({}, snapshot["people_in_view"])])
-        stages = snapshot.get("stages") or {}
-        metric("streamer_stage_ms", "gauge", "Per-stage time per frame in milliseconds (recent frames).",
-               [({"stage": stage, "quantile": q}, row[key]) for stage, row in sorted(stages.items())
-                for q, key in (("0.5", "p50_ms"), ("0.95", "p95_ms"))])
-    if live is not None:
-        metric("streamer_faces_in_frame", "gauge", "Faces in the latest frame.", [({}, live.latest_faces())])
-        metric("streamer_people_seen_total", "counter", "People (tracks) that appeared.", [({}, live.people_seen)])
-        metric("streamer_web_viewers", "gauge", "Live stream viewers now.", [({}, live.viewers)])
-        metric("streamer_web_stream_frames_total", "counter", "Live stream frames encoded.", [({}, live.stream_frames)])
-    if live is not None and live.audience is not None:
-        _audience_metrics(metric, live.audience.snapshot())
+    def __call__(self, name: str, kind: str, help_text: str, samples) -> None:
+        self._metrics.setdefault(name, (kind, help_text, []))[2].extend(samples)
+
+    def text(self) -> str:
+        lines: List[str] = []
+        for name, (kind, help_text, samples) in self._metrics.items():
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                label_text = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+                number = float(value)
+                lines.append(f"{name}{label_text} {int(number) if number.is_integer() else round(number, 4)}")
+        return "\n".join(lines) + "\n"
+
+
+_COUNTERS = (
+    ("frames_read", "Frames read from the source."),
+    ("frames_out", "Frames the run produced."),
+    ("analysed", "Frames the models ran on."),
+    ("skipped", "Frames whose faces were reused (motion gate closed)."),
+    ("dropped", "Frames dropped because the worker was slower than the live source."),
+    ("reconnects", "Successful reconnects of the live source."),
+    ("faces_classified", "Faces given gender and age labels."),
+)
+
+
+def metrics_text(views: Sequence[Tuple[Dict[str, str], Any]], web: Dict[str, float]) -> str:
+    """The Prometheus text exposition (format 0.0.4) of each live view's run counters (``views``:
+    ``(labels, view)``: ``({}, live)`` for one source, ``({"camera": name}, view)`` for each
+    camera of a site), the web service's own and the process's resident memory. A camera's
+    restarts and state come with a site's views (``restarts``, ``running``)."""
+    metric = _Exposition()
+    for labels, view in views:
+        snapshot = view.snapshot()
+        if snapshot is not None:
+            for key, help_text in _COUNTERS:
+                metric(f"streamer_{key}_total", "counter", help_text, [(labels, snapshot.get(key, 0) or 0)])
+            metric("streamer_fps", "gauge", "Frames per second of the run.", [(labels, snapshot.get("fps", 0) or 0)])
+            metric("streamer_source_up", "gauge", "1 while the source delivers, 0 while it reconnects.",
+                   [(labels, 1 if snapshot.get("source_up", True) else 0)])
+            if snapshot.get("people_in_view") is not None:
+                metric("streamer_people_in_view", "gauge", "People tracked in view now.",
+                       [(labels, snapshot["people_in_view"])])
+            stages = snapshot.get("stages") or {}
+            metric("streamer_stage_ms", "gauge", "Per-stage time per frame in milliseconds (recent frames).",
+                   [({**labels, "stage": stage, "quantile": q}, row[key]) for stage, row in sorted(stages.items())
+                    for q, key in (("0.5", "p50_ms"), ("0.95", "p95_ms"))])
+        if hasattr(view, "restarts"):
+            metric("streamer_worker_up", "gauge", "1 while the camera's worker process runs.",
+                   [(labels, 1 if view.running else 0)])
+            metric("streamer_worker_restarts_total", "counter", "Restarts of the camera's worker process.",
+                   [(labels, view.restarts)])
+        metric("streamer_faces_in_frame", "gauge", "Faces in the latest frame.", [(labels, view.latest_faces())])
+        metric("streamer_people_seen_total", "counter", "People (tracks) that appeared.", [(labels, view.people_seen)])
+        metric("streamer_web_viewers", "gauge", "Live stream viewers now.", [(labels, view.viewers)])
+        metric("streamer_web_stream_frames_total", "counter", "Live stream frames encoded.",
+               [(labels, view.stream_frames)])
+        if view.audience is not None:
+            _audience_metrics(metric, labels, view.audience.snapshot())
     metric("streamer_web_photos_total", "counter", "Photos analysed through the API.", [({}, web["photos"])])
     metric("streamer_web_photo_faces_total", "counter", "Faces found in photos analysed through the API.",
            [({}, web["photo_faces"])])
-    metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [({}, resident_bytes())])
-    return "\n".join(lines) + "\n"
+    metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes (this process; a site's "
+           "workers are processes of their own).", [({}, resident_bytes())])
+    return metric.text()
 
 
-def _audience_metrics(metric: Callable, audience: dict) -> None:
+def _audience_metrics(metric: Callable, labels: Dict[str, str], audience: dict) -> None:
     """Zone occupancy, visits (by the labels at the exit), dwell, watchers and line crossings."""
     metric("streamer_zone_people", "gauge", "People in the zone now (past its inertia).",
-           [({"zone": zone}, n) for zone, n in audience["zones"].items()])
+           [({**labels, "zone": zone}, n) for zone, n in audience["zones"].items()])
     visits = audience["visits"]
     for name, column, help_text in (
         ("streamer_zone_visits_total", 3, "Zone visits that ended, by age group and gender."),
@@ -319,7 +346,7 @@ def _audience_metrics(metric: Callable, audience: dict) -> None:
         ("streamer_zone_attention_seconds_total", 6, "Seconds zone visitors spent looking at the camera."),
     ):
         metric(name, "counter", help_text,
-               [({"zone": row[0], "age_group": row[1], "gender": row[2]}, row[column]) for row in visits])
+               [({**labels, "zone": row[0], "age_group": row[1], "gender": row[2]}, row[column]) for row in visits])
     metric("streamer_line_crossings_total", "counter", "Line crossings, by direction, age group and gender.",
-           [({"line": row[0], "direction": row[1], "age_group": row[2], "gender": row[3]}, row[4])
+           [({**labels, "line": row[0], "direction": row[1], "age_group": row[2], "gender": row[3]}, row[4])
             for row in audience["crossings"]])

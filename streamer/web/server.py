@@ -36,7 +36,7 @@ from .photo import WAITING_UPLOADS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WebError", "WebServer", "resolve_token", "serve"]
+__all__ = ["WebError", "WebServer", "resolve_token", "serve", "serve_site"]
 
 # Request threads beside the viewers' and the uploads' (web.max_parallel_uploads being read and
 # analysed, photo.WAITING_UPLOADS waiting their turn; more are answered 503): the page, stats,
@@ -193,7 +193,10 @@ def serve(config: Config, host: str, port: int, options=None, ready=None) -> Opt
     is called once the server listens. Returns the run's summary (None without a source)."""
     token = resolve_token(config, host)
     heap.limit_arenas()  # before the request threads start: see streamer/web/heap.py
-    live = LiveView(config.web, config.audience, config.classifier.age_groups) if options is not None else None
+    live = None
+    if options is not None:
+        live = LiveView(config.web, config.audience, config.classifier.age_groups,
+                        pictures=config.output.privacy != "aggregate")
     service = Service(config, token, live)
     if live is None:
         service.photos.warm_up()  # model problems show now, not at the first upload
@@ -212,4 +215,36 @@ def serve(config: Config, host: str, port: int, options=None, ready=None) -> Opt
             log.info("source %s ended; still serving photos and its last frame on %s; Ctrl-C to stop",
                      summary.get("source"), server.url)
             _wait_for_stop()
+    return summary
+
+
+def serve_site(config: Config, host: str, port: int, base_options, site_summary, verbosity: int = 0,
+               adjust=None, ready=None) -> dict:
+    """``serve --config site.yaml``: every camera of the config in its own supervised worker, as
+    ``run`` runs them (streamer/site/), and the web service showing them all (the camera page,
+    ``/api/<camera>/...``, ``/metrics`` labelled by camera) plus the photo API, until Ctrl-C or
+    SIGTERM; when every camera's source has ended it keeps serving their last frames. Returns
+    (and writes) the site summary. ``ready(url)``: called once the server answers."""
+    from ..site.run import run_site
+    from .cameras import camera_views
+
+    token = resolve_token(config, host)
+    heap.limit_arenas()
+    service = Service(config, token, None)
+    server = WebServer(service, host, port)  # listening now: a port in use fails before any camera starts
+
+    def supervisor_ready(supervisor) -> None:
+        service.cameras = camera_views(supervisor, config.web)
+        server.start()
+        log.info("serving %d cameras on %s%s", len(service.cameras), server.url, " (token required)" if token else "")
+        if ready is not None:
+            ready(server.url)
+
+    try:
+        summary = run_site(config, base_options, site_summary, verbosity, adjust, supervisor_ready=supervisor_ready)
+        if summary["site"]["stopped_by"] == "end of input":
+            log.info("every camera's source ended; still serving their last frames on %s; Ctrl-C to stop", server.url)
+            _wait_for_stop()
+    finally:
+        server.stop()
     return summary
