@@ -101,11 +101,15 @@ class RelaySink(Sink):
         return self._pictures and self._pictures_until.value > time.monotonic()
 
     def _send_loop(self) -> None:
-        while not self._broken:
-            period = 1.0 / self._web.stream_fps if self._wanted() else FIGURES_PERIOD_S
-            if self._stop.wait(period):
-                return
-            self._send()
+        # Ticks at the stream's rate, so a wish for pictures is seen within a tick; without one,
+        # a tick sends only when the figures are due.
+        tick_s = 1.0 / self._web.stream_fps
+        last_s = 0.0
+        while not self._broken and not self._stop.wait(tick_s):
+            now = time.monotonic()
+            if self._wanted() or now - last_s >= FIGURES_PERIOD_S:
+                self._send()
+                last_s = now
 
     def _send(self, final: bool = False) -> None:
         if self._broken or self._run is None:

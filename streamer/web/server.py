@@ -236,7 +236,7 @@ def serve_site(config: Config, host: str, port: int, base_options, site_summary,
     def supervisor_ready(supervisor) -> None:
         service.cameras = camera_views(supervisor, config.web)
         server.start()
-        log.info("serving %d cameras on %s%s", len(service.cameras), server.url, " (token required)" if token else "")
+        log.info("serving on %s (%d cameras)%s", server.url, len(service.cameras), " (token required)" if token else "")
         if ready is not None:
             ready(server.url)
 
