@@ -304,3 +304,24 @@ def test_web_script_reports_photo_throughput(tmp_path, models_env):
     assert [row["clients"] for row in rows] == [1, 4] and [row["requests"] for row in rows] == [1, 4]
     assert all(row["req_per_s"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0 for row in rows)
     assert "| 4 | 4 |" in result.stdout
+
+
+@pytest.mark.integration
+def test_cameras_script_reports_fps_drops_cpu_and_memory_per_camera(tmp_path, models_env):
+    if subprocess.run(["/usr/bin/python3", str(REPO / "tests" / "rtsp_server.py"), "--check"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("GStreamer's RTSP server is not installed (bash .ci/run installs it)")
+    from test_rtsp import free_port
+
+    out = tmp_path / "cameras.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "cameras.py"), "--cameras", "2", "--seconds", "4", "--port", str(free_port()),
+         "--json", str(out)],
+        cwd=str(REPO), env=models_env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["cameras"] == 2 and len(row["per_camera"]) == 2 and row["restarts"] == 0
+    assert all(camera["fps"] > 1 and camera["dropped_pct"] is not None for camera in row["per_camera"])
+    assert len(row["cpu_pct_per_worker"]) == 2 and all(50 < mb < 1000 for mb in row["rss_peak_mb_per_worker"])
+    assert "N=2: fps" in result.stdout
