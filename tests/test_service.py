@@ -1,4 +1,5 @@
-"""packaging/streamer.service: systemd's own checker accepts it, and it says what README promises."""
+"""packaging/streamer.service and streamer-site.service: systemd's own checker accepts them, and
+they do what README promises."""
 
 from __future__ import annotations
 
@@ -18,34 +19,36 @@ from conftest import REPO
 from mjpeg_server import serving
 
 UNIT = REPO / "packaging" / "streamer.service"
+SITE_UNIT = REPO / "packaging" / "streamer-site.service"
 INSTALLED_BINARY = "/opt/streamer/bin/streamer"
 
 
-def _verify(unit_text: str, folder) -> subprocess.CompletedProcess:
+def _verify(unit_text: str, folder, name: str = "streamer.service") -> subprocess.CompletedProcess:
     """``systemd-analyze verify`` on a copy whose ExecStart binary exists (verify checks it is
     executable; the real path is only there on an installed box)."""
     fake = folder / "streamer"
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
-    unit = folder / "streamer.service"
+    unit = folder / name
     assert INSTALLED_BINARY in unit_text
     unit.write_text(unit_text.replace(INSTALLED_BINARY, str(fake)))
     return subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
 
 
-def _complaints(result: subprocess.CompletedProcess) -> list:
+def _complaints(result: subprocess.CompletedProcess, name: str = "streamer.service") -> list:
     # verify exits 0 on warnings it "ignores" (an unknown key, a bad value): every line about our
     # unit counts. Lines about the host's own units (a container without systemd running) do not.
-    return [line for line in (result.stdout + result.stderr).splitlines() if "streamer.service" in line]
+    return [line for line in (result.stdout + result.stderr).splitlines() if name in line]
 
 
 needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 
 
 @needs_systemd
-def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
-    result = _verify(UNIT.read_text(), tmp_path)
-    assert result.returncode == 0 and _complaints(result) == [], result.stdout + result.stderr
+@pytest.mark.parametrize("unit", [UNIT, SITE_UNIT], ids=lambda path: path.name)
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path, unit):
+    result = _verify(unit.read_text(), tmp_path, unit.name)
+    assert result.returncode == 0 and _complaints(result, unit.name) == [], result.stdout + result.stderr
 
 
 @needs_systemd
@@ -147,3 +150,54 @@ def test_the_service_starts_again_after_sigkill_and_continues_its_events_and_seg
     numbers = sorted(int(path.stem.split("_")[1]) for path in tmp_path.glob("rec_*.mp4"))
     assert numbers == list(range(1, numbers[-1] + 1)) and numbers[-1] > len(segments_before)
     assert not list(tmp_path.glob(".rec_*")), "the killed run's unfinished segment was removed"
+
+
+def _site_unit() -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read_string(SITE_UNIT.read_text())
+    return parser["Service"]
+
+
+def test_site_unit_stops_the_supervisor_alone_and_waits_longer_than_it_does():
+    from streamer.config import SiteConfig
+
+    service = _site_unit()
+    assert service["KillMode"] == "mixed"  # SIGTERM to the supervisor only; it stops each worker once
+    assert float(service["TimeoutStopSec"]) > SiteConfig().stop_timeout_s + 5
+    assert service["ExecStart"].split()[:4] == [INSTALLED_BINARY, "run", "--config", "/etc/streamer/site.yaml"]
+    assert service["User"] == "streamer" and service["Restart"] == "on-failure" and service["MemoryMax"]
+
+
+@pytest.mark.integration
+def test_the_site_units_command_stops_every_camera_on_one_sigterm(tmp_path, models_env):
+    """systemctl stop with KillMode=mixed: SIGTERM reaches the supervisor process alone; every
+    camera's worker still finishes its outputs and summary, and the service exits 0."""
+    with serving() as camera:
+        site = tmp_path / "site.yaml"
+        site.write_text("cameras:\n" + "".join(
+            f"  {name}: {{source: '{camera.url}', events: {tmp_path / name}.jsonl}}\n" for name in ("door", "till")))
+        command: List[str] = []
+        for word in _site_unit()["ExecStart"].split():
+            command += ([sys.executable, str(REPO / "run.py")] if word == INSTALLED_BINARY
+                        else [str(site)] if word == "/etc/streamer/site.yaml" else [word])
+        proc = subprocess.Popen(command, cwd=tmp_path, env=models_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not all(len(_frame_lines(tmp_path / f"{name}.jsonl")) >= 10 for name in ("door", "till")):
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "no frames from both cameras within 120 s"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)  # the main process only, as KillMode=mixed does
+            out, err = proc.communicate(timeout=float(_site_unit()["TimeoutStopSec"]))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    summary = json.loads((tmp_path / "out" / "site.summary.json").read_text())
+    for name in ("door", "till"):
+        entry = summary["cameras"][name]
+        assert entry["summary"] and not entry["killed_at_stop"] and entry["frames_out"] >= 10, entry
+    assert "site          2 cameras" in out
