@@ -260,11 +260,15 @@ def test_soak_slope_leaves_out_the_warm_up(samples, slope):
     assert fitted == (None if slope is None else pytest.approx(slope, abs=1e-6))
 
 
-@pytest.mark.integration
-def test_soak_script_samples_a_live_rtsp_run(tmp_path, models_env):
+def _needs_rtsp_server() -> None:
     if subprocess.run(["/usr/bin/python3", str(REPO / "tests" / "rtsp_server.py"), "--check"],
                       capture_output=True).returncode != 0:
         pytest.skip("GStreamer's RTSP server is not installed (bash .ci/run installs it)")
+
+
+@pytest.mark.integration
+def test_soak_script_samples_a_live_rtsp_run(tmp_path, models_env):
+    _needs_rtsp_server()
     out = tmp_path / "soak.json"
     result = subprocess.run(
         [sys.executable, str(BENCH / "soak.py"), "--minutes", "0.25", "--sample-s", "1", "--warmup-s", "3",
@@ -308,9 +312,7 @@ def test_web_script_reports_photo_throughput(tmp_path, models_env):
 
 @pytest.mark.integration
 def test_cameras_script_reports_fps_drops_cpu_and_memory_per_camera(tmp_path, models_env):
-    if subprocess.run(["/usr/bin/python3", str(REPO / "tests" / "rtsp_server.py"), "--check"],
-                      capture_output=True).returncode != 0:
-        pytest.skip("GStreamer's RTSP server is not installed (bash .ci/run installs it)")
+    _needs_rtsp_server()
     from test_rtsp import free_port
 
     out = tmp_path / "cameras.json"
