@@ -7,6 +7,8 @@ of the count while it restarts."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import types
 from typing import Any, Dict, List, Optional
 
@@ -134,3 +136,88 @@ def test_a_camera_named_site_is_refused(name: str) -> None:
     with pytest.raises(ConfigError, match=f"cameras.{name}: 'site' is reserved, with MQTT on or off"):
         parse_config({"cameras": {name: {"source": "rtsp://cam/stream"}}})
     parse_config({"cameras": {"site2": {"source": "rtsp://cam/stream"}}})
+
+
+# --- a two-camera site against a real broker ---
+
+PREFIX = "shop"
+
+
+def _latest(messages: List[Any], topic: str) -> Optional[str]:
+    values = [m.text for m in messages if m.topic == topic]
+    return values[-1] if values else None
+
+
+def _counts_agree(messages: List[Any]) -> bool:
+    """The site's latest people count is the sum of the cameras' latest, and someone is in view."""
+    site = _latest(messages, f"{PREFIX}/site/people")
+    cameras = [_latest(messages, f"{PREFIX}/{name}/people") for name in ("a", "b")]
+    states = _states(messages)
+    return (site is not None and None not in cameras and int(site) > 0 and int(site) == sum(map(int, cameras))
+            and bool(states) and states[-1]["people"] == int(site))
+
+
+def _states(messages: List[Any]) -> List[dict]:
+    return [m.json() for m in messages if m.topic == f"{PREFIX}/site/state"]
+
+
+@pytest.mark.integration
+def test_a_two_camera_site_publishes_its_people_across_cameras(tmp_path, shared, models_env) -> None:
+    from mqtt_broker import Broker, Subscriber, mosquitto_missing
+    from test_rtsp import CLIP, RtspServer, free_port
+    from test_site import START_S, Site
+
+    pytest.importorskip("paho.mqtt.client", reason="pip install 'streamer[mqtt]'")
+    if mosquitto_missing() is not None:
+        pytest.skip(str(mosquitto_missing()))
+    server = RtspServer(free_port(), CLIP)
+    server.start()
+    site: Optional[Site] = None
+    try:
+        with Broker(tmp_path / "broker") as broker, Subscriber(broker.port, [f"{PREFIX}/#", "homeassistant/#"]) as sub:
+            mqtt = (f"mqtt: {{enabled: true, host: 127.0.0.1, port: {broker.port}, topic_prefix: {PREFIX}, "
+                    "reconnect_min_s: 0.2, reconnect_max_s: 1.0}")
+            # mode all: each camera's people topic is the faces of its latest frame, as the site counts them.
+            site = Site(tmp_path, server.url, models_env, "{restart_backoff_s: 3}", names=("a", "b"), mode="all",
+                        extra=mqtt)
+            assert sub.wait_for(lambda ms: _latest(ms, f"{PREFIX}/site/available") == "online", 30), site.lines
+            assert sub.wait_for(_counts_agree, START_S), (sub.messages[-20:], "".join(site.lines[-30:]))
+            state = _states(sub.messages)[-1]
+            assert state["cameras_up"] == 2 and {c["status"] for c in state["cameras"].values()} == {"up"}
+            assert state["people"] == sum(c["people"] for c in state["cameras"].values())
+            configs = {m.topic: m.json() for m in sub.messages if m.topic.startswith("homeassistant/")
+                       and "/shop_site/" in m.topic}
+            assert set(configs) == {"homeassistant/sensor/shop_site/people/config",
+                                    "homeassistant/binary_sensor/shop_site/occupancy/config",
+                                    "homeassistant/sensor/shop_site/cameras_up/config"}
+            assert all(c["availability"][0]["topic"] == f"{PREFIX}/site/available" for c in configs.values())
+            # Each camera keeps its own device beside the site's.
+            assert any("/shop_a/" in m.topic for m in sub.messages) and any("/shop_b/" in m.topic for m in sub.messages)
+
+            # b's worker killed: while it restarts (3 s backoff, then its models load) the site counts a alone.
+            seen = len(sub.messages)
+            os.kill(site.pids("b")[0], signal.SIGKILL)
+
+            def b_left_out(ms: List[Any]) -> bool:
+                return any(s["cameras"]["b"]["status"] == "restarting" and s["cameras"]["b"]["people"] is None
+                           and s["people"] == (s["cameras"]["a"]["people"] or 0) and s["cameras_up"] == 1
+                           for s in _states(ms[seen:]))
+
+            assert sub.wait_for(b_left_out, 15), _states(sub.messages[seen:])
+            left_out = next(s for s in _states(sub.messages[seen:]) if s["cameras"]["b"]["status"] == "restarting")
+            site_people = [m.text for m in sub.messages[seen:] if m.topic == f"{PREFIX}/site/people"]
+            assert str(left_out["people"]) in site_people
+            seen = len(sub.messages)
+            assert sub.wait_for(lambda ms: any(s["cameras_up"] == 2 for s in _states(ms[seen:])), START_S), \
+                "".join(site.lines[-30:])
+
+            seen = len(sub.messages)
+            summary = site.stop()
+            assert summary["cameras"]["b"]["restarts"] == 1
+            assert sub.wait_for(lambda ms: _latest(ms[seen:], f"{PREFIX}/site/available") == "offline", 10)
+            assert _latest(sub.messages, f"{PREFIX}/site/people") == "0"  # the workers stopped first
+        assert any("MQTT (site): connected to 127.0.0.1" in line for line in site.lines)
+    finally:
+        if site is not None:
+            site.close()
+        server.kill()
