@@ -216,6 +216,13 @@ def test_a_two_camera_site_publishes_its_people_across_cameras(tmp_path, shared,
             assert summary["cameras"]["b"]["restarts"] == 1
             assert sub.wait_for(lambda ms: _latest(ms[seen:], f"{PREFIX}/site/available") == "offline", 10)
             assert _latest(sub.messages, f"{PREFIX}/site/people") == "0"  # the workers stopped first
+            # A box that stops being a site: retire clears the site's topics and device as a camera's.
+            from streamer.outputs.mqtt_session import retire
+
+            cleared = retire(parse_config({"mqtt": {"host": "127.0.0.1", "port": broker.port,
+                                                    "topic_prefix": PREFIX}}).mqtt, "site")
+            assert {f"{PREFIX}/site/people", f"{PREFIX}/site/state", f"{PREFIX}/site/available",
+                    "homeassistant/sensor/shop_site/cameras_up/config"} <= set(cleared)
         assert any("MQTT (site): connected to 127.0.0.1" in line for line in site.lines)
     finally:
         if site is not None:
