@@ -42,7 +42,7 @@ class Config(_Section):
         default={},
         description="Several cameras from this one file (`streamer run --config site.yaml` runs them all, each in "
         "its own process; --camera NAME runs one): names (1-40 letters, digits, '_', '-'; they become MQTT "
-        "topic levels) to each camera's source, output, events, summary, mode, privacy, anonymize and "
+        "topic levels; not 'site', the site's own) to each camera's source, output, events, summary, mode, privacy, anonymize and "
         "labels, and overrides of the detector, classifier, capture, motion, tracking, report and audience "
         "sections for it alone. e.g. {door: {source: 'rtsp://cam1/stream', events: out/door.jsonl, mode: "
         "tracked}, till: {source: 'rtsp://cam2/stream', detector: {score: 0.6}}}. README, Several cameras.",
@@ -73,10 +73,20 @@ def _bad_value(path: Path, error: _BadValue, prefix: str = "") -> ConfigError:
                        f"see the comment on '{error.key}' in config.yaml")
 
 
+# No camera may be named so (case aside): the site's own MQTT topic level (streamer/site/mqtt.py).
+RESERVED_CAMERA = "site"
+
+
 def _check_camera_names(config: Config, path: Path) -> None:
-    """Camera names differ in more than case: each is a Home Assistant device id, which is lower case."""
+    """Camera names differ in more than case: each is a Home Assistant device id, which is lower case.
+    ``site`` is the site's own topic level on MQTT: refused whether MQTT is on or not, so that
+    turning it on (--mqtt) never makes a config that ran fail."""
     seen: Dict[str, str] = {}
     for name in config.cameras:
+        if name.lower() == RESERVED_CAMERA:
+            raise ConfigError(f"{path}: cameras.{name}: '{RESERVED_CAMERA}' is reserved, with MQTT on or off: "
+                              f"<topic_prefix>/{RESERVED_CAMERA}/... are the site's own MQTT topics (the people "
+                              "count across cameras) and Home Assistant device. Rename the camera")
         other = seen.setdefault(name.lower(), name)
         if other != name:
             raise ConfigError(f"{path}: cameras '{other}' and '{name}' differ only in case; their MQTT devices "

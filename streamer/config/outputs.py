@@ -143,8 +143,10 @@ class MqttConfig(_Section):
     port: int = setting(default=1883, ge=1, le=65535, description="Broker port (1883 plain, 8883 usually TLS).")
     client_id: Optional[str] = setting(
         default=None,
-        description="MQTT client id; null: '<topic_prefix>-<camera>'. Two clients with one id throw "
-        "each other off the broker: give each box its own camera name or id.",
+        description="MQTT client id; null: '<topic_prefix>-<camera>'. With a cameras section each camera's is "
+        "'<client_id>-<camera>' and the site's own (its people count across cameras) '<client_id or "
+        "topic_prefix>-site'. Two clients with one id throw each other off the broker: give each box its own "
+        "camera names or id.",
     )
     topic_prefix: str = setting(
         default="streamer", min_length=1, description="First level of every topic: <prefix>/<camera>/available, "

@@ -119,6 +119,20 @@ def connect_failure(error: BaseException, host: str, port: int, tls: bool, timeo
     return f"cannot connect ({error})", False
 
 
+def connect_refusal(reason_code: Any, config: MqttConfig) -> str:
+    """Cause and fix for a CONNACK that refused the connection (paho's ``reason_code``)."""
+    name = str(reason_code)
+    if name not in ("Bad user name or password", "Not authorized"):
+        return f"the broker refused the connection ({name})"
+    if config.username is not None:
+        fix = (f"a wrong user name or password? check mqtt.username ({config.username!r}) and the password "
+               f"({MQTT_PASSWORD_ENV} or mqtt.password_file)")
+    else:
+        fix = (f"the broker does not allow anonymous clients: set mqtt.username and a password "
+               f"({MQTT_PASSWORD_ENV} or mqtt.password_file)")
+    return f"the broker refused the login ({name.lower()}); {fix}"
+
+
 class MqttSink(Sink):
     """Publishes a run to an MQTT broker; see the module docstring for topics and threads.
 
@@ -377,17 +391,7 @@ class MqttSink(Sink):
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         cfg = self.config
         if reason_code.is_failure:
-            name = str(reason_code)
-            if name in ("Bad user name or password", "Not authorized"):
-                if cfg.username is not None:
-                    fix = (f"a wrong user name or password? check mqtt.username ({cfg.username!r}) and the password "
-                           f"({MQTT_PASSWORD_ENV} or mqtt.password_file)")
-                else:
-                    fix = (f"the broker does not allow anonymous clients: set mqtt.username and a password "
-                           f"({MQTT_PASSWORD_ENV} or mqtt.password_file)")
-                self._fatal = f"the broker refused the login ({name.lower()}); {fix}"
-            else:
-                self._fatal = f"the broker refused the connection ({name})"
+            self._fatal = connect_refusal(reason_code, cfg)
             self._outcome.set()
             self._wake.set()
             return

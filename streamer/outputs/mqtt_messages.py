@@ -183,31 +183,12 @@ def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS, groups: 
     status, and the occupancy of each zone and the in/out crossings of each line (``audience``);
     all of one device per camera and unavailable while ``<prefix>/<camera>/available`` is
     ``offline`` (and, with ``bridge``, also while ``<prefix>/available`` is)."""
-    node = topics.node
-    device = {
-        "identifiers": [node],
-        "name": f"{topics.prefix} {topics.camera}",
-        "manufacturer": "streamer",
-        "model": "face analyzer",
-        "sw_version": __version__,
-    }
-    availability = [{"topic": topics.available, "payload_available": "online", "payload_not_available": "offline"}]
-    if bridge:
-        availability.append({"topic": topics.bridge_available, "payload_available": "online",
-                             "payload_not_available": "offline"})
-    common = {
-        "availability": availability,
-        "availability_mode": "all",
-        "device": device,
-        "origin": {"name": "streamer", "sw_version": __version__},
-    }
+    availability = [topics.available, topics.bridge_available] if bridge else [topics.available]
     entities: List[Tuple[str, str, dict]] = [
         ("sensor", "people", {"name": "People", "state_topic": topics.people, "state_class": "measurement",
                               "unit_of_measurement": "people", "icon": "mdi:account-group",
                               "json_attributes_topic": topics.last_event}),
-        ("binary_sensor", "occupancy", {"name": "Occupancy", "state_topic": topics.people,
-                                        "value_template": "{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
-                                        "device_class": "occupancy"}),
+        occupancy_entity(topics.people),
     ]
     for gender in genders:
         entities.append(("sensor", f"people_{gender}", {
@@ -235,13 +216,42 @@ def discovery_configs(topics: Topics, genders: Sequence[str] = GENDERS, groups: 
     entities.append(("binary_sensor", "source", {
         "name": "Camera", "state_topic": topics.source, "payload_on": "up", "payload_off": "down",
         "device_class": "connectivity", "entity_category": "diagnostic"}))
+    return entity_configs(topics.discovery_prefix, topics.node, f"{topics.prefix} {topics.camera}", availability,
+                          entities)
+
+
+def occupancy_entity(people_topic: str) -> Tuple[str, str, dict]:
+    """The Occupancy binary sensor: on while the count on ``people_topic`` is above 0."""
+    return ("binary_sensor", "occupancy", {"name": "Occupancy", "state_topic": people_topic,
+                                           "value_template": "{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
+                                           "device_class": "occupancy"})
+
+
+def entity_configs(discovery_prefix: str, node: str, device_name: str, availability: Sequence[str],
+                   entities: Sequence[Tuple[str, str, dict]]) -> List[Tuple[str, dict]]:
+    """Home Assistant discovery ``(config topic, payload)`` of each ``(component, object id,
+    fields)`` in ``entities``, all of one device ``node`` named ``device_name``, available while
+    every topic of ``availability`` says ``online``."""
+    common = {
+        "availability": [{"topic": topic, "payload_available": "online", "payload_not_available": "offline"}
+                         for topic in availability],
+        "availability_mode": "all",
+        "device": {
+            "identifiers": [node],
+            "name": device_name,
+            "manufacturer": "streamer",
+            "model": "face analyzer",
+            "sw_version": __version__,
+        },
+        "origin": {"name": "streamer", "sw_version": __version__},
+    }
     configs = []
     for component, object_id, fields in entities:
         # default_entity_id (domain.name): what Home Assistant names the entity; it replaced
         # object_id, deprecated in HA 2025.10 and gone from 2026.4.
         payload = {**fields, "unique_id": f"{node}_{object_id}",
                    "default_entity_id": f"{component}.{node}_{object_id}", **common}
-        configs.append((f"{topics.discovery_prefix}/{component}/{node}/{object_id}/config", payload))
+        configs.append((f"{discovery_prefix}/{component}/{node}/{object_id}/config", payload))
     return configs
 
 

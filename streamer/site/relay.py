@@ -155,15 +155,35 @@ def encode_stream_jpeg(frame: np.ndarray, max_side_px: int, quality: int) -> Opt
 class Feed:
     """A camera as its workers last told it (the supervisor's side): ``figures`` (RelaySink's
     dict, None before the first message), the latest JPEG and its sequence number, and when each
-    came (``time.monotonic()``)."""
+    came (``time.monotonic()``). ``run``: the worker run whose pipe was attached last (1 for the
+    first); ``figures_run``: the run that sent ``figures`` (a restarted worker's predecessor's
+    figures stay until it tells its own)."""
 
     figures: Optional[Dict[str, Any]] = None
+    run: int = 0
+    figures_run: int = 0
     figures_s: float = 0.0
     jpeg: Optional[bytes] = None
     jpeg_seq: int = 0
     jpeg_s: float = 0.0
     messages: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def current(self) -> Optional[Dict[str, Any]]:
+        """The figures of the worker run now attached, None before it told any or once it told its
+        final ones (its run ended)."""
+        figures = self.figures
+        if figures is None or figures.get("final") or self.figures_run != self.run:
+            return None
+        return figures
+
+    def people(self) -> Optional[int]:
+        """People in view now as the current run told it (``current``), else None."""
+        figures = self.current()
+        if figures is None:
+            return None
+        people = (figures.get("snapshot") or {}).get("people_in_view")
+        return int(figures.get("faces_in_frame", 0) if people is None else people)
 
 
 class Relay:
@@ -174,14 +194,18 @@ class Relay:
     def __init__(self, names: Sequence[str], pictures_until: Dict[str, Any]) -> None:
         self.feeds: Dict[str, Feed] = {name: Feed() for name in names}
         self._pictures_until = pictures_until
-        self._connections: Dict[Connection, str] = {}
+        self._connections: Dict[Connection, Tuple[str, int]] = {}  # -> camera, its run
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def attach(self, name: str, connection: Connection) -> None:
+        feed = self.feeds[name]
+        with feed.changed:
+            feed.run += 1
+            run = feed.run
         with self._lock:
-            self._connections[connection] = name
+            self._connections[connection] = (name, run)
         if self._thread is None:
             self._thread = threading.Thread(target=self._read_loop, name="relay-reader", daemon=True)
             self._thread.start()
@@ -211,7 +235,7 @@ class Relay:
                 continue
             for connection in wait(connections, timeout=0.2):
                 assert isinstance(connection, Connection)
-                name = self._connections[connection]
+                name, run = self._connections[connection]
                 try:
                     figures, jpeg = connection.recv()
                 except (EOFError, OSError, ValueError):
@@ -219,13 +243,13 @@ class Relay:
                         self._connections.pop(connection, None)
                     connection.close()
                     continue
-                self._store(self.feeds[name], figures, jpeg)
+                self._store(self.feeds[name], run, figures, jpeg)
 
     @staticmethod
-    def _store(feed: Feed, figures: Dict[str, Any], jpeg: Optional[bytes]) -> None:
+    def _store(feed: Feed, run: int, figures: Dict[str, Any], jpeg: Optional[bytes]) -> None:
         now = time.monotonic()
         with feed.changed:
-            feed.figures, feed.figures_s = figures, now
+            feed.figures, feed.figures_s, feed.figures_run = figures, now, run
             feed.messages += 1
             if jpeg is not None:
                 feed.jpeg, feed.jpeg_s = jpeg, now
@@ -235,15 +259,12 @@ class Relay:
 
 def people_now(feeds: Dict[str, Feed], up: Sequence[str]) -> Tuple[int, List[str]]:
     """The people in view across the cameras named in ``up`` (those whose worker runs), and which
-    of them have told a count yet."""
+    of them have told a count yet (their current run: ``Feed.people``)."""
     total, counted = 0, []
     for name in up:
-        figures = feeds[name].figures
-        if figures is None or figures.get("final"):
-            continue
-        people = (figures.get("snapshot") or {}).get("people_in_view")
+        people = feeds[name].people()
         if people is None:
-            people = figures.get("faces_in_frame", 0)
-        total += int(people)
+            continue
+        total += people
         counted.append(name)
     return total, counted

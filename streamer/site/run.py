@@ -15,6 +15,7 @@ from ..config import Config, camera_config
 from ..errors import ConfigError
 from ..outputs.files import write_bytes
 from ..sources.source import redact
+from .mqtt import site_publisher
 from .supervisor import CameraJob, CameraState, Supervisor, summary_path_of
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,26 @@ def run_site(config: Config, base_options, site_summary: Optional[Path] = None, 
              supervisor_ready: Optional[Callable[[Supervisor], None]] = None) -> dict:
     """Run every camera of ``config.cameras`` until they all end or a stop; return (and write)
     the site summary. ``supervisor_ready``: called with the supervisor before it runs (tests,
-    the web service)."""
+    the web service). With MQTT on, the site's own topics (people across the cameras; mqtt.py)
+    are published from this process while the workers run."""
     if not config.cameras:
         raise ConfigError("the config has no cameras; give --source, or a cameras section (README, Several cameras)")
     site_summary = site_summary or DEFAULT_SITE_SUMMARY
     jobs = camera_jobs(config, base_options, list(config.cameras), site_summary, adjust)
     _check_distinct_outputs(jobs, site_summary)
     supervisor = Supervisor(jobs, config.site, verbosity)
-    if supervisor_ready is not None:
-        supervisor_ready(supervisor)
-    t0 = time.monotonic()
-    log.info("site: %d cameras (%s), one worker each", len(jobs), ", ".join(job.name for job in jobs))
-    supervisor.run()
+    publisher = site_publisher(config, jobs[0].config, supervisor)
+    if publisher is not None:
+        publisher.start()  # mqtt.required: MqttError before any camera starts
+    try:
+        if supervisor_ready is not None:
+            supervisor_ready(supervisor)
+        t0 = time.monotonic()
+        log.info("site: %d cameras (%s), one worker each", len(jobs), ", ".join(job.name for job in jobs))
+        supervisor.run()
+    finally:
+        if publisher is not None:
+            publisher.stop()  # after the workers: the site's last count is theirs
     summary = site_summary_of(supervisor, time.monotonic() - t0)
     write_bytes(site_summary, (json.dumps(summary, indent=2) + "\n").encode("utf-8"), True, "site summary")
     return summary

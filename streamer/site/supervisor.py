@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from ..config import SiteConfig
 from .child import EXIT_DONE, Heartbeat, camera_main
-from .relay import Relay
+from .relay import Feed, Relay
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,20 @@ class CameraState:
     @property
     def pid(self) -> Optional[int]:
         return None if self.process is None else self.process.pid
+
+
+def camera_status(state: CameraState, feed: Feed) -> str:
+    """``up``, ``reconnecting`` (its worker runs, the camera does not deliver), ``starting`` (no
+    figures yet from the worker now running), ``restarting`` (its worker died or hung; the
+    supervisor starts another) or ``ended`` (its run ended by itself: not restarted)."""
+    if state.finished:
+        return "ended"
+    if state.process is None:
+        return "restarting" if state.starts else "starting"
+    figures = feed.current()
+    if figures is None:
+        return "starting"
+    return "up" if (figures.get("snapshot") or {}).get("source_up", True) else "reconnecting"
 
 
 class Supervisor:

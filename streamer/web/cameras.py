@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..config import WebConfig
 from ..site.relay import Feed, Relay
-from ..site.supervisor import CameraState, Supervisor
+from ..site.supervisor import CameraState, Supervisor, camera_status
 from .live import Viewer, ViewersFull
 
 # A picture is asked for this far ahead of each request or viewer's wait.
@@ -76,16 +76,8 @@ class CameraView:
         return self._state.restarts
 
     def status(self) -> str:
-        """``up``, ``reconnecting`` (its worker runs, the camera does not deliver), ``starting``,
-        ``restarting`` (its worker died or hung; the supervisor starts another) or ``ended``."""
-        if self.ended:
-            return "ended"
-        snapshot = self.snapshot()
-        if not self.running:
-            return "restarting" if self._state.starts else "starting"
-        if snapshot is None or (self._feed.figures or {}).get("final"):
-            return "starting"
-        return "up" if snapshot.get("source_up", True) else "reconnecting"
+        """As ``supervisor.camera_status``: up, reconnecting, starting, restarting or ended."""
+        return camera_status(self._state, self._feed)
 
     @property
     def viewers(self) -> int:
@@ -117,9 +109,7 @@ class CameraView:
         """People in view now (None while its worker does not run or has told nothing yet)."""
         if not self.running or self.status() not in ("up", "reconnecting"):
             return None
-        snapshot = self.snapshot() or {}
-        people = snapshot.get("people_in_view")
-        return self.latest_faces() if people is None else int(people)
+        return self._feed.people()
 
     # -- pictures ---------------------------------------------------------------------------------
 

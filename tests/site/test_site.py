@@ -41,11 +41,13 @@ def rtsp_server(shared: Path) -> Iterator[RtspServer]:
 class Site:
     """`run.py run --config site.yaml` as a subprocess, its stderr collected line by line."""
 
-    def __init__(self, tmp_path: Path, url: str, env: dict, site: str) -> None:
+    def __init__(self, tmp_path: Path, url: str, env: dict, site: str, names=CAMERAS, mode: str = "tracked",
+                 extra: str = "") -> None:
+        """``extra``: more of site.yaml (other sections)."""
         self.dir = tmp_path
-        cameras = "\n".join(f"  {name}: {{source: '{url}', events: {tmp_path / name}.jsonl, mode: tracked}}"
-                            for name in CAMERAS)
-        (tmp_path / "site.yaml").write_text(f"site: {site}\ncameras:\n{cameras}\n")
+        cameras = "\n".join(f"  {name}: {{source: '{url}', events: {tmp_path / name}.jsonl, mode: {mode}}}"
+                            for name in names)
+        (tmp_path / "site.yaml").write_text(f"site: {site}\n{extra}\ncameras:\n{cameras}\n")
         self.summary = tmp_path / "site.json"
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "run.py"), "run", "--config", str(tmp_path / "site.yaml"), "--summary",
