@@ -93,10 +93,13 @@ def clip_path(name: str, media: Path) -> Path:
     return path
 
 
-def bench_config(detector: Optional[str], threads: Optional[int], engine: Optional[str] = None,
-                 repo: Path = REPO) -> Config:
-    """``repo``'s config.yaml with the bench's passthrough overrides; window off."""
-    config = load_config(repo / "config.yaml")  # the checkout's documented defaults
+def bench_config(detector: Optional[str], threads: Optional[int], engine: Optional[str] = None) -> Config:
+    """The repository's config.yaml with the bench's passthrough overrides; window off."""
+    config = load_config(REPO / "config.yaml")  # the checkout's documented defaults
+    return override(config, _bench_changes(detector, threads, engine))
+
+
+def _bench_changes(detector: Optional[str], threads: Optional[int], engine: Optional[str]) -> Dict[str, object]:
     changes: Dict[str, object] = {"output.window": False}
     if detector:
         changes["detector.name"] = detector
@@ -104,7 +107,19 @@ def bench_config(detector: Optional[str], threads: Optional[int], engine: Option
         changes["dnn.threads"] = threads
     if engine:
         changes["dnn.engine"] = engine
-    return override(config, changes)
+    return changes
+
+
+def write_other_config(repo: Path, detector: Optional[str], threads: Optional[int], engine: Optional[str],
+                       path: Path) -> Path:
+    """Another checkout's own config.yaml with the bench's passthrough overrides, as plain YAML
+    (not through this checkout's schema: either may have keys the other lacks)."""
+    raw = yaml.safe_load((repo / "config.yaml").read_text(encoding="utf-8")) or {}
+    for key, value in _bench_changes(detector, threads, engine).items():
+        section, name = key.split(".")
+        raw.setdefault(section, {})[name] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def write_config(config: Config, path: Path) -> Path:
@@ -800,9 +815,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             size_clip = args.media / args.size_clip if (args.media / args.size_clip).is_file() else \
                 clip_path(args.size_clip, args.media)
             # The other checkout runs with its own config.yaml's defaults (and the same overrides).
-            before_config = None if args.before is None else write_config(
-                bench_config(args.detector, args.threads, args.engine, repo=args.before),
-                workdir / "before_config.yaml")
+            before_config = None if args.before is None else write_other_config(
+                args.before, args.detector, args.threads, args.engine, workdir / "before_config.yaml")
             results["sizes"], results["profiles"] = run_sizes(
                 args.sizes, size_clip, config_path, workdir, args.repeats, original, Res10Detector.DEFAULT_SCORE,
                 args.before, args.size_loops, before_config)
