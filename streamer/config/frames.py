@@ -175,9 +175,9 @@ class TrackingConfig(_Section):
         le=1000,
         description="verify_every_frames for a person whose labels take no more samples (settled, or "
         "max_samples reached): their looks serve only to check the box. 10, measured against 5 on the "
-        "bench's clips: recall and label flicker the same or better, precision within 0.1 point, a "
-        "quarter fewer looks on a stage clip; while labels still take samples the looks feed them, and "
-        "fewer of them made per-person ages worse (bench/fusion.py).",
+        "bench's clips: recall and label flicker the same, precision within 0.1 point, a quarter fewer "
+        "checking looks where people stay (a talking head: 16 -> 12 in 4 s); while labels still take "
+        "samples the looks feed them, and fewer of them made per-person ages worse (bench/fusion.py).",
     )
     region_grow: float = setting(
         default=0.75,
