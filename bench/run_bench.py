@@ -96,6 +96,10 @@ def clip_path(name: str, media: Path) -> Path:
 def bench_config(detector: Optional[str], threads: Optional[int], engine: Optional[str] = None) -> Config:
     """The repository's config.yaml with the bench's passthrough overrides; window off."""
     config = load_config(REPO / "config.yaml")  # the checkout's documented defaults
+    return override(config, _bench_changes(detector, threads, engine))
+
+
+def _bench_changes(detector: Optional[str], threads: Optional[int], engine: Optional[str]) -> Dict[str, object]:
     changes: Dict[str, object] = {"output.window": False}
     if detector:
         changes["detector.name"] = detector
@@ -103,7 +107,19 @@ def bench_config(detector: Optional[str], threads: Optional[int], engine: Option
         changes["dnn.threads"] = threads
     if engine:
         changes["dnn.engine"] = engine
-    return override(config, changes)
+    return changes
+
+
+def write_other_config(repo: Path, detector: Optional[str], threads: Optional[int], engine: Optional[str],
+                       path: Path) -> Path:
+    """Another checkout's own config.yaml with the bench's passthrough overrides, as plain YAML
+    (not through this checkout's schema: either may have keys the other lacks)."""
+    raw = yaml.safe_load((repo / "config.yaml").read_text(encoding="utf-8")) or {}
+    for key, value in _bench_changes(detector, threads, engine).items():
+        section, name = key.split(".")
+        raw.setdefault(section, {})[name] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def write_config(config: Config, path: Path) -> Path:
@@ -545,12 +561,13 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 
 def run_sizes(sizes: Sequence[Tuple[int, int]], source: Path, config_path: Path, workdir: Path, repeats: int,
-              original: Optional[Path], score: float, before: Optional[Path], loops: int = 1
-              ) -> Tuple[List[Dict[str, object]], List[Dict[str, object]]]:
+              original: Optional[Path], score: float, before: Optional[Path], loops: int = 1,
+              before_config: Optional[Path] = None) -> Tuple[List[Dict[str, object]], List[Dict[str, object]]]:
     """Per size (``source`` letterboxed to it, played ``loops`` times): the original script, the
     decode + encode floor, every frame analysed, and tracked pinned to each of SIZE_CORES, all in
     fresh processes, ``repeats`` rounds interleaved (the load of a shared machine drifts); with
-    ``before`` (another checkout), its every-frame and tracked runs too. One row per run kind,
+    ``before`` (another checkout), its every-frame and tracked runs too, with ``before_config``
+    (default ``config_path``: its own defaults, when they differ). One row per run kind,
     medians of the rounds; and per size the CPU of a tracked run by thread and stage
     (bench/profile_run.py in a child)."""
     rows: List[Dict[str, object]] = []
@@ -566,14 +583,17 @@ def run_sizes(sizes: Sequence[Tuple[int, int]], source: Path, config_path: Path,
         if original is not None:
             kinds.append(("original", None, lambda c=clip: run_original(c, original, score, workdir)))
         kinds.append(("floor", None, lambda c=clip: run_floor(c, workdir)))
-        for code, repo in [("", REPO)] + ([("before ", before)] if before is not None else []):
+        checkouts = [("", REPO, config_path)]
+        if before is not None:
+            checkouts.append(("before ", before, before_config or config_path))
+        for code, repo, conf in checkouts:
             kinds.append((f"{code}every frame", None,
-                          lambda c=clip, r=repo, t=f"{code}all": run_mode(c, "all", config_path, workdir, repo=r,
-                                                                          tag=_tag(c, t))))
+                          lambda c=clip, r=repo, f=conf, t=f"{code}all": run_mode(c, "all", f, workdir, repo=r,
+                                                                                  tag=_tag(c, t))))
             for cores in SIZE_CORES:
                 kinds.append((f"{code}tracked", cores,
-                              lambda c=clip, r=repo, k=cores, t=f"{code}tracked{cores}":
-                              run_mode(c, "tracked", config_path, workdir, cores=k, repo=r, tag=_tag(c, t))))
+                              lambda c=clip, r=repo, f=conf, k=cores, t=f"{code}tracked{cores}":
+                              run_mode(c, "tracked", f, workdir, cores=k, repo=r, tag=_tag(c, t))))
         runs: Dict[Tuple[str, Optional[str]], List[Dict[str, object]]] = {}
         for round_ in range(repeats):
             for name, cores, measure in kinds:
@@ -744,7 +764,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of --sizes, interleaved; medians reported")
     parser.add_argument("--size-loops", type=int, default=SIZE_LOOPS, help="--sizes plays the clip this many times")
     parser.add_argument("--before", type=Path, help="another checkout: --sizes also runs its every-frame and "
-                        "tracked modes, interleaved with this one's (before/after in one session)")
+                        "tracked modes, interleaved with this one's (before/after in one session), with that "
+                        "checkout's config.yaml")
     parser.add_argument("--opencv4-python", type=Path, help="interpreter with OpenCV 4.x for the original "
                         "script (default: $STREAMER_OPENCV4_PYTHON, then .venv-opencv4)")
     parser.add_argument("--media", type=Path, default=SHARED / "media")
@@ -793,9 +814,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       file=sys.stderr)
             size_clip = args.media / args.size_clip if (args.media / args.size_clip).is_file() else \
                 clip_path(args.size_clip, args.media)
+            # The other checkout runs with its own config.yaml's defaults (and the same overrides).
+            before_config = None if args.before is None else write_other_config(
+                args.before, args.detector, args.threads, args.engine, workdir / "before_config.yaml")
             results["sizes"], results["profiles"] = run_sizes(
                 args.sizes, size_clip, config_path, workdir, args.repeats, original, Res10Detector.DEFAULT_SCORE,
-                args.before, args.size_loops)
+                args.before, args.size_loops, before_config)
     print(f"machine: {results['machine']}; detector {config.detector.name}, dnn.threads {config.dnn.threads}, "
           f"dnn.engine {config.dnn.engine} (baseline: opencv)\n")
     if rows:

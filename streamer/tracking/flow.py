@@ -211,13 +211,14 @@ class BoxFlow:
         if p1 is None:
             return None
         back, status_back, _ = _lucas_kanade(after, before, p1, None, **_LK_PARAMS)
-        fb_error = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
+        round_trip = (back - p0).reshape(-1, 2)
+        fb_error = np.sqrt((round_trip * round_trip).sum(axis=1))
         good = (status.ravel() == 1) & (status_back.ravel() == 1) & (fb_error < _MAX_FB_ERROR_PX)
         if good.sum() < max(_MIN_POINTS, _MIN_SURVIVING_SHARE * points.seeded):
             return None
         old = p0.reshape(-1, 2)[good] / to_crop + origin
         new = p1.reshape(-1, 2)[good] / to_crop + origin
-        shift = np.median(new - old, axis=0)
+        shift = _median(new - old)
         scale = _median_scale(old, new)
         # In float64 (Python floats), as the box's own arithmetic: float32 here shifts boxes by
         # rounding, which the tracker's thresholds can turn into a different decision frames later.
@@ -263,5 +264,14 @@ def _median_scale(old: np.ndarray, new: np.ndarray) -> float:
     ok = before > 1.0
     if not ok.any():
         return 1.0
-    ratio = float(np.median(after[ok] / before[ok]))
+    ratio = float(_median(after[ok] / before[ok]))
     return float(np.clip(ratio, 1.0 - _MAX_SCALE_STEP, 1.0 + _MAX_SCALE_STEP))
+
+
+def _median(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=0)`` (the same value and dtype) for the few dozen values of one
+    face, without ``np.median``'s overhead (a tenth of a millisecond a call, as much as the LK
+    call itself)."""
+    ordered = np.sort(values, axis=0)
+    n = len(ordered)
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2

@@ -147,7 +147,8 @@ class Tracker:
         """For a frame where the full-frame detector did not run: each shown or tentative track is
         moved where ``move`` (optical flow) says, and looked for in its region when the flow is lost,
         when it is in doubt or tentative, or when it was last detected ``verify_every_frames`` ago
-        (flow can hold on to a patch the face has left). Returns the shown tracks by id."""
+        (``settled_verify_every_frames`` once its labels take no more samples; flow can hold on to
+        a patch the face has left). Returns the shown tracks by id."""
         self._advance(frame_index, t_s)
         kept: List[Track] = []
         for track in self._tracks:
@@ -155,7 +156,8 @@ class Tracker:
                 kept.append(track)  # hidden: waits for a full-frame detection, or for max_age_s
                 continue
             moved = move(track)
-            verified = frame_index - track.last_frame < self._cfg.verify_every_frames
+            every = self._cfg.settled_verify_every_frames if self._labels_done(track) else self._cfg.verify_every_frames
+            verified = frame_index - track.last_frame < every
             if moved is not None and track.missed == 0 and track.confirmed and verified:
                 track.moved(moved, frame_index)
             else:
@@ -238,7 +240,7 @@ class Tracker:
             # there is once it has been back classify_every_s.
             if steady or t_s - track.view_t_s >= cfg.classify_every_s:
                 return True
-        if (labels.samples >= cfg.max_samples or labels.settled) and not labels.contradicted:
+        if self._labels_done(track):
             return False
         waited = t_s - labels.last_sample_t_s >= cfg.classify_every_s
         if not (steady or waited):
@@ -249,6 +251,12 @@ class Tracker:
             return True
         area = float(_area(track.xyxy))
         return labels.last_sample_area > 0 and area >= cfg.regrow_ratio * labels.last_sample_area
+
+    def _labels_done(self, track: Track) -> bool:
+        """The person's labels take no more samples (settled, or ``max_samples`` reached), unless
+        the latest one contradicted them."""
+        labels = track.labels
+        return (labels.samples >= self._cfg.max_samples or labels.settled) and not labels.contradicted
 
     def split(self, track: Track, frame_index: int, t_s: float) -> Track:
         """Someone else is in ``track``'s box (``PersonLabels.changed_person``): end it and start a new,

@@ -209,7 +209,25 @@ def test_empty_detections_and_frame_order() -> None:
         tracker.update(Detections.empty(), 0, 0.2)
 
 
-# --- schedules ---
+@pytest.mark.parametrize("settled", [False, True])
+def test_a_box_the_flow_holds_is_checked_less_often_once_its_labels_are_settled(settled: bool) -> None:
+    tracker = make_tracker(min_hits=1, min_samples=2, max_samples=3, verify_every_frames=5,
+                           settled_verify_every_frames=10)
+    (track,) = tracker.update(dets([box(100, 100)]), 0, 0.0)
+    if settled:  # max_samples agreeing samples: the labels take no more
+        for _ in range(3):
+            track.add_sample(0.95, 30.0, 60, 0.9)
+    looked: List[int] = []
+
+    def look_found(tr: Track):
+        looked.append(tr.last_frame)
+        return dets([tuple(tr.xyxy)]), None
+
+    for frame in range(1, 21):
+        tracker.follow(frame, frame / FPS, lambda tr: tr.xyxy + 1, look_found)
+    # Looks on frames last detected 5 (10) frames before: the detection on frame 0, then each look.
+    assert looked == ([0, 10] if settled else [0, 5, 10, 15])
+
 
 
 def classified_track(tracker: Tracker) -> Track:
