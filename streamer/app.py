@@ -29,7 +29,7 @@ from .config import Config
 from .detectors import FaceDetector, build_mask_detector
 from .errors import ConfigError, SinkError, StreamerError
 from .outputs.files import write_bytes
-from .outputs.plan import check_outputs, default_output
+from .outputs.plan import check_outputs, continue_live_outputs, default_output
 from .outputs.recording import VideoSink
 from .outputs.sinks import EventsSink, ImageSink, PreviewWindow, Sink, StopRun, display_available
 from .picture.anonymize import build_anonymizer
@@ -324,6 +324,8 @@ def _shape(config: Config, options: RunOptions, source: FrameSource, aggregate: 
         report_files = []  # nothing will be written there: do not make its folder either
     summary_path = _summary_path(config, options)
     segmented = info.kind == "live" and config.output.segment_s > 0
+    if info.kind == "live" and not _overwrite(config, options):
+        output = continue_live_outputs(output, segmented, report_files)
     check_outputs(info.kind, options.source, getattr(source, "paths", ()), output,
                   [(options.events, "events file"), (summary_path, "summary"),
                    *[(path, "report") for path in report_files]], _overwrite(config, options), segmented,

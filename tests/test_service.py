@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import List, Sequence
 
+import cv2
 import pytest
 from conftest import REPO
 from mjpeg_server import serving
@@ -201,3 +202,27 @@ def test_the_site_units_command_stops_every_camera_on_one_sigterm(tmp_path, mode
         entry = summary["cameras"][name]
         assert entry["summary"] and not entry["killed_at_stop"] and entry["frames_out"] >= 10, entry
     assert "site          2 cameras" in out
+
+
+@pytest.mark.integration
+def test_a_restarted_service_keeps_its_one_file_recording_and_its_report(tmp_path, models_env):
+    """With output.segment_s 0 (one recording file) and --report, the service's second start
+    neither refuses ("already exists") nor replaces the first run's files: it records beside them
+    and moves the earlier report to earlier/<time>/."""
+    (tmp_path / "config.yaml").write_text("output:\n  segment_s: 0\n")
+    with serving() as camera:
+        command = _unit_command(tmp_path, camera.url, ["--output", "rec.mp4", "--report", "report"])
+        events = tmp_path / "events.jsonl"
+        for start in (1, 2):
+            proc = _run_until(command, tmp_path, models_env, events, 30 * start)
+            proc.send_signal(signal.SIGTERM)  # systemctl stop; then started again
+            _, stderr = proc.communicate(timeout=30)
+            assert proc.returncode == 0, stderr
+    assert "already exists" not in stderr and "rec.2.mp4" in stderr
+    for name in ("rec.mp4", "rec.2.mp4"):
+        video = cv2.VideoCapture(str(tmp_path / name))
+        assert video.isOpened() and video.get(cv2.CAP_PROP_FRAME_COUNT) >= 10, name
+        video.release()
+    assert (tmp_path / "report" / "report.html").is_file()
+    (earlier,) = (tmp_path / "report" / "earlier").iterdir()
+    assert (earlier / "report.html").is_file() and (earlier / "people.csv").is_file()

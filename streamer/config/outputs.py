@@ -27,7 +27,9 @@ class OutputConfig(_Section):
     overwrite: bool = setting(
         default=False,
         description="Replace existing output files (video, images, events, summary, report); false: a run "
-        "whose output exists stops before the first frame. --overwrite sets it.",
+        "whose output exists stops before the first frame, except a live run that starts again (it continues "
+        "its events file and segments, records a one-file recording beside the earlier one, and moves an "
+        "earlier report to <report>/earlier/<time>/). --overwrite sets it.",
     )
     segment_s: float = setting(
         default=10.0,

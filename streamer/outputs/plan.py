@@ -8,7 +8,9 @@ killed runs left beside the outputs are removed.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -19,6 +21,10 @@ from .recording import next_segment_number, segment_path
 from .sinks import image_output_path
 
 DEFAULT_OUT_DIR = Path("out")
+# Where a restarted live run puts the earlier run's report: <report folder>/earlier/<time>/.
+EARLIER_REPORTS = "earlier"
+
+log = logging.getLogger(__name__)
 
 
 def default_output(kind: str, name: str) -> Optional[Path]:
@@ -120,3 +126,31 @@ def check_outputs(kind: str, source: str, image_paths: Sequence[Path], output: O
         _check_writable(path, what, overwrite, kept=path in kept)
     remove_stale_parts([path for path, _ in files if not is_special(path)],
                        [output] if segmented and output is not None else [])
+
+
+def continue_live_outputs(output: Optional[Path], segmented: bool, report_files: Sequence[Path]) -> Optional[Path]:
+    """A live run that starts again (a service restarted after a crash, a stop or a reboot) keeps
+    what the earlier run wrote, unasked and without --overwrite: a one-file recording
+    (``output.segment_s: 0``) that exists is kept and this run records to the first free
+    ``<stem>.<N><suffix>`` (N from 2; a segmented one continues its numbering by itself), and an
+    earlier report in the report folder is moved to ``<folder>/earlier/<its time>/``, this run's
+    report taking its place. Returns the recording's path for this run."""
+    if output is not None and not segmented and output.exists() and not is_special(output) and not output.is_dir():
+        earlier, number = output, 2
+        while output.exists():
+            output = earlier.with_name(f"{earlier.stem}.{number}{earlier.suffix}")
+            number += 1
+        log.info("%s holds an earlier run's recording (kept); this run records to %s", earlier, output)
+    found = [path for path in report_files if path.is_file()]
+    if found:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(path.stat().st_mtime for path in found)))
+        folder = found[0].parent / EARLIER_REPORTS / stamp
+        number = 2
+        while folder.exists():
+            folder = folder.with_name(f"{stamp}.{number}")
+            number += 1
+        folder.mkdir(parents=True)
+        for path in found:
+            os.replace(path, folder / path.name)
+        log.info("report folder %s held an earlier run's report: moved to %s", found[0].parent, folder)
+    return output
