@@ -30,6 +30,7 @@ from ..errors import SinkError
 from ..outputs.files import write_bytes
 from ..outputs.sinks import Sink
 from ..types import GENDERS, age_group_labels
+from .runs import Runs
 from .tally import LabelCounts
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,13 @@ class PeopleReport:
     track and, per time bin, the distinct sets of track ids seen on one frame."""
 
     def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]] = (), source: Optional[str] = None,
-                 audience: Optional[AudienceConfig] = None):
+                 audience: Optional[AudienceConfig] = None, runs: bool = True):
         """``audience``: the run's zones and lines, so that a zone nobody entered still has its
-        (empty) table; without it, the tables are those the events name."""
+        (empty) table; without it, the tables are those the events name. ``runs``: tell apart the
+        runs of a live camera's events file that a restarted run appended to (``streamer.report.runs``:
+        a later run's track ids and times are moved); False when the caller already did (the fleet)."""
         self.cfg = cfg
+        self.runs: Optional[Runs] = Runs() if runs else None
         self.source = source
         self.frames = 0
         self.untracked_faces = 0
@@ -107,6 +111,8 @@ class PeopleReport:
 
     def add(self, event: dict) -> None:
         """One events-file object. ValueError (with what is wrong) when it is not a streamer event."""
+        if self.runs is not None:
+            event = self.runs.place(event)
         kind = event.get("event")
         if self._clock_offset is None and "timestamp" in event:
             stamp, t_s = event.get("timestamp"), event.get("t_s")

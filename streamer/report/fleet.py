@@ -4,8 +4,9 @@ from several events files (``streamer report a.jsonl b.jsonl``) or from the brok
 
 Events are told apart by their ``camera`` field (a site's events files and every MQTT message
 carry it; an older file without it counts as the camera named after the file). Each camera's
-track ids start at 1 in every run, so ids are made unique per (camera, run, track); a new run is
-recognised by a ``new`` record for a track id its camera already used. Live events carry their
+track ids start at 1 in every run: its runs are told apart as in one events file
+(``streamer.report.runs``: the frame number going back, or a ``new`` record for a track id the run
+already started), then ids are made unique per (camera, track). Live events carry their
 wall-clock ``timestamp``: times are moved onto one clock (seconds since the first event seen), so
 the fleet's people and peak are on one time axis. People in view in the fleet at a moment: the
 people of every camera's latest frame, from cameras whose latest frame is at most
@@ -23,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..config import AudienceConfig, ReportConfig
 from ..errors import SourceError
 from .build import PeopleReport, write_report
+from .runs import Runs
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,7 @@ _MAX_WARNINGS = 20
 @dataclass
 class _Camera:
     report: PeopleReport
-    run: int = 0
-    tracks_this_run: set = field(default_factory=set)
+    runs: Runs = field(default_factory=Runs)
     in_view: List[dict] = field(default_factory=list)  # the faces of its latest frame
     in_view_t_s: float = 0.0
 
@@ -51,9 +52,9 @@ class FleetReport:
     def __init__(self, cfg: ReportConfig, age_groups: Sequence[Tuple[int, int]] = (),
                  audience: Optional[AudienceConfig] = None) -> None:
         self.cfg, self.age_groups, self.audience = cfg, age_groups, audience
-        self.fleet = PeopleReport(cfg, age_groups, source=FLEET)
+        self.fleet = PeopleReport(cfg, age_groups, source=FLEET, runs=False)
         self._cameras: Dict[str, _Camera] = {}
-        self._ids: Dict[Tuple[str, int, int], int] = {}
+        self._ids: Dict[Tuple[str, int], int] = {}
         self._epoch: Optional[float] = None  # Unix seconds of t_s 0 on the common clock
         self.default_camera = "camera"
         self.events = 0
@@ -81,13 +82,8 @@ class FleetReport:
         camera = self._cameras.get(name)
         if camera is None:
             camera = self._cameras[name] = _Camera(PeopleReport(self.cfg, self.age_groups, source=name,
-                                                                audience=self.audience))
-        if event.get("event") == "new" and isinstance(event.get("track"), int):
-            if event["track"] in camera.tracks_this_run:
-                camera.run += 1  # the camera's worker started again: its ids start again
-                camera.tracks_this_run = set()
-            camera.tracks_this_run.add(event["track"])
-        event = self._on_common_clock(self._unique_ids(event, name, camera.run))
+                                                                audience=self.audience, runs=False))
+        event = self._on_common_clock(self._unique_ids(camera.runs.place(event), name))
         camera.report.add(event)
         self.events += 1
         if "faces" in event and event.get("event") is None:
@@ -106,11 +102,11 @@ class FleetReport:
             if len(self.fleet.warnings) < _MAX_WARNINGS:
                 self.fleet.warnings.append(message)
 
-    def _unique_ids(self, event: dict, name: str, run: int) -> dict:
+    def _unique_ids(self, event: dict, name: str) -> dict:
         def unique(track: object) -> object:
             if not isinstance(track, int) or isinstance(track, bool):
                 return track
-            return self._ids.setdefault((name, run, track), len(self._ids) + 1)
+            return self._ids.setdefault((name, track), len(self._ids) + 1)
 
         event = dict(event)
         if "track" in event:
