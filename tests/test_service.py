@@ -226,3 +226,62 @@ def test_a_restarted_service_keeps_its_one_file_recording_and_its_report(tmp_pat
     assert (tmp_path / "report" / "report.html").is_file()
     (earlier,) = (tmp_path / "report" / "earlier").iterdir()
     assert (earlier / "report.html").is_file() and (earlier / "people.csv").is_file()
+
+
+def _seen_s(lines: List[dict]) -> float:
+    """How long tracked faces were in view over ``lines`` (0 without any)."""
+    times = [line["t_s"] for line in lines if any("track" in face for face in line["faces"])]
+    return max(times) - min(times) if times else 0.0
+
+
+def _run_until_seen(command: List[str], workdir: Path, env: dict, events: Path, after: int,
+                    seconds: float) -> subprocess.Popen:
+    """The unit's command, until its frame lines after the first ``after`` show a tracked face over ``seconds``."""
+    proc = _run_until(command, workdir, env, events, after + 1)
+    deadline = time.monotonic() + 90
+    while _seen_s(_frame_lines(events)[after:]) < seconds:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no tracked face over {seconds} s within 90 s: {proc.communicate()[1]}")
+        time.sleep(0.2)
+    return proc
+
+
+@pytest.mark.integration
+def test_the_report_on_a_restarted_services_events_counts_every_runs_people(tmp_path, models_env):
+    """A camera with a person in view; the service is killed (SIGKILL) and starts again, appending
+    to its events file with track ids from 1 again. The report on the file counts both runs'
+    people under ids that do not collide: run 1's open track is not merged with run 2's."""
+    from test_rtsp import CLIP, RtspServer, free_port
+
+    rtsp = RtspServer(free_port(), CLIP)
+    rtsp.start()
+    try:
+        command = _unit_command(tmp_path, rtsp.url, [])
+        events = tmp_path / "events.jsonl"
+        first = _run_until_seen(command, tmp_path, models_env, events, 0, 1.5)
+        first.kill()  # SIGKILL: run 1's tracks get no end record
+        first.communicate(timeout=10)
+        run_1 = len(_frame_lines(events))
+        second = _run_until_seen(command, tmp_path, models_env, events, run_1, 1.5)
+        second.send_signal(signal.SIGTERM)
+        _, stderr = second.communicate(timeout=30)
+    finally:
+        rtsp.kill()
+    assert second.returncode == 0, stderr
+    lines = _frame_lines(events)
+    assert lines[run_1]["frame"] < lines[run_1 - 1]["frame"], "run 2 numbers its frames from 0 again"
+    tracks = [{face["track"] for line in part for face in line["faces"] if "track" in face}
+              for part in (lines[:run_1], lines[run_1:])]
+    assert tracks[0] and tracks[1] and tracks[0] & tracks[1], "both runs number their tracks from 1"
+    report = subprocess.run([sys.executable, str(REPO / "run.py"), "report", str(events), "--out",
+                             str(tmp_path / "report")], cwd=tmp_path, env=models_env, capture_output=True, text=True,
+                            timeout=120)
+    assert report.returncode == 0, report.stderr
+    people = json.loads((tmp_path / "report" / "people.json").read_text())
+    ids = [row["track"] for row in people["people"]]
+    assert len(ids) + people["left_out"] == len(tracks[0]) + len(tracks[1]), people
+    assert len(ids) == len(set(ids)) and len(ids) >= 2, people
+    run_1_rows = [row for row in people["people"] if row["track"] <= max(tracks[0])]
+    assert run_1_rows and not all(row["ended"] for row in run_1_rows), "run 1's killed tracks, from their frames"
+    assert any(row["track"] > max(tracks[0]) and row["ended"] for row in people["people"]), "run 2's, ended"
