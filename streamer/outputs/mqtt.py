@@ -32,7 +32,7 @@ paho's own queue stays small); paho's network thread (``loop_start``) does the p
 keepalive and the reconnects with backoff (the connection: ``mqtt_connection.py``, shared with
 the site's publisher). Retained state (availability, counts, discovery) is kept as "latest value
 per topic" and re-sent on every connection: a broker restarted without persistence gets it back,
-and a queue bound never drops it.
+and a queue bound never drops it (both wait in ``mqtt_outbox.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -62,6 +61,7 @@ from .mqtt_messages import (
     slug,
     topic_level,
 )
+from .mqtt_outbox import Message, Outbox
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -76,14 +76,6 @@ _TICK_S = 0.25
 _SOURCE_POLL_S = 1.0
 # The first stats message this long after connecting (or at stats_interval_s, if sooner).
 _FIRST_STATS_S = 5.0
-
-
-@dataclass
-class _Message:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool = False
 
 
 class MqttSink(Sink):
@@ -107,13 +99,10 @@ class MqttSink(Sink):
         self._audience_sent: Dict[str, str] = {}
         self.topics: Optional[Topics] = None
         self._run: Any = None  # the RunView, from start()
-        self._queue: Deque[_Message] = collections.deque(maxlen=config.queue_size)
-        self._state: Dict[str, _Message] = {}  # retained topics: their latest value
-        self._dirty: "collections.OrderedDict[str, None]" = collections.OrderedDict()
-        self._acks: Deque[int] = collections.deque()  # mids paho acknowledged (appended on its thread)
-        self._inflight: Dict[int, _Message] = {}
-        self._lock = threading.Lock()  # guards _queue, _state, _dirty against the frame loop
         self._wake = threading.Event()
+        self.outbox = Outbox(config.queue_size, self._wake)  # the queue and the retained state
+        self._acks: Deque[int] = collections.deque()  # mids paho acknowledged (appended on its thread)
+        self._inflight: Dict[int, Message] = {}
         self._stop = threading.Event()
         # The login password is read here: an unreadable file is an error before the run starts.
         self.connection = MqttConnection(
@@ -123,7 +112,6 @@ class MqttSink(Sink):
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
         self._boxes: Dict[int, List[float]] = {}
-        self._priority: List[str] = []
         self._last_counts: Dict[str, int] = {}
         self._counted_version = -1
         self._source_up: Optional[bool] = None
@@ -132,7 +120,6 @@ class MqttSink(Sink):
         self._stats_seq = 0
         self._last_stats: Optional[Tuple[float, int, int]] = None
         self.published = 0
-        self.dropped = 0
         self.unsent = 0
 
     @property
@@ -149,17 +136,14 @@ class MqttSink(Sink):
         self.topics = topics = Topics(cfg.topic_prefix, camera, cfg.discovery_prefix)
         self.connection.open(cfg.client_id or f"{cfg.topic_prefix}-{camera}", topics.available)
 
-        self._set_state(topics.available, "online")
-        self._priority = [topics.available]
+        self.outbox.set_state(topics.available, "online", first=True)
         if cfg.bridge_availability:
-            self._set_state(topics.bridge_available, "online")
-            self._priority.append(topics.bridge_available)
+            self.outbox.set_state(topics.bridge_available, "online", first=True)
         if cfg.discovery:
             zones, lines = (self.audience.zones, self.audience.lines) if self.audience is not None else ((), ())
             for topic, payload in discovery_configs(topics, self.counts.genders, self.counts.groups,
                                                     cfg.bridge_availability, zones, lines):
-                self._set_state(topic, json.dumps(payload, separators=(",", ":")))
-                self._priority.append(topic)
+                self.outbox.set_state(topic, json.dumps(payload, separators=(",", ":")), first=True)
         self._publish_counts()
         self._publish_audience()
         self._thread = threading.Thread(target=self._thread_main, name="mqtt-publisher", daemon=True)
@@ -192,8 +176,8 @@ class MqttSink(Sink):
             if record.get("event") == "end" and track is not None:
                 self._boxes.pop(track, None)
             message = _dumps(payload)
-            self._enqueue(_Message(self.topics.events, message, self.config.qos))
-        self._set_state(self.topics.last_event, message.decode("utf-8"))
+            self.outbox.put(Message(self.topics.events, message, self.config.qos))
+        self.outbox.set_state(self.topics.last_event, message.decode("utf-8"))
         self._publish_counts()
         if self.audience is not None:
             self.audience.observe(records)
@@ -227,21 +211,12 @@ class MqttSink(Sink):
         stats = self.stats()
         return {"mqtt": {key: stats[key] for key in ("published", "dropped", "unsent")}}
 
-    # --- queueing (any thread; never blocks on the network) ---
+    @property
+    def dropped(self) -> int:
+        """Messages the queue bound dropped (the oldest)."""
+        return self.outbox.dropped
 
-    def _enqueue(self, message: _Message) -> None:
-        with self._lock:
-            if len(self._queue) == self._queue.maxlen:
-                self.dropped += 1
-            self._queue.append(message)
-        self._wake.set()
-
-    def _set_state(self, topic: str, payload: str) -> None:
-        with self._lock:
-            self._state[topic] = _Message(topic, payload.encode("utf-8"), 1, retain=True)
-            self._dirty[topic] = None
-            self._dirty.move_to_end(topic)
-        self._wake.set()
+    # --- what is sent (run thread; never blocks on the network) ---
 
     def _publish_counts(self) -> None:
         if self.topics is None or self.counts.version == self._counted_version:
@@ -252,7 +227,7 @@ class MqttSink(Sink):
             return
         for suffix, value in counts.items():
             if self._last_counts.get(suffix) != value:
-                self._set_state(f"{self.topics.people}/{suffix}" if suffix else self.topics.people, str(value))
+                self.outbox.set_state(f"{self.topics.people}/{suffix}" if suffix else self.topics.people, str(value))
         self._last_counts = counts
 
     def _publish_audience(self) -> None:
@@ -274,7 +249,7 @@ class MqttSink(Sink):
                 values[topics.line_crossings(line, direction)] = str(audience.crossings_total(line, direction))
         for topic, value in values.items():
             if self._audience_sent.get(topic) != value:
-                self._set_state(topic, value)
+                self.outbox.set_state(topic, value)
         self._audience_sent = values
 
     def _enqueue_stats(self, final: bool = False) -> None:
@@ -306,10 +281,10 @@ class MqttSink(Sink):
             "fps_out": fps_out,
             "detector_ms": (stages.get("detect") or {}).get("p50_ms"),
             "rss_mb": round(resident_bytes() / 1e6, 1),
-            "mqtt": {"published": self.published, "dropped": self.dropped, "queued": len(self._queue)},
+            "mqtt": {"published": self.published, "dropped": self.dropped, "queued": self.outbox.queued()},
         })
         # Retained: Home Assistant's fps sensor has a value from the start, and after its restarts.
-        self._enqueue(_Message(self.topics.stats, _dumps(snapshot), self.config.qos, retain=True))
+        self.outbox.put(Message(self.topics.stats, _dumps(snapshot), self.config.qos, retain=True))
 
     # --- paho callbacks (paho's network thread: no waiting here) ---
 
@@ -317,16 +292,14 @@ class MqttSink(Sink):
         cfg = self.config
         if down_s is not None:
             log.info("MQTT: reconnected to %s:%d after %.1f s; sending %d queued messages", cfg.host, cfg.port,
-                     down_s, len(self._queue))
+                     down_s, self.outbox.queued())
         else:
             log.info("MQTT: connected to %s:%d, publishing under %s/", cfg.host, cfg.port, self._topics.base)
         if cfg.discovery:
             client.subscribe(self._topics.ha_status, qos=1)
         if cfg.bridge_availability:
             client.subscribe(self._topics.cameras_available, qos=1)
-        with self._lock:
-            for topic in self._state:
-                self._dirty[topic] = None
+        self.outbox.resend_all()
 
     def _on_down(self, reason: str) -> None:
         cfg = self.config
@@ -347,9 +320,7 @@ class MqttSink(Sink):
             return
         if message.topic == topics.ha_status and message.payload.strip().lower() == b"online":
             log.info("MQTT: Home Assistant is online; publishing discovery and state again")
-            with self._lock:
-                for topic in self._state:
-                    self._dirty[topic] = None
+            self.outbox.resend_all()
             self._wake.set()
 
     # --- the publisher thread ---
@@ -390,16 +361,16 @@ class MqttSink(Sink):
                     flush_deadline = now + cfg.flush_timeout_s
                     self._enqueue_stats(final=True)
                     self._feed(client)
-                drained = not self._queue and not self._dirty and not self._inflight
+                drained = self.outbox.empty() and not self._inflight
                 # A broker that is away may come back within the flush time (paho keeps reconnecting).
                 if now >= flush_deadline:
                     break
                 if drained and offline_sent:
                     break
                 if drained:
-                    self._set_state(self._topics.available, "offline")
+                    self.outbox.set_state(self._topics.available, "offline")
                     if cfg.bridge_availability and not any(self._others_online.values()):
-                        self._set_state(self._topics.bridge_available, "offline")
+                        self.outbox.set_state(self._topics.bridge_available, "offline")
                     offline_sent = True
                 continue
             if now >= next_stats:
@@ -411,22 +382,11 @@ class MqttSink(Sink):
         client.disconnect()
 
     def _feed(self, client) -> None:
-        """Hand paho what the window allows: availability and discovery first (re-sent after each
-        connect), then the queue in order, then the other retained state (so a 'new' event comes
-        before the count it raised)."""
+        """Hand paho what the window allows, in the outbox's order."""
         while len(self._inflight) < _WINDOW and self.connection.connected.is_set():
-            with self._lock:
-                first = next((topic for topic in self._priority if topic in self._dirty), None)
-                if first is not None:
-                    del self._dirty[first]
-                    message = self._state[first]
-                elif self._queue:
-                    message = self._queue.popleft()
-                elif self._dirty:
-                    topic, _ = self._dirty.popitem(last=False)
-                    message = self._state[topic]
-                else:
-                    return
+            message = self.outbox.next()
+            if message is None:
+                return
             info = client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
             if message.qos > 0:
                 # paho keeps a QoS>0 message it could not send (rc NO_CONN) and sends it on reconnect;
@@ -443,7 +403,7 @@ class MqttSink(Sink):
         if up is None or up == self._source_up:
             return
         self._source_up = bool(up)
-        self._set_state(self._topics.source, "up" if up else "down")
+        self.outbox.set_state(self._topics.source, "up" if up else "down")
 
     def _shutdown(self, flush: bool) -> None:
         """Stop the publisher (after a bounded flush when ``flush``) and paho's network thread."""
@@ -459,8 +419,7 @@ class MqttSink(Sink):
                 self._thread.join(cfg.connect_timeout_s + 1.0)
             self._thread = None
         self._stop.set()
-        with self._lock:
-            self.unsent = len(self._queue) + len(self._inflight)
+        self.unsent = self.outbox.queued() + len(self._inflight)
         self.connection.close()
 
 
