@@ -55,11 +55,12 @@ from .mqtt_connection import MqttConnection, paho_module
 from .mqtt_messages import (
     PeopleCounts,
     Topics,
+    audience_messages,
     camera_name,
     discovery_configs,
+    dumps,
     read_password,
     slug,
-    topic_level,
 )
 from .mqtt_outbox import Message, Outbox
 from .sinks import Sink
@@ -175,7 +176,7 @@ class MqttSink(Sink):
                 payload["xyxy"] = self._boxes[track]
             if record.get("event") == "end" and track is not None:
                 self._boxes.pop(track, None)
-            message = _dumps(payload)
+            message = dumps(payload)
             self.outbox.put(Message(self.topics.events, message, self.config.qos))
         self.outbox.set_state(self.topics.last_event, message.decode("utf-8"))
         self._publish_counts()
@@ -237,16 +238,7 @@ class MqttSink(Sink):
         if audience is None or topics is None or audience.version == self._audience_version:
             return
         self._audience_version = audience.version
-        values: Dict[str, str] = {}
-        for zone in audience.zones:
-            counted = audience.zone_people(zone)
-            base = topics.zone_people(zone)
-            values[base] = str(counted.people)
-            values.update((f"{base}/{gender}", str(n)) for gender, n in counted.by_gender().items())
-            values.update((f"{base}/age/{topic_level(group)}", str(n)) for group, n in counted.by_age_group().items())
-        for line in audience.lines:
-            for direction in ("in", "out"):
-                values[topics.line_crossings(line, direction)] = str(audience.crossings_total(line, direction))
+        values = audience_messages(topics, audience)
         for topic, value in values.items():
             if self._audience_sent.get(topic) != value:
                 self.outbox.set_state(topic, value)
@@ -284,7 +276,7 @@ class MqttSink(Sink):
             "mqtt": {"published": self.published, "dropped": self.dropped, "queued": self.outbox.queued()},
         })
         # Retained: Home Assistant's fps sensor has a value from the start, and after its restarts.
-        self.outbox.put(Message(self.topics.stats, _dumps(snapshot), self.config.qos, retain=True))
+        self.outbox.put(Message(self.topics.stats, dumps(snapshot), self.config.qos, retain=True))
 
     # --- paho callbacks (paho's network thread: no waiting here) ---
 
@@ -421,17 +413,6 @@ class MqttSink(Sink):
         self._stop.set()
         self.unsent = self.outbox.queued() + len(self._inflight)
         self.connection.close()
-
-
-def _dumps(payload: dict) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), default=_plain).encode("utf-8")
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and tuples in records, as JSON numbers and lists."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def build_sinks(config, given: Sequence[Sink] = ()) -> List[MqttSink]:
