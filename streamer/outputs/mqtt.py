@@ -29,9 +29,10 @@ oldest and counts them) and marks retained state dirty, so it never waits on the
 One publisher thread of ours makes the first connection (so a failure is reported with its cause),
 then feeds paho as the connection allows (at most ``_WINDOW`` QoS>0 messages unacknowledged, so
 paho's own queue stays small); paho's network thread (``loop_start``) does the protocol, the
-keepalive and the reconnects with backoff. Retained state (availability, counts, discovery) is
-kept as "latest value per topic" and re-sent on every connection: a broker restarted without
-persistence gets it back, and a queue bound never drops it.
+keepalive and the reconnects with backoff (the connection: ``mqtt_connection.py``, shared with
+the site's publisher). Retained state (availability, counts, discovery) is kept as "latest value
+per topic" and re-sent on every connection: a broker restarted without persistence gets it back,
+and a queue bound never drops it (both wait in ``mqtt_outbox.py``).
 """
 
 from __future__ import annotations
@@ -39,34 +40,33 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import socket
-import ssl
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..audience.live import AudienceCounts
-from ..config import MQTT_PASSWORD_ENV, AudienceConfig, MqttConfig
+from ..config import AudienceConfig, MqttConfig
 from ..errors import MqttError
 from ..stats import resident_bytes
 from ..types import FrameResult
+from .mqtt_connection import MqttConnection, paho_module
 from .mqtt_messages import (
     PeopleCounts,
     Topics,
+    audience_messages,
     camera_name,
     discovery_configs,
+    dumps,
     read_password,
     slug,
-    topic_level,
 )
+from .mqtt_outbox import Message, Outbox
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'streamer[mqtt]'"
 # QoS>0 messages handed to paho and not yet acknowledged, at most: paho's own in-flight default,
 # so everything beyond waits in our bounded deque (which drops the oldest), not in paho's
 # (which would refuse the newest or grow without bound).
@@ -77,60 +77,6 @@ _TICK_S = 0.25
 _SOURCE_POLL_S = 1.0
 # The first stats message this long after connecting (or at stats_interval_s, if sooner).
 _FIRST_STATS_S = 5.0
-
-
-def paho_module():
-    try:
-        import paho.mqtt.client as client  # noqa: F401 - the optional extra
-        from paho.mqtt.enums import CallbackAPIVersion  # noqa: F401 - 2.x only
-    except ImportError:
-        raise MqttError(f"MQTT output needs paho-mqtt 2.x, which is not installed; {INSTALL_HINT}") from None
-    return client
-
-
-@dataclass
-class _Message:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool = False
-
-
-def connect_failure(error: BaseException, host: str, port: int, tls: bool, timeout_s: float) -> Tuple[str, bool]:
-    """``(cause and fix, permanent)`` for an exception of a connection attempt to ``host:port``."""
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return (f"its TLS certificate is not trusted ({error.verify_message}); set mqtt.tls_ca_file to the CA "
-                "that signed it", True)
-    if isinstance(error, (ssl.SSLError, ConnectionResetError, ConnectionAbortedError)) and tls:
-        reason = getattr(error, "reason", None) or "the other end closed the connection"
-        return (f"the TLS handshake failed ({reason}); is {port} the broker's TLS port (usually 8883)? "
-                "set mqtt.tls: false for a plain port", True)
-    if isinstance(error, ConnectionRefusedError):
-        return ("connection refused: no broker listens there; start it (e.g. systemctl start mosquitto) or fix "
-                "mqtt.host / mqtt.port / --mqtt HOST:PORT", False)
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve the host name {host!r}; fix mqtt.host / --mqtt", False
-    if isinstance(error, (socket.timeout, TimeoutError)):
-        return f"no answer within {timeout_s:g} s (a firewall, or the wrong address?)", False
-    if isinstance(error, ValueError):  # paho's TLS set-up
-        return f"TLS: {error}; fix mqtt.tls_ca_file / tls_cert_file / tls_key_file", True
-    if isinstance(error, OSError):
-        return f"cannot connect ({error.strerror or error})", False
-    return f"cannot connect ({error})", False
-
-
-def connect_refusal(reason_code: Any, config: MqttConfig) -> str:
-    """Cause and fix for a CONNACK that refused the connection (paho's ``reason_code``)."""
-    name = str(reason_code)
-    if name not in ("Bad user name or password", "Not authorized"):
-        return f"the broker refused the connection ({name})"
-    if config.username is not None:
-        fix = (f"a wrong user name or password? check mqtt.username ({config.username!r}) and the password "
-               f"({MQTT_PASSWORD_ENV} or mqtt.password_file)")
-    else:
-        fix = (f"the broker does not allow anonymous clients: set mqtt.username and a password "
-               f"({MQTT_PASSWORD_ENV} or mqtt.password_file)")
-    return f"the broker refused the login ({name.lower()}); {fix}"
 
 
 class MqttSink(Sink):
@@ -153,38 +99,28 @@ class MqttSink(Sink):
         self._audience_version = -1
         self._audience_sent: Dict[str, str] = {}
         self.topics: Optional[Topics] = None
-        self._password = read_password(config)
         self._run: Any = None  # the RunView, from start()
-        self._client: Any = None  # paho's Client, from start()
-        self._queue: Deque[_Message] = collections.deque(maxlen=config.queue_size)
-        self._state: Dict[str, _Message] = {}  # retained topics: their latest value
-        self._dirty: "collections.OrderedDict[str, None]" = collections.OrderedDict()
-        self._acks: Deque[int] = collections.deque()  # mids paho acknowledged (appended on its thread)
-        self._inflight: Dict[int, _Message] = {}
-        self._lock = threading.Lock()  # guards _queue, _state, _dirty against the frame loop
         self._wake = threading.Event()
+        self.outbox = Outbox(config.queue_size, self._wake)  # the queue and the retained state
+        self._acks: Deque[int] = collections.deque()  # mids paho acknowledged (appended on its thread)
+        self._inflight: Dict[int, Message] = {}
         self._stop = threading.Event()
-        self._closing = threading.Event()
-        self._outcome = threading.Event()  # first connection: succeeded or failed for good
-        self._connected = threading.Event()
+        # The login password is read here: an unreadable file is an error before the run starts.
+        self.connection = MqttConnection(
+            config, read_password(config), log, self._wake, on_up=self._on_up, on_down=self._on_down,
+            goes_on="the run goes on and publishes", not_published="not publishing in this run",
+            on_message=self._on_message, on_publish=self._on_publish)
         self._thread: Optional[threading.Thread] = None
-        self._loop_started = False
         self._error: Optional[BaseException] = None
-        self._failure: Optional[str] = None  # the last connection failure, said once
-        self._fatal: Optional[str] = None
         self._boxes: Dict[int, List[float]] = {}
-        self._priority: List[str] = []
         self._last_counts: Dict[str, int] = {}
         self._counted_version = -1
         self._source_up: Optional[bool] = None
         self._others_online: Dict[str, bool] = {}  # other cameras under the prefix (bridge availability)
-        self._down_since: Optional[float] = None
         self._closed = False
-        self._ever_connected = False
         self._stats_seq = 0
         self._last_stats: Optional[Tuple[float, int, int]] = None
         self.published = 0
-        self.dropped = 0
         self.unsent = 0
 
     @property
@@ -196,52 +132,26 @@ class MqttSink(Sink):
 
     def start(self, run) -> None:
         cfg = self.config
-        mqtt = paho_module()
         self._run = run
         camera = slug(cfg.camera) if cfg.camera else camera_name(run.info.name)
         self.topics = topics = Topics(cfg.topic_prefix, camera, cfg.discovery_prefix)
-        client_id = cfg.client_id or f"{cfg.topic_prefix}-{camera}"
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-        client.connect_timeout = cfg.connect_timeout_s
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        client.will_set(topics.available, "offline", qos=1, retain=True)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, self._password)
-        if cfg.tls:
-            try:
-                client.tls_set(ca_certs=cfg.tls_ca_file, certfile=cfg.tls_cert_file, keyfile=cfg.tls_key_file)
-            except (OSError, ssl.SSLError, ValueError) as error:
-                raise MqttError(f"mqtt TLS files ({cfg.tls_ca_file}, {cfg.tls_cert_file}): cannot load them "
-                                f"({getattr(error, 'strerror', None) or error}); fix mqtt.tls_ca_file / "
-                                "tls_cert_file / tls_key_file") from None
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        self._client = client
+        self.connection.open(cfg.client_id or f"{cfg.topic_prefix}-{camera}", topics.available)
 
-        self._set_state(topics.available, "online")
-        self._priority = [topics.available]
+        self.outbox.set_state(topics.available, "online", first=True)
         if cfg.bridge_availability:
-            self._set_state(topics.bridge_available, "online")
-            self._priority.append(topics.bridge_available)
+            self.outbox.set_state(topics.bridge_available, "online", first=True)
         if cfg.discovery:
             zones, lines = (self.audience.zones, self.audience.lines) if self.audience is not None else ((), ())
             for topic, payload in discovery_configs(topics, self.counts.genders, self.counts.groups,
                                                     cfg.bridge_availability, zones, lines):
-                self._set_state(topic, json.dumps(payload, separators=(",", ":")))
-                self._priority.append(topic)
+                self.outbox.set_state(topic, json.dumps(payload, separators=(",", ":")), first=True)
         self._publish_counts()
         self._publish_audience()
         self._thread = threading.Thread(target=self._thread_main, name="mqtt-publisher", daemon=True)
         self._thread.start()
         if cfg.required:
-            # A few attempts fit in the window: a broker starting at the same moment is not a failure.
-            self._outcome.wait(cfg.connect_timeout_s + 1.0)
-            if not self._connected.is_set():
-                cause = self._fatal or self._failure or (
-                    f"no MQTT answer within {cfg.connect_timeout_s:g} s; is {cfg.port} the broker's port (1883 "
-                    "plain, 8883 TLS)?")
+            cause = self.connection.first_failure()
+            if cause is not None:
                 self._shutdown(flush=False)
                 raise MqttError(f"MQTT broker {cfg.host}:{cfg.port}: {cause} (mqtt.required is true; set it to "
                                 "false to run on without the broker)")
@@ -266,9 +176,9 @@ class MqttSink(Sink):
                 payload["xyxy"] = self._boxes[track]
             if record.get("event") == "end" and track is not None:
                 self._boxes.pop(track, None)
-            message = _dumps(payload)
-            self._enqueue(_Message(self.topics.events, message, self.config.qos))
-        self._set_state(self.topics.last_event, message.decode("utf-8"))
+            message = dumps(payload)
+            self.outbox.put(Message(self.topics.events, message, self.config.qos))
+        self.outbox.set_state(self.topics.last_event, message.decode("utf-8"))
         self._publish_counts()
         if self.audience is not None:
             self.audience.observe(records)
@@ -285,7 +195,7 @@ class MqttSink(Sink):
 
         if self._error is not None:
             log.warning("MQTT: the publisher thread failed: %s", self._error)
-        if not self._ever_connected and self._fatal is None:
+        if not self.connection.ever_connected and self.connection.fatal is None:
             log.warning("MQTT: never reached the broker at %s:%d; %d messages not sent", self.config.host,
                         self.config.port, self.unsent)
         elif self.dropped or self.unsent:
@@ -295,28 +205,19 @@ class MqttSink(Sink):
     def stats(self) -> dict:
         """Messages published, dropped by the queue bound, not sent at the end; connected now."""
         return {"published": self.published, "dropped": self.dropped, "unsent": self.unsent,
-                "connected": self._connected.is_set()}
+                "connected": self.connection.connected.is_set()}
 
     def summary_fields(self) -> dict:
         """What the run summary shows of this sink (after ``close``)."""
         stats = self.stats()
         return {"mqtt": {key: stats[key] for key in ("published", "dropped", "unsent")}}
 
-    # --- queueing (any thread; never blocks on the network) ---
+    @property
+    def dropped(self) -> int:
+        """Messages the queue bound dropped (the oldest)."""
+        return self.outbox.dropped
 
-    def _enqueue(self, message: _Message) -> None:
-        with self._lock:
-            if len(self._queue) == self._queue.maxlen:
-                self.dropped += 1
-            self._queue.append(message)
-        self._wake.set()
-
-    def _set_state(self, topic: str, payload: str) -> None:
-        with self._lock:
-            self._state[topic] = _Message(topic, payload.encode("utf-8"), 1, retain=True)
-            self._dirty[topic] = None
-            self._dirty.move_to_end(topic)
-        self._wake.set()
+    # --- what is sent (run thread; never blocks on the network) ---
 
     def _publish_counts(self) -> None:
         if self.topics is None or self.counts.version == self._counted_version:
@@ -327,7 +228,7 @@ class MqttSink(Sink):
             return
         for suffix, value in counts.items():
             if self._last_counts.get(suffix) != value:
-                self._set_state(f"{self.topics.people}/{suffix}" if suffix else self.topics.people, str(value))
+                self.outbox.set_state(f"{self.topics.people}/{suffix}" if suffix else self.topics.people, str(value))
         self._last_counts = counts
 
     def _publish_audience(self) -> None:
@@ -337,19 +238,10 @@ class MqttSink(Sink):
         if audience is None or topics is None or audience.version == self._audience_version:
             return
         self._audience_version = audience.version
-        values: Dict[str, str] = {}
-        for zone in audience.zones:
-            counted = audience.zone_people(zone)
-            base = topics.zone_people(zone)
-            values[base] = str(counted.people)
-            values.update((f"{base}/{gender}", str(n)) for gender, n in counted.by_gender().items())
-            values.update((f"{base}/age/{topic_level(group)}", str(n)) for group, n in counted.by_age_group().items())
-        for line in audience.lines:
-            for direction in ("in", "out"):
-                values[topics.line_crossings(line, direction)] = str(audience.crossings_total(line, direction))
+        values = audience_messages(topics, audience)
         for topic, value in values.items():
             if self._audience_sent.get(topic) != value:
-                self._set_state(topic, value)
+                self.outbox.set_state(topic, value)
         self._audience_sent = values
 
     def _enqueue_stats(self, final: bool = False) -> None:
@@ -381,52 +273,31 @@ class MqttSink(Sink):
             "fps_out": fps_out,
             "detector_ms": (stages.get("detect") or {}).get("p50_ms"),
             "rss_mb": round(resident_bytes() / 1e6, 1),
-            "mqtt": {"published": self.published, "dropped": self.dropped, "queued": len(self._queue)},
+            "mqtt": {"published": self.published, "dropped": self.dropped, "queued": self.outbox.queued()},
         })
         # Retained: Home Assistant's fps sensor has a value from the start, and after its restarts.
-        self._enqueue(_Message(self.topics.stats, _dumps(snapshot), self.config.qos, retain=True))
+        self.outbox.put(Message(self.topics.stats, dumps(snapshot), self.config.qos, retain=True))
 
     # --- paho callbacks (paho's network thread: no waiting here) ---
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_up(self, client, down_s: Optional[float]) -> None:
         cfg = self.config
-        if reason_code.is_failure:
-            self._fatal = connect_refusal(reason_code, cfg)
-            self._outcome.set()
-            self._wake.set()
-            return
-        if self._down_since is not None:
+        if down_s is not None:
             log.info("MQTT: reconnected to %s:%d after %.1f s; sending %d queued messages", cfg.host, cfg.port,
-                     time.monotonic() - self._down_since, len(self._queue))
+                     down_s, self.outbox.queued())
         else:
             log.info("MQTT: connected to %s:%d, publishing under %s/", cfg.host, cfg.port, self._topics.base)
-        self._down_since = None
-        self._failure = None
-        self._ever_connected = True
         if cfg.discovery:
             client.subscribe(self._topics.ha_status, qos=1)
         if cfg.bridge_availability:
             client.subscribe(self._topics.cameras_available, qos=1)
-        with self._lock:
-            for topic in self._state:
-                self._dirty[topic] = None
-        self._connected.set()
-        self._outcome.set()
-        self._wake.set()
+        self.outbox.resend_all()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        self._wake.set()
-        if was_connected and not self._closing.is_set():
-            self._down_since = time.monotonic()
-            cfg = self.config
-            reason = str(reason_code)
-            if reason in ("Unspecified error", "Success", "Normal disconnection"):
-                reason = "the connection closed"
-            log.warning("MQTT: lost the broker at %s:%d (%s); reconnecting (every %g-%g s), messages queued "
-                        "meanwhile (up to %d)", cfg.host, cfg.port, reason, cfg.reconnect_min_s,
-                        cfg.reconnect_max_s, cfg.queue_size)
+    def _on_down(self, reason: str) -> None:
+        cfg = self.config
+        log.warning("MQTT: lost the broker at %s:%d (%s); reconnecting (every %g-%g s), messages queued "
+                    "meanwhile (up to %d)", cfg.host, cfg.port, reason, cfg.reconnect_min_s,
+                    cfg.reconnect_max_s, cfg.queue_size)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._acks.append(mid)
@@ -441,73 +312,28 @@ class MqttSink(Sink):
             return
         if message.topic == topics.ha_status and message.payload.strip().lower() == b"online":
             log.info("MQTT: Home Assistant is online; publishing discovery and state again")
-            with self._lock:
-                for topic in self._state:
-                    self._dirty[topic] = None
+            self.outbox.resend_all()
             self._wake.set()
 
     # --- the publisher thread ---
 
     def _thread_main(self) -> None:
         try:
-            if self._connect_first():
+            if self.connection.connect_first():
                 self._publish_loop()
         except Exception as error:  # carried to close(), which says so
             self._error = error
             log.debug("MQTT publisher thread failed", exc_info=True)
         finally:
-            self._outcome.set()
-
-    def _connect_first(self) -> bool:
-        """Connect (TCP, TLS, CONNECT sent) with our own retries, so each failure's cause can be
-        said once; then paho's network thread takes over, reconnects included. False when
-        stopped or failed for good."""
-        cfg, client = self.config, self._client
-        delay = cfg.reconnect_min_s
-        started = time.monotonic()
-        while not (self._stop.is_set() or self._closing.is_set()):
-            try:
-                client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
-            except Exception as error:  # OSError, ssl.SSLError, a ValueError from paho's TLS set-up
-                cause, permanent = connect_failure(error, cfg.host, cfg.port, cfg.tls, cfg.connect_timeout_s)
-                if permanent:
-                    self._fatal = cause
-                    if not cfg.required:
-                        log.error("MQTT broker %s:%d: %s; not publishing in this run", cfg.host, cfg.port, cause)
-                    self._outcome.set()
-                    return False
-                if cause != self._failure:
-                    self._failure = cause
-                    if not cfg.required:
-                        log.warning("MQTT broker %s:%d: %s; the run goes on and publishes once the broker is "
-                                    "reachable (retrying every %g-%g s)", cfg.host, cfg.port, cause,
-                                    cfg.reconnect_min_s, cfg.reconnect_max_s)
-                if cfg.required and time.monotonic() - started + delay > cfg.connect_timeout_s:
-                    self._outcome.set()
-                    return False
-                self._pause(delay)
-                delay = min(delay * 2, cfg.reconnect_max_s)
-                continue
-            client.loop_start()
-            self._loop_started = True
-            return True
-        return False
-
-    def _pause(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not (self._stop.is_set() or self._closing.is_set()):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._stop.wait(min(remaining, _TICK_S))
+            self.connection.outcome.set()
 
     def _publish_loop(self) -> None:
-        cfg, client = self.config, self._client
+        cfg, connection = self.config, self.connection
+        client = connection.client
         # The first stats come early (Home Assistant's fps sensor is not 'unknown' for a whole
         # interval), yet after a few seconds of frames: a rate over the first instant means little.
         next_stats = time.monotonic() + min(cfg.stats_interval_s, _FIRST_STATS_S)
         next_poll = 0.0
-        answer_deadline = time.monotonic() + cfg.connect_timeout_s
         flush_deadline: Optional[float] = None
         offline_sent = False
         while not self._stop.is_set():
@@ -517,35 +343,26 @@ class MqttSink(Sink):
                 mid = self._acks.popleft()
                 if self._inflight.pop(mid, None) is not None:
                     self.published += 1
-            if self._fatal is not None:
-                if not cfg.required:
-                    log.error("MQTT broker %s:%d: %s; not publishing in this run", cfg.host, cfg.port, self._fatal)
-                client.disconnect()
+            if not connection.poll():
                 return
             now = time.monotonic()
-            if not self._connected.is_set() and self._down_since is None and now > answer_deadline \
-                    and self._failure is None:
-                self._failure = (f"no MQTT answer within {cfg.connect_timeout_s:g} s; is {cfg.port} the broker's "
-                                 "port (1883 plain, 8883 TLS)?")
-                if not cfg.required:
-                    log.warning("MQTT broker %s:%d: %s still trying", cfg.host, cfg.port, self._failure)
-            if self._connected.is_set():
+            if connection.connected.is_set():
                 self._feed(client)
-            if self._closing.is_set():
+            if connection.closing.is_set():
                 if flush_deadline is None:
                     flush_deadline = now + cfg.flush_timeout_s
                     self._enqueue_stats(final=True)
                     self._feed(client)
-                drained = not self._queue and not self._dirty and not self._inflight
+                drained = self.outbox.empty() and not self._inflight
                 # A broker that is away may come back within the flush time (paho keeps reconnecting).
                 if now >= flush_deadline:
                     break
                 if drained and offline_sent:
                     break
                 if drained:
-                    self._set_state(self._topics.available, "offline")
+                    self.outbox.set_state(self._topics.available, "offline")
                     if cfg.bridge_availability and not any(self._others_online.values()):
-                        self._set_state(self._topics.bridge_available, "offline")
+                        self.outbox.set_state(self._topics.bridge_available, "offline")
                     offline_sent = True
                 continue
             if now >= next_stats:
@@ -557,22 +374,11 @@ class MqttSink(Sink):
         client.disconnect()
 
     def _feed(self, client) -> None:
-        """Hand paho what the window allows: availability and discovery first (re-sent after each
-        connect), then the queue in order, then the other retained state (so a 'new' event comes
-        before the count it raised)."""
-        while len(self._inflight) < _WINDOW and self._connected.is_set():
-            with self._lock:
-                first = next((topic for topic in self._priority if topic in self._dirty), None)
-                if first is not None:
-                    del self._dirty[first]
-                    message = self._state[first]
-                elif self._queue:
-                    message = self._queue.popleft()
-                elif self._dirty:
-                    topic, _ = self._dirty.popitem(last=False)
-                    message = self._state[topic]
-                else:
-                    return
+        """Hand paho what the window allows, in the outbox's order."""
+        while len(self._inflight) < _WINDOW and self.connection.connected.is_set():
+            message = self.outbox.next()
+            if message is None:
+                return
             info = client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
             if message.qos > 0:
                 # paho keeps a QoS>0 message it could not send (rc NO_CONN) and sends it on reconnect;
@@ -589,12 +395,12 @@ class MqttSink(Sink):
         if up is None or up == self._source_up:
             return
         self._source_up = bool(up)
-        self._set_state(self._topics.source, "up" if up else "down")
+        self.outbox.set_state(self._topics.source, "up" if up else "down")
 
     def _shutdown(self, flush: bool) -> None:
         """Stop the publisher (after a bounded flush when ``flush``) and paho's network thread."""
         cfg = self.config
-        self._closing.set()
+        self.connection.closing.set()
         if not flush:
             self._stop.set()
         self._wake.set()
@@ -605,27 +411,8 @@ class MqttSink(Sink):
                 self._thread.join(cfg.connect_timeout_s + 1.0)
             self._thread = None
         self._stop.set()
-        with self._lock:
-            self.unsent = len(self._queue) + len(self._inflight)
-        if self._client is not None:
-            try:
-                self._client.disconnect()
-            except Exception:
-                pass
-            if self._loop_started:
-                self._client.loop_stop()
-                self._loop_started = False
-
-
-def _dumps(payload: dict) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), default=_plain).encode("utf-8")
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and tuples in records, as JSON numbers and lists."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        self.unsent = self.outbox.queued() + len(self._inflight)
+        self.connection.close()
 
 
 def build_sinks(config, given: Sequence[Sink] = ()) -> List[MqttSink]:

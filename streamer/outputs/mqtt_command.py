@@ -1,5 +1,5 @@
 """``streamer mqtt retire CAMERA``: remove a camera that will not come back from the broker and
-from Home Assistant (its retained state and its discovery configs); ``mqtt.py`` does the work."""
+from Home Assistant (its retained state and its discovery configs); ``mqtt_session.py`` does the work."""
 
 from __future__ import annotations
 

@@ -1,14 +1,15 @@
 """What the MQTT output publishes: the broker address from the command line, topic names, Home
-Assistant discovery configs and the people-in-view counts. Pure data, no connection: the sink that
-sends them is ``mqtt.py``."""
+Assistant discovery configs, the people-in-view and audience counts, JSON payloads. Pure data,
+no connection: the sink that sends them is ``mqtt.py``."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from .. import __version__
@@ -16,6 +17,9 @@ from ..config import MQTT_PASSWORD_ENV, MqttConfig
 from ..errors import ConfigError, MqttError
 from ..report.tally import LabelCounts
 from ..types import GENDERS, Face, age_group_labels
+
+if TYPE_CHECKING:
+    from ..audience.live import AudienceCounts
 
 
 def parse_address(text: str) -> Tuple[str, Optional[int]]:
@@ -317,3 +321,30 @@ class PeopleCounts:
         out = {"": counted.people, **counted.by_gender()}
         out.update((f"age/{topic_level(group)}", n) for group, n in counted.by_age_group().items())
         return out
+
+
+def audience_messages(topics: Topics, audience: AudienceCounts) -> Dict[str, str]:
+    """The retained messages of the audience zones and lines now: each zone's people (split like
+    ``people``) and each line's crossings since the start; topic -> payload."""
+    values: Dict[str, str] = {}
+    for zone in audience.zones:
+        counted = audience.zone_people(zone)
+        base = topics.zone_people(zone)
+        values[base] = str(counted.people)
+        values.update((f"{base}/{gender}", str(n)) for gender, n in counted.by_gender().items())
+        values.update((f"{base}/age/{topic_level(group)}", str(n)) for group, n in counted.by_age_group().items())
+    for line in audience.lines:
+        for direction in ("in", "out"):
+            values[topics.line_crossings(line, direction)] = str(audience.crossings_total(line, direction))
+    return values
+
+
+def dumps(payload: dict) -> bytes:
+    """A JSON message, compact; numpy scalars and arrays in records as JSON numbers and lists."""
+    return json.dumps(payload, separators=(",", ":"), default=_plain).encode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import MqttConfig
 from ..errors import MqttError
-from .mqtt import connect_failure, paho_module
+from .mqtt_connection import connect_failure, paho_client
 from .mqtt_messages import Topics, discovery_configs, read_password, slug
 
 log = logging.getLogger(__name__)
@@ -23,14 +23,7 @@ _RETAINED_QUIET_S = 0.5
 
 def _plain_client(config: MqttConfig, client_id: str):
     """A paho client for a short session (doctor's probe, retire): login and TLS as configured."""
-    mqtt = paho_module()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    client.connect_timeout = config.connect_timeout_s
-    if config.username is not None:
-        client.username_pw_set(config.username, read_password(config))
-    if config.tls:
-        client.tls_set(ca_certs=config.tls_ca_file, certfile=config.tls_cert_file, keyfile=config.tls_key_file)
-    return client
+    return paho_client(config, client_id, read_password(config))
 
 
 def retire(config: MqttConfig, camera: str, force: bool = False) -> List[str]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from ..config import MqttConfig
 from ..config.load import RESERVED_CAMERA
 from ..errors import MqttError
-from ..outputs.mqtt import connect_failure, connect_refusal
-from ..outputs.mqtt_messages import entity_configs, occupancy_entity, slug
+from ..outputs.mqtt_connection import MqttConnection
+from ..outputs.mqtt_messages import entity_configs, occupancy_entity, read_password, slug
 from .relay import Feed, people_now
 from .supervisor import CameraState, Supervisor, camera_status
 
@@ -130,49 +129,31 @@ class SitePublisher:
         self.client_id = client_id
         self._supervisor = supervisor
         self._period_s = period_s
-        self._client: Any = None
         self._lock = threading.Lock()  # _sent and _resend: the publisher thread and paho's
         self._sent: Dict[str, str] = {}  # topic -> the payload last handed to paho
         self._resend = False  # (re)connected or Home Assistant online: everything again
-        self._connected = threading.Event()
-        self._outcome = threading.Event()  # the first connection: made, or failed for good
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self.connection = MqttConnection(
+            config, read_password(config), log, self._wake, on_up=self._on_up, on_down=self._on_down,
+            goes_on="the cameras run on and the site's topics are published",
+            not_published="the site's topics are not published in this run", on_message=self._on_message)
         self._thread: Optional[threading.Thread] = None
-        self._loop_started = False
-        self._fatal: Optional[str] = None
-        self._failure: Optional[str] = None
-        self._down_since: Optional[float] = None
         self.published = 0
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self.connection.connected.is_set()
 
     # --- the supervisor's side ---
 
     def start(self) -> None:
-        from ..outputs.mqtt_session import _plain_client
-
         cfg = self.config
-        try:
-            client = _plain_client(cfg, self.client_id)
-        except (OSError, ssl.SSLError, ValueError) as error:
-            raise MqttError(f"mqtt TLS files ({cfg.tls_ca_file}, {cfg.tls_cert_file}): cannot load them "
-                            f"({getattr(error, 'strerror', None) or error}); fix mqtt.tls_ca_file / "
-                            "tls_cert_file / tls_key_file") from None
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        client.will_set(self.topics.available, "offline", qos=1, retain=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        self._client = client
+        self.connection.open(self.client_id, self.topics.available)
         self._thread = threading.Thread(target=self._thread_main, name="mqtt-site", daemon=True)
         self._thread.start()
         if cfg.required:
-            self._outcome.wait(cfg.connect_timeout_s + 1.0)
-            if not self._connected.is_set():
-                cause = self._fatal or self._failure or f"no MQTT answer within {cfg.connect_timeout_s:g} s"
+            cause = self.connection.first_failure()
+            if cause is not None:
                 self.stop()
                 raise MqttError(f"MQTT broker {cfg.host}:{cfg.port}: {cause} (mqtt.required is true; set it to "
                                 "false to run the cameras on without the broker)")
@@ -180,51 +161,30 @@ class SitePublisher:
     def stop(self) -> None:
         """The last state and ``offline`` (bounded), then disconnect; after the workers stopped."""
         cfg = self.config
-        self._stop.set()
+        self.connection.closing.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(cfg.flush_timeout_s + cfg.connect_timeout_s + 2.0)
             self._thread = None
-        if self._client is not None:
-            try:
-                self._client.disconnect()
-            except Exception:  # paho's own state; the connection goes either way
-                pass
-            if self._loop_started:
-                self._client.loop_stop()
-                self._loop_started = False
+        self.connection.close()
 
     # --- paho's network thread ---
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_up(self, client, down_s: Optional[float]) -> None:
         cfg = self.config
-        if reason_code.is_failure:
-            self._fatal = connect_refusal(reason_code, cfg)
-            self._outcome.set()
-            self._wake.set()
-            return
-        if self._down_since is not None:
-            log.info("MQTT (site): reconnected to %s:%d after %.1f s", cfg.host, cfg.port,
-                     time.monotonic() - self._down_since)
+        if down_s is not None:
+            log.info("MQTT (site): reconnected to %s:%d after %.1f s", cfg.host, cfg.port, down_s)
         else:
             log.info("MQTT (site): connected to %s:%d, publishing %s/", cfg.host, cfg.port, self.topics.base)
-        self._down_since, self._failure = None, None
         if cfg.discovery:
             client.subscribe(self.topics.ha_status, qos=1)
         with self._lock:
             self._resend = True
-        self._connected.set()
-        self._outcome.set()
-        self._wake.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        if was_connected and not self._stop.is_set():
-            self._down_since = time.monotonic()
-            cfg = self.config
-            log.warning("MQTT (site): lost the broker at %s:%d; reconnecting (every %g-%g s)", cfg.host, cfg.port,
-                        cfg.reconnect_min_s, cfg.reconnect_max_s)
+    def _on_down(self, reason: str) -> None:
+        cfg = self.config
+        log.warning("MQTT (site): lost the broker at %s:%d; reconnecting (every %g-%g s)", cfg.host, cfg.port,
+                    cfg.reconnect_min_s, cfg.reconnect_max_s)
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic == self.topics.ha_status and message.payload.strip().lower() == b"online":
@@ -236,60 +196,22 @@ class SitePublisher:
 
     def _thread_main(self) -> None:
         try:
-            if self._connect_first():
+            if self.connection.connect_first():
                 self._publish_loop()
         except Exception:  # the site's topics are not worth a camera: said, and the cameras go on
             log.warning("MQTT (site): the publisher failed; the site's topics stop here", exc_info=True)
         finally:
-            self._outcome.set()
-
-    def _connect_first(self) -> bool:
-        """Connect with our own retries, so that each failure's cause is said once; then paho's
-        network thread keeps the connection, reconnects included. False when stopped or failed
-        for good."""
-        cfg, client = self.config, self._client
-        delay = cfg.reconnect_min_s
-        while not self._stop.is_set():
-            try:
-                client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
-            except Exception as error:  # OSError, ssl.SSLError, a ValueError from paho's TLS set-up
-                cause, permanent = connect_failure(error, cfg.host, cfg.port, cfg.tls, cfg.connect_timeout_s)
-                if permanent:
-                    self._fatal = cause
-                    log.error("MQTT broker %s:%d: %s; the site's topics are not published in this run", cfg.host,
-                              cfg.port, cause)
-                    return False
-                if cause != self._failure:
-                    self._failure = cause
-                    log.warning("MQTT broker %s:%d: %s; the cameras run on and the site's topics are published "
-                                "once the broker is reachable (retrying every %g-%g s)", cfg.host, cfg.port, cause,
-                                cfg.reconnect_min_s, cfg.reconnect_max_s)
-                self._stop.wait(delay)
-                delay = min(delay * 2, cfg.reconnect_max_s)
-                continue
-            client.loop_start()
-            self._loop_started = True
-            return True
-        return False
+            self.connection.outcome.set()
 
     def _publish_loop(self) -> None:
-        cfg = self.config
-        answer_deadline = time.monotonic() + cfg.connect_timeout_s
         while True:
             self._wake.wait(self._period_s)
             self._wake.clear()
-            if self._fatal is not None:
-                log.error("MQTT broker %s:%d: %s; the site's topics are not published in this run", cfg.host,
-                          cfg.port, self._fatal)
+            if not self.connection.poll():
                 return
-            if self._stop.is_set():
+            if self.connection.closing.is_set():
                 self._finish()
                 return
-            if not self._connected.is_set() and self._down_since is None and self._failure is None \
-                    and time.monotonic() > answer_deadline:
-                self._failure = (f"no MQTT answer within {cfg.connect_timeout_s:g} s; is {cfg.port} the broker's "
-                                 "port (1883 plain, 8883 TLS)?")
-                log.warning("MQTT broker %s:%d: %s still trying", cfg.host, cfg.port, self._failure)
             self.publish_changes()
 
     def messages(self) -> Dict[str, str]:
@@ -304,7 +226,7 @@ class SitePublisher:
     def publish_changes(self) -> List[Any]:
         """Hand paho what changed since last sent (everything after a (re)connect); nothing while
         disconnected (the next connect sends it all). paho's message infos."""
-        if not self._connected.is_set():
+        if not self.connection.connected.is_set():
             return []
         current = self.messages()
         with self._lock:
@@ -314,17 +236,17 @@ class SitePublisher:
             self._sent.update(due)
         infos = []
         for topic, payload in due:
-            infos.append(self._client.publish(topic, payload, qos=1, retain=True))
+            infos.append(self.connection.client.publish(topic, payload, qos=1, retain=True))
             self.published += 1
         return infos
 
     def _finish(self) -> None:
         """The last state (the workers have stopped: nobody in view) and ``offline``, within
         ``flush_timeout_s`` of a connected broker."""
-        if not self._connected.is_set():
+        if not self.connection.connected.is_set():
             return
         infos = self.publish_changes()
-        infos.append(self._client.publish(self.topics.available, "offline", qos=1, retain=True))
+        infos.append(self.connection.client.publish(self.topics.available, "offline", qos=1, retain=True))
         deadline = time.monotonic() + self.config.flush_timeout_s
         for info in infos:
             try:

@@ -75,7 +75,7 @@ def _publisher(cameras: Dict[str, CameraState], feeds: Dict[str, Feed], **mqtt: 
     config = parse_config({"mqtt": {"enabled": True, "topic_prefix": "shop", **mqtt}}).mqtt
     supervisor = types.SimpleNamespace(cameras=cameras, relay=types.SimpleNamespace(feeds=feeds))
     publisher = SitePublisher(config, supervisor, "shop-site")  # type: ignore[arg-type]
-    publisher._client = _FakeClient()
+    publisher.connection.client = _FakeClient()
     return publisher
 
 
@@ -83,9 +83,9 @@ def test_only_changes_are_sent_and_everything_again_after_a_connect() -> None:
     cameras = {"door": _camera("door"), "till": _camera("till")}
     feeds = {"door": _feed(1), "till": _feed(2)}
     publisher = _publisher(cameras, feeds)
-    client = publisher._client
+    client = publisher.connection.client
     assert publisher.publish_changes() == [] and client.sent == []  # not connected: nothing
-    publisher._connected.set()
+    publisher.connection.connected.set()
     publisher._resend = True  # as _on_connect sets it
     publisher.publish_changes()
     topics = [topic for topic, *_ in client.sent]
