@@ -34,12 +34,13 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 class Heartbeat:
     """Shared with the supervisor: ``last_frame_s`` (``time.monotonic()``, one clock for every
     process on the machine; 0.0 before the first frame), ``frames`` delivered by this run, and
-    ``pictures_until``, set by the supervisor: until then the worker relays its picture
-    (relay.RelaySink)."""
+    ``pictures_until`` and ``stills_until``, set by the supervisor: until then the worker relays
+    its picture at the stream's rate, or a still a second (relay.RelaySink)."""
 
     last_frame_s: Any  # multiprocessing.Value("d")
     frames: Any  # multiprocessing.Value("Q")
     pictures_until: Any  # multiprocessing.Value("d")
+    stills_until: Any  # multiprocessing.Value("d"): until then, a still a second (no stream viewer)
 
 
 class HeartbeatSink(Sink):
@@ -93,7 +94,7 @@ def camera_main(name: str, config: Config, options: Any, heartbeat: Heartbeat, v
     if relay is not None:
         from .relay import RelaySink
 
-        sinks.append(RelaySink(config, relay, heartbeat.pictures_until))
+        sinks.append(RelaySink(config, relay, heartbeat.pictures_until, heartbeat.stills_until))
     try:
         run(config, options, sinks=sinks)
     except StreamerError as error:

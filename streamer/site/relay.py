@@ -9,9 +9,11 @@ a sender thread: the frame loop only stores references, and a parent that reads 
 sender block, never the run. The supervisor's side is ``Relay``: one thread that reads every
 camera's pipe and keeps each camera's latest ``Feed``.
 
-Pictures cost an encode each: the worker encodes one (scaled to ``web.stream_max_side_px``, at most
-``web.stream_fps`` a second) only while the supervisor's ``pictures_until`` (shared memory, a
-``time.monotonic()`` time) is ahead of the clock, and never in aggregate privacy.
+Pictures cost an encode each: the worker encodes one (scaled to ``web.stream_max_side_px``) at most
+``web.stream_fps`` a second while the supervisor's ``pictures_until`` (shared memory, a
+``time.monotonic()`` time) is ahead of the clock (someone watches the stream), one a second while
+only its ``stills_until`` is (the page's stills, ``latest.jpg``), none otherwise, and never in
+aggregate privacy.
 """
 
 from __future__ import annotations
@@ -34,18 +36,22 @@ log = logging.getLogger(__name__)
 
 # Figures are sent this often when no picture is wanted.
 FIGURES_PERIOD_S = 1.0
+# Pictures are encoded this often while only stills are wanted (no stream viewer).
+STILL_PERIOD_S = 1.0
 # The sender's join at close().
 _JOIN_S = 2.0
 
 
 class RelaySink(Sink):
     """The worker's side: keeps the newest frame and result, and a sender thread sends the figures
-    (and a JPEG when wanted) through ``connection``. ``pictures_until``: the shared value the
-    supervisor moves ahead while a picture is wanted."""
+    (and a JPEG when wanted) through ``connection``. ``pictures_until`` and ``stills_until``: the
+    shared values the supervisor moves ahead while the stream, or only stills, are wanted."""
 
-    def __init__(self, config: Config, connection: Connection, pictures_until: Any) -> None:
+    def __init__(self, config: Config, connection: Connection, pictures_until: Any,
+                 stills_until: Any = None) -> None:
         self._connection = connection
         self._pictures_until = pictures_until
+        self._stills_until = stills_until
         self._web = config.web
         self._pictures = config.output.privacy != "aggregate"
         audience = config.audience
@@ -60,6 +66,7 @@ class RelaySink(Sink):
         self._frame: Optional[np.ndarray] = None
         self._frame_seq = 0
         self._sent_seq = 0
+        self._jpeg_s = 0.0
         self._people_seen = 0
         self._thread: Optional[threading.Thread] = None
         self._broken = False
@@ -97,21 +104,32 @@ class RelaySink(Sink):
 
     # -- the sender -----------------------------------------------------------------------------
 
-    def _wanted(self) -> bool:
-        return self._pictures and self._pictures_until.value > time.monotonic()
+    def _picture_period(self) -> Optional[float]:
+        """Seconds between pictures now: the stream's while it is watched, STILL_PERIOD_S while
+        only stills are asked for; None: no picture wanted."""
+        if not self._pictures:
+            return None
+        now = time.monotonic()
+        if self._pictures_until.value > now:
+            return 1.0 / self._web.stream_fps
+        if self._stills_until is not None and self._stills_until.value > now:
+            return STILL_PERIOD_S
+        return None
 
     def _send_loop(self) -> None:
-        # Ticks at the stream's rate, so a wish for pictures is seen within a tick; without one,
-        # a tick sends only when the figures are due.
+        # Ticks at the stream's rate, so a wish for pictures is seen within a tick; a tick sends
+        # when a picture or the figures are due.
         tick_s = 1.0 / self._web.stream_fps
         last_s = 0.0
         while not self._broken and not self._stop.wait(tick_s):
             now = time.monotonic()
-            if self._wanted() or now - last_s >= FIGURES_PERIOD_S:
-                self._send()
+            period = self._picture_period()
+            picture = period is not None and now - self._jpeg_s >= period - tick_s / 2
+            if picture or now - last_s >= FIGURES_PERIOD_S:
+                self._send(picture=picture)
                 last_s = now
 
-    def _send(self, final: bool = False) -> None:
+    def _send(self, final: bool = False, picture: bool = False) -> None:
         if self._broken or self._run is None:
             return
         with self._lock:
@@ -119,9 +137,9 @@ class RelaySink(Sink):
             people_seen = self._people_seen
             audience = None if self._audience is None else self._audience.snapshot()
         jpeg = None
-        if frame is not None and seq != self._sent_seq and (final or self._wanted()):
+        if frame is not None and seq != self._sent_seq and (picture or (final and self._picture_period())):
             jpeg = encode_stream_jpeg(frame, self._web.stream_max_side_px, self._web.stream_jpeg_quality)
-            self._sent_seq = seq
+            self._sent_seq, self._jpeg_s = seq, time.monotonic()
         info = self._run.info
         figures = {
             "snapshot": self._run.snapshot(),
@@ -189,11 +207,14 @@ class Feed:
 class Relay:
     """The supervisor's side: one thread reading every worker's pipe into its camera's ``Feed``.
     ``attach(name, connection)`` at each worker start; a pipe that ends (the worker exited or was
-    killed) is dropped. ``want_pictures(name, seconds)`` asks a camera's workers for pictures."""
+    killed) is dropped. ``want_pictures(name, seconds)`` asks a camera's workers for pictures:
+    the stream's, or with ``stream=False`` a still a second."""
 
-    def __init__(self, names: Sequence[str], pictures_until: Dict[str, Any]) -> None:
+    def __init__(self, names: Sequence[str], pictures_until: Dict[str, Any],
+                 stills_until: Optional[Dict[str, Any]] = None) -> None:
         self.feeds: Dict[str, Feed] = {name: Feed() for name in names}
         self._pictures_until = pictures_until
+        self._stills_until = stills_until or pictures_until
         self._connections: Dict[Connection, Tuple[str, int]] = {}  # -> camera, its run
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -210,8 +231,8 @@ class Relay:
             self._thread = threading.Thread(target=self._read_loop, name="relay-reader", daemon=True)
             self._thread.start()
 
-    def want_pictures(self, name: str, seconds: float) -> None:
-        value = self._pictures_until[name]
+    def want_pictures(self, name: str, seconds: float, stream: bool = True) -> None:
+        value = (self._pictures_until if stream else self._stills_until)[name]
         value.value = max(value.value, time.monotonic() + seconds)
 
     def stop(self) -> None:

@@ -94,10 +94,12 @@ class Supervisor:
         self.cameras: Dict[str, CameraState] = {
             job.name: CameraState(job, Heartbeat(self._context.Value("d", 0.0, lock=False),
                                                  self._context.Value("Q", 0, lock=False),
+                                                 self._context.Value("d", 0.0, lock=False),
                                                  self._context.Value("d", 0.0, lock=False)))
             for job in jobs}
-        self.relay = Relay(list(self.cameras), {name: state.heartbeat.pictures_until
-                                                for name, state in self.cameras.items()})
+        beats = {name: state.heartbeat for name, state in self.cameras.items()}
+        self.relay = Relay(list(self.cameras), {name: beat.pictures_until for name, beat in beats.items()},
+                           {name: beat.stills_until for name, beat in beats.items()})
         self.stopped_by = "end of input"
 
     def stop(self, reason: str = "stopped") -> None:

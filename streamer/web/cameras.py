@@ -4,9 +4,11 @@ routes see it: the same questions a ``LiveView`` answers (figures, latest frame,
 answered from what the camera's worker relays to the supervisor (streamer/site/relay.py) instead
 of from a run in this process.
 
-Pictures are asked for, not pushed: a viewer or a ``latest.jpg`` request moves the camera's
-``pictures_until`` a few seconds ahead and its worker encodes while it is ahead, so a site nobody
-watches encodes nothing. A camera in aggregate privacy never sends one.
+Pictures are asked for, not pushed: a stream viewer moves the camera's ``pictures_until`` a few
+seconds ahead (its worker encodes at the stream's rate while it is ahead), a ``latest.jpg``
+request (the page's stills) its ``stills_until`` (a still a second), so a site nobody watches
+encodes nothing and the page's cards cost one encode a second each. A camera in aggregate
+privacy never sends one.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from .live import Viewer, ViewersFull
 
 # A picture is asked for this far ahead of each request or viewer's wait.
 _WANT_S = 3.0
-# latest.jpg: a JPEG older than this is stale (the worker stopped encoding when nobody watched):
-# the request waits at most _FRESH_WAIT_S for a new one.
-_STALE_S = 1.0
+# latest.jpg: a JPEG older than this is stale (the worker stopped encoding when nobody watched;
+# while stills are asked for it makes one a second): the request waits at most _FRESH_WAIT_S for
+# a new one.
+_STALE_S = 2.0
 _FRESH_WAIT_S = 1.5
 # A viewer that saw no new frame for this long is sent the last one again (as LiveView does).
 _RESEND_S = 5.0
@@ -118,7 +121,7 @@ class CameraView:
         the worker encoding, so a first request after a quiet time waits briefly for one."""
         if not self.pictures:
             return None
-        self._relay.want_pictures(self.name, _WANT_S)
+        self._relay.want_pictures(self.name, _WANT_S, stream=False)
         feed = self._feed
         with feed.changed:
             if self.running and time.monotonic() - feed.jpeg_s > _STALE_S:

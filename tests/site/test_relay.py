@@ -51,10 +51,11 @@ def _pair(config: Config, name: str = "door"):
     """A RelaySink and the Relay reading it, as the supervisor wires them (spawn context values)."""
     context = multiprocessing.get_context("spawn")
     pictures_until = context.Value("d", 0.0, lock=False)
+    stills_until = context.Value("d", 0.0, lock=False)
     reader, writer = context.Pipe(duplex=False)
-    relay = Relay([name], {name: pictures_until})
+    relay = Relay([name], {name: pictures_until}, {name: stills_until})
     relay.attach(name, reader)
-    return RelaySink(config, writer, pictures_until), relay
+    return RelaySink(config, writer, pictures_until, stills_until), relay
 
 
 def test_figures_come_about_once_a_second_and_pictures_only_while_asked_for() -> None:
@@ -88,6 +89,27 @@ def test_figures_come_about_once_a_second_and_pictures_only_while_asked_for() ->
         sink.close()
         relay.stop()
     assert feed.figures is not None and feed.figures["final"]
+
+
+def test_stills_alone_cost_one_picture_a_second() -> None:
+    """The page's cards ask for stills (latest.jpg), not the stream: one encode a second, not
+    web.stream_fps."""
+    sink, relay = _pair(override(Config(), {"web.stream_fps": 20.0}))
+    feed = relay.feeds["door"]
+    sink.start(FakeRun())
+    try:
+        t0 = time.monotonic()
+        index = 0
+        while time.monotonic() - t0 < 3.2:  # frames at ~30 fps, stills asked for all along
+            relay.want_pictures("door", 1.0, stream=False)
+            sink.write(_result(index), _result(index).frame.bgr)
+            index += 1
+            time.sleep(1 / 30)
+        stills = feed.jpeg_seq
+    finally:
+        sink.close()
+        relay.stop()
+    assert 2 <= stills <= 5, f"{stills} pictures in 3.2 s of stills (the stream's rate would give ~60)"
 
 
 def test_aggregate_privacy_never_sends_a_picture() -> None:
