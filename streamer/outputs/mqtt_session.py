@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import MqttConfig
 from ..errors import MqttError
-from .mqtt_connection import connect_failure, paho_client
+from .mqtt_connection import connect_failure, connect_refusal, no_answer, paho_client
 from .mqtt_messages import Topics, discovery_configs, read_password, slug
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,26 @@ _RETAINED_QUIET_S = 0.5
 def _plain_client(config: MqttConfig, client_id: str):
     """A paho client for a short session (doctor's probe, retire): login and TLS as configured."""
     return paho_client(config, client_id, read_password(config))
+
+
+def _open_session(client, config: MqttConfig, subscribed: threading.Event, answer: Dict[str, Any]) -> str:
+    """Connect ``client``, start its network thread and wait for its subscription (``subscribed``,
+    set by the caller's on_subscribe; ``answer["reason"]``, its on_connect's CONNACK): the broker's
+    name for messages. MqttError naming the cause and fix (the client stopped) when the broker
+    cannot be reached, refuses the login or does not answer within ``connect_timeout_s``."""
+    where = f"MQTT broker {config.host}:{config.port}"
+    try:
+        client.connect(config.host, config.port, keepalive=config.keepalive_s)
+    except Exception as error:
+        raise MqttError(f"{where}: {connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]}") from None
+    client.loop_start()
+    if not subscribed.wait(config.connect_timeout_s):
+        client.disconnect()
+        client.loop_stop()
+        reason = answer.get("reason")
+        refused = reason is not None and reason.is_failure
+        raise MqttError(f"{where}: {connect_refusal(reason, config) if refused else no_answer(config)}")
+    return where
 
 
 def retire(config: MqttConfig, camera: str, force: bool = False) -> List[str]:
@@ -53,18 +73,8 @@ def retire(config: MqttConfig, camera: str, force: bool = False) -> List[str]:
         last_message[0] = time.monotonic()
 
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-    where = f"MQTT broker {config.host}:{config.port}"
+    _open_session(client, config, subscribed, answer)
     try:
-        client.connect(config.host, config.port, keepalive=config.keepalive_s)
-    except Exception as error:
-        raise MqttError(f"{where}: {connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]}") from None
-    client.loop_start()
-    try:
-        if not subscribed.wait(config.connect_timeout_s):
-            reason = answer.get("reason")
-            cause = (f"the broker refused the login ({str(reason).lower()})" if reason is not None and reason.is_failure
-                     else f"no MQTT answer within {config.connect_timeout_s:g} s")
-            raise MqttError(f"{where}: {cause}")
         # The broker sends the retained messages right after the SUBACK; a quiet moment ends them.
         while time.monotonic() - last_message[0] < _RETAINED_QUIET_S:
             time.sleep(0.05)
@@ -101,11 +111,10 @@ def probe(config: MqttConfig) -> Tuple[bool, str]:
     client.loop_start()
     try:
         if not answered.wait(config.connect_timeout_s):
-            return False, (f"no MQTT answer within {config.connect_timeout_s:g} s; is {config.port} the broker's "
-                           "port (1883 plain, 8883 TLS)?")
+            return False, no_answer(config)
         reason = answer["reason"]
         if reason.is_failure:
-            return False, f"the broker refused the login ({str(reason).lower()}); check mqtt.username and the password"
+            return False, connect_refusal(reason, config)
         return True, ""
     finally:
         client.disconnect()
@@ -141,19 +150,9 @@ def listen_events(config: MqttConfig, handle: Callable[[dict], None], stop: thre
 
     client.on_connect, client.on_message = on_connect, on_message
     client.on_subscribe = lambda *_args: subscribed.set()
-    where = f"MQTT broker {config.host}:{config.port}"
-    try:
-        client.connect(config.host, config.port, keepalive=config.keepalive_s)
-    except Exception as error:
-        raise MqttError(f"{where}: {connect_failure(error, config.host, config.port, config.tls, config.connect_timeout_s)[0]}") from None
-    client.loop_start()
+    where = _open_session(client, config, subscribed, answer)
     handled = 0
     try:
-        if not subscribed.wait(config.connect_timeout_s):
-            reason = answer.get("reason")
-            cause = (f"the broker refused the login ({str(reason).lower()})" if reason is not None and reason.is_failure
-                     else f"no MQTT answer within {config.connect_timeout_s:g} s")
-            raise MqttError(f"{where}: {cause}")
         log.info("listening to %s on %s", topic, where)
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
