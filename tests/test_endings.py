@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import pytest
 from conftest import REPO, SHARED_MEDIA
+from silent_server import SilentServer
 
 from streamer.app import RunOptions, run
 from streamer.config import Config
@@ -76,36 +77,6 @@ def test_a_stream_that_never_comes_back_still_ends_tracks_and_writes_the_summary
 
 # -- endings before the first frame: the summary is written too, with the error -------------------
 
-class _Silent:
-    """A TCP server on 127.0.0.1 that accepts and never answers: an open that waits for its timeout."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.connected = threading.Event()
-        self.clients: list = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def port(self) -> int:
-        return self.sock.getsockname()[1]
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.clients.append(client)
-            self.connected.set()
-
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
-        self.sock.close()
-
-
 class _Files(ThreadingHTTPServer):
     """Serves one folder over HTTP on 127.0.0.1."""
 
@@ -161,7 +132,7 @@ def test_an_ending_before_the_first_frame_writes_the_summary_with_the_error(case
         elif case == "RTSP that fails":
             source = f"rtsp://127.0.0.1:{_free_port()}/cam"
         elif case in ("HTTP stall", "Ctrl-C while opening"):
-            silent = _Silent()
+            silent = SilentServer()
             cleanup.append(silent.close)
             source = f"http://127.0.0.1:{silent.port}/video.mjpg"
         else:

