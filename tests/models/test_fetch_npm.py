@@ -10,13 +10,13 @@ import hashlib
 import http.server
 import io
 import tarfile
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from conftest import SHARED_MODELS
+from test_models import serve_handler
 
 from streamer.models.fetch import NPM_REGISTRY, describe
 from streamer.models.store import FAILED, FETCHED, OK, PRESENT, ModelStore, load_manifest
@@ -73,16 +73,8 @@ def serve(registry: Registry) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (base-class signature)
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="test-npm-registry", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+    with serve_handler(Handler) as url:
+        yield url
 
 
 # ---- a synthetic model: every way a tarball can go wrong ---------------------------------------------

@@ -64,7 +64,14 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @contextmanager
 def serve(root: Path) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving ``root``; yields its base URL, stops and joins on exit."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
+    with serve_handler(functools.partial(_QuietHandler, directory=str(root))) as url:
+        yield url
+
+
+@contextmanager
+def serve_handler(handler) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering with ``handler`` (a request handler class);
+    yields its base URL, stops and joins on exit."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
     thread.start()
