@@ -30,11 +30,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ModelError
+from ..types import GenderAge, age_group_of
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,26 @@ class LabelCalibration:
         p = np.clip(np.asarray(p_male_raw, np.float64), 1e-6, 1 - 1e-6)
         z = self.gender_a * np.log(p / (1 - p)) + self.gender_b
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    def labels(self, p_male_raw: np.ndarray, age_raw: np.ndarray, groups: Sequence[Tuple[int, int]],
+               coverage: float, min_age: Optional[float] = None,
+               age_spread: Optional[np.ndarray] = None) -> GenderAge:
+        """A classifier's results for N faces from its own ``(N,)`` p_male and ages: both
+        calibrated (the age never below ``min_age`` when given), the age group of each in
+        ``groups``, the age range at ``coverage``, and ``age_spread`` as the network gives it."""
+        age_years = self.age(age_raw)
+        if min_age is not None:
+            age_years = np.maximum(age_years, min_age).astype(np.float32)
+        spread = {} if age_spread is None else {"age_spread": age_spread}  # else NaN: none
+        return GenderAge(
+            p_male=self.p_male(p_male_raw),
+            age_years=age_years,
+            age_group=age_group_of(age_years, groups),
+            p_male_raw=p_male_raw,
+            age_raw=age_raw,
+            age_range=self.age_range(age_years, coverage),
+            **spread,
+        )
 
 
 def _array(data: Dict[str, Any], key: str, where: str) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from ..config import ClassifierConfig, Config, DnnConfig
 from ..dnn import OnnxRunner
 from ..models.store import MANIFEST_PATH, ModelStore, load_manifest
-from ..types import Detections, GenderAge, age_group_of
+from ..types import Detections, GenderAge
 from .align import NO_JITTER, Jitter, face_chips
 from .calibration import LabelCalibration, calibration_for
 
@@ -167,16 +167,8 @@ class CydralGenderAge:
         age_prob = np.asarray(age_prob, np.float32).reshape(-1, len(CYDRAL_AGE_WEIGHTS))
         p_male_raw = gender_prob[:, CYDRAL_GENDER_LABELS.index("male")].astype(np.float32)
         age_raw = (age_prob @ CYDRAL_AGE_WEIGHTS).astype(np.float32)
-        age_years = calibration.age(age_raw)
-        return GenderAge(
-            p_male=calibration.p_male(p_male_raw),
-            age_years=age_years,
-            age_group=age_group_of(age_years, groups),
-            p_male_raw=p_male_raw,
-            age_raw=age_raw,
-            age_range=calibration.age_range(age_years, coverage),
-            age_spread=calibration.age_spread(age_prob, CYDRAL_AGE_WEIGHTS),
-        )
+        return calibration.labels(p_male_raw, age_raw, groups, coverage,
+                                  age_spread=calibration.age_spread(age_prob, CYDRAL_AGE_WEIGHTS))
 
 
 def load(config: Config, store: ModelStore) -> CydralGenderAge:

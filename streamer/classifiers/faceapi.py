@@ -20,7 +20,7 @@ from ..config import ClassifierConfig, Config, DnnConfig
 from ..dnn import OnnxRunner
 from ..models.store import MANIFEST_PATH, ModelStore, load_manifest
 from ..models.tfjs2onnx import AGE_OUTPUT, GENDER_LABELS, GENDER_OUTPUT, INPUT_NAME, convert_age_gender_cached
-from ..types import Detections, GenderAge, age_group_of
+from ..types import Detections, GenderAge
 from .align import face_chips
 from .calibration import LabelCalibration, calibration_for
 
@@ -104,15 +104,7 @@ class FaceApiGenderAge:
         if len(age_raw) != len(gender_prob):
             raise ValueError(f"age has {len(age_raw)} rows, gender {len(gender_prob)}")
         p_male_raw = gender_prob[:, FACEAPI_GENDER_LABELS.index("male")].astype(np.float32)
-        age_years = np.maximum(calibration.age(age_raw), 0.0).astype(np.float32)
-        return GenderAge(
-            p_male=calibration.p_male(p_male_raw),
-            age_years=age_years,
-            age_group=age_group_of(age_years, groups),
-            p_male_raw=p_male_raw,
-            age_raw=age_raw,
-            age_range=calibration.age_range(age_years, coverage),
-        )
+        return calibration.labels(p_male_raw, age_raw, groups, coverage, min_age=0.0)
 
 
 def load(config: Config, store: ModelStore) -> FaceApiGenderAge:
