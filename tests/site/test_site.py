@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
+import test_rtsp
 from conftest import REPO
-from test_rtsp import CLIP, RtspServer, free_port
+from test_rtsp import RtspServer
 
 from streamer.config import SiteConfig
 from streamer.site.run import _add_counts
@@ -25,17 +26,9 @@ from streamer.site.supervisor import CameraJob, Supervisor
 
 pytestmark = pytest.mark.integration
 CAMERAS = ("a", "b", "c")
+# The RTSP test server's fixtures (the carphone clip, looped).
+rtsp_ready, rtsp_server = test_rtsp.rtsp_ready, test_rtsp.rtsp_server
 START_S = 90.0  # three workers loading their models at once on a busy 2-core machine
-
-
-@pytest.fixture
-def rtsp_server(shared: Path) -> Iterator[RtspServer]:
-    server = RtspServer(free_port(), CLIP)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 class Site:
