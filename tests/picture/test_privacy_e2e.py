@@ -85,16 +85,23 @@ def _read_all(path: Path) -> List[np.ndarray]:
     return frames
 
 
-def test_every_face_of_the_clip_is_hidden_on_every_frame(models_env, tmp_path):
-    """Tracked default mode, blur, no labels or HUD, lossless output: inside every reference face
-    the detail drops to a small fraction on every frame; outside the masks nothing changes."""
-    masked: List[np.ndarray] = []
+def _recording(masked: List[np.ndarray]) -> type:
+    """A Worker that appends the boxes its anonymizer masked on each frame to ``masked``."""
 
     class Recording(Worker):
         def process(self, frame, dropped=0):
             result, annotated = super().process(frame, dropped)
             masked.append(self.anonymizer.last_boxes.copy())
             return result, annotated
+
+    return Recording
+
+
+def test_every_face_of_the_clip_is_hidden_on_every_frame(models_env, tmp_path):
+    """Tracked default mode, blur, no labels or HUD, lossless output: inside every reference face
+    the detail drops to a small fraction on every frame; outside the masks nothing changes."""
+    masked: List[np.ndarray] = []
+    Recording = _recording(masked)
 
     config = override(Config(), {"output.anonymize": "blur", "output.labels": False, "output.hud": False,
                                  "output.window": False, **LOSSLESS})
@@ -125,12 +132,7 @@ def test_every_face_of_the_group_photo_is_hidden(models_env, tmp_path, mode):
     config = override(Config(), {"output.anonymize": mode, "output.labels": False, "output.window": False})
     output, events = tmp_path / "group.png", tmp_path / "group.jsonl"
     masked: List[np.ndarray] = []
-
-    class Recording(Worker):
-        def process(self, frame, dropped=0):
-            result, annotated = super().process(frame, dropped)
-            masked.append(self.anonymizer.last_boxes.copy())
-            return result, annotated
+    Recording = _recording(masked)
 
     with mock.patch.object(app_module, "Worker", Recording):
         app_module.run(config, RunOptions(source=str(PHOTO), output=output, events=events, window=False))
