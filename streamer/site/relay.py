@@ -172,15 +172,14 @@ def encode_stream_jpeg(frame: np.ndarray, max_side_px: int, quality: int) -> Opt
 @dataclass
 class Feed:
     """A camera as its workers last told it (the supervisor's side): ``figures`` (RelaySink's
-    dict, None before the first message), the latest JPEG and its sequence number, and when each
-    came (``time.monotonic()``). ``run``: the worker run whose pipe was attached last (1 for the
+    dict, None before the first message), the latest JPEG, its sequence number and when it came
+    (``time.monotonic()``), and how many messages came. ``run``: the worker run whose pipe was attached last (1 for the
     first); ``figures_run``: the run that sent ``figures`` (a restarted worker's predecessor's
     figures stay until it tells its own)."""
 
     figures: Optional[Dict[str, Any]] = None
     run: int = 0
     figures_run: int = 0
-    figures_s: float = 0.0
     jpeg: Optional[bytes] = None
     jpeg_seq: int = 0
     jpeg_s: float = 0.0
@@ -270,7 +269,7 @@ class Relay:
     def _store(feed: Feed, run: int, figures: Dict[str, Any], jpeg: Optional[bytes]) -> None:
         now = time.monotonic()
         with feed.changed:
-            feed.figures, feed.figures_s, feed.figures_run = figures, now, run
+            feed.figures, feed.figures_run = figures, run
             feed.messages += 1
             if jpeg is not None:
                 feed.jpeg, feed.jpeg_s = jpeg, now
